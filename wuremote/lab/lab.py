@@ -1,0 +1,229 @@
+"""The lab: N emulated Windows hosts on loopback, one asyncio loop in a background thread.
+
+    with Lab(hosts=3, scenario="mixed") as lab:
+        for endpoint in lab.endpoints:
+            ...  # endpoint.url, endpoint.username, endpoint.password, endpoint.ca_file
+
+Tests and the demo use it in-process; `python -m wuremote.lab` runs it in the foreground.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import secrets
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .host import Host
+from .http import Credentials, Listener
+from .scenarios import HostSpec, resolve
+from .service import WSManService
+from .tls import LabCA
+
+T = TypeVar("T")
+LAB_USERNAME = "labadmin"
+
+
+class LabError(RuntimeError):
+    """The lab cannot start as asked (port in use, bad scenario...); the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How a client reaches one lab host (lab data: the password is the lab's, not a user's secret)."""
+
+    name: str
+    address: str
+    port: int
+    scheme: str
+    username: str
+    password: str
+    ca_file: str | None
+    scenario: str
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.address}:{self.port}/wsman"
+
+    def __repr__(self) -> str:
+        return f"Endpoint(name={self.name!r}, url={self.url!r}, scenario={self.scenario!r})"
+
+
+class LabHost:
+    def __init__(self, spec: HostSpec, lab: "Lab", port: int, rng: random.Random) -> None:
+        self.spec = spec
+        self.model = Host(spec.build(), lab.time_scale, rng)
+        self.service = WSManService(self.model)
+        self.listener = Listener(
+            port,
+            self.service,
+            lab.credentials,
+            lab.tls_context,
+            allow_unencrypted=lab.allow_unencrypted,
+        )
+        self.model.on_down(self.listener.stop)
+        self.model.on_up(self.listener.start)
+
+
+class Lab:
+    def __init__(
+        self,
+        hosts: int | None = None,
+        scenario: str | Path = "healthy",
+        *,
+        time_scale: float = 0.01,
+        http: bool = False,
+        allow_unencrypted: bool = False,
+        seed: int = 0,
+        ports: list[int] | None = None,
+        workdir: Path | None = None,
+    ) -> None:
+        if hosts is not None and hosts < 1:
+            raise LabError("--hosts must be at least 1")
+        if time_scale <= 0:
+            raise LabError("--time-scale must be greater than 0 (1 = real time, 0.01 = a hundred times faster)")
+        self.specs = resolve(scenario, hosts)
+        if ports is not None and len(ports) != len(self.specs):
+            raise LabError("give one port per host")
+        self.time_scale = time_scale
+        self.http = http
+        self.allow_unencrypted = allow_unencrypted or http
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.credentials = Credentials(LAB_USERNAME, "Lab-" + "".join(self.rng.choice("abcdefghjkmnpqrstuvwxyz23456789") for _ in range(16)))
+        self._ports = ports or [0] * len(self.specs)
+        self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="wuremote-lab-")
+        self.workdir = Path(workdir) if workdir is not None else Path(self._tmp.name)  # type: ignore[union-attr]
+        self.ca: LabCA | None = None if http else LabCA()
+        self.tls_context = self.ca.server_context() if self.ca else None
+        self.ca_file = str(self.ca.write_ca(self.workdir / "lab-ca.pem")) if self.ca else None
+        self.hosts: dict[str, LabHost] = {}
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="wuremote-lab", daemon=True)
+
+    # --- life cycle ------------------------------------------------------------------------
+    def start(self) -> "Lab":
+        self._thread.start()
+        try:
+            self.call(self._start_hosts)
+        except OSError as exc:
+            self.stop()
+            raise LabError(f"cannot listen on 127.0.0.1: {exc.strerror or exc} (a port in use? pick others or let the lab choose)") from None
+        return self
+
+    async def _start_hosts(self) -> None:
+        for spec, port in zip(self.specs, self._ports):
+            lab_host = LabHost(spec, self, port, random.Random(self.rng.random()))
+            await lab_host.listener.start()
+            self.hosts[spec.name] = lab_host
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            try:
+                self.call(self._stop_hosts)
+            finally:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self._thread.join(5)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    async def _stop_hosts(self) -> None:
+        for lab_host in self.hosts.values():
+            await lab_host.model.shutdown()
+            await lab_host.listener.stop()
+            await lab_host.service.winrs.drop_all()
+            await lab_host.service.psrp.drop_all()
+
+    def __enter__(self) -> "Lab":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- use ---------------------------------------------------------------------------------
+    def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 60) -> Any:
+        """Run `fn` (a coroutine function or a plain one) on the lab's loop and return its result."""
+
+        async def wrapper() -> Any:
+            result = fn(*args)
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result
+
+        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(timeout)
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [
+            Endpoint(
+                name=name,
+                address="127.0.0.1",
+                port=lab_host.listener.port,
+                scheme="http" if self.http else "https",
+                username=self.credentials.username,
+                password=self.credentials.password,
+                ca_file=self.ca_file,
+                scenario=lab_host.spec.scenario,
+            )
+            for name, lab_host in self.hosts.items()
+        ]
+
+    def endpoint(self, name: str) -> Endpoint:
+        return next(e for e in self.endpoints if e.name == name)
+
+    def host(self, name: str) -> Host:
+        return self.hosts[name].model
+
+    def requests_served(self, name: str) -> int:
+        return self.hosts[name].listener.requests_served
+
+    # --- files for users -------------------------------------------------------------------
+    def write_state(self, path: Path) -> Path:
+        """The state file (JSON) and a matching wuremote inventory beside it."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        inventory = path.with_name(path.stem + "-inventory.toml")
+        state = {
+            "version": 1,
+            "seed": self.seed,
+            "time_scale": self.time_scale,
+            "inventory": str(inventory),
+            "hosts": [{k: v for k, v in asdict(e).items()} for e in self.endpoints],
+        }
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        inventory.write_text(self.inventory_toml(), encoding="utf-8")
+        return path
+
+    def inventory_toml(self) -> str:
+        scheme = "http" if self.http else "https"
+        lines = [
+            "# wuremote inventory of a running lab, written by `wuremote lab`.",
+            "# The password below is the lab's own (lab data, not a secret of yours).",
+            "[vars]",
+            'transport = "psrp"',
+            f'scheme = "{scheme}"',
+            'auth = "basic"',
+            f'username = "{self.credentials.username}"',
+            f'password = "{self.credentials.password}"',
+        ]
+        if self.ca_file:
+            lines.append(f"ca_file = {json.dumps(self.ca_file)}")
+        if self.http:
+            lines.append("allow_unencrypted_basic = true")
+        lines.append("")
+        for endpoint in self.endpoints:
+            lines += [f'[hosts."{endpoint.name}"]', 'address = "127.0.0.1"', f"port = {endpoint.port}",
+                      f"# scenario: {endpoint.scenario}", ""]
+        return "\n".join(lines)
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(12)

@@ -1,0 +1,373 @@
+"""PSRP over WSMan (resource .../powershell/<configuration>) on psrpcore's server side.
+
+A WinRS-style shell carries one ServerRunspacePool: Create brings the pool's opening
+fragments in creationXml, Command creates a pipeline, Send carries pipeline input and
+extra fragments, Receive drains the messages psrpcore prepared for the pool or for one
+pipeline, Signal stops or closes a pipeline, Delete closes the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import uuid
+import xml.etree.ElementTree as ET
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import psrpcore
+from psrpcore.types import (
+    ErrorCategory,
+    ErrorCategoryInfo,
+    HostMethodIdentifier,
+    NETException,
+    PSCustomObject,
+    PSInvocationState,
+    PSObject as CorePSObject,
+    RunspacePoolState,
+)
+from psrpcore.types import add_note_property
+
+from . import models, wsman
+from .engine import ErrorInfo, PSObject, Record, Run
+from .host import Host
+from .pwsh import Session, run_script
+from .psrp_commands import PipelineCommand, run_pipeline
+from .wsman import NS, Request, q
+
+MAX_SHELLS_PER_USER = 25  # the PowerShell endpoint's own MaxShellsPerUser default
+KNOWN_CONFIGURATIONS = {"microsoft.powershell"}
+SIGNAL_PS_CTRL_C = "powershell/signal/crtl_c"
+SIGNAL_TERMINATE = wsman.SIGNAL_PREFIX + "terminate"
+FRAGMENT_SIZE = 32 * 1024
+
+
+@dataclass
+class Pipe:
+    id: uuid.UUID
+    core: psrpcore.ServerPipeline
+    run: Run = field(default_factory=Run)
+    task: asyncio.Task[None] | None = None
+    inputs: list[Any] = field(default_factory=list)
+    input_done: asyncio.Event = field(default_factory=asyncio.Event)
+    outbox: deque[bytes] = field(default_factory=deque)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: bool = False
+
+
+@dataclass
+class Pool:
+    id: str
+    owner: str
+    core: psrpcore.ServerRunspacePool
+    pipes: dict[uuid.UUID, Pipe] = field(default_factory=dict)
+    outbox: deque[bytes] = field(default_factory=deque)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class PSRPService:
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.pools: dict[str, Pool] = {}
+        host.on_down(self.drop_all)
+
+    async def drop_all(self) -> None:
+        for pool in self.pools.values():
+            for pipe in pool.pipes.values():
+                if pipe.task is not None:
+                    pipe.task.cancel()
+        self.pools.clear()
+
+    async def handle(self, request: Request, user: str) -> bytes:
+        configuration = request.resource_uri[len(wsman.RESOURCE_PWSH_PREFIX):]
+        if configuration.lower() not in KNOWN_CONFIGURATIONS:
+            raise wsman.unknown_configuration(request.resource_uri)
+        action = request.action
+        if action == wsman.ACTION_CREATE:
+            return self.create(request, user)
+        pool = self.pools.get(request.selectors.get("ShellId", "").upper())
+        if pool is None:
+            raise wsman.shell_not_found()
+        if action == wsman.ACTION_DELETE:
+            return self.delete(request, pool)
+        if action == wsman.ACTION_COMMAND:
+            return self.command(request, pool, user)
+        if action == wsman.ACTION_SEND:
+            return self.send(request, pool)
+        if action == wsman.ACTION_RECEIVE:
+            return await self.receive(request, pool)
+        if action == wsman.ACTION_SIGNAL:
+            return self.signal(request, pool)
+        raise wsman.action_not_supported(action)
+
+    # --- pool -----------------------------------------------------------------------------
+    def create(self, request: Request, user: str) -> bytes:
+        owned = sum(1 for pool in self.pools.values() if pool.owner.lower() == user.lower())
+        if owned >= MAX_SHELLS_PER_USER:
+            raise wsman.shell_quota(user, MAX_SHELLS_PER_USER)
+        shell = request.body.find("rsp:Shell", NS)
+        creation = shell.find("pwsh:creationXml", NS) if shell is not None else None
+        if shell is None or creation is None or not (creation.text or "").strip():
+            raise wsman.invalid_message("The WS-Management service cannot process the request. The shell has no creationXml. ")
+        shell_id = (shell.attrib.get("ShellId") or wsman.new_id()).upper()
+        core = psrpcore.ServerRunspacePool()
+        pool = Pool(shell_id, user, core)
+        self._feed(pool, None, base64.b64decode(creation.text or ""))
+        self.pools[shell_id] = pool
+        body = wsman.selector_set(request.resource_uri, shell_id)
+        info = ET.Element(q("rsp", "Shell"))
+        for tag, value in (
+            ("ShellId", shell_id),
+            ("Name", "Runspace1"),
+            ("ResourceUri", request.resource_uri),
+            ("Owner", f"{self.host.name}\\{user}"),
+            ("ClientIP", "127.0.0.1"),
+            ("ProcessId", "4242"),
+            ("IdleTimeOut", "PT7200.000S"),
+            ("InputStreams", "stdin pr"),
+            ("OutputStreams", "stdout"),
+            ("MaxIdleTimeOut", "PT2147483.647S"),
+            ("Locale", "en-US"),
+            ("DataLocale", "en-US"),
+            ("CompressionMode", "XpressCompression"),
+            ("ProfileLoaded", "Yes"),
+            ("Encoding", "UTF8"),
+            ("BufferMode", "Block"),
+            ("State", "Connected"),
+            ("ShellRunTime", "P0DT0H0M0S"),
+            ("ShellInactivity", "P0DT0H0M0S"),
+        ):
+            ET.SubElement(info, q("rsp", tag)).text = value
+        body.append(info)
+        return wsman.envelope(request, wsman.ACTION_CREATE + "Response", body)
+
+    def delete(self, request: Request, pool: Pool) -> bytes:
+        for pipe in pool.pipes.values():
+            if pipe.task is not None:
+                pipe.task.cancel()
+        self.pools.pop(pool.id, None)
+        return wsman.envelope(request, wsman.ACTION_DELETE + "Response")
+
+    def _feed(self, pool: Pool, pipe_id: uuid.UUID | None, data: bytes) -> None:
+        """Give psrpcore incoming fragments and act on the events it returns."""
+        pool.core.receive_data(psrpcore.PSRPPayload(data, psrpcore.StreamType.default, pipe_id))
+        while True:
+            event = pool.core.next_event()
+            if event is None:
+                break
+            if isinstance(event, psrpcore.CreatePipelineEvent):
+                pipe = pool.pipes[event.pipeline_id]
+                self._start(pool, pipe)
+            elif isinstance(event, psrpcore.PipelineInputEvent):
+                pool.pipes[event.pipeline_id].inputs.append(event.data)
+            elif isinstance(event, psrpcore.EndOfPipelineInputEvent):
+                pool.pipes[event.pipeline_id].input_done.set()
+            elif isinstance(event, (psrpcore.GetAvailableRunspacesEvent, psrpcore.ResetRunspaceStateEvent)):
+                pool.core.runspace_availability_response(event.ci, True if isinstance(event, psrpcore.ResetRunspaceStateEvent) else 1)
+        self._flush(pool)
+
+    def _flush(self, pool: Pool) -> None:
+        """Move what psrpcore prepared into the outbox of the pool or of the pipeline it is for."""
+        while True:
+            payload = pool.core.data_to_send(FRAGMENT_SIZE)
+            if payload is None:
+                break
+            pipe = pool.pipes.get(payload.pipeline_id) if payload.pipeline_id else None
+            target = pipe if pipe is not None else pool
+            target.outbox.append(payload.data)
+            target.changed.set()
+
+    # --- pipelines ------------------------------------------------------------------------
+    def command(self, request: Request, pool: Pool, user: str) -> bytes:
+        node = request.body.find("rsp:CommandLine", NS)
+        if node is None:
+            raise wsman.invalid_message("The WS-Management service cannot process the request. The Command body has no CommandLine. ")
+        command_id = (node.attrib.get("CommandId") or wsman.new_id()).upper()
+        pipe_id = uuid.UUID(command_id)
+        pipe = Pipe(pipe_id, psrpcore.ServerPipeline(pool.core, pipe_id))
+        pool.pipes[pipe_id] = pipe
+        pipe.user = user  # type: ignore[attr-defined]
+        for argument in node.findall("rsp:Arguments", NS):
+            self._feed(pool, pipe_id, base64.b64decode(argument.text or ""))
+        response = ET.Element(q("rsp", "CommandResponse"))
+        ET.SubElement(response, q("rsp", "CommandId")).text = command_id
+        return wsman.envelope(request, wsman.ACTION_COMMAND + "Response", [response])
+
+    def _start(self, pool: Pool, pipe: Pipe) -> None:
+        if pipe.core.metadata is not None and pipe.core.metadata.no_input:
+            pipe.input_done.set()
+        pipe.core.start()
+        self._flush(pool)
+        pipe.task = asyncio.get_running_loop().create_task(self._execute(pool, pipe))
+
+    async def _execute(self, pool: Pool, pipe: Pipe) -> None:
+        metadata = pipe.core.metadata
+        commands = [
+            PipelineCommand(str(c.command_text), bool(c.is_script), list(c.parameters), bool(c.end_of_statement))
+            for c in metadata.commands
+        ]
+        user = getattr(pipe, "user", "")
+        work = asyncio.ensure_future(run_pipeline(self.host, user, pipe.run, commands, pipe))
+        try:
+            while not pipe.run.drained:
+                await pipe.run.wait(3600)
+                for record in pipe.run.take():
+                    self._emit(pool, pipe, record)
+                self._flush(pool)
+            await work
+            self._finish(pool, pipe)
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+
+    def _has_host(self, pool: Pool, pipe: Pipe) -> bool:
+        info = pipe.core.metadata.host if pipe.core.metadata is not None else None
+        if info is None or getattr(info, "UseRunspaceHost", True):
+            info = pool.core.host
+        return info is not None and not getattr(info, "IsHostNull", True)
+
+    def _emit(self, pool: Pool, pipe: Pipe, record: Record) -> None:
+        core = pipe.core
+        if core.state != PSInvocationState.Running:
+            return
+        kind, value = record.kind, record.value
+        if kind == "output":
+            core.write_output(to_ps(value))
+        elif kind in ("stdout",):
+            for line in str(value).splitlines():
+                core.write_output(line)
+        elif kind in ("stderr", "native-stderr"):
+            for line in str(value).splitlines():
+                _write_error(core, ErrorInfo(line, fqid="NativeCommandError", exception_type="System.Management.Automation.RemoteException", command=""))
+        elif kind == "error":
+            _write_error(core, value)
+        elif kind == "warning":
+            core.write_warning(value)
+        elif kind == "verbose":
+            core.write_verbose(value)
+        elif kind == "debug":
+            core.write_debug(value)
+        elif kind == "information":
+            core.write_information(value, "Write-Information")
+        elif kind == "host":
+            core.write_information(value[1], "Write-Host", tags=["PSHOST"])
+        elif kind == "progress":
+            activity, status, percent = value
+            core.write_progress(activity, 0, status, percent_complete=percent)
+
+    def _finish(self, pool: Pool, pipe: Pipe) -> None:
+        run, core = pipe.run, pipe.core
+        if core.state != PSInvocationState.Running:
+            return
+        if run.failure is not None:
+            core._change_state(PSInvocationState.Failed, error=_error_record(run.failure))  # psrpcore has no public fail()
+        else:
+            if run.exit_code and self._has_host(pool, pipe):
+                core.host_call(HostMethodIdentifier.SetShouldExit, [run.exit_code])
+            core.complete()
+        pipe.finished = True
+        self._flush(pool)
+
+    def send(self, request: Request, pool: Pool) -> bytes:
+        for node in request.body.findall("rsp:Send/rsp:Stream", NS):
+            command_id = node.attrib.get("CommandId")
+            pipe_id = uuid.UUID(command_id) if command_id else None
+            if pipe_id is not None and pipe_id not in pool.pipes:
+                raise wsman.command_not_found()
+            if node.text:
+                self._feed(pool, pipe_id, base64.b64decode(node.text))
+        return wsman.envelope(request, wsman.ACTION_SEND + "Response", [ET.Element(q("rsp", "SendResponse"))])
+
+    async def receive(self, request: Request, pool: Pool) -> bytes:
+        desired = request.body.find("rsp:Receive/rsp:DesiredStream", NS)
+        command_id = desired.attrib.get("CommandId") if desired is not None else None
+        target: Pool | Pipe = pool
+        if command_id:
+            pipe = pool.pipes.get(uuid.UUID(command_id))
+            if pipe is None:
+                raise wsman.command_not_found()
+            target = pipe
+        if not target.outbox and not (isinstance(target, Pipe) and target.finished):
+            target.changed.clear()
+            try:
+                await asyncio.wait_for(target.changed.wait(), request.operation_timeout)
+            except asyncio.TimeoutError:
+                raise wsman.operation_timeout() from None
+        budget = max(4096, (request.max_envelope_size - 2048) * 3 // 4)
+        response = ET.Element(q("rsp", "ReceiveResponse"))
+        size = 0
+        while target.outbox and size + len(target.outbox[0]) <= budget:
+            data = target.outbox.popleft()
+            size += len(data)
+            attrs = {"Name": "stdout"}
+            if command_id:
+                attrs["CommandId"] = command_id.upper()
+            ET.SubElement(response, q("rsp", "Stream"), attrs).text = base64.b64encode(data).decode("ascii")
+        if isinstance(target, Pipe) and target.finished and not target.outbox:
+            ET.SubElement(response, q("rsp", "CommandState"), {"CommandId": command_id.upper(), "State": wsman.COMMAND_STATE_DONE})
+        return wsman.envelope(request, wsman.ACTION_RECEIVE + "Response", [response])
+
+    def signal(self, request: Request, pool: Pool) -> bytes:
+        node = request.body.find("rsp:Signal", NS)
+        command_id = node.attrib.get("CommandId", "") if node is not None else ""
+        code = (node.findtext("rsp:Code", "", NS) if node is not None else "").strip()
+        pipe = pool.pipes.get(uuid.UUID(command_id)) if command_id else None
+        if pipe is None:
+            raise wsman.command_not_found()
+        if code == SIGNAL_PS_CTRL_C:
+            if pipe.task is not None:
+                pipe.task.cancel()
+            if pipe.core.state == PSInvocationState.Running:
+                pipe.core.stop()
+                pipe.finished = True
+                self._flush(pool)
+        elif code == SIGNAL_TERMINATE:
+            if pipe.task is not None:
+                pipe.task.cancel()
+            pool.pipes.pop(pipe.id, None)
+            pool.core.pipeline_table.pop(pipe.id, None)
+        return wsman.envelope(request, wsman.ACTION_SIGNAL + "Response", [ET.Element(q("rsp", "SignalResponse"))])
+
+
+def to_ps(value: Any) -> Any:
+    """A lab value as the object PowerShell would serialize."""
+    if isinstance(value, PSObject):
+        obj = CorePSObject()
+        obj.PSObject.type_names = list(value.type_names)
+        obj.PSObject.to_string = value.to_string
+        for name, item in value.properties.items():
+            add_note_property(obj, name, to_ps(item))
+        return obj
+    if isinstance(value, dict):
+        custom = PSCustomObject()
+        for name, item in value.items():
+            add_note_property(custom, name, to_ps(item))
+        return custom
+    if isinstance(value, (list, tuple)):
+        return [to_ps(item) for item in value]
+    return value
+
+
+def _error_record(info: ErrorInfo):  # type: ignore[no-untyped-def]
+    from psrpcore.types import ErrorRecord
+
+    exception = NETException(Message=info.message)
+    exception.PSObject.type_names = [info.exception_type, *exception.PSTypeNames]
+    return ErrorRecord(
+        Exception=exception,
+        CategoryInfo=ErrorCategoryInfo(
+            Category=getattr(ErrorCategory, info.category, ErrorCategory.NotSpecified),
+            Activity=info.command,
+            Reason=info.exception_type.rsplit(".", 1)[-1],
+            TargetName=info.target,
+            TargetType="String" if info.target else "",
+        ),
+        FullyQualifiedErrorId=info.fqid,
+    )
+
+
+def _write_error(core: psrpcore.ServerPipeline, info: ErrorInfo) -> None:
+    record = _error_record(info)
+    core.write_error(record.Exception, record.CategoryInfo, info.target or None, info.fqid)

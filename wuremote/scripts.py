@@ -1,0 +1,179 @@
+"""The shipped PowerShell step scripts: their metadata header, payload assembly and hashes.
+
+A step script starts with a header that both the controller and the lab read:
+
+    # wuremote-script
+    # name: diagnose
+    # version: 1
+    # reboot: never          (never | maybe | recommended | usually | always)
+    # timeout: 300           (seconds)
+    # idempotent: yes
+    # detached: no
+    # opt-in: no
+    # end-wuremote-script
+
+After its ``param()`` block it has the line ``# wuremote-prelude``; the payload sent to a
+host is the script with that line replaced by the shared prelude between two marker
+lines.  Parameters never enter the text: they travel as PowerShell parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+HEADER_START = "# wuremote-script"
+HEADER_END = "# end-wuremote-script"
+PRELUDE_PLACEHOLDER = "# wuremote-prelude"
+PRELUDE_BEGIN = "# >>> wuremote-prelude"
+PRELUDE_END = "# <<< wuremote-prelude"
+PRELUDE_FILE = "_prelude.ps1"
+
+REBOOT_VALUES = ("never", "maybe", "recommended", "usually", "always")
+_YES_NO = {"yes": True, "no": False}
+_REQUIRED_KEYS = ("name", "version", "reboot", "timeout", "idempotent", "detached", "opt-in")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+
+
+class ScriptHeaderError(ValueError):
+    """A step script's metadata header is missing or malformed (names the script and line)."""
+
+
+@dataclass(frozen=True)
+class ScriptMeta:
+    name: str
+    version: int
+    reboot: str
+    timeout: int
+    idempotent: bool
+    detached: bool
+    opt_in: bool
+
+
+@dataclass(frozen=True)
+class StepScript:
+    meta: ScriptMeta
+    text: str  # the script exactly as shipped, placeholder included
+
+    @property
+    def sha256(self) -> str:
+        return sha256_text(self.text)
+
+    def payload(self) -> str:
+        """The text sent to a host: the script with the prelude inlined after its param() block."""
+        return inline_prelude(self.text, prelude_text())
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def parse_header(text: str, source: str = "<script>") -> ScriptMeta:
+    """Parse the metadata header; errors name ``source:line`` and what to write instead."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != HEADER_START:
+        raise ScriptHeaderError(f"{source}:1: a step script must start with '{HEADER_START}'")
+    values: dict[str, str] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        stripped = line.strip()
+        if stripped == HEADER_END:
+            break
+        if not stripped.startswith("#") or ":" not in stripped:
+            raise ScriptHeaderError(f"{source}:{number}: header lines look like '# key: value', got {stripped[:60]!r}")
+        key, _, value = stripped[1:].partition(":")
+        key, value = key.strip(), value.strip()
+        if key not in _REQUIRED_KEYS:
+            raise ScriptHeaderError(f"{source}:{number}: unknown header key {key!r}; known: {', '.join(_REQUIRED_KEYS)}")
+        if key in values:
+            raise ScriptHeaderError(f"{source}:{number}: header key {key!r} given twice")
+        values[key] = value
+    else:
+        raise ScriptHeaderError(f"{source}: header not closed with '{HEADER_END}'")
+    missing = [k for k in _REQUIRED_KEYS if k not in values]
+    if missing:
+        raise ScriptHeaderError(f"{source}: header lacks {', '.join(missing)}")
+    if not _NAME_RE.match(values["name"]):
+        raise ScriptHeaderError(f"{source}: name {values['name']!r} must be lower-case letters, digits and dashes")
+    if values["reboot"] not in REBOOT_VALUES:
+        raise ScriptHeaderError(f"{source}: reboot must be one of {', '.join(REBOOT_VALUES)}, got {values['reboot']!r}")
+    for key in ("version", "timeout"):
+        if not values[key].isdigit() or int(values[key]) <= 0:
+            raise ScriptHeaderError(f"{source}: {key} must be a positive whole number, got {values[key]!r}")
+    for key in ("idempotent", "detached", "opt-in"):
+        if values[key] not in _YES_NO:
+            raise ScriptHeaderError(f"{source}: {key} must be yes or no, got {values[key]!r}")
+    return ScriptMeta(
+        name=values["name"],
+        version=int(values["version"]),
+        reboot=values["reboot"],
+        timeout=int(values["timeout"]),
+        idempotent=_YES_NO[values["idempotent"]],
+        detached=_YES_NO[values["detached"]],
+        opt_in=_YES_NO[values["opt-in"]],
+    )
+
+
+def inline_prelude(script: str, prelude: str) -> str:
+    lines = script.split("\n")
+    try:
+        index = [line.strip() for line in lines].index(PRELUDE_PLACEHOLDER)
+    except ValueError:
+        raise ScriptHeaderError(f"step script has no '{PRELUDE_PLACEHOLDER}' line after its param() block") from None
+    block = [PRELUDE_BEGIN, prelude.rstrip("\n"), PRELUDE_END]
+    return "\n".join(lines[:index] + block + lines[index + 1 :])
+
+
+def split_payload(payload: str) -> tuple[str, str | None]:
+    """Undo :func:`inline_prelude`: (script as shipped, prelude) or (payload, None) if no prelude block."""
+    begin = payload.find(PRELUDE_BEGIN + "\n")
+    end = payload.find("\n" + PRELUDE_END, begin + 1)
+    if begin < 0 or end < 0:
+        return payload, None
+    prelude = payload[begin + len(PRELUDE_BEGIN) + 1 : end]
+    script = payload[:begin] + PRELUDE_PLACEHOLDER + payload[end + len(PRELUDE_END) + 1 :]
+    return script, prelude
+
+
+def scripts_dir() -> Traversable:
+    """Where the scripts are: inside the installed wheel, or ps_scripts/ of a source checkout
+    (a checkout on sys.path shadows the installed package and its mapped sub-package)."""
+    try:
+        return resources.files("wuremote.ps_scripts")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "ps_scripts"
+
+
+def _read(name: str) -> str:
+    return scripts_dir().joinpath(name).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def prelude_text() -> str:
+    return _read(PRELUDE_FILE)
+
+
+@lru_cache(maxsize=1)
+def load_scripts() -> dict[str, StepScript]:
+    """Every shipped step script by name."""
+    scripts: dict[str, StepScript] = {}
+    for entry in sorted(scripts_dir().iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".ps1") or entry.name.startswith("_"):
+            continue
+        text = entry.read_text(encoding="utf-8")
+        meta = parse_header(text, source=f"ps_scripts/{entry.name}")
+        if meta.name in scripts:
+            raise ScriptHeaderError(f"ps_scripts/{entry.name}: script name {meta.name!r} used twice")
+        scripts[meta.name] = StepScript(meta=meta, text=text)
+    return scripts
+
+
+def get_script(name: str) -> StepScript:
+    scripts = load_scripts()
+    if name not in scripts:
+        raise KeyError(f"no step script named {name!r}; known: {', '.join(sorted(scripts))}")
+    return scripts[name]
