@@ -81,7 +81,7 @@ class Lab:
         http: bool = False,
         allow_unencrypted: bool = False,
         seed: int = 0,
-        ports: list[int] | None = None,
+        first_port: int | None = None,
         workdir: Path | None = None,
     ) -> None:
         if hosts is not None and hosts < 1:
@@ -89,15 +89,15 @@ class Lab:
         if time_scale <= 0:
             raise LabError("--time-scale must be greater than 0 (1 = real time, 0.01 = a hundred times faster)")
         self.specs = resolve(scenario, hosts)
-        if ports is not None and len(ports) != len(self.specs):
-            raise LabError("give one port per host")
+        if first_port is not None and not 1 <= first_port <= 65535 - len(self.specs):
+            raise LabError(f"--port must leave room for {len(self.specs)} ports below 65536, got {first_port}")
         self.time_scale = time_scale
         self.http = http
         self.allow_unencrypted = allow_unencrypted or http
         self.seed = seed
         self.rng = random.Random(seed)
         self.credentials = Credentials(LAB_USERNAME, "Lab-" + "".join(self.rng.choice("abcdefghjkmnpqrstuvwxyz23456789") for _ in range(16)))
-        self._ports = ports or [0] * len(self.specs)
+        self._ports = [first_port + i for i in range(len(self.specs))] if first_port else [0] * len(self.specs)
         self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="wuremote-lab-")
         self.workdir = Path(workdir) if workdir is not None else Path(self._tmp.name)  # type: ignore[union-attr]
         self.ca: LabCA | None = None if http else LabCA()
@@ -114,7 +114,10 @@ class Lab:
             self.call(self._start_hosts)
         except OSError as exc:
             self.stop()
-            raise LabError(f"cannot listen on 127.0.0.1: {exc.strerror or exc} (a port in use? pick others or let the lab choose)") from None
+            raise LabError(
+                f"cannot listen on 127.0.0.1: {exc.strerror or exc}; another program holds the port: "
+                "pick another --port or leave it out to let the system choose"
+            ) from None
         return self
 
     async def _start_hosts(self) -> None:

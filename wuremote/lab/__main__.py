@@ -1,0 +1,72 @@
+"""`python -m wuremote.lab` (also `wuremote lab`): run emulated hosts in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .lab import Lab, LabError
+from .scenarios import BUILTIN, ScenarioError
+
+
+def build_parser(prog: str = "python -m wuremote.lab") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Start emulated Windows hosts on loopback that answer WinRM (WinRS and PSRP) like real ones.",
+        epilog="Built-in scenarios: mixed (one host per scenario, cycled), " + ", ".join(BUILTIN),
+    )
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hosts", type=int, default=None, help="how many hosts (default: 1, or as the scenario file says)")
+    parser.add_argument("--scenario", default="mixed", help="a built-in scenario name or a scenario TOML file (default: mixed)")
+    parser.add_argument("--time-scale", type=float, default=0.02,
+                        help="real seconds per modelled second (default 0.02: a 20-minute DISM takes 24 s)")
+    parser.add_argument("--state-file", type=Path, default=Path("lab-state.json"),
+                        help="where to write hosts, ports and credentials once all listen (default: lab-state.json); "
+                             "an inventory is written beside it")
+    parser.add_argument("--port", type=int, default=None,
+                        help="listen from this port upwards, one per host (default: free ports chosen by the system)")
+    parser.add_argument("--http", action="store_true", help="plain HTTP with Basic allowed (AllowUnencrypted), instead of HTTPS")
+    parser.add_argument("--seed", type=int, default=0, help="seed for everything random in the lab (default 0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.hosts is not None and args.hosts < 1:
+        print(f"wuremote lab: --hosts must be at least 1, got {args.hosts}", file=sys.stderr)
+        return 2
+    try:
+        lab = Lab(hosts=args.hosts, scenario=args.scenario, time_scale=args.time_scale, http=args.http, seed=args.seed,
+                  workdir=args.state_file.resolve().parent, first_port=args.port)
+        lab.start()
+    except (LabError, ScenarioError) as exc:
+        print(f"wuremote lab: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        state = lab.write_state(args.state_file)
+        print(f"wuremote lab: {len(lab.hosts)} hosts listening on 127.0.0.1; state in {state}; "
+              f"inventory in {state.with_name(state.stem + '-inventory.toml')}; Ctrl-C stops", flush=True)
+        for endpoint in lab.endpoints:
+            print(f"  {endpoint.name:<10} {endpoint.url:<32} {endpoint.scenario}", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        lab.stop()
+    print("wuremote lab: stopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
