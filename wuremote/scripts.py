@@ -124,7 +124,7 @@ def inline_prelude(script: str, prelude: str) -> str:
         index = [line.strip() for line in lines].index(PRELUDE_PLACEHOLDER)
     except ValueError:
         raise ScriptHeaderError(f"step script has no '{PRELUDE_PLACEHOLDER}' line after its param() block") from None
-    block = [PRELUDE_BEGIN, prelude.rstrip("\n"), PRELUDE_END]
+    block = [PRELUDE_BEGIN, prelude, PRELUDE_END]  # verbatim, so the lab can hash it back
     return "\n".join(lines[:index] + block + lines[index + 1 :])
 
 

@@ -106,6 +106,9 @@ def default_services() -> dict[str, Service]:
     return services
 
 
+SHUTDOWN_GRACE_SECONDS = 5.0  # modelled time from a restart request until WinRM stops answering
+
+
 class Host:
     """One emulated host: its state, its scaled clock, and its reboot."""
 
@@ -146,7 +149,9 @@ class Host:
         return True
 
     async def _reboot(self, delay_model_seconds: float) -> None:
-        await self.sleep(max(delay_model_seconds, 0.5))
+        # Even `shutdown /r /t 0` leaves WinRM up for the seconds Windows takes to stop services,
+        # long enough for the client to read the command's end and close its shell.
+        await self.sleep(max(delay_model_seconds, SHUTDOWN_GRACE_SECONDS))
         self.up.clear()
         for callback in self._on_down:
             await callback()

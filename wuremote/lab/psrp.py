@@ -39,7 +39,7 @@ from .wsman import NS, Request, q
 
 MAX_SHELLS_PER_USER = 25  # the PowerShell endpoint's own MaxShellsPerUser default
 KNOWN_CONFIGURATIONS = {"microsoft.powershell"}
-SIGNAL_PS_CTRL_C = "powershell/signal/crtl_c"
+SIGNAL_PS_CTRL_C = ("powershell/signal/crtl_c", "powershell/signal/ctrl_c")  # MS-PSRP spells it crtl_c; pypsrp >= 0.9 sends ctrl_c
 SIGNAL_TERMINATE = wsman.SIGNAL_PREFIX + "terminate"
 FRAGMENT_SIZE = 32 * 1024
 
@@ -89,7 +89,7 @@ class PSRPService:
             return self.create(request, user)
         pool = self.pools.get(request.selectors.get("ShellId", "").upper())
         if pool is None:
-            raise wsman.shell_not_found()
+            raise wsman.shell_not_found(request.selectors.get("ShellId", ""))
         if action == wsman.ACTION_DELETE:
             return self.delete(request, pool)
         if action == wsman.ACTION_COMMAND:
@@ -312,18 +312,18 @@ class PSRPService:
     def signal(self, request: Request, pool: Pool) -> bytes:
         node = request.body.find("rsp:Signal", NS)
         command_id = node.attrib.get("CommandId", "") if node is not None else ""
-        code = (node.findtext("rsp:Code", "", NS) if node is not None else "").strip()
+        code = (node.findtext("rsp:Code", "", NS) if node is not None else "").strip().lower()
         pipe = pool.pipes.get(uuid.UUID(command_id)) if command_id else None
         if pipe is None:
             raise wsman.command_not_found()
-        if code == SIGNAL_PS_CTRL_C:
+        if code in SIGNAL_PS_CTRL_C:
             if pipe.task is not None:
                 pipe.task.cancel()
             if pipe.core.state == PSInvocationState.Running:
                 pipe.core.stop()
                 pipe.finished = True
                 self._flush(pool)
-        elif code == SIGNAL_TERMINATE:
+        elif code == SIGNAL_TERMINATE.lower():  # pywinrm sends .../terminate, pypsrp .../Terminate
             if pipe.task is not None:
                 pipe.task.cancel()
             pool.pipes.pop(pipe.id, None)

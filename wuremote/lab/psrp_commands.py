@@ -80,9 +80,8 @@ async def _run_statement(host: Host, user: str, run: Run, statement: list[Pipeli
     if first.is_script:
         known = models.recognize_psrp(first.text, _named(first))
         if known is not None:
-            child = Run()
+            child = _Forwarding(run)
             await known.run(host, user, child)
-            _forward(child, run)
             if child.failure is not None:
                 raise Stop(1, child.failure)
             if child.exit_code:
@@ -114,29 +113,30 @@ async def _run_statement(host: Host, user: str, run: Run, statement: list[Pipeli
 
 
 async def _run_text(host: Host, user: str, run: Run, text: str, sinks: list[str]) -> None:
-    """Run text through the vocabulary, then apply `| Out-String -Stream` or `| Out-Null`."""
-    child = Run()
-    session = Session(host, user, child)
-    try:
-        for statement in split_statements(text):
-            await run_statement(session, statement)
-    except Stop as stop:
-        _forward(child, run, sinks)
-        raise
-    _forward(child, run, sinks)
+    """Run text through the vocabulary, applying `| Out-String -Stream` or `| Out-Null` as records arrive."""
+    session = Session(host, user, _Forwarding(run, sinks))
+    for statement in split_statements(text):
+        await run_statement(session, statement)
 
 
-def _forward(child: Run, run: Run, sinks: list[str] | None = None) -> None:
-    sinks = sinks or []
-    for record in child.records:
-        if record.kind == "output":
-            if "out-null" in sinks:
-                continue
-            if "out-string" in sinks:
-                for line in format_value(record.value).split("\r\n"):
-                    run.emit("output", line)
-                continue
-        run.emit(record.kind, record.value)
+class _Forwarding(Run):
+    """A child run whose records reach the pipeline's run at once (streamed, not held to the end),
+    through the statement's sinks; its own exit code and failure stay its own."""
+
+    def __init__(self, parent: Run, sinks: list[str] | None = None) -> None:
+        super().__init__()
+        self.parent = parent
+        self.sinks = sinks or []
+
+    def emit(self, kind: str, value: Any) -> None:
+        if kind == "output":
+            if "out-null" in self.sinks:
+                return
+            if "out-string" in self.sinks:
+                for line in format_value(value).split("\r\n"):
+                    self.parent.emit("output", line)
+                return
+        self.parent.emit(kind, value)
 
 
 async def _copy(host: Host, run: Run, args: list[Any], source: InputSource) -> None:

@@ -165,11 +165,21 @@ def from_name(name: str, count: int) -> list[HostSpec]:
     return [HostSpec(default_name(i), name) for i in range(count)]
 
 
-def _line_of(text: str, needle: str) -> int:
+def _line_of(text: str, key: str, start: int = 1) -> int:
+    """The line (from `start`) where `key` is assigned or opens a table; `start` if there is none.
+
+    tomllib gives no positions, so a group's keys are looked for from its own [[hosts]] line on.
+    """
+    pattern = re.compile(rf"""^\s*(?:\[+\s*)?(?:[\w.-]+\.)?(?:{re.escape(key)}|"{re.escape(key)}")\s*(?:=|\]|\.)""")
     for number, line in enumerate(text.splitlines(), start=1):
-        if needle in line:
+        if number >= start and pattern.match(line):
             return number
-    return 1
+    return start
+
+
+def _group_lines(text: str) -> list[int]:
+    """The line of each [[hosts]] header, in order."""
+    return [n for n, line in enumerate(text.splitlines(), start=1) if re.match(r"^\s*\[\[\s*hosts\s*\]\]", line)]
 
 
 def from_file(path: Path) -> list[HostSpec]:
@@ -192,33 +202,41 @@ def from_file(path: Path) -> list[HostSpec]:
         raise ScenarioError(f"{path}:1: no [[hosts]] tables; add at least one with a 'scenario' key")
     specs: list[HostSpec] = []
     seen: set[str] = set()
-    for group in groups:
+    starts = _group_lines(text)
+    for index, group in enumerate(groups):
+        start = starts[index] if index < len(starts) else 1
+
+        def line(key: str) -> int:
+            return _line_of(text, key, start)
+
+        if not isinstance(group, dict):
+            raise ScenarioError(f"{path}:{start}: each [[hosts]] entry must be a table")
         scenario = group.get("scenario")
         if not isinstance(scenario, str):
-            raise ScenarioError(f"{path}:{_line_of(text, '[[hosts]]')}: a [[hosts]] table needs scenario = \"NAME\"")
+            raise ScenarioError(f"{path}:{start}: a [[hosts]] table needs scenario = \"NAME\"")
         if scenario not in BUILTIN:
-            raise ScenarioError(
-                f"{path}:{_line_of(text, scenario)}: unknown scenario {scenario!r}; known: {', '.join(BUILTIN)}"
-            )
+            raise ScenarioError(f"{path}:{line('scenario')}: unknown scenario {scenario!r}; known: {', '.join(BUILTIN)}")
         for key in group:
             if key not in ("scenario", "count", "name", "state"):
-                raise ScenarioError(f"{path}:{_line_of(text, key)}: unknown key {key!r}; use scenario, count, name, state")
+                raise ScenarioError(f"{path}:{line(key)}: unknown key {key!r}; use scenario, count, name, state")
         count = group.get("count", 1)
         if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 5000:
-            raise ScenarioError(f"{path}:{_line_of(text, 'count')}: count must be a whole number from 1 to 5000")
+            raise ScenarioError(f"{path}:{line('count')}: count must be a whole number from 1 to 5000")
         overrides = group.get("state", {})
+        if not isinstance(overrides, dict):
+            raise ScenarioError(f"{path}:{line('state')}: state must be a table ([hosts.state])")
         for key, value in overrides.items():
             if key not in _OVERRIDABLE:
                 raise ScenarioError(
-                    f"{path}:{_line_of(text, key)}: {key!r} is not a host setting; known: {', '.join(sorted(_OVERRIDABLE))}"
+                    f"{path}:{line(key)}: {key!r} is not a host setting; known: {', '.join(sorted(_OVERRIDABLE))}"
                 )
             if isinstance(value, (dict, list)):
-                raise ScenarioError(f"{path}:{_line_of(text, key)}: {key} takes a single value")
+                raise ScenarioError(f"{path}:{line(key)}: {key} takes a single value")
         prefix = group.get("name")
         for i in range(count):
             name = f"{prefix}{i + 1:02d}" if prefix else default_name(len(specs))
             if name.lower() in seen:
-                raise ScenarioError(f"{path}:{_line_of(text, str(prefix or scenario))}: host name {name} is used twice")
+                raise ScenarioError(f"{path}:{line('name') if prefix else start}: host name {name} is used twice")
             seen.add(name.lower())
             specs.append(HostSpec(name, scenario, dict(overrides)))
     return specs

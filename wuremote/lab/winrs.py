@@ -64,7 +64,7 @@ class WinRSService:
     def _shell(self, request: Request) -> Shell:
         shell = self.shells.get(request.selectors.get("ShellId", "").upper())
         if shell is None:
-            raise wsman.shell_not_found()
+            raise wsman.shell_not_found(request.selectors.get("ShellId", ""))
         return shell
 
     async def handle(self, request: Request, user: str) -> bytes:
@@ -201,7 +201,7 @@ class WinRSService:
         shell = self._shell(request)
         node = request.body.find("rsp:Signal", NS)
         command_id = (node.attrib.get("CommandId", "") if node is not None else "").upper()
-        code = (node.findtext("rsp:Code", "", NS) if node is not None else "").strip()
+        code = (node.findtext("rsp:Code", "", NS) if node is not None else "").strip().lower()
         command = shell.commands.get(command_id)
         if command is None:
             raise wsman.command_not_found()

@@ -101,17 +101,17 @@ def operation_timeout() -> WSManFault:
     return WSManFault(2150858793, text, subcode="w:TimedOut", value="s:Receiver")
 
 
-def shell_not_found() -> WSManFault:
+def shell_not_found(shell_id: str = "") -> WSManFault:
+    # As Windows words it: the ShellId in the text, the message directly in f:Message (no ProviderFault).
     return WSManFault(
         2150858843,
-        "The request for the Windows Remote Shell with ShellId failed because the shell was not found on the server. "
+        f"The request for the Windows Remote Shell with ShellId {shell_id} failed because the shell was not found on the server. "
         "Possible causes are: the specified ShellId is incorrect or the shell no longer exists on the server. "
         "Provide the correct ShellId or create a new shell and retry the operation. ",
         subcode="w:InvalidSelectors",
         value="s:Sender",
         reason="The WS-Management service cannot process the request because the request contained invalid selectors for the resource. ",
         detail="http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/UnexpectedSelectors",
-        provider="Shell provider",
     )
 
 
@@ -128,21 +128,21 @@ def command_not_found() -> WSManFault:
 
 
 def shell_quota(user: str, limit: int) -> WSManFault:
-    # WSMAN_ERROR_SHELL_QUOTA_EXCEEDED as MaxShellsPerUser is hit (WinRS: 30; the PowerShell endpoint: 25).
+    # ERROR_WSMAN_QUOTA_MAX_SHELLS_PPQ (0x803381A5) as MaxShellsPerUser is hit (WinRS: 30; the PowerShell endpoint: 25).
     return WSManFault(
-        2144108094,
+        2150859173,
         f"The WS-Management service cannot process the request. This user is allowed a maximum number of {limit} "
         f"concurrent shells, which has been exceeded. Close existing shells or raise the quota for this user. ",
         subcode="w:QuotaLimit",
         value="s:Receiver",
         detail="http://schemas.microsoft.com/wbem/wsman/1/wsman/fault/QuotaLimit",
-        provider="Shell provider",
     )
 
 
 def unknown_configuration(uri: str) -> WSManFault:
+    # ERROR_WSMAN_INVALID_RESOURCE_URI (0x8033803B), as pypsrp users meet it for a configuration name the host lacks.
     return WSManFault(
-        2150858752,
+        2150858811,
         "The WS-Management service cannot process the request. The resource URI "
         f"({uri}) was not found in the WS-Management catalog. The catalog contains the metadata that describes "
         "resources, or logical endpoints. ",

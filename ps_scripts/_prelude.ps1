@@ -1,0 +1,711 @@
+# wuremote prelude: inserted by the controller where a step script says "# wuremote-prelude".
+# It gives every step the same transcript, result and exit-code handling, and the helpers
+# several steps share (elevation, registry reads, service start types, native commands,
+# the detached-step protocol, on-host fail-safes).
+#
+# Exit codes: 0 ok, 3010 ok and reboot needed, 1 failed, 2 not applicable, 5 not elevated,
+# 4 refused (the host is busy: servicing in progress, lock held by another run, another
+# instance of the tool running); a script documents any other code it uses.
+#
+# Detached steps (dism, sfc, verify, install-kb; header "detached: yes"):
+#   A process started from a WinRM shell dies with the shell's job object, so a long step
+#   runs as a scheduled task as SYSTEM. The step script is the body that runs inside the
+#   task; three short scripts drive it:
+#     detached-start   stages the body's payload (-Payload, checked against -PayloadSha256)
+#                      and its parameters (-ParametersJson, never pasted into code) under
+#                      %ProgramData%\wuremote\runs\<run-id>\<step>\, writes the constant
+#                      runner.ps1 (Get-WuDetachedRunnerText), registers the task
+#                      \wuremote\wuremote-<run-id>-<step> (SYSTEM, highest, no time limit)
+#                      and starts it. A task already running for that run and step is
+#                      re-attached to, never restarted.
+#     detached-poll    reads status.json (state, pid, started, percent, exit_code,
+#                      finished, boot_utc), marks a step whose process vanished or whose
+#                      host rebooted as "interrupted" (never as success), returns the
+#                      body's result (result.json) once finished and a slice of the
+#                      transcript from an offset.
+#     detached-cleanup unregisters the task and removes the staged payload once the step
+#                      is no longer running; it never stops a running task.
+#   Inside the task the body reports progress with Set-WuStepProgress; the runner writes
+#   the body's exit code and result object. Nothing here ever kills DISM or sfc.
+#
+# Fail-safes (av-pause, clean-boot): what was changed is recorded under
+#   %ProgramData%\wuremote\failsafe\<kind>.json and a SYSTEM task \wuremote\wuremote-failsafe-<kind>
+#   restores it at a deadline (also at start-up once the deadline has passed) unless the
+#   matching restore step (av-resume, clean-boot-restore) runs first and removes it.
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version 2.0
+
+$script:WuNamePattern = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'
+$script:WuTaskPath = '\wuremote\'
+
+function Get-WuStateRoot {
+    [CmdletBinding()]
+    param()
+    Join-Path -Path $env:ProgramData -ChildPath 'wuremote'
+}
+
+function Start-WuTranscript {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Step,
+        [string]$RunId = ''
+    )
+    $runPart = 'adhoc'
+    if ($RunId) { $runPart = $RunId }
+    $folder = Join-Path -Path (Get-WuStateRoot) -ChildPath ('runs\{0}\{1}' -f $runPart, $Step)
+    $null = New-Item -ItemType Directory -Path $folder -Force
+    $path = Join-Path -Path $folder -ChildPath 'transcript.log'
+    try {
+        $null = Start-Transcript -Path $path -Append
+    }
+    catch {
+        # A transcript already running in this session (nested call) must not fail the step.
+        Write-Verbose ('transcript not started: {0}' -f $_.Exception.Message)
+    }
+    $path
+}
+
+function Complete-WuStep {
+    <# Emits the one result object of a step (and, for the WinRS transport, the marked JSON line) and exits. #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Step,
+        [Parameter(Mandatory = $true)][ValidateSet('ok', 'reboot-required', 'failed', 'not-applicable', 'not-elevated')][string]$Status,
+        [Parameter(Mandatory = $true)][int]$ExitCode,
+        [hashtable]$Facts = @{},
+        [object[]]$Changes = @(),
+        [string[]]$Messages = @(),
+        [bool]$RebootRequired = $false,
+        [string]$ResultMarker = ''
+    )
+    $result = [pscustomobject]@{
+        wuremote_result = 1
+        step            = $Step
+        status          = $Status
+        exit_code       = $ExitCode
+        reboot_required = $RebootRequired
+        changes         = @($Changes)
+        facts           = $Facts
+        messages        = @($Messages)
+    }
+    if ($ResultMarker) {
+        [Console]::Out.WriteLine(('{0} {1}' -f $ResultMarker, ($result | ConvertTo-Json -Compress -Depth 8)))
+    }
+    else {
+        $result
+    }
+    try {
+        $null = Stop-Transcript
+    }
+    catch {
+        Write-Verbose 'no transcript to stop'
+    }
+    exit $ExitCode
+}
+
+function Test-WuElevated {
+    <# True when the session runs with an administrator token (UAC-filtered tokens are not). #>
+    [CmdletBinding()]
+    param()
+    $identity = [Security.Principal.WindowsIdentity]::GetCurrent()
+    $principal = New-Object -TypeName Security.Principal.WindowsPrincipal -ArgumentList $identity
+    $principal.IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)
+}
+
+function Assert-WuElevated {
+    <# Ends the step with exit code 5 when the session is not elevated. #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Step,
+        [string]$ResultMarker = ''
+    )
+    if (-not (Test-WuElevated)) {
+        Complete-WuStep -Step $Step -Status 'not-elevated' -ExitCode 5 -ResultMarker $ResultMarker `
+            -Messages @('this step needs an elevated (administrator) session; nothing was changed')
+    }
+}
+
+function Test-WuName {
+    <# Run ids and step names end up in paths and task names: letters, digits, dot, dash, underscore. #>
+    [CmdletBinding()]
+    param([AllowEmptyString()][string]$Value)
+    $Value -match $script:WuNamePattern
+}
+
+function Get-WuRegistryValue {
+    <# One registry value, or -Default when the key or the value is absent. #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Path,
+        [Parameter(Mandatory = $true)][string]$Name,
+        [object]$Default = $null
+    )
+    if (-not (Test-Path -LiteralPath $Path)) {
+        return $Default
+    }
+    $item = Get-ItemProperty -LiteralPath $Path
+    if ($item.PSObject.Properties.Name -contains $Name) {
+        return $item.$Name
+    }
+    $Default
+}
+
+function Get-WuNowUtc {
+    [CmdletBinding()]
+    param()
+    [DateTime]::UtcNow.ToString('o')
+}
+
+function Get-WuLastBootUtc {
+    [CmdletBinding()]
+    param()
+    $os = Get-CimInstance -ClassName Win32_OperatingSystem
+    $os.LastBootUpTime.ToUniversalTime().ToString('o')
+}
+
+function Get-WuPendingReboot {
+    <# Every pending-reboot signal by name (empty when none). #>
+    [CmdletBinding()]
+    param()
+    $signals = New-Object -TypeName System.Collections.Generic.List[string]
+    if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending') {
+        $signals.Add('cbs-reboot-pending')
+    }
+    if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired') {
+        $signals.Add('wu-reboot-required')
+    }
+    $renames = Get-WuRegistryValue -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' -Name 'PendingFileRenameOperations'
+    if ($null -ne $renames -and @($renames).Count -gt 0) {
+        $signals.Add('pending-file-rename')
+    }
+    $active = Get-WuRegistryValue -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ActiveComputerName' -Name 'ComputerName' -Default ''
+    $pending = Get-WuRegistryValue -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ComputerName' -Name 'ComputerName' -Default ''
+    if ($active -ne $pending) {
+        $signals.Add('pending-computer-rename')
+    }
+    , $signals.ToArray()
+}
+
+function Invoke-WuNative {
+    <#
+    Runs a native program with an argument array (never a command string) and returns its exit
+    code and output lines. Windows PowerShell 5.1 turns redirected stderr lines into error
+    records that 'Stop' would throw on, so the preference is relaxed in this scope only.
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$FilePath,
+        [string[]]$ArgumentList = @(),
+        [scriptblock]$OnLine = $null
+    )
+    $ErrorActionPreference = 'Continue'
+    $lines = New-Object -TypeName System.Collections.Generic.List[string]
+    & $FilePath @ArgumentList 2>&1 | ForEach-Object -Process {
+        $line = [string]$_
+        $lines.Add($line)
+        Write-Verbose $line
+        if ($null -ne $OnLine) {
+            $null = & $OnLine $line
+        }
+    }
+    $code = $LASTEXITCODE
+    [pscustomobject]@{
+        ExitCode = [int]$code
+        Output   = $lines.ToArray()
+    }
+}
+
+function Get-WuSystemTool {
+    <# Full path of a tool under System32 (a 32-bit host process would otherwise see SysWOW64). #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][string]$Name)
+    $native = Join-Path -Path $env:SystemRoot -ChildPath ('Sysnative\{0}' -f $Name)
+    if (Test-Path -LiteralPath $native) {
+        return $native
+    }
+    Join-Path -Path $env:SystemRoot -ChildPath ('System32\{0}' -f $Name)
+}
+
+function ConvertTo-WuHexHResult {
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][long]$Code)
+    '0x{0:X8}' -f ($Code -band [long]4294967295)
+}
+
+function Write-WuTextFile {
+    <# Writes text atomically (temp file then rename); .ps1 files get a BOM so Windows PowerShell 5.1 reads them as UTF-8. #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Path,
+        [Parameter(Mandatory = $true)][AllowEmptyString()][string]$Text,
+        [switch]$Bom
+    )
+    $encoding = New-Object -TypeName System.Text.UTF8Encoding -ArgumentList ([bool]$Bom)
+    $temp = '{0}.tmp-{1}' -f $Path, $PID
+    [System.IO.File]::WriteAllText($temp, $Text, $encoding)
+    Move-Item -LiteralPath $temp -Destination $Path -Force
+}
+
+function Write-WuJsonFile {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Path,
+        [Parameter(Mandatory = $true)][object]$InputObject
+    )
+    Write-WuTextFile -Path $Path -Text ($InputObject | ConvertTo-Json -Depth 8)
+}
+
+function Read-WuJsonFile {
+    <# The parsed JSON file, or $null when it does not exist. #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][string]$Path)
+    if (-not (Test-Path -LiteralPath $Path -PathType Leaf)) {
+        return $null
+    }
+    Get-Content -LiteralPath $Path -Raw -Encoding UTF8 | ConvertFrom-Json
+}
+
+function ConvertTo-WuHashtable {
+    <# A ConvertFrom-Json object as a hashtable (one level: what parameter splatting needs). #>
+    [CmdletBinding()]
+    param([object]$InputObject)
+    $table = @{}
+    if ($null -eq $InputObject) {
+        return $table
+    }
+    foreach ($property in $InputObject.PSObject.Properties) {
+        $value = $property.Value
+        if ($value -is [System.Array]) {
+            $value = [string[]]@($value | ForEach-Object -Process { [string]$_ })
+        }
+        $table[$property.Name] = $value
+    }
+    $table
+}
+
+function Get-WuServiceTable {
+    <# Every Win32 service and driver row (Win32_Service) by lower-case name: one query, one source of start types. #>
+    [CmdletBinding()]
+    param()
+    $table = @{}
+    foreach ($row in @(Get-CimInstance -ClassName Win32_Service)) {
+        $table[([string]$row.Name).ToLowerInvariant()] = $row
+    }
+    $table
+}
+
+function ConvertTo-WuStartType {
+    <# Automatic, AutomaticDelayed, Manual, Disabled, Boot, System or Unknown from a Win32_Service row. #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][object]$Service)
+    $delayed = $false
+    if ($Service.PSObject.Properties.Name -contains 'DelayedAutoStart') {
+        $delayed = [bool]$Service.DelayedAutoStart
+    }
+    switch ([string]$Service.StartMode) {
+        'Auto' {
+            if ($delayed) {
+                return 'AutomaticDelayed'
+            }
+            return 'Automatic'
+        }
+        'Manual' { return 'Manual' }
+        'Disabled' { return 'Disabled' }
+        'Boot' { return 'Boot' }
+        'System' { return 'System' }
+        default { return 'Unknown' }
+    }
+}
+
+function Get-WuPolicyStartTypes {
+    <#
+    Services whose start type Group Policy sets (Security Settings > System Services), from the
+    RSoP data: lower-case name -> start type. $null when RSoP data cannot be read.
+    #>
+    [CmdletBinding()]
+    param()
+    $map = @{ 2 = 'Automatic'; 3 = 'Manual'; 4 = 'Disabled' }
+    try {
+        $rows = @(Get-CimInstance -Namespace 'root\rsop\computer' -ClassName RSOP_SystemService)
+    }
+    catch {
+        Write-Verbose ('RSoP data not readable: {0}' -f $_.Exception.Message)
+        return $null
+    }
+    $table = @{}
+    foreach ($row in $rows) {
+        $mode = 'Unknown'
+        if ($map.ContainsKey([int]$row.StartupMode)) {
+            $mode = $map[[int]$row.StartupMode]
+        }
+        $table[([string]$row.Service).ToLowerInvariant()] = $mode
+    }
+    $table
+}
+
+function Set-WuServiceStartType {
+    <# Sets a start type through the service control manager (sc.exe for delayed start, which Set-Service 5.1 lacks). #>
+    [CmdletBinding(SupportsShouldProcess = $true)]
+    param(
+        [Parameter(Mandatory = $true)][string]$Name,
+        [Parameter(Mandatory = $true)][ValidateSet('Automatic', 'AutomaticDelayed', 'Manual', 'Disabled')][string]$StartType
+    )
+    if (-not $PSCmdlet.ShouldProcess($Name, ('set start type {0}' -f $StartType))) {
+        return
+    }
+    $scValue = @{ Automatic = 'auto'; AutomaticDelayed = 'delayed-auto'; Manual = 'demand'; Disabled = 'disabled' }[$StartType]
+    $run = Invoke-WuNative -FilePath (Get-WuSystemTool -Name 'sc.exe') -ArgumentList @('config', $Name, 'start=', $scValue)
+    if ($run.ExitCode -ne 0) {
+        throw ('could not set {0} to {1}: sc.exe exit {2}: {3}' -f $Name, $StartType, $run.ExitCode, ($run.Output -join ' '))
+    }
+}
+
+function Get-WuRunFolder {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$RunId,
+        [Parameter(Mandatory = $true)][string]$Step
+    )
+    Join-Path -Path (Get-WuStateRoot) -ChildPath ('runs\{0}\{1}' -f $RunId, $Step)
+}
+
+function Get-WuDetachedTaskName {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$RunId,
+        [Parameter(Mandatory = $true)][string]$Step
+    )
+    'wuremote-{0}-{1}' -f $RunId, $Step
+}
+
+function Set-WuStepProgress {
+    <# Inside a detached task: records percent done in status.json; outside one it does nothing. #>
+    [CmdletBinding()]
+    param(
+        [string]$RunId = '',
+        [Parameter(Mandatory = $true)][string]$Step,
+        [Parameter(Mandatory = $true)][ValidateRange(0, 100)][int]$Percent
+    )
+    if (-not $RunId -or -not (Test-WuName -Value $RunId)) {
+        return
+    }
+    $statusPath = Join-Path -Path (Get-WuRunFolder -RunId $RunId -Step $Step) -ChildPath 'status.json'
+    try {
+        $status = Read-WuJsonFile -Path $statusPath
+        if ($null -eq $status -or $status.state -ne 'running' -or $status.percent -eq $Percent) {
+            return
+        }
+        $status.percent = $Percent
+        Write-WuJsonFile -Path $statusPath -InputObject $status
+    }
+    catch {
+        # Progress is advisory: a poll reading the file at this instant must never fail the step.
+        Write-Verbose ('progress not recorded: {0}' -f $_.Exception.Message)
+    }
+}
+
+function Protect-WuStateRoot {
+    <#
+    %ProgramData% lets any user create folders; a SYSTEM task runs files from ours, so only
+    SYSTEM and Administrators may hold it (owner reset, inheritance cut).
+    #>
+    [CmdletBinding()]
+    param()
+    $root = Get-WuStateRoot
+    $null = New-Item -ItemType Directory -Path $root -Force
+    $acl = New-Object -TypeName System.Security.AccessControl.DirectorySecurity
+    $acl.SetAccessRuleProtection($true, $false)
+    $admins = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList 'S-1-5-32-544'
+    $system = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList 'S-1-5-18'
+    $acl.SetOwner($admins)
+    foreach ($sid in @($system, $admins)) {
+        $rule = New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList @(
+            $sid, 'FullControl', 'ContainerInherit,ObjectInherit', 'None', 'Allow')
+        $acl.AddAccessRule($rule)
+    }
+    Set-Acl -LiteralPath $root -AclObject $acl
+    $root
+}
+
+function Get-WuDetachedState {
+    <#
+    status.json of a detached step with its effective state: queued, running, finished, or
+    interrupted (its process is gone or the host rebooted since it started without it
+    finishing). $null when the step was never started. Reads only; never stops anything.
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$RunId,
+        [Parameter(Mandatory = $true)][string]$Step
+    )
+    $statusPath = Join-Path -Path (Get-WuRunFolder -RunId $RunId -Step $Step) -ChildPath 'status.json'
+    $status = Read-WuJsonFile -Path $statusPath
+    if ($null -eq $status) {
+        return $null
+    }
+    $taskName = Get-WuDetachedTaskName -RunId $RunId -Step $Step
+    # No task is a normal answer here (cleaned up, or never registered).
+    $task = Get-ScheduledTask -TaskPath $script:WuTaskPath -TaskName $taskName -ErrorAction SilentlyContinue
+    $taskState = 'absent'
+    if ($null -ne $task) {
+        $taskState = [string]$task.State
+    }
+    $effective = [string]$status.state
+    $reason = ''
+    if ($effective -eq 'running') {
+        $bootNow = Get-WuLastBootUtc
+        # A vanished process is exactly what this check looks for.
+        $process = Get-Process -Id ([int]$status.pid) -ErrorAction SilentlyContinue
+        if ($status.boot_utc -and ([DateTime]::Parse($bootNow)).ToUniversalTime() -gt ([DateTime]::Parse([string]$status.boot_utc)).ToUniversalTime().AddMinutes(1)) {
+            $effective = 'interrupted'
+            $reason = 'the host restarted while the step ran'
+        }
+        elseif ($null -eq $process -and $taskState -ne 'Running') {
+            $effective = 'interrupted'
+            $reason = 'the step process ended without recording a result'
+        }
+    }
+    elseif ($effective -eq 'queued' -and $taskState -ne 'Running' -and $taskState -ne 'Queued') {
+        $queuedAt = ([DateTime]::Parse([string]$status.queued)).ToUniversalTime()
+        if ([DateTime]::UtcNow -gt $queuedAt.AddMinutes(5)) {
+            $effective = 'interrupted'
+            $reason = 'the task did not start within 5 minutes'
+        }
+    }
+    [pscustomobject]@{
+        status      = $status
+        state       = $effective
+        reason      = $reason
+        task_name   = $taskName
+        task_state  = $taskState
+        status_path = $statusPath
+    }
+}
+
+function Get-WuDetachedRunnerText {
+    <#
+    The constant runner a detached task executes (written as runner.ps1 beside the staged
+    body). It reads params.json, runs step.ps1 with those parameters bound, and records the
+    exit code and the body's result object. No value from the controller is part of its text.
+    #>
+    [CmdletBinding()]
+    param()
+    @'
+[CmdletBinding()]
+param()
+$ErrorActionPreference = 'Stop'
+$folder = $PSScriptRoot
+$statusPath = Join-Path -Path $folder -ChildPath 'status.json'
+$utf8 = New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false
+
+function Save-RunnerJson {
+    param([string]$Path, [object]$InputObject)
+    $temp = '{0}.tmp-{1}' -f $Path, $PID
+    [System.IO.File]::WriteAllText($temp, ($InputObject | ConvertTo-Json -Depth 8), $utf8)
+    Move-Item -LiteralPath $temp -Destination $Path -Force
+}
+
+$status = Get-Content -LiteralPath $statusPath -Raw -Encoding UTF8 | ConvertFrom-Json
+$status.state = 'running'
+$status.pid = $PID
+$status.started = [DateTime]::UtcNow.ToString('o')
+$status.boot_utc = (Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')
+Save-RunnerJson -Path $statusPath -InputObject $status
+
+$exitCode = 1
+$result = $null
+$failure = ''
+try {
+    $parameters = @{}
+    $raw = Get-Content -LiteralPath (Join-Path -Path $folder -ChildPath 'params.json') -Raw -Encoding UTF8 | ConvertFrom-Json
+    foreach ($property in $raw.PSObject.Properties) {
+        $value = $property.Value
+        if ($value -is [System.Array]) {
+            $value = [string[]]@($value | ForEach-Object -Process { [string]$_ })
+        }
+        $parameters[$property.Name] = $value
+    }
+    $parameters['ResultMarker'] = ''
+    $global:LASTEXITCODE = 1
+    $output = & (Join-Path -Path $folder -ChildPath 'step.ps1') @parameters
+    $exitCode = $LASTEXITCODE
+    foreach ($item in @($output)) {
+        if ($null -ne $item -and $item.PSObject.Properties.Name -contains 'wuremote_result') {
+            $result = $item
+        }
+    }
+}
+catch {
+    $exitCode = 1
+    $failure = $_.Exception.Message
+}
+finally {
+    if ($null -ne $result) {
+        Save-RunnerJson -Path (Join-Path -Path $folder -ChildPath 'result.json') -InputObject $result
+    }
+    $status = Get-Content -LiteralPath $statusPath -Raw -Encoding UTF8 | ConvertFrom-Json
+    $status.state = 'finished'
+    $status.exit_code = $exitCode
+    $status.finished = [DateTime]::UtcNow.ToString('o')
+    $status.error = $failure
+    if ($exitCode -eq 0 -or $exitCode -eq 3010) {
+        $status.percent = 100
+    }
+    Save-RunnerJson -Path $statusPath -InputObject $status
+}
+exit $exitCode
+'@
+}
+
+function Get-WuFailSafePath {
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][ValidateSet('av', 'clean-boot')][string]$Kind)
+    $folder = Join-Path -Path (Get-WuStateRoot) -ChildPath 'failsafe'
+    $null = New-Item -ItemType Directory -Path $folder -Force
+    Join-Path -Path $folder -ChildPath ('{0}.json' -f $Kind)
+}
+
+function Register-WuFailSafe {
+    <#
+    Registers a SYSTEM task that runs the restore function at the deadline (and at start-up,
+    doing nothing before the deadline). The task's script is built from the text of this
+    prelude's own restore functions and a constant call: no controller value enters it.
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][ValidateSet('av', 'clean-boot')][string]$Kind,
+        [Parameter(Mandatory = $true)][datetime]$DeadlineUtc,
+        [Parameter(Mandatory = $true)][ValidateSet('Restore-WuAvState', 'Restore-WuStartTypes')][string]$RestoreFunction
+    )
+    $helpers = @('Get-WuStateRoot', 'Get-WuRegistryValue', 'Get-WuSystemTool', 'Invoke-WuNative',
+        'Set-WuServiceStartType', 'Get-WuFailSafePath', 'Read-WuJsonFile', 'Write-WuTextFile', 'Write-WuJsonFile', $RestoreFunction)
+    $builder = New-Object -TypeName System.Text.StringBuilder
+    $null = $builder.AppendLine('$ErrorActionPreference = ''Stop''')
+    foreach ($name in $helpers) {
+        $definition = (Get-Command -Name $name -CommandType Function).Definition
+        $null = $builder.AppendLine(('function {0} {{{1}}}' -f $name, $definition))
+    }
+    $null = $builder.AppendLine(('$state = Read-WuJsonFile -Path (Get-WuFailSafePath -Kind ''{0}'')' -f $Kind))
+    $null = $builder.AppendLine('if ($null -eq $state) { exit 0 }')
+    $null = $builder.AppendLine('if ([DateTime]::UtcNow -lt ([DateTime]::Parse($state.deadline_utc)).ToUniversalTime()) { exit 0 }')
+    $null = $builder.AppendLine(('{0} -Reason ''fail-safe deadline passed''' -f $RestoreFunction))
+
+    $null = Protect-WuStateRoot
+    $folder = Join-Path -Path (Get-WuStateRoot) -ChildPath 'failsafe'
+    $scriptPath = Join-Path -Path $folder -ChildPath ('restore-{0}.ps1' -f $Kind)
+    Write-WuTextFile -Path $scriptPath -Text $builder.ToString() -Bom
+
+    $powershell = Join-Path -Path $PSHOME -ChildPath 'powershell.exe'
+    $action = New-ScheduledTaskAction -Execute $powershell -Argument ('-NoProfile -NonInteractive -ExecutionPolicy Bypass -File "{0}"' -f $scriptPath)
+    $triggers = @(
+        (New-ScheduledTaskTrigger -Once -At $DeadlineUtc.ToLocalTime()),
+        (New-ScheduledTaskTrigger -AtStartup)
+    )
+    $principal = New-ScheduledTaskPrincipal -UserId 'SYSTEM' -LogonType ServiceAccount -RunLevel Highest
+    $settings = New-ScheduledTaskSettingsSet -StartWhenAvailable -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries -ExecutionTimeLimit (New-TimeSpan -Hours 1)
+    $taskName = 'wuremote-failsafe-{0}' -f $Kind
+    $null = Register-ScheduledTask -TaskName $taskName -TaskPath $script:WuTaskPath -Action $action -Trigger $triggers `
+        -Principal $principal -Settings $settings -Force
+    $taskName
+}
+
+function Unregister-WuFailSafe {
+    <# Removes the fail-safe task and its script; the caller removes the state file once restored. #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][ValidateSet('av', 'clean-boot')][string]$Kind)
+    $taskName = 'wuremote-failsafe-{0}' -f $Kind
+    $task = Get-ScheduledTask -TaskPath $script:WuTaskPath -TaskName $taskName -ErrorAction SilentlyContinue # absent is fine: nothing to cancel
+    if ($null -ne $task) {
+        Unregister-ScheduledTask -TaskPath $script:WuTaskPath -TaskName $taskName -Confirm:$false
+    }
+    $scriptPath = Join-Path -Path (Join-Path -Path (Get-WuStateRoot) -ChildPath 'failsafe') -ChildPath ('restore-{0}.ps1' -f $Kind)
+    if (Test-Path -LiteralPath $scriptPath) {
+        Remove-Item -LiteralPath $scriptPath -Force
+    }
+    $null -ne $task
+}
+
+function Restore-WuStartTypes {
+    <# Puts back exactly the start types clean-boot recorded; returns one change per service. #>
+    [CmdletBinding()]
+    param([string]$Reason = 'clean-boot-restore')
+    $statePath = Get-WuFailSafePath -Kind 'clean-boot'
+    $state = Read-WuJsonFile -Path $statePath
+    $changes = New-Object -TypeName System.Collections.Generic.List[object]
+    if ($null -eq $state) {
+        return , $changes.ToArray()
+    }
+    $failed = 0
+    foreach ($entry in @($state.services)) {
+        try {
+            Set-WuServiceStartType -Name $entry.name -StartType $entry.original_start_type -Confirm:$false
+            $changes.Add([pscustomobject]@{ kind = 'service-start-type'; name = $entry.name; from = 'Disabled'; to = $entry.original_start_type; reason = $Reason })
+            if ($entry.original_state -eq 'Running' -and $entry.original_start_type -like 'Automatic*') {
+                try {
+                    Start-Service -Name $entry.name
+                    $changes.Add([pscustomobject]@{ kind = 'service-state'; name = $entry.name; from = 'Stopped'; to = 'Running'; reason = $Reason })
+                }
+                catch {
+                    # The start type is back, which is what is owed; the next boot starts it.
+                    $changes.Add([pscustomobject]@{ kind = 'service-state'; name = $entry.name; from = 'Stopped'; to = 'Stopped'; warning = $_.Exception.Message })
+                }
+            }
+        }
+        catch {
+            $failed++
+            $changes.Add([pscustomobject]@{ kind = 'service-start-type'; name = $entry.name; from = 'Disabled'; to = $entry.original_start_type; error = $_.Exception.Message })
+        }
+    }
+    if ($failed -eq 0) {
+        Remove-Item -LiteralPath $statePath -Force
+    }
+    , $changes.ToArray()
+}
+
+function Restore-WuAvState {
+    <# Turns back on what av-pause turned off (Defender real-time protection, vendor resume command). #>
+    [CmdletBinding()]
+    param([string]$Reason = 'av-resume')
+    $statePath = Get-WuFailSafePath -Kind 'av'
+    $state = Read-WuJsonFile -Path $statePath
+    $changes = New-Object -TypeName System.Collections.Generic.List[object]
+    if ($null -eq $state) {
+        return , $changes.ToArray()
+    }
+    $failed = 0
+    if ($state.defender_paused) {
+        try {
+            Set-MpPreference -DisableRealtimeMonitoring $false
+            $now = (Get-MpComputerStatus).RealTimeProtectionEnabled
+            if (-not $now) {
+                throw 'real-time protection still off after Set-MpPreference'
+            }
+            $changes.Add([pscustomobject]@{ kind = 'defender-realtime'; from = 'off'; to = 'on'; reason = $Reason })
+        }
+        catch {
+            $failed++
+            $changes.Add([pscustomobject]@{ kind = 'defender-realtime'; from = 'off'; to = 'on'; error = $_.Exception.Message })
+        }
+    }
+    if ($state.vendor_resume_command) {
+        $arguments = @()
+        if ($null -ne $state.vendor_resume_arguments) {
+            $arguments = [string[]]@($state.vendor_resume_arguments)
+        }
+        try {
+            $run = Invoke-WuNative -FilePath $state.vendor_resume_command -ArgumentList $arguments
+            if ($run.ExitCode -ne 0) {
+                $failed++
+            }
+            $changes.Add([pscustomobject]@{ kind = 'vendor-resume'; command = $state.vendor_resume_command; exit_code = $run.ExitCode; reason = $Reason })
+        }
+        catch {
+            $failed++
+            $changes.Add([pscustomobject]@{ kind = 'vendor-resume'; command = $state.vendor_resume_command; error = $_.Exception.Message })
+        }
+    }
+    if ($failed -eq 0) {
+        Remove-Item -LiteralPath $statePath -Force
+    }
+    , $changes.ToArray()
+}

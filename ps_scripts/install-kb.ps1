@@ -1,0 +1,182 @@
+# wuremote-script
+# name: install-kb
+# version: 1
+# reboot: usually
+# timeout: 5400
+# idempotent: yes
+# detached: yes
+# opt-in: no
+# end-wuremote-script
+<#
+.SYNOPSIS
+    Installs one KB by hand from its .msu with DISM /Add-Package (wusa refuses remote sessions).
+    Runs detached.
+.DESCRIPTION
+    Where the package comes from, first match wins:
+      -Url      downloaded by the host (http/https) into this step's folder
+      -MsuPath  a .msu file, or a folder of .msu files (checkpoint cumulative updates: DISM
+                installs the checkpoints it needs from the same folder), local or UNC
+      default   the folder the controller pushes to: %ProgramData%\wuremote\runs\<RunId>\install-kb\packages
+    A package must name the KB in its file name and either match -Sha256 or carry a valid
+    Authenticode signature. A KB already installed is success with nothing changed.
+.PARAMETER KbId
+    KB followed by 6 to 8 digits, e.g. KB5034441.
+.NOTES
+    Exit codes: 0 installed or already installed, 3010 installed and a reboot is needed,
+    1 failed, 2 not applicable to this host (0x800F081E), 4 refused: servicing in progress,
+    5 not elevated, 6 the component store needs repair first (0x80073712: run dism).
+#>
+[CmdletBinding()]
+param(
+    [string]$RunId = '',
+    [string]$ResultMarker = '',
+    [Parameter(Mandatory = $true)][ValidatePattern('^KB\d{6,8}$')][string]$KbId,
+    [string]$MsuPath = '',
+    [ValidatePattern('^$|^https?://[^\s"]+$')][string]$Url = '',
+    [ValidatePattern('^$|^[0-9a-fA-F]{64}$')][string]$Sha256 = ''
+)
+# wuremote-prelude
+$null = Start-WuTranscript -Step 'install-kb' -RunId $RunId
+Assert-WuElevated -Step 'install-kb' -ResultMarker $ResultMarker
+
+$facts = @{ kb = $KbId }
+$number = $KbId.Substring(2)
+
+function Complete-Failed {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Message,
+        [int]$Code = 1
+    )
+    Complete-WuStep -Step 'install-kb' -Status 'failed' -ExitCode $Code -Facts $facts -Messages @($Message) -ResultMarker $ResultMarker
+}
+
+# --- already installed is success ---
+# Get-HotFix raises when the KB is not installed: that is the expected answer here.
+$hotfix = Get-HotFix -Id $KbId -ErrorAction SilentlyContinue
+if ($null -ne $hotfix) {
+    $facts['already_installed'] = $true
+    Complete-WuStep -Step 'install-kb' -Status 'ok' -ExitCode 0 -Facts $facts -Messages @(('{0} is already installed' -f $KbId)) -ResultMarker $ResultMarker
+}
+$facts['already_installed'] = $false
+if (Test-Path -LiteralPath (Join-Path -Path $env:SystemRoot -ChildPath 'WinSxS\pending.xml')) {
+    Complete-Failed -Code 4 -Message 'servicing is pending a reboot (pending.xml): reboot, then install'
+}
+
+# --- find the package ---
+$runPart = 'adhoc'
+if ($RunId) {
+    $runPart = $RunId
+}
+$stepFolder = Get-WuRunFolder -RunId $runPart -Step 'install-kb'
+try {
+    if ($Url) {
+        $leaf = [System.IO.Path]::GetFileName(([uri]$Url).AbsolutePath)
+        if ($leaf -notmatch '^[\w.\-]+\.msu$') {
+            Complete-Failed -Message ('the URL must end in a .msu file name, got {0}' -f $leaf)
+        }
+        $downloads = Join-Path -Path $stepFolder -ChildPath 'download'
+        $null = New-Item -ItemType Directory -Path $downloads -Force
+        $target = Join-Path -Path $downloads -ChildPath $leaf
+        [Net.ServicePointManager]::SecurityProtocol = [Net.ServicePointManager]::SecurityProtocol -bor [Net.SecurityProtocolType]::Tls12
+        $client = New-Object -TypeName System.Net.WebClient
+        try {
+            $client.DownloadFile($Url, $target)
+        }
+        finally {
+            $client.Dispose()
+        }
+        $packagePath = $target
+    }
+    elseif ($MsuPath) {
+        $packagePath = $MsuPath
+    }
+    else {
+        $packagePath = Join-Path -Path $stepFolder -ChildPath 'packages'
+    }
+}
+catch {
+    Complete-Failed -Message ('could not fetch the package: {0}' -f $_.Exception.Message)
+}
+$facts['package_path'] = $packagePath
+if (-not (Test-Path -LiteralPath $packagePath)) {
+    Complete-Failed -Message ('no package at {0}' -f $packagePath)
+}
+$files = @(Get-ChildItem -LiteralPath $packagePath -Filter '*.msu' -File)
+if ($files.Count -eq 0) {
+    Complete-Failed -Message ('no .msu file at {0}' -f $packagePath)
+}
+$named = @($files | Where-Object -FilterScript { $_.Name -match ('(?i)kb{0}(\D|$)' -f $number) })
+if ($named.Count -eq 0) {
+    Complete-Failed -Message ('none of {0} names {1}: refusing to install an unnamed package' -f (($files | ForEach-Object -Process { $_.Name }) -join ', '), $KbId)
+}
+
+# --- integrity: the given SHA-256, else a valid signature on every file ---
+$checked = New-Object -TypeName System.Collections.Generic.List[object]
+foreach ($file in $files) {
+    $hash = (Get-FileHash -LiteralPath $file.FullName -Algorithm SHA256).Hash.ToLowerInvariant()
+    $signature = [string](Get-AuthenticodeSignature -LiteralPath $file.FullName).Status
+    $checked.Add(@{ name = $file.Name; sha256 = $hash; signature = $signature })
+    $isTarget = $named -contains $file
+    if ($Sha256 -and $isTarget) {
+        if ($hash -ne $Sha256.ToLowerInvariant()) {
+            $facts['packages'] = $checked.ToArray()
+            Complete-Failed -Message ('{0}: SHA-256 {1} does not match the expected {2}' -f $file.Name, $hash, $Sha256.ToLowerInvariant())
+        }
+    }
+    elseif ($signature -ne 'Valid') {
+        $facts['packages'] = $checked.ToArray()
+        Complete-Failed -Message ('{0}: signature {1} and no SHA-256 given: not installed' -f $file.Name, $signature)
+    }
+}
+$facts['packages'] = $checked.ToArray()
+
+# --- install: DISM on the .msu itself (or the folder, for checkpoint updates) ---
+$target = $named[0].FullName
+if ($files.Count -gt 1) {
+    $target = $packagePath
+}
+$onLine = {
+    param([string]$Line)
+    $found = [regex]::Matches($Line, '(\d{1,3}(?:\.\d)?)%')
+    if ($found.Count -gt 0) {
+        $percent = [int][math]::Floor([double]$found[$found.Count - 1].Groups[1].Value)
+        Set-WuStepProgress -RunId $RunId -Step 'install-kb' -Percent ([math]::Min(99, $percent))
+    }
+}
+$run = Invoke-WuNative -FilePath (Get-WuSystemTool -Name 'dism.exe') -ArgumentList @('/Online', '/Add-Package', ('/PackagePath:{0}' -f $target), '/NoRestart', '/English') -OnLine $onLine
+$hex = ConvertTo-WuHexHResult -Code $run.ExitCode
+$facts['exit_code'] = $run.ExitCode
+$facts['hresult'] = $hex
+$facts['output_tail'] = @($run.Output | Select-Object -Last 15)
+$change = [pscustomobject]@{ kind = 'kb-installed'; kb = $KbId; package = $target }
+
+$status = 'failed'
+$exitCode = 1
+$changes = @()
+$messages = @(('DISM /Add-Package failed with {0}; see %SystemRoot%\Logs\CBS\CBS.log' -f $hex))
+switch ($hex) {
+    '0x00000000' {
+        $status = 'ok'
+        $exitCode = 0
+        $changes = @($change)
+        $messages = @(('{0} installed' -f $KbId))
+    }
+    '0x00000BC2' {
+        $status = 'reboot-required'
+        $exitCode = 3010
+        $changes = @($change)
+        $messages = @(('{0} installed; a reboot completes it' -f $KbId))
+    }
+    '0x800F081E' {
+        $status = 'not-applicable'
+        $exitCode = 2
+        $messages = @(('{0} does not apply to this host (0x800F081E): wrong OS, architecture or superseded' -f $KbId))
+    }
+    '0x80073712' {
+        $exitCode = 6
+        $messages = @('the component store is damaged (0x80073712): run dism, then install again')
+    }
+}
+Complete-WuStep -Step 'install-kb' -Status $status -ExitCode $exitCode -Facts $facts -Changes $changes -Messages $messages `
+    -RebootRequired ($exitCode -eq 3010) -ResultMarker $ResultMarker

@@ -1,0 +1,55 @@
+# Pester 5: clean-boot disables only non-Microsoft, unprotected services, after recording them.
+BeforeAll {
+    . (Join-Path -Path $PSScriptRoot -ChildPath '_helpers.ps1')
+    $script:Payload = New-WuTestPayload -Name 'clean-boot'
+    $script:SavedProgramData = $env:ProgramData
+}
+
+AfterAll {
+    $env:ProgramData = $script:SavedProgramData
+}
+
+Describe 'clean-boot' {
+    BeforeEach {
+        Mock Register-WuFailSafe { 'wuremote-failsafe-clean-boot' }
+        Mock Set-WuServiceStartType { $null }
+        Mock Get-Service { [pscustomobject]@{ Name = $Name; ServicesDependedOn = @() } }
+        Mock Test-Path -ParameterFilter { $PathType -eq 'Leaf' } { $true }
+        Mock Get-AuthenticodeSignature {
+            $subject = 'CN=Microsoft Windows, O=Microsoft Corporation, C=US'
+            if ($LiteralPath -like '*Fabrikam*') {
+                $subject = 'CN=Fabrikam Ltd, O=Fabrikam Ltd, C=GB'
+            }
+            elseif ($LiteralPath -like '*Contoso*') {
+                $subject = 'CN=CrowdStrike, Inc., O=CrowdStrike, Inc., C=US'
+            }
+            [pscustomobject]@{ Status = 'Valid'; SignerCertificate = [pscustomobject]@{ Subject = $subject } }
+        }
+    }
+
+    It 'disables the third-party service and keeps Microsoft and protected ones' {
+        $fixture = Get-WuFixture -Scenario 'third-party-service-conflict'
+        $fixture.cmdlets.Win32_Service += [pscustomobject]@{ Name = 'ContosoEdr'; DisplayName = 'EDR'; State = 'Running'; StartMode = 'Auto'; DelayedAutoStart = $false; PathName = '"D:\Contoso\edr.exe"'; ProcessId = 0 }
+        Set-WuFixtureMocks -Fixture $fixture
+        $run = Invoke-WuTestStep -Path $script:Payload
+        $run.ExitCode | Should -Be 3010
+        Should -Invoke Set-WuServiceStartType -ParameterFilter { $Name -eq 'FabrikamSync' -and $StartType -eq 'Disabled' } -Times 1 -Exactly
+        Should -Invoke Set-WuServiceStartType -ParameterFilter { $Name -ne 'FabrikamSync' } -Times 0 -Exactly
+        Should -Invoke Register-WuFailSafe -ParameterFilter { $Kind -eq 'clean-boot' } -Times 1 -Exactly
+    }
+
+    It 'honours the operator exclude list' {
+        Set-WuFixtureMocks -Fixture (Get-WuFixture -Scenario 'third-party-service-conflict')
+        $run = Invoke-WuTestStep -Path $script:Payload -Parameters @{ ExcludeServices = @('FabrikamSync') }
+        $run.ExitCode | Should -Be 0
+        Should -Invoke Set-WuServiceStartType -Times 0 -Exactly
+    }
+
+    It 'lists without changing anything under -ListOnly' {
+        Set-WuFixtureMocks -Fixture (Get-WuFixture -Scenario 'third-party-service-conflict')
+        $run = Invoke-WuTestStep -Path $script:Payload -Parameters @{ ListOnly = $true }
+        $run.ExitCode | Should -Be 0
+        @($run.Result.facts.services).Count | Should -Be 1
+        Should -Invoke Register-WuFailSafe -Times 0 -Exactly
+    }
+}
