@@ -49,7 +49,7 @@ def fresh_lab() -> Iterator[Lab]:
 # --- pywinrm ------------------------------------------------------------------------------
 def winrm_protocol(endpoint: Endpoint, *, password: str | None = None, ca_file: str | None = None,
                    operation_timeout: int = OPERATION_TIMEOUT, read_timeout: int = READ_TIMEOUT) -> winrm.Protocol:
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"server_cert_validation": "ignore"}  # plain HTTP: no certificate to check
     if endpoint.scheme == "https":
         kwargs = {"server_cert_validation": "validate", "ca_trust_path": ca_file or endpoint.ca_file}
     return winrm.Protocol(

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +14,7 @@ from pypsrp.exceptions import AuthenticationError, WSManFaultError
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.shell import Process, WinRS
 
-from wuremote.lab.host import Host
-from wuremote.lab.http import Credentials, Listener
 from wuremote.lab.lab import Endpoint, Lab
-from wuremote.lab.scenarios import HostSpec
-from wuremote.lab.service import WSManService
 
 from conftest import psrp_pool, psrp_wsman, winrm_protocol, winrm_session
 
@@ -91,25 +84,9 @@ def test_plain_http_lab_allows_basic_unencrypted() -> None:
 
 @pytest.fixture
 def http_listener_without_allow_unencrypted() -> Iterator[Endpoint]:
-    """An HTTP listener whose host is not configured AllowUnencrypted (the Lab always allows it with http=True)."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    credentials = Credentials("labadmin", "Lab-secret-1")
-
-    async def start() -> Listener:
-        host = Host(HostSpec("STRICT01", "healthy").build(), 0.01, random.Random(0))
-        listener = Listener(0, WSManService(host), credentials, None, allow_unencrypted=False)
-        await listener.start()
-        return listener
-
-    listener = asyncio.run_coroutine_threadsafe(start(), loop).result(5)
-    try:
-        yield Endpoint("STRICT01", "127.0.0.1", listener.port, "http", credentials.username, credentials.password, None, "healthy")
-    finally:
-        asyncio.run_coroutine_threadsafe(listener.stop(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+    """A plain-HTTP host not configured AllowUnencrypted."""
+    with Lab(hosts=1, http=True, allow_unencrypted=False, time_scale=0.01) as lab:
+        yield lab.endpoints[0]
 
 
 def test_http_without_allow_unencrypted_refuses_basic(http_listener_without_allow_unencrypted: Endpoint) -> None:

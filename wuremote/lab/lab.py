@@ -79,7 +79,7 @@ class Lab:
         *,
         time_scale: float = 0.01,
         http: bool = False,
-        allow_unencrypted: bool = False,
+        allow_unencrypted: bool | None = None,
         seed: int = 0,
         first_port: int | None = None,
         workdir: Path | None = None,
@@ -93,7 +93,8 @@ class Lab:
             raise LabError(f"--port must leave room for {len(self.specs)} ports below 65536, got {first_port}")
         self.time_scale = time_scale
         self.http = http
-        self.allow_unencrypted = allow_unencrypted or http
+        # A plain-HTTP lab allows Basic over HTTP unless told otherwise (AllowUnencrypted=false refuses it).
+        self.allow_unencrypted = http if allow_unencrypted is None else allow_unencrypted
         self.seed = seed
         self.rng = random.Random(seed)
         self.credentials = Credentials(LAB_USERNAME, "Lab-" + "".join(self.rng.choice("abcdefghjkmnpqrstuvwxyz23456789") for _ in range(16)))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
 import uuid
 import xml.etree.ElementTree as ET
 from collections import deque
@@ -26,14 +25,12 @@ from psrpcore.types import (
     PSCustomObject,
     PSInvocationState,
     PSObject as CorePSObject,
-    RunspacePoolState,
 )
 from psrpcore.types import add_note_property
 
-from . import models, wsman
 from .engine import ErrorInfo, PSObject, Record, Run
+from . import wsman
 from .host import Host
-from .pwsh import Session, run_script
 from .psrp_commands import PipelineCommand, run_pipeline
 from .wsman import NS, Request, q
 

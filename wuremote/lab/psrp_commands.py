@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from . import models
 from .console import format_value
-from .engine import ErrorInfo, PSObject, Run, Stop
+from .engine import ErrorInfo, Run, Stop
 from .host import Host
 from .pwsh import Session, run_statement, split_statements
 

@@ -43,7 +43,6 @@ RESOURCE_PWSH_PREFIX = "http://schemas.microsoft.com/powershell/"
 COMMAND_STATE_DONE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done"
 COMMAND_STATE_RUNNING = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Running"
 SIGNAL_PREFIX = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/"
-PSRP_SIGNAL_TERMINATE = "powershell/signal/crtl_c"  # sic: the misspelling is on the wire
 
 ANONYMOUS = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous"
 
