@@ -77,6 +77,11 @@ class Run:
         self._read = end
         return taken
 
+    def push_back(self, record: Record) -> None:
+        """Return the unsent part of a record taken but too large for one answer."""
+        self._read -= 1
+        self.records[self._read] = record
+
     @property
     def drained(self) -> bool:
         return self.done and self._read >= len(self.records)

@@ -45,6 +45,7 @@ FRAGMENT_SIZE = 32 * 1024
 class Pipe:
     id: uuid.UUID
     core: psrpcore.ServerPipeline
+    user: str
     run: Run = field(default_factory=Run)
     task: asyncio.Task[None] | None = None
     inputs: list[Any] = field(default_factory=list)
@@ -183,9 +184,8 @@ class PSRPService:
             raise wsman.invalid_message("The WS-Management service cannot process the request. The Command body has no CommandLine. ")
         command_id = (node.attrib.get("CommandId") or wsman.new_id()).upper()
         pipe_id = uuid.UUID(command_id)
-        pipe = Pipe(pipe_id, psrpcore.ServerPipeline(pool.core, pipe_id))
+        pipe = Pipe(pipe_id, psrpcore.ServerPipeline(pool.core, pipe_id), user)
         pool.pipes[pipe_id] = pipe
-        pipe.user = user  # type: ignore[attr-defined]
         for argument in node.findall("rsp:Arguments", NS):
             self._feed(pool, pipe_id, base64.b64decode(argument.text or ""))
         response = ET.Element(q("rsp", "CommandResponse"))
@@ -205,8 +205,7 @@ class PSRPService:
             PipelineCommand(str(c.command_text), bool(c.is_script), list(c.parameters), bool(c.end_of_statement))
             for c in metadata.commands
         ]
-        user = getattr(pipe, "user", "")
-        work = asyncio.ensure_future(run_pipeline(self.host, user, pipe.run, commands, pipe))
+        work = asyncio.ensure_future(run_pipeline(self.host, pipe.user, pipe.run, commands, pipe))
         try:
             while not pipe.run.drained:
                 await pipe.run.wait(3600)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from . import wsman
 from .cmd import run_command_line
-from .engine import Run
+from .engine import Record, Run
 from .host import Host
 from .wsman import NS, Request, WSManFault, q
 
@@ -178,7 +178,7 @@ class WinRSService:
             data = record.value.encode(encoding, errors="replace") if isinstance(record.value, str) else record.value
             if size + len(data) > budget:
                 head, rest = data[: budget - size], data[budget - size :]
-                run.records.insert(run._read, type(record)(record.kind, rest))
+                run.push_back(Record(record.kind, rest))
                 data = head
             chunks.append((record.kind, data))
             size += len(data)
