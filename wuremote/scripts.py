@@ -24,8 +24,12 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
+
+try:  # Python 3.11+
+    from importlib.resources.abc import Traversable
+except ImportError:  # pragma: no cover - Python 3.10
+    from importlib.abc import Traversable
 
 HEADER_START = "# wuremote-script"
 HEADER_END = "# end-wuremote-script"

@@ -117,7 +117,7 @@ async def run_powershell_text(
     if read_stdin is not None and models.is_bootstrap(text):
         known = models.recognize_winrs(await read_stdin())
     if known is not None:
-        work = asyncio.ensure_future(known.run_console(host, user, child))
+        work = asyncio.ensure_future(known.run(host, user, child))
     else:
         work = asyncio.ensure_future(run_script(Session(host, user, child, line_by_line=line_by_line), text))
     renderer = ConsoleRenderer(encoded)

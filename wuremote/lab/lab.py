@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import secrets
 import tempfile
 import threading
 from collections.abc import Callable
@@ -228,6 +227,3 @@ class Lab:
                       f"# scenario: {endpoint.scenario}", ""]
         return "\n".join(lines)
 
-
-def new_password() -> str:
-    return secrets.token_urlsafe(12)

@@ -102,9 +102,7 @@ class PSRPService:
 
     # --- pool -----------------------------------------------------------------------------
     def create(self, request: Request, user: str) -> bytes:
-        owned = sum(1 for pool in self.pools.values() if pool.owner.lower() == user.lower())
-        if owned >= MAX_SHELLS_PER_USER:
-            raise wsman.shell_quota(user, MAX_SHELLS_PER_USER)
+        wsman.check_shell_quota([pool.owner for pool in self.pools.values()], user, MAX_SHELLS_PER_USER)
         shell = request.body.find("rsp:Shell", NS)
         creation = shell.find("pwsh:creationXml", NS) if shell is not None else None
         if shell is None or creation is None or not (creation.text or "").strip():
@@ -114,10 +112,7 @@ class PSRPService:
         pool = Pool(shell_id, user, core)
         self._feed(pool, None, base64.b64decode(creation.text or ""))
         self.pools[shell_id] = pool
-        body = wsman.selector_set(request.resource_uri, shell_id)
-        info = ET.Element(q("rsp", "Shell"))
-        for tag, value in (
-            ("ShellId", shell_id),
+        return wsman.shell_created(request, shell_id, [
             ("Name", "Runspace1"),
             ("ResourceUri", request.resource_uri),
             ("Owner", f"{self.host.name}\\{user}"),
@@ -136,10 +131,7 @@ class PSRPService:
             ("State", "Connected"),
             ("ShellRunTime", "P0DT0H0M0S"),
             ("ShellInactivity", "P0DT0H0M0S"),
-        ):
-            ET.SubElement(info, q("rsp", tag)).text = value
-        body.append(info)
-        return wsman.envelope(request, wsman.ACTION_CREATE + "Response", body)
+        ])
 
     def delete(self, request: Request, pool: Pool) -> bytes:
         for pipe in pool.pipes.values():

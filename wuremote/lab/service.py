@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from .engine import Stop
 from .host import Host
 from .http import HttpRequest, HttpResponse
 from . import wsman
@@ -30,5 +29,3 @@ class WSManService:
             return HttpResponse(200, body)
         except wsman.WSManFault as fault:
             return HttpResponse(fault.http_status, wsman.fault_envelope(request, fault, self.host.name))
-        except Stop:
-            raise

@@ -84,9 +84,7 @@ class WinRSService:
         raise wsman.action_not_supported(action)
 
     def create(self, request: Request, user: str) -> bytes:
-        owned = sum(1 for shell in self.shells.values() if shell.owner.lower() == user.lower())
-        if owned >= MAX_SHELLS_PER_USER:
-            raise wsman.shell_quota(user, MAX_SHELLS_PER_USER)
+        wsman.check_shell_quota([shell.owner for shell in self.shells.values()], user, MAX_SHELLS_PER_USER)
         codepage_text = request.options.get("WINRS_CODEPAGE", "437")
         codepage = int(codepage_text) if codepage_text.isdigit() else 437
         if codepage not in CODEPAGES:
@@ -98,19 +96,16 @@ class WinRSService:
         }
         shell = Shell(wsman.new_id(), user, codepage, environment)
         self.shells[shell.id] = shell
-        body = wsman.selector_set(wsman.RESOURCE_CMD, shell.id)
-        info = ET.Element(q("rsp", "Shell"))
-        ET.SubElement(info, q("rsp", "ShellId")).text = shell.id
-        ET.SubElement(info, q("rsp", "ResourceUri")).text = wsman.RESOURCE_CMD
-        ET.SubElement(info, q("rsp", "Owner")).text = f"{self.host.name}\\{user}"
-        ET.SubElement(info, q("rsp", "ClientIP")).text = "127.0.0.1"
-        ET.SubElement(info, q("rsp", "IdleTimeOut")).text = "PT7200.000S"
-        ET.SubElement(info, q("rsp", "InputStreams")).text = "stdin"
-        ET.SubElement(info, q("rsp", "OutputStreams")).text = "stdout stderr"
-        ET.SubElement(info, q("rsp", "ShellRunTime")).text = "P0DT0H0M0S"
-        ET.SubElement(info, q("rsp", "ShellInactivity")).text = "P0DT0H0M0S"
-        body.append(info)
-        return wsman.envelope(request, wsman.ACTION_CREATE + "Response", body)
+        return wsman.shell_created(request, shell.id, [
+            ("ResourceUri", request.resource_uri),
+            ("Owner", f"{self.host.name}\\{user}"),
+            ("ClientIP", "127.0.0.1"),
+            ("IdleTimeOut", "PT7200.000S"),
+            ("InputStreams", "stdin"),
+            ("OutputStreams", "stdout stderr"),
+            ("ShellRunTime", "P0DT0H0M0S"),
+            ("ShellInactivity", "P0DT0H0M0S"),
+        ])
 
     async def delete(self, request: Request) -> bytes:
         shell = self._shell(request)

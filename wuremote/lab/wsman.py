@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 NS = {
     "s": "http://www.w3.org/2003/05/soap-envelope",
@@ -27,16 +27,11 @@ for _prefix, _uri in NS.items():
 
 ACTION_CREATE = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Create"
 ACTION_DELETE = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Delete"
-ACTION_GET = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Get"
-ACTION_ENUMERATE = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate"
 SHELL_ACTION = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/"
 ACTION_COMMAND = SHELL_ACTION + "Command"
 ACTION_SEND = SHELL_ACTION + "Send"
 ACTION_RECEIVE = SHELL_ACTION + "Receive"
 ACTION_SIGNAL = SHELL_ACTION + "Signal"
-ACTION_DISCONNECT = SHELL_ACTION + "Disconnect"
-ACTION_RECONNECT = SHELL_ACTION + "Reconnect"
-ACTION_CONNECT = SHELL_ACTION + "Connect"
 
 RESOURCE_CMD = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd"
 RESOURCE_PWSH_PREFIX = "http://schemas.microsoft.com/powershell/"
@@ -278,28 +273,21 @@ def fault_envelope(request: Request | None, fault: WSManFault, machine: str) -> 
     return ET.tostring(root, encoding="utf-8")
 
 
-def selector_set(resource_uri: str, shell_id: str) -> list[ET.Element]:
-    """The ResourceCreated element of a Create response (pywinrm reads the ShellId selector from it)."""
+def check_shell_quota(owners: list[str], user: str, limit: int) -> None:
+    """Raise the quota fault when `user` already owns `limit` of the open shells (`owners`)."""
+    if sum(1 for owner in owners if owner.lower() == user.lower()) >= limit:
+        raise shell_quota(user, limit)
+
+
+def shell_created(request: Request, shell_id: str, fields: list[tuple[str, str]]) -> bytes:
+    """A Create response: the ResourceCreated selector (clients read the ShellId from it) and the Shell's fields."""
     created = ET.Element(q("x", "ResourceCreated"))
     ET.SubElement(created, q("a", "Address")).text = ANONYMOUS
     params = ET.SubElement(created, q("a", "ReferenceParameters"))
-    ET.SubElement(params, q("w", "ResourceURI")).text = resource_uri
+    ET.SubElement(params, q("w", "ResourceURI")).text = request.resource_uri
     selectors = ET.SubElement(params, q("w", "SelectorSet"))
     ET.SubElement(selectors, q("w", "Selector"), {"Name": "ShellId"}).text = shell_id
-    return [created]
-
-
-@dataclass
-class StreamChunk:
-    name: str
-    data: bytes
-    end: bool = False
-    command_id: str | None = None
-
-
-@dataclass
-class ReceiveResult:
-    chunks: list[StreamChunk] = field(default_factory=list)
-    done: bool = False
-    exit_code: int | None = None
-    command_id: str | None = None
+    info = ET.Element(q("rsp", "Shell"))
+    for tag, value in [("ShellId", shell_id), *fields]:
+        ET.SubElement(info, q("rsp", tag)).text = value
+    return envelope(request, ACTION_CREATE + "Response", [created, info])

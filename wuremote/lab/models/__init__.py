@@ -109,7 +109,6 @@ class Known:
         assert run.exit_code is not None
         return run.exit_code
 
-    run_console = run
 
     async def _run(self, host: Host, user: str, run: Run) -> None:
         script, prelude = split_payload(self.text)
