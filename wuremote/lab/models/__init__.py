@@ -155,4 +155,5 @@ def recognize_winrs(stdin: bytes) -> Known | None:
     return Known(script, params)
 
 
-from . import boot_info  # noqa: E402,F401  (registers its model)
+# Each module registers its models on import.
+from . import boot_info, detached, diagnose, failsafe, helpers, long_steps, maintenance, reset_components  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""Lab model module (being written)."""
