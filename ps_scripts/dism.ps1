@@ -30,7 +30,7 @@
 param(
     [string]$RunId = '',
     [string]$ResultMarker = '',
-    [ValidatePattern('^$|^((wim|esd):[^":]+:\d{1,3}|[A-Za-z]:\\[^"]*|\\\\[^"]+)$')][string]$Source = '',
+    [ValidatePattern('^$|^((wim|esd):([A-Za-z]:)?[^":]+:\d{1,3}|[A-Za-z]:\\[^"]*|\\\\[^"]+)$')][string]$Source = '',
     [bool]$LimitAccess = $true
 )
 # wuremote-prelude

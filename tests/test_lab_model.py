@@ -125,23 +125,21 @@ def test_second_shutdown_while_one_is_scheduled_is_refused(fresh_lab: Lab) -> No
 
 # --- scenarios -------------------------------------------------------------------------------------
 EXPECTED = {
-    "healthy": lambda s: s.update_error is None and s.services["wuauserv"].status == "Running",
-    "clock-skew": lambda s: s.clock_skew_seconds == 450 and s.update_error == 0x80072F8F,
-    "corrupt-download-cache": lambda s: s.download_cache_corrupt and s.update_error == 0x80070002,
-    "stopped-services": lambda s: all(s.services[n].status == "Stopped" for n in ("wuauserv", "bits", "cryptsvc"))
-    and s.update_error == 0x80070422,
-    "disabled-services": lambda s: s.services["bits"].start_type == "Disabled"
-    and s.services["wuauserv"].policy_start_type == "Disabled" and s.update_error == 0x80070422,
-    "component-store-corrupt": lambda s: s.component_store == "repairable" and s.update_error == 0x80073712,
-    "component-store-needs-source": lambda s: s.component_store == "needs-source" and s.update_error == 0x800F081F,
-    "av-interference": lambda s: s.antivirus.third_party and s.antivirus.interferes and s.update_error == 0x80070005,
-    "third-party-service-conflict": lambda s: s.services["contosofilter"].status == "Running"
-    and s.services["contosofilter"].role == "third-party" and s.update_error == 0x80070020,
-    "manual-kb": lambda s: s.manual_kb == "KB5034439" and s.update_error == 0x80070643,
-    "low-disk": lambda s: s.free_disk_gb < 5 and s.update_error == 0x80070070,
-    "wsus-unreachable": lambda s: s.update_source == "wsus" and s.wsus_server and s.update_error == 0x8024402C,
-    "servicing-in-progress": lambda s: s.servicing_in_progress and "cbs-reboot-pending" in s.pending_reboot
-    and s.update_error == 0x800F0922,
+    "healthy": lambda s: not s.update_history and s.services["wuauserv"].status == "Running",
+    "clock-skew": lambda s: s.clock_skew_seconds == 5400 and s.services["w32time"].status == "Stopped",
+    "corrupt-download-cache": lambda s: s.download_cache_corrupt and s.update_history[0]["hresult"] == "0x80070002",
+    "stopped-services": lambda s: all(s.services[n].status == "Stopped" for n in ("wuauserv", "bits", "cryptsvc")),
+    "disabled-services": lambda s: s.services["bits"].start_type == "Disabled" and s.services["bits"].policy_start_type is None
+    and s.services["wuauserv"].policy_start_type == "Disabled",
+    "component-store-corrupt": lambda s: s.component_store == "repairable" and s.system_files_corrupt,
+    "component-store-needs-source": lambda s: s.component_store == "needs-source",
+    "av-interference": lambda s: s.antivirus.third_party and s.antivirus.interferes and s.antivirus.realtime_enabled,
+    "third-party-service-conflict": lambda s: s.services["fabrikamsync"].status == "Running"
+    and s.services["fabrikamsync"].role == "third-party",
+    "manual-kb": lambda s: s.manual_kb == "KB5068787",
+    "low-disk": lambda s: s.free_disk_gb == 3.0,
+    "wsus-unreachable": lambda s: s.update_source == "wsus" and s.wsus_server and not s.wsus_reachable,
+    "servicing-in-progress": lambda s: s.servicing_in_progress and "cbs-reboot-pending" in s.pending_reboot,
     "reboot-never-returns": lambda s: s.reboot_never_returns,
 }
 
@@ -197,7 +195,7 @@ scenario = "low-disk"
         assert [(e.name, e.scenario) for e in lab.endpoints] == [
             ("web01", "clock-skew"), ("web02", "clock-skew"), ("WULAB003", "low-disk")]
         assert lab.host("web02").state.clock_skew_seconds == 900
-        assert lab.host("WULAB003").state.free_disk_gb == 3.5
+        assert lab.host("WULAB003").state.free_disk_gb == 3.0
         assert winrm_session(lab.endpoint("web01")).run_cmd("hostname").std_out == b"web01\r\n"
 
 

@@ -1,3 +1,37 @@
-"""wuremote: repair Windows Update on remote Windows hosts over WinRM/PSRP."""
+"""wuremote: repair Windows Update on remote Windows hosts over WinRM/PSRP.
+
+The Python API (the CLI is a thin layer over it)::
+
+    from wuremote import Runner, RunOptions, load_inventory
+
+    inventory = load_inventory("hosts.toml")
+    runner = Runner(inventory.hosts, RunOptions(command="repair", forks=10),
+                    subscribers=[lambda event: print(event.kind, event.host, event.step)])
+    summary = runner.run()          # blocks; events arrive on worker threads
+    print(summary.exit_code, summary.report_json)
+
+Names load lazily so `import wuremote` (and `wuremote --help`) stays quick.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Runner": "runner", "RunOptions": "runner", "RunSummary": "runner",
+    "HostConfig": "inventory", "Inventory": "inventory", "InventoryError": "inventory", "load_inventory": "inventory",
+    "Event": "events", "Secret": "secret", "RebootSettings": "reboot",
+    "StepResult": "transport.base", "TransportError": "transport.base",
+}
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wuremote' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"wuremote.{module}"), name)

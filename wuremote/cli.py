@@ -1,17 +1,93 @@
 """The `wuremote` command: argument parsing and exit codes, nothing else.
 
-Exit codes: 0 success, 1 some hosts not healthy, 2 usage or input error, 130 interrupted.
+Exit codes: 0 every host healthy, 1 some hosts not healthy, 2 usage or input error,
+130 interrupted.  Heavy modules (pypsrp, pywinrm, rich) load only for the command that
+needs them, so `wuremote --help` stays quick.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad input: one line naming the place and the fix; exit 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{value} must be from 0 to 100")
+    return value
+
+
+def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("hosts", nargs="*", metavar="HOST", help="host names or addresses (or use -i)")
+    parser.add_argument("-i", "--inventory", type=Path, help="inventory file: TOML, CSV, Ansible YAML or INI")
+    parser.add_argument("--limit", metavar="PATTERN", help="only hosts/groups matching PATTERN (a,b,web*,!db01)")
+    parser.add_argument("--forks", type=_positive_int, default=20, help="hosts worked on at once (default 20)")
+    parser.add_argument("--max-fail-percent", type=_percent, default=100.0,
+                        help="stop starting new hosts once this share has failed (default 100: never)")
+    parser.add_argument("--state-dir", type=Path, default=Path(".wuremote"),
+                        help="journal and runs/<run-id>/ artifacts (default ./.wuremote)")
+    parser.add_argument("--host-timeout", type=float, default=6 * 3600.0, help="seconds one host may take (default 6 h)")
+    view = parser.add_mutually_exclusive_group()
+    view.add_argument("--plain", action="store_true", help="one plain line per event instead of the live view")
+    view.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
+    bare = parser.add_argument_group("connection for HOST arguments (an inventory sets these per host)")
+    bare.add_argument("--transport", choices=("psrp", "winrm"), default="psrp")
+    bare.add_argument("--auth", choices=("basic", "ntlm", "negotiate", "kerberos", "credssp", "certificate"),
+                      default="negotiate")
+    bare.add_argument("--user", help="user name (password from WUREMOTE_PASSWORD or a prompt, never a flag)")
+    bare.add_argument("--scheme", choices=("https", "http"), default="https")
+    bare.add_argument("--port", type=_positive_int)
+    bare.add_argument("--ca-file", help="CA bundle that signs the hosts' WinRM certificates")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wuremote", description="Repair Windows Update on remote Windows hosts over WinRM/PSRP.")
+    parser = argparse.ArgumentParser(prog="wuremote",
+                                     description="Repair Windows Update on remote Windows hosts over WinRM/PSRP.",
+                                     epilog="exit codes: 0 all healthy, 1 some hosts not healthy, 2 usage or input error, "
+                                            "130 interrupted")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, text in (("repair", "diagnose, walk the repair ladder, reboot when allowed, verify"),
+                       ("check", "diagnose only: the prevention report; changes nothing"),
+                       ("plan", "what would run on each host and why; sends no host-changing script")):
+        _add_target_arguments(commands.add_parser(name, help=text, description=text))
+    resume = commands.add_parser("resume", help="continue an interrupted run from its journal")
+    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument("--state-dir", type=Path, default=Path(".wuremote"))
+    resume.add_argument("--forks", type=_positive_int, default=20)
+    view = resume.add_mutually_exclusive_group()
+    view.add_argument("--plain", action="store_true")
+    view.add_argument("--json", action="store_true")
+    report = commands.add_parser("report", help="print (or re-render) a finished run's report")
+    report.add_argument("run_id", metavar="RUN_ID")
+    report.add_argument("--state-dir", type=Path, default=Path(".wuremote"))
+    report.add_argument("--rerender", action="store_true", help="write report.json and junit.xml again from the journal")
+    demo = commands.add_parser("demo", help="start an embedded lab of broken hosts and repair them all")
+    demo.add_argument("--state-dir", type=Path, default=None, help="where the demo's artifacts go (default: a temp dir)")
+    demo.add_argument("--transport", choices=("psrp", "winrm"), default="psrp")
+    demo.add_argument("--plain", action="store_true")
     lab = commands.add_parser("lab", help="start emulated Windows hosts on loopback (the demo's and the tests' target)")
     from .lab.__main__ import add_arguments  # small module; the lab's heavy parts load only when it runs
 
@@ -22,12 +98,147 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "lab":
-        from .lab.__main__ import run
+    try:
+        if args.command == "lab":
+            from .lab.__main__ import run
 
-        return run(args)
+            return run(args)
+        if args.command in ("repair", "check", "plan"):
+            return _run(args)
+        if args.command == "resume":
+            return _resume(args)
+        if args.command == "report":
+            return _report(args)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(state_dir=args.state_dir, transport=args.transport, plain=args.plain)
+    except UsageError as exc:
+        print(f"wuremote: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("wuremote: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     parser.print_help()
-    return 2
+    return EXIT_USAGE
+
+
+def _prompt(username: str) -> str:
+    import getpass
+
+    if not sys.stdin.isatty():
+        raise UsageError(f"no password for {username}: set WUREMOTE_PASSWORD or password_env in the inventory")
+    return getpass.getpass(f"password for {username}: ")
+
+
+def _hosts(args: argparse.Namespace) -> list[Any]:
+    from .inventory import InventoryError, hosts_from_names, load_inventory, select
+
+    if args.inventory and args.hosts:
+        raise UsageError("give HOST arguments or -i INVENTORY, not both")
+    if not args.inventory and not args.hosts:
+        raise UsageError("no hosts: give HOST arguments or -i INVENTORY (see `wuremote repair --help`)")
+    try:
+        if args.inventory:
+            inventory = load_inventory(args.inventory, environ=os.environ, prompt=_prompt)
+        else:
+            defaults = {"transport": args.transport, "auth": args.auth, "scheme": args.scheme}
+            for key, value in (("username", args.user), ("port", args.port), ("ca_file", args.ca_file)):
+                if value is not None:
+                    defaults[key] = value
+            inventory = hosts_from_names(args.hosts, defaults, environ=os.environ, prompt=_prompt)
+        hosts = select(inventory, args.limit) if args.limit else inventory.hosts
+    except InventoryError as exc:
+        raise UsageError(str(exc)) from None
+    for warning in inventory.warnings:
+        print(f"wuremote: warning: {warning}", file=sys.stderr)
+    if not hosts:
+        raise UsageError(f"--limit {args.limit!r} matches no host in {args.inventory}")
+    return hosts
+
+
+def _views(args: argparse.Namespace, hosts: list[str]) -> tuple[list[Any], Any]:
+    """Subscribers for the chosen view, and the live view's context (or None)."""
+    from .ui import JsonView, LiveView, PlainView
+
+    if args.json:
+        return [JsonView(sys.stdout)], None
+    if args.plain or not sys.stdout.isatty():
+        return [PlainView(sys.stdout)], None
+    from rich.console import Console
+
+    live = LiveView(Console(), hosts)
+    return [live], live
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .runner import Runner, RunOptions
+
+    hosts = _hosts(args)
+    options = RunOptions(command=args.command, forks=args.forks, max_fail_percent=args.max_fail_percent,
+                         state_dir=args.state_dir, host_timeout=args.host_timeout)
+    subscribers, live = _views(args, [h.name for h in hosts])
+    runner = Runner(hosts, options, subscribers=subscribers)
+    return _execute(runner, live, args)
+
+
+def _execute(runner: Any, live: Any, args: argparse.Namespace) -> int:
+    if live is not None:
+        with live:
+            summary = runner.run()
+    else:
+        summary = runner.run()
+    out = sys.stderr if getattr(args, "json", False) else sys.stdout
+    print(f"run {summary.run_id}: report {summary.report_json}  junit {summary.junit_xml}", file=out)
+    if summary.interrupted:
+        print(f"interrupted: continue with `wuremote resume {summary.run_id}`", file=out)
+    return summary.exit_code
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from .journal import Journal, JournalError
+    from .runner import Runner, RunOptions
+
+    journal = Journal(args.state_dir)
+    try:
+        run = journal.run(args.run_id)
+        progress = journal.progress(args.run_id)
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        journal.close()
+    from .inventory import InventoryError, hosts_from_snapshot
+
+    try:
+        hosts = hosts_from_snapshot(run.inventory, environ=os.environ, prompt=_prompt)
+    except InventoryError as exc:
+        raise UsageError(str(exc)) from None
+    options = RunOptions(command=run.command, forks=args.forks, state_dir=args.state_dir)
+    subscribers, live = _views(args, [h.name for h in hosts])
+    runner = Runner(hosts, options, subscribers=subscribers, run_id=args.run_id, resume=progress)
+    return _execute(runner, live, args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    from .journal import Journal, JournalError
+    from .report import RunDir, build_report, render_text, write_report
+
+    journal = Journal(args.state_dir)
+    try:
+        events = journal.events(args.run_id)
+        journal.run(args.run_id)
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        journal.close()
+    run_dir = RunDir(args.state_dir, args.run_id)
+    if args.rerender or not (run_dir.path / "report.json").exists():
+        write_report(run_dir, events)
+    report = json.loads((run_dir.path / "report.json").read_text(encoding="utf-8")) if not events else build_report(events)
+    print(render_text(report))
+    return int(report["run"].get("exit_code") or 0) if report["run"].get("exit_code") in (0, 1, 130) else 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # The services the repair touches, with their Windows default start types.
@@ -20,7 +21,7 @@ DEFAULT_SERVICES: dict[str, tuple[str, str]] = {
     "msiserver": ("Windows Installer", "Manual"),
     "trustedinstaller": ("Windows Modules Installer", "Manual"),
     "appidsvc": ("Application Identity", "Manual"),
-    "usosvc": ("Update Orchestrator Service", "Automatic"),
+    "usosvc": ("Update Orchestrator Service", "AutomaticDelayed"),
     "w32time": ("Windows Time", "Automatic"),
     "winrm": ("Windows Remote Management (WS-Management)", "Automatic"),
     "waasmedicsvc": ("Windows Update Medic Service", "Manual"),
@@ -29,37 +30,89 @@ DEFAULT_SERVICES: dict[str, tuple[str, str]] = {
 }
 # Services a freshly booted host runs (manual ones start on demand; these are running at idle).
 RUNNING_AT_BOOT = {"cryptsvc", "usosvc", "w32time", "winrm", "windefend", "lanmanserver", "bits", "wuauserv"}
+GIB = 1 << 30
 
 
 @dataclass
 class Service:
     name: str
     display_name: str
-    start_type: str  # Automatic | Manual | Disabled
+    start_type: str  # Automatic | Manual | Disabled (as Get-Service shows it; see delayed_start)
     status: str = "Stopped"  # Running | Stopped
     policy_start_type: str | None = None  # set by Group Policy: reported, never fought
     company: str = "Microsoft Corporation"
     kind: str = "win32"  # win32 | driver
     role: str = "system"  # system | third-party | edr | backup | guest-tools | networking | storage
     stop_refuses: bool = False  # hangs in StopPending, as a wedged service does
+    delayed_start: bool = False  # Automatic with DelayedAutoStart (Win32_Service: Auto + DelayedAutoStart)
 
-    def as_fact(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "display_name": self.display_name,
-            "status": self.status,
-            "start_type": self.start_type,
-            "policy_start_type": self.policy_start_type,
-        }
+    @property
+    def start_mode(self) -> str:
+        """The start type as Win32_Service and the scripts name it (AutomaticDelayed included)."""
+        return "AutomaticDelayed" if self.start_type == "Automatic" and self.delayed_start else self.start_type
+
+    def set_start_mode(self, mode: str) -> None:
+        """What `sc.exe config NAME start= ...` does."""
+        self.delayed_start = mode == "AutomaticDelayed"
+        self.start_type = "Automatic" if self.delayed_start else mode
+
+    @property
+    def effective_start_type(self) -> str:
+        """Group Policy wins over the local setting at every boot."""
+        return self.policy_start_type or self.start_type
 
 
 @dataclass
 class Antivirus:
+    """The active antivirus product; Defender goes passive when a third-party product is active."""
+
     product: str = "Microsoft Defender Antivirus"
     third_party: bool = False
-    realtime_enabled: bool = True
-    tamper_protection: bool = False
-    interferes: bool = False  # blocks the update agent until paused
+    realtime_enabled: bool = True  # the active product's real-time scanning
+    tamper_protection: bool = False  # Defender ignores Set-MpPreference silently
+    interferes: bool = False  # blocks the update agent while its real-time scanning is on
+    defender_present: bool = True
+    control_path: str | None = None  # a third-party product's command-line tool (its pause/resume commands)
+
+    @property
+    def defender_realtime(self) -> bool:
+        return self.defender_present and not self.third_party and self.realtime_enabled
+
+    @property
+    def defender_mode(self) -> str | None:
+        if not self.defender_present:
+            return None
+        return "Passive Mode" if self.third_party else "Normal"
+
+
+@dataclass
+class Folder:
+    """A folder the steps size, move aside or delete; `created` decides what cleanup prunes."""
+
+    bytes: int
+    created: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=400))
+
+
+# Folder keys in HostState.folders (Windows paths with the environment variable unexpanded).
+ENVIRONMENT = {"%SystemRoot%": "C:\\Windows", "%ProgramData%": "C:\\ProgramData", "%SystemDrive%": "C:"}
+SOFTWARE_DISTRIBUTION = "%SystemRoot%\\SoftwareDistribution"
+DATASTORE = SOFTWARE_DISTRIBUTION + "\\DataStore"
+DOWNLOAD = SOFTWARE_DISTRIBUTION + "\\Download"
+CATROOT2 = "%SystemRoot%\\System32\\catroot2"
+BITS_DOWNLOADER = "%ProgramData%\\Microsoft\\Network\\Downloader"
+
+
+def expand(path: str) -> str:
+    """A folder key as the host's own paths read ($env:SystemRoot and friends expanded)."""
+    for variable, value in ENVIRONMENT.items():
+        path = path.replace(variable, value)
+    return path
+
+
+def windows_utc(moment: dt.datetime) -> str:
+    """A UTC time as .NET's DateTime.ToString('o') writes it: 7 fraction digits and Z."""
+    utc = moment.astimezone(dt.timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond:06d}0Z"
 
 
 @dataclass
@@ -71,25 +124,45 @@ class HostState:
     ubr: int = 2700
     domain_role: str = "member-server"  # member-server | domain-controller | cluster-node | hyperv-host | workgroup
     is_admin: bool = True
+    policy_readable: bool = True  # RSoP data can be read
     services: dict[str, Service] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)  # lower-cased Windows paths
+    folders: dict[str, Folder] = field(default_factory=dict)  # keys as the constants above, plus backups
     clock_skew_seconds: float = 0.0
+    time_source: str = "DC01.corp.example"  # what w32tm /query /status names while w32time runs
+    last_time_sync: dt.datetime | None = None  # host clock; None: w32tm reports no successful sync
     free_disk_gb: float = 60.0
+    disk_size_gb: float = 127.0
+    component_store_reclaimable_gb: float = 1.5  # what /StartComponentCleanup would free
+    old_temp_gb: float = 0.25  # %SystemRoot%\Temp files older than 7 days
     component_store: str = "healthy"  # healthy | repairable | needs-source
     system_files_corrupt: bool = False
     download_cache_corrupt: bool = False
     catroot_corrupt: bool = False
-    servicing_in_progress: bool = False
+    servicing_in_progress: bool = False  # TiWorker running with WinSxS\pending.xml
     antivirus: Antivirus = field(default_factory=Antivirus)
     pending_reboot: set[str] = field(default_factory=set)
     last_boot: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3))
-    update_error: int | None = None  # the update agent's last HRESULT
-    update_source: str = "windows-update"  # windows-update | wsus | unreachable
+    unexpected_shutdowns_30d: int = 0  # System event 6008
+    update_source: str = "windows-update"  # windows-update | wsus | configmgr
     wsus_server: str | None = None
+    wsus_status_server: str | None = None
+    wsus_reachable: bool = True
+    no_internet_wu: bool = False  # DoNotConnectToWindowsUpdateInternetLocations
+    wu_access_disabled: bool = False
+    no_auto_update: bool = False
+    winhttp_proxy: str | None = None
+    winhttp_proxy_bypass: str | None = None
+    # WindowsUpdateClient failures, newest first: {time_utc (windows_utc), event_id (20 install,
+    # 25 search, 31 download), hresult ("0x%08X" or None), message}.
+    update_history: list[dict[str, object]] = field(default_factory=list)
     installed_kbs: set[str] = field(default_factory=set)
     manual_kb: str | None = None  # a KB that installs only by hand
     troubleshooter_available: bool = True
     scheduled_tasks: dict[str, dict[str, object]] = field(default_factory=dict)
+    # %ProgramData%\wuremote\failsafe\<kind>.json by kind (av, clean-boot), and lock.json.
+    failsafe: dict[str, dict[str, object]] = field(default_factory=dict)
+    lock: dict[str, object] | None = None
     reboot_never_returns: bool = False
     boot_seconds: float = 45.0  # modelled time a restart takes
     reboots: int = 0
@@ -99,10 +172,24 @@ class HostState:
         return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=self.clock_skew_seconds)
 
 
+def parse_windows_utc(text: str) -> dt.datetime:
+    """The inverse of windows_utc (also reads Python's isoformat)."""
+    text = text.strip().replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        zone = rest[len(digits):]
+        text = f"{head}.{digits[:6]}{zone}"
+    moment = dt.datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
 def default_services() -> dict[str, Service]:
     services = {}
     for name, (display, start) in DEFAULT_SERVICES.items():
-        services[name] = Service(name, display, start, "Running" if name in RUNNING_AT_BOOT else "Stopped")
+        service = Service(name, display, start, "Running" if name in RUNNING_AT_BOOT else "Stopped")
+        service.set_start_mode(start)
+        services[name] = service
     return services
 
 
@@ -122,6 +209,8 @@ class Host:
         self._on_down: list = []
         self._on_up: list = []
         self._reboot_task: asyncio.Task[None] | None = None
+        self._task_actions: dict[str, Callable[[], None]] = {}
+        self._task_timers: dict[str, asyncio.Task[None]] = {}
 
     @property
     def name(self) -> str:
@@ -172,14 +261,51 @@ class Host:
         state.pending_reboot.clear()
         state.servicing_in_progress = False
         for service in state.services.values():
-            effective = service.policy_start_type or service.start_type
+            effective = service.effective_start_type
             service.status = "Running" if effective == "Automatic" or (
                 service.name in RUNNING_AT_BOOT and effective != "Disabled"
             ) else "Stopped"
         for task in state.scheduled_tasks.values():
             if task.get("state") == "Running":
                 task["state"] = "Interrupted"
+        for name in list(self._task_actions):  # the at-startup trigger: runs only past the deadline
+            if name in state.scheduled_tasks and state.clock >= self._deadline(name):
+                self._run_task(name)
+
+    def arm_deadline_task(self, name: str, action: Callable[[], None]) -> None:
+        """Run `action` once the task's `deadline_utc` has passed, and at each boot after it.
+
+        The task record (state.scheduled_tasks[name]) is what the steps change: a later deadline
+        postpones the action, removing the record disarms it.  The wait until the deadline is
+        modelled time (scaled like every step's duration); a boot compares the host's clock, so a
+        clock that jumps past the deadline while the host is down runs the action at start-up.
+        Like a Windows task with StartWhenAvailable, a deadline reached while the host is down
+        runs once it is up.
+        """
+        self._task_actions[name] = action
+        timer = self._task_timers.get(name)
+        if timer is None or timer.done():
+            self._task_timers[name] = asyncio.get_running_loop().create_task(self._deadline_timer(name))
+
+    async def _deadline_timer(self, name: str) -> None:
+        while name in self.state.scheduled_tasks:
+            deadline = self._deadline(name)
+            await self.sleep((deadline - self.state.clock).total_seconds())
+            if name in self.state.scheduled_tasks and self._deadline(name) == deadline:
+                await self.up.wait()
+                if name in self.state.scheduled_tasks:
+                    self._run_task(name)
+                return
+
+    def _deadline(self, name: str) -> dt.datetime:
+        return parse_windows_utc(str(self.state.scheduled_tasks[name]["deadline_utc"]))
+
+    def _run_task(self, name: str) -> None:
+        self.state.scheduled_tasks[name]["last_run_utc"] = windows_utc(self.state.clock)
+        self._task_actions[name]()
 
     async def shutdown(self) -> None:
         if self._reboot_task is not None:
             self._reboot_task.cancel()
+        for timer in self._task_timers.values():
+            timer.cancel()

@@ -1,5 +1,14 @@
 """What is broken on each lab host: built-in scenarios and the scenario file format.
 
+Each built-in scenario (but `reboot-never-returns`) is built from its fixture,
+wuremote/lab/fixtures/<scenario>.json: the host model is set from the fixture's `facts`
+(what diagnose returns on such a host), and the few conditions facts cannot show (a
+component store that needs a source, a corrupt download cache, a KB that installs only by
+hand) from its `cmdlets` answers or, where nothing there says it, from the small tables
+below.  So the lab, the Pester mocks and the fixtures cannot drift apart.  Times in a
+fixture keep their distance from the fixture's own clock: a failure a day before the
+fixture's "now" is a day before the lab's start.
+
 A scenario file (TOML) lists groups of hosts:
 
     [[hosts]]
@@ -14,10 +23,14 @@ Errors name the file and line and say what to write instead.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import json
 import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -26,117 +39,205 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .host import Antivirus, HostState, Service, default_services
+from .. import hresult
+from .host import (BITS_DOWNLOADER, CATROOT2, DATASTORE, DOWNLOAD, GIB, SOFTWARE_DISTRIBUTION, Antivirus, Folder,
+                   HostState, Service, default_services, parse_windows_utc, windows_utc)
 
 
 class ScenarioError(ValueError):
     """A scenario name or file the lab cannot use (the message names the place and the fix)."""
 
 
-def _healthy(state: HostState) -> None:
-    pass
+@dataclass(frozen=True)
+class ThirdPartyService:
+    """What a fixture's Win32_Service row cannot say about a non-Microsoft service."""
+
+    company: str
+    role: str  # third-party | edr | backup | guest-tools | networking | storage
+    antivirus: str | None = None  # the product name when the service is an active antivirus
+    interferes: bool = False  # an antivirus that blocks the update agent until paused
+    control_path: str | None = None  # the vendor's command-line tool (pause/resume)
 
 
-def _clock_skew(state: HostState) -> None:
-    state.clock_skew_seconds = 7 * 60 + 30
-    state.update_error = 0x80072F8F  # certificate/time validation failure
+# Non-Microsoft services the fixtures' Win32_Service rows name, by lower-case service name.
+THIRD_PARTY: dict[str, ThirdPartyService] = {
+    "contosoav": ThirdPartyService("Contoso Ltd.", "edr", antivirus="Contoso Endpoint Protection", interferes=True,
+                                   control_path="C:\\Program Files\\Contoso\\Endpoint\\avctl.exe"),
+    "fabrikamsync": ThirdPartyService("Fabrikam, Inc.", "third-party"),
+}
+# Space cleanup can free, which no fact shows (the default is HostState's).
+RECLAIMABLE: dict[str, dict[str, float]] = {
+    "low-disk": {"component_store_reclaimable_gb": 10.0, "old_temp_gb": 3.0},
+}
+UPDATE_SERVICES = ("wuauserv", "bits", "cryptsvc", "msiserver", "trustedinstaller", "appidsvc", "usosvc")
+_START_MODES = {"Auto": "Automatic", "Manual": "Manual", "Disabled": "Disabled"}
+_ROLES = (("domain_controller", "domain-controller"), ("cluster_node", "cluster-node"), ("hyperv_host", "hyperv-host"),
+          ("domain_member", "member-server"))
+_W32TM_TIME = "%m/%d/%Y %I:%M:%S %p"  # "11/20/2025 9:58:12 AM", as w32tm /query /status prints it
+_KB = re.compile(r"\bKB\d{6,8}\b")
 
 
-def _corrupt_download_cache(state: HostState) -> None:
-    state.download_cache_corrupt = True
-    state.update_error = 0x80070002
+@functools.lru_cache(maxsize=None)
+def _fixture_text(name: str) -> str:
+    return files("wuremote.lab").joinpath("fixtures", f"{name}.json").read_text(encoding="utf-8")
 
 
-def _stopped_services(state: HostState) -> None:
-    for name in ("wuauserv", "bits", "cryptsvc"):
-        state.services[name].status = "Stopped"
-    state.update_error = 0x80070422
+def fixture(name: str) -> dict[str, Any]:
+    """A scenario's fixture (a fresh copy: callers may change it)."""
+    data: dict[str, Any] = json.loads(_fixture_text(name))
+    return data
 
 
-def _disabled_services(state: HostState) -> None:
-    state.services["bits"].start_type = "Disabled"
-    state.services["bits"].status = "Stopped"
-    state.services["wuauserv"].start_type = "Disabled"
-    state.services["wuauserv"].policy_start_type = "Disabled"
-    state.services["wuauserv"].status = "Stopped"
-    state.update_error = 0x80070422
+def _hresult_of(answer: dict[str, Any]) -> int | None:
+    code = answer.get("hresult")
+    return hresult.normalize(code) if code else None
 
 
-def _component_store_corrupt(state: HostState) -> None:
-    state.component_store = "repairable"
-    state.system_files_corrupt = True
-    state.update_error = 0x80073712
+def _apply_fixture(name: str, state: HostState) -> None:
+    """Sets the host model from the fixture's facts, then what only its cmdlet answers and the tables say."""
+    data = fixture(name)
+    facts, cmdlets = data["facts"], data["cmdlets"]
+    state.clock_skew_seconds = float(facts["clock"]["skew_seconds"] or 0.0)
+    fixture_now = parse_windows_utc(cmdlets["local_utc"])
+    host_now = state.clock
+
+    def shifted(text: str) -> dt.datetime:
+        """A fixture time (host clock) at the same distance before the lab host's now."""
+        return host_now - (fixture_now - parse_windows_utc(text))
+
+    os_facts = facts["os"]
+    state.os_caption, state.build, state.ubr = os_facts["caption"], os_facts["build"], os_facts["ubr"]
+    state.last_boot = shifted(os_facts["last_boot_utc"])
+    state.domain_role = next((role for key, role in _ROLES if facts["roles"][key]), "workgroup")
+    state.is_admin = facts["elevated"]
+    state.policy_readable = facts["policy_readable"]
+
+    _apply_services(state, facts, cmdlets["Win32_Service"])
+    clock = facts["clock"]
+    state.time_source = clock["source"] or fixture("healthy")["facts"]["clock"]["source"]
+    if clock["last_sync"]:
+        synced = dt.datetime.strptime(clock["last_sync"], _W32TM_TIME).replace(tzinfo=dt.timezone.utc)
+        state.last_time_sync = shifted(windows_utc(synced))
+
+    disk = facts["disk"]
+    state.free_disk_gb, state.disk_size_gb = disk["free_bytes"] / GIB, disk["size_bytes"] / GIB
+    for key, value in RECLAIMABLE.get(name, {}).items():
+        setattr(state, key, value)
+    state.folders = _folders(facts["folders"])
+
+    state.pending_reboot = set(facts["pending_reboot"])
+    state.servicing_in_progress = facts["servicing"]["in_progress"]
+    state.unexpected_shutdowns_30d = facts["unexpected_shutdowns_30d"]
+    state.troubleshooter_available = facts["troubleshooter"]["available"]
+
+    source = facts["update_source"]
+    state.update_source = source["kind"]
+    state.wsus_server = source["wsus_server"] or None
+    state.wsus_status_server = source["wsus_status_server"] or None
+    state.no_internet_wu = source["no_internet_wu"]
+    state.wu_access_disabled = source["wu_access_disabled"]
+    state.no_auto_update = source["no_auto_update"]
+    state.winhttp_proxy, state.winhttp_proxy_bypass = source["winhttp_proxy"], source["winhttp_proxy_bypass"]
+    state.update_history = [dict(row, time_utc=windows_utc(shifted(row["time_utc"]))) for row in facts["update_failures"]]
+
+    defender = facts["antivirus"]["defender"]
+    state.antivirus = Antivirus(realtime_enabled=bool(defender["realtime_enabled"]),
+                                tamper_protection=bool(defender["tamper_protected"]), defender_present=defender["present"])
+    for service_name, extra in THIRD_PARTY.items():
+        if extra.antivirus and service_name in state.services:
+            state.antivirus = Antivirus(product=extra.antivirus, third_party=True, interferes=extra.interferes,
+                                        tamper_protection=state.antivirus.tamper_protection,
+                                        defender_present=defender["present"], control_path=extra.control_path)
+
+    _apply_agent_answers(state, cmdlets)
 
 
-def _component_store_needs_source(state: HostState) -> None:
-    state.component_store = "needs-source"
-    state.update_error = 0x800F081F
+def _apply_services(state: HostState, facts: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """The update services from facts; w32time's state from the clock facts; other services from Win32_Service rows."""
+    state.services = default_services()
+    for name in UPDATE_SERVICES:
+        fact = facts["services"][name]
+        if fact["state"] == "Absent":
+            del state.services[name]
+            continue
+        service = state.services[name]
+        service.status = fact["state"]
+        service.set_start_mode(fact["start_type"])
+        service.policy_start_type = fact["policy_start_type"]
+    w32time = facts["clock"]["w32time_state"]
+    if w32time == "Absent":
+        del state.services["w32time"]
+    else:
+        state.services["w32time"].status = w32time
+    for row in rows:
+        name = row["Name"].lower()
+        if name in state.services:
+            continue
+        extra = THIRD_PARTY.get(name)
+        if extra is None:
+            raise ScenarioError(f"service {row['Name']} in a fixture has no entry in THIRD_PARTY (wuremote/lab/scenarios.py); "
+                                "add its company and role there")
+        service = Service(name, row["DisplayName"], "Manual", row["State"], company=extra.company, role=extra.role)
+        service.set_start_mode("AutomaticDelayed" if row["StartMode"] == "Auto" and row["DelayedAutoStart"]
+                               else _START_MODES[row["StartMode"]])
+        state.services[name] = service
 
 
-def _av_interference(state: HostState) -> None:
-    state.antivirus = Antivirus(product="Contoso Endpoint Shield", third_party=True, interferes=True)
-    state.update_error = 0x80070005
+def _folders(facts: dict[str, Any]) -> dict[str, Folder]:
+    """SoftwareDistribution's bytes outside Download are counted as its DataStore."""
+    folders: dict[str, Folder] = {}
+    sd = facts["software_distribution"]
+    if sd["exists"]:
+        folders[SOFTWARE_DISTRIBUTION] = Folder(0)
+        folders[DOWNLOAD] = Folder(sd["download_bytes"])
+        if sd["datastore_exists"]:
+            folders[DATASTORE] = Folder(sd["bytes"] - sd["download_bytes"])
+    if facts["catroot2"]["exists"]:
+        folders[CATROOT2] = Folder(facts["catroot2"]["bytes"])
+    folders[BITS_DOWNLOADER] = Folder(0)
+    for backup in facts["wuremote_backups"]:
+        folders[f"%SystemRoot%\\{backup}"] = Folder(0)
+    return folders
 
 
-def _third_party_service_conflict(state: HostState) -> None:
-    state.services["contosofilter"] = Service(
-        "contosofilter", "Contoso File Filter Agent", "Automatic", "Running", company="Contoso Ltd.", role="third-party"
-    )
-    state.update_error = 0x80070020
-
-
-def _manual_kb(state: HostState) -> None:
-    state.manual_kb = "KB5034439"
-    state.update_error = 0x80070643
-
-
-def _low_disk(state: HostState) -> None:
-    state.free_disk_gb = 3.5
-    state.update_error = 0x80070070
-
-
-def _wsus_unreachable(state: HostState) -> None:
-    state.update_source = "wsus"
-    state.wsus_server = "http://wsus.corp.example:8530"
-    state.update_error = 0x8024402C
-
-
-def _servicing_in_progress(state: HostState) -> None:
-    state.servicing_in_progress = True
-    state.pending_reboot.add("cbs-reboot-pending")
-    state.update_error = 0x800F0922
+def _apply_agent_answers(state: HostState, cmdlets: dict[str, Any]) -> None:
+    """Faults only the update agent's, DISM's and sfc's answers show."""
+    agent = cmdlets["update_agent"]
+    install, download, search = (_hresult_of(agent[k]) for k in ("install", "download", "search"))
+    state.download_cache_corrupt = download == 0x80070002
+    if install == 0x80073712:
+        restore = cmdlets["native"]["dism.exe /Online /Cleanup-Image /RestoreHealth"]["exit_code"]
+        state.component_store = "needs-source" if hresult.normalize(restore) in hresult.codes_in("needs-source") else "repairable"
+    state.system_files_corrupt = cmdlets["native"]["sfc.exe /scannow"]["exit_code"] != 0
+    if install == 0x8024200B:
+        titles = " ".join(agent["search"]["updates"])
+        state.manual_kb = _KB.search(titles).group(0)  # type: ignore[union-attr]
+    known = hresult.lookup(search) if search else None
+    state.wsus_reachable = not (state.update_source == "wsus" and known is not None
+                                and known.category in hresult.NOT_A_REPAIR_STEP)
 
 
 def _reboot_never_returns(state: HostState) -> None:
+    _apply_fixture("healthy", state)
     state.reboot_never_returns = True
     state.pending_reboot.add("wu-reboot-required")
 
 
+FIXTURE_SCENARIOS = (
+    "healthy", "clock-skew", "corrupt-download-cache", "stopped-services", "disabled-services",
+    "component-store-corrupt", "component-store-needs-source", "av-interference", "third-party-service-conflict",
+    "manual-kb", "low-disk", "wsus-unreachable", "servicing-in-progress",
+)
 BUILTIN: dict[str, tuple[str, Callable[[HostState], None]]] = {
-    "healthy": ("nothing is wrong", _healthy),
-    "clock-skew": ("the clock is 7.5 minutes off; TLS to the update service fails", _clock_skew),
-    "corrupt-download-cache": ("SoftwareDistribution\\Download is corrupt: 0x80070002", _corrupt_download_cache),
-    "stopped-services": ("wuauserv, bits and cryptsvc are stopped", _stopped_services),
-    "disabled-services": ("bits disabled by hand, wuauserv disabled by Group Policy", _disabled_services),
-    "component-store-corrupt": ("the component store is corrupt, repairable online: 0x80073712", _component_store_corrupt),
-    "component-store-needs-source": ("the component store needs a repair source: 0x800F081F", _component_store_needs_source),
-    "av-interference": ("a third-party antivirus blocks the update agent: 0x80070005", _av_interference),
-    "third-party-service-conflict": ("a third-party filter service holds files the update needs", _third_party_service_conflict),
-    "manual-kb": ("one KB installs only by hand from its .msu", _manual_kb),
-    "low-disk": ("3.5 GB free on the system drive", _low_disk),
-    "wsus-unreachable": ("the WSUS server cannot be reached: a network fix, not a repair", _wsus_unreachable),
-    "servicing-in-progress": ("TrustedInstaller is servicing; a reboot is pending", _servicing_in_progress),
-    "reboot-never-returns": ("the host goes down on restart and never comes back", _reboot_never_returns),
+    name: (fixture(name)["description"], functools.partial(_apply_fixture, name)) for name in FIXTURE_SCENARIOS
 }
+BUILTIN["reboot-never-returns"] = ("the host goes down on restart and never comes back", _reboot_never_returns)
 # Scenarios a "mixed" fleet cycles through (every built-in one except the one that never comes back).
 MIXED = [name for name in BUILTIN if name != "reboot-never-returns"]
 
-_OVERRIDABLE = {
-    f.name: f.type
-    for f in fields(HostState)
-    if f.name not in ("name", "scenario", "services", "files", "antivirus", "pending_reboot", "last_boot",
-                      "installed_kbs", "scheduled_tasks")
-}
+# Host settings a scenario file may set: the single-valued ones.
+_SCALAR_TYPES = {"str", "int", "float", "bool", "str | None", "int | None", "float | None"}
+_OVERRIDABLE = {f.name: f.type for f in fields(HostState) if f.type in _SCALAR_TYPES and f.name not in ("name", "scenario")}
 
 
 @dataclass
@@ -146,7 +247,7 @@ class HostSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> HostState:
-        state = HostState(name=self.name, scenario=self.scenario, services=default_services())
+        state = HostState(name=self.name, scenario=self.scenario)
         BUILTIN[self.scenario][1](state)
         for key, value in self.overrides.items():
             setattr(state, key, value)

@@ -26,7 +26,8 @@ class TransportError(RuntimeError):
     trusted), ``unreachable`` (refused, DNS, no route), ``timeout`` (the step's own deadline),
     ``lost`` (connection reset, shell or pool gone, host rebooting), ``fault`` (a WS-Man
     SOAP fault; ``code`` holds its WSManFault code), ``protocol`` (an answer that breaks
-    the script contract).  Messages never hold a password.
+    the script contract), ``config`` (settings refused before any request, such as Basic over
+    plain HTTP without ``allow_unencrypted_basic``: never retried).  Messages never hold a password.
     """
 
     def __init__(self, kind: str, message: str, *, code: int | None = None) -> None:

@@ -1,1 +1,123 @@
-"""Lab model module (being written)."""
+"""Models of ps_scripts/lock.ps1 and restart.ps1, and what every step model shares.
+
+The shared part is what the prelude gives each script: parameters bound by name (PowerShell
+binds them case-insensitively), Assert-WuElevated, and the UTC stamps the scripts write.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from ..engine import ErrorInfo, Stop
+from ..host import parse_windows_utc, windows_utc
+from . import StepContext, model
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # Test-WuName
+# Get-WuPendingReboot's order.
+PENDING_SIGNALS = ("cbs-reboot-pending", "wu-reboot-required", "pending-file-rename", "pending-computer-rename")
+
+
+def param(ctx: StepContext, name: str, default: Any = None) -> Any:
+    """A bound parameter's value by case-insensitive name, or `default` when it was not passed."""
+    for key, value in ctx.params.items():
+        if key.lower() == name.lower() and value is not None:
+            return value
+    return default
+
+
+def switch(ctx: StepContext, name: str) -> bool:
+    return bool(param(ctx, name, False))
+
+
+def strings(ctx: StepContext, name: str) -> list[str]:
+    """A [string[]] parameter: one value binds as a one-element array."""
+    value = param(ctx, name, [])
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+
+
+def pending_reboot(ctx: StepContext) -> list[str]:
+    """Get-WuPendingReboot: every pending-reboot signal by name, in the prelude's order."""
+    signals = ctx.host.state.pending_reboot
+    return [name for name in PENDING_SIGNALS if name in signals] + sorted(signals - set(PENDING_SIGNALS))
+
+
+def require_elevated(ctx: StepContext) -> None:
+    """Assert-WuElevated: exit 5 and change nothing in a session without an administrator token."""
+    if not ctx.host.state.is_admin:
+        ctx.finish("not-elevated", 5, messages=["this step needs an elevated (administrator) session; nothing was changed"])
+
+
+def require(ctx: StepContext, name: str) -> Any:
+    """A mandatory parameter: a non-interactive session fails binding before the script runs."""
+    value = param(ctx, name)
+    if value is None or value == "":
+        raise Stop(1, ErrorInfo(
+            f"Cannot process command because of one or more missing mandatory parameters: {name}.",
+            category="InvalidArgument", fqid="MissingMandatoryParameter",
+            exception_type="System.Management.Automation.ParameterBindingException", command=ctx.meta.name))
+    return value
+
+
+@model("lock", sha256="a8fe83562e9e570898e5bd1c3c9cda6c888cd310d3b03f8112579cb022a7b113")
+async def lock(ctx: StepContext) -> None:
+    require_elevated(ctx)
+    state = ctx.host.state
+    action = str(param(ctx, "Action", "take")).lower()
+    run_id = str(param(ctx, "RunId", ""))
+    if action != "show" and not NAME_PATTERN.match(run_id):
+        ctx.finish("failed", 1, messages=["take and release need a run id of letters, digits, dot, dash or underscore (1-64)"])
+    await ctx.host.sleep(0.3)
+    now = state.clock
+    holder = state.lock
+    expired = holder is not None and parse_windows_utc(str(holder["expires_utc"])) < now
+    free = holder is None or expired
+    mine = holder is not None and str(holder["run_id"]) == run_id
+    facts: dict[str, Any] = {"action": action, "run_id": run_id, "holder": holder, "expired": expired}
+    changes: list[dict[str, Any]] = []
+    if action == "take":
+        if not (free or mine):
+            ctx.finish("failed", 4, facts=facts,
+                       messages=[f"host is locked by run {holder['run_id']} until {holder['expires_utc']}"])  # type: ignore[index]
+        minutes = int(param(ctx, "ExpiresMinutes", 240))
+        expires = windows_utc(now + dt.timedelta(minutes=minutes))
+        taken = str(holder["taken_utc"]) if mine and not expired and holder else windows_utc(now)
+        state.lock = {"run_id": run_id, "taken_utc": taken, "expires_utc": expires, "host": state.name}
+        facts["holder"] = state.lock
+        changes.append({"kind": "lock-taken", "run_id": run_id, "expires_utc": expires})
+    elif action == "release":
+        if mine or holder is None:
+            state.lock = None
+            facts["holder"] = None
+            if mine:
+                changes.append({"kind": "lock-released", "run_id": run_id})
+        elif expired:
+            ctx.finish("ok", 0, facts=facts, messages=[f"lock of run {holder['run_id']} expired; left for its owner or the next take"])
+        else:
+            ctx.finish("failed", 4, facts=facts, messages=[f"lock belongs to run {holder['run_id']}; not released"])
+    else:
+        facts["free"] = free
+    ctx.finish("ok", 0, facts=facts, changes=changes)
+
+
+@model("restart", sha256="38fef6a84335fcb76f575f18b5adff5d512645755a2d5a0caaf80ae245dfe870")
+async def restart(ctx: StepContext) -> None:
+    reason = str(require(ctx, "Reason"))
+    require_elevated(ctx)
+    state = ctx.host.state
+    delay = int(param(ctx, "DelaySeconds", 5))
+    facts: dict[str, Any] = {
+        "last_boot_utc": windows_utc(state.last_boot),
+        "pending_reboot": pending_reboot(ctx),
+        "delay_seconds": delay,
+    }
+    comment = "wuremote: " + re.sub(r"[\r\n]+", " ", reason)
+    await ctx.host.sleep(0.5)
+    # shutdown.exe answers 1190 when a shutdown is already scheduled: the script counts it as done.
+    code = 0 if ctx.host.request_reboot(delay) else 1190
+    facts["shutdown_exit_code"] = code
+    message = f"restart in {delay} s: {comment}" if code == 0 else \
+        f"a shutdown was already scheduled or in progress (exit {code}); waiting for it"
+    ctx.finish("ok", 0, facts=facts, changes=[{"kind": "restart-scheduled", "reason": comment}],
+               messages=[message], reboot_required=True)

@@ -1,0 +1,189 @@
+"""The orchestrator end to end against the lab: real HTTPS, real pypsrp/pywinrm, shipped scripts.
+
+Each built-in scenario must be repaired by the step its fixture names (``repaired_by``)
+and by no rung the ladder puts after it; a network fault climbs no ladder; owed restores
+always run; reboot policy and caps hold; artifacts parse.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+
+from wuremote import events as ev
+from wuremote.demo import demo_hosts, demo_options
+from wuremote.events import Event
+from wuremote.lab.lab import Lab
+from wuremote.plan import LADDER
+from wuremote.runner import Runner, RunSummary
+
+LAB_SCALE = 0.002
+NOT_REPAIRS = {"lock", "diagnose", "verify", "boot-info", "detached-start", "detached-poll", "detached-cleanup",
+               "av-resume", "clean-boot-restore"}
+
+
+def fixture(scenario: str) -> dict:
+    path = files("wuremote.lab").joinpath("fixtures", f"{scenario}.json")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def run_fleet(lab: Lab, state_dir: Path, transport: str = "psrp", **overrides) -> tuple[RunSummary, list[Event]]:
+    seen: list[Event] = []
+    hosts = [replace(h, **overrides) for h in demo_hosts(lab, transport)]
+    summary = Runner(hosts, demo_options(state_dir), subscribers=[seen.append]).run()
+    return summary, seen
+
+
+def repair_steps(events: list[Event], host: str) -> list[str]:
+    """Repair rungs run on a host, in order (restarts asked for by a gate count as "restart")."""
+    steps = []
+    for event in events:
+        if event.host != host:
+            continue
+        if event.kind == ev.STEP_FINISHED and event.step not in NOT_REPAIRS:
+            steps.append(event.step)
+        if event.kind == ev.REBOOT_STARTED and "restart before repairs" in str(event.data.get("reason")):
+            steps.append("restart")
+    return steps
+
+
+@pytest.fixture(scope="module", params=["psrp", "winrm"])
+def mixed_run(request, tmp_path_factory) -> tuple[Lab, RunSummary, list[Event], dict[str, str]]:
+    with Lab(scenario="mixed", hosts=13, time_scale=LAB_SCALE) as lab:
+        before = {e.name: lab.call(lambda n=e.name: {s.name: s.start_type for s in lab.host(n).state.services.values()})
+                  for e in lab.endpoints}
+        summary, seen = run_fleet(lab, tmp_path_factory.mktemp("state"), transport=request.param)
+        lab.start_types_before = before
+        yield lab, summary, seen, {e.name: e.scenario for e in lab.endpoints}
+
+
+def test_every_scenario_is_repaired_by_its_own_step_and_no_later_rung(mixed_run) -> None:
+    lab, summary, seen, scenarios = mixed_run
+    for host, scenario in scenarios.items():
+        expected = fixture(scenario)["repaired_by"]
+        steps = repair_steps(seen, host)
+        outcome = summary.outcomes[host]
+        if expected is None:
+            assert steps == [], f"{host} ({scenario}) ran {steps}"
+            continue
+        assert steps, f"{host} ({scenario}) ran no repair step: {outcome}: {summary.causes[host]}"
+        assert steps[-1].split(":")[0] == expected, f"{host} ({scenario}) ran {steps}"
+        if expected in {r.split(':')[0] for r in LADDER}:
+            last = max(i for i, rung in enumerate(LADDER) if rung.split(":")[0] == expected)
+            later = [s for s in steps if s in LADDER and LADDER.index(s) > last]
+            assert not later, f"{host} ({scenario}) climbed past {expected}: {steps}"
+
+
+def test_outcomes_match_what_each_scenario_allows(mixed_run) -> None:
+    lab, summary, seen, scenarios = mixed_run
+    for host, scenario in scenarios.items():
+        outcome, cause = summary.outcomes[host], summary.causes[host]
+        if scenario == "healthy":
+            assert outcome == "healthy", cause
+        elif scenario == "wsus-unreachable":
+            assert outcome == "needs-operator" and "0x8024402C" in cause, cause
+        elif scenario == "component-store-needs-source":
+            assert outcome == "needs-operator" and "dism_source" in cause, cause
+        elif scenario == "disabled-services":
+            assert outcome == "needs-operator" and "Group Policy" in cause, cause
+        else:
+            assert outcome == "repaired", f"{host} ({scenario}): {outcome}: {cause}"
+    assert summary.exit_code == 1  # three hosts need the operator
+
+
+def test_owed_restores_ran_and_hosts_are_left_as_found(mixed_run) -> None:
+    lab, summary, seen, scenarios = mixed_run
+    by_scenario = {s: h for h, s in scenarios.items()}
+    av_host, cb_host = by_scenario["av-interference"], by_scenario["third-party-service-conflict"]
+    assert "av-resume" in [e.step for e in seen if e.host == av_host and e.kind == ev.STEP_FINISHED]
+    assert "clean-boot-restore" in [e.step for e in seen if e.host == cb_host and e.kind == ev.STEP_FINISHED]
+    av_state = lab.call(lambda: lab.host(av_host).state.antivirus.realtime_enabled)
+    assert av_state is True
+    disabled = [e for e in seen if e.host == cb_host and e.step == "clean-boot" and e.kind == ev.STEP_FINISHED]
+    assert disabled and disabled[0].data["exit_code"] == 3010  # it did disable something, then put it back
+    after = lab.call(lambda: {s.name: s.start_type for s in lab.host(cb_host).state.services.values()})
+    assert after == lab.start_types_before[cb_host]
+    for host in scenarios:
+        pending = lab.call(lambda h=host: set(lab.host(h).state.pending_reboot))
+        if summary.outcomes[host] in ("healthy", "repaired"):
+            assert not pending, f"{host} left with a pending reboot {pending}"
+
+
+def test_artifacts_parse_and_agree_with_the_run(mixed_run) -> None:
+    lab, summary, seen, scenarios = mixed_run
+    report = json.loads(summary.report_json.read_text(encoding="utf-8"))
+    assert report["schema_version"] == 1
+    assert {h: report["hosts"][h]["outcome"] for h in scenarios} == summary.outcomes
+    try:
+        import jsonschema
+    except ImportError:  # pragma: no cover - the test extra installs it
+        pytest.skip("jsonschema not installed")
+    schema = json.loads(files("wuremote").joinpath("report_schema.json").read_text(encoding="utf-8"))
+    jsonschema.validate(report, schema)
+    suites = ET.parse(summary.junit_xml).getroot()
+    names = {suite.get("name") for suite in suites.iter("testsuite")}
+    assert names == set(scenarios)
+    for step in report["hosts"][next(iter(scenarios))]["steps"]:
+        assert (summary.run_dir / step["transcript"]).is_file()
+
+
+def test_network_fault_climbs_no_ladder(tmp_path) -> None:
+    with Lab(scenario="wsus-unreachable", hosts=1, time_scale=LAB_SCALE) as lab:
+        summary, seen = run_fleet(lab, tmp_path)
+    host = lab.endpoints[0].name
+    assert summary.outcomes[host] == "needs-operator"
+    assert repair_steps(seen, host) == []
+    assert "WSUS" in summary.causes[host] or "network" in summary.causes[host]
+
+
+def test_reboot_never_is_obeyed(tmp_path) -> None:
+    with Lab(scenario="servicing-in-progress", hosts=1, time_scale=LAB_SCALE) as lab:
+        summary, seen = run_fleet(lab, tmp_path, reboot="never")
+        reboots = lab.call(lambda: lab.host(lab.endpoints[0].name).state.reboots)
+    host = lab.endpoints[0].name
+    assert summary.outcomes[host] == "needs-operator"
+    assert "reboot = never" in summary.causes[host]
+    assert reboots == 0 and not [e for e in seen if e.kind == ev.REBOOT_STARTED]
+
+
+def test_domain_controller_is_not_rebooted_unless_allowed(tmp_path) -> None:
+    with Lab(scenario="servicing-in-progress", hosts=2, time_scale=LAB_SCALE) as lab:
+        for endpoint in lab.endpoints:
+            lab.call(lambda n=endpoint.name: setattr(lab.host(n).state, "domain_role", "domain-controller"))
+        hosts = demo_hosts(lab)
+        hosts[1] = replace(hosts[1], allow_reboot_roles=("domain-controller",))
+        summary = Runner(hosts, demo_options(tmp_path)).run()
+    assert summary.outcomes[hosts[0].name] == "needs-operator" and "domain-controller" in summary.causes[hosts[0].name]
+    assert summary.outcomes[hosts[1].name] == "repaired"
+
+
+def test_reboot_cap_per_group_is_never_exceeded(tmp_path) -> None:
+    seen: list[Event] = []
+    with Lab(scenario="servicing-in-progress", hosts=4, time_scale=LAB_SCALE) as lab:
+        hosts = [replace(h, groups=("web",), reboot_group_cap=1) for h in demo_hosts(lab)]
+        summary = Runner(hosts, demo_options(tmp_path), subscribers=[seen.append]).run()
+    assert set(summary.outcomes.values()) == {"repaired"}
+    rebooting, most = 0, 0
+    for event in seen:
+        if event.kind == ev.REBOOT_STARTED:
+            rebooting += 1
+        elif event.kind == ev.REBOOT_FINISHED:
+            rebooting -= 1
+        most = max(most, rebooting)
+    assert most == 1
+
+
+def test_reboot_that_never_returns_fails_that_host_only(tmp_path) -> None:
+    with Lab(scenario="servicing-in-progress", hosts=2, time_scale=LAB_SCALE) as lab:
+        lost = lab.endpoints[0].name
+        lab.call(lambda: setattr(lab.host(lost).state, "reboot_never_returns", True))
+        options = demo_options(tmp_path)
+        options.reboot = replace(options.reboot, shutdown_timeout=1.0, boot_timeout=2.0, probe_timeout=2.0)
+        summary = Runner(demo_hosts(lab), options).run()
+    assert summary.outcomes[lost] == "failed" and "did not come back" in summary.causes[lost]
+    assert summary.outcomes[lab.endpoints[1].name] == "repaired"

@@ -1,0 +1,346 @@
+"""The run journal: every event of every run, committed to SQLite before the runner acts.
+
+The runner records an event *before* it does what the event announces (``step-started`` is
+written before the script is sent), so after a crash or a ``kill -9`` the journal says
+exactly where each host was: ``progress()`` turns that into what ``wuremote resume``
+continues from.  WAL with ``synchronous=FULL`` makes every committed event survive the
+process, and the machine too.
+
+A resumed run may append to the same run id: a second ``run-started`` marks the run running
+again and keeps the first plan snapshot, so ``progress()`` sees the whole history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .events import (HOST_FINISHED, HOST_STARTED, KINDS, REBOOT_FINISHED, REBOOT_STARTED, RUN_FINISHED, RUN_STARTED,
+                     STEP_FINISHED, STEP_STARTED, Event)
+from .secret import Secret
+
+JOURNAL_FILE = "journal.sqlite3"
+
+#: a pausing step that succeeded owes its restore until the restore succeeds
+RESTORES = {"av-pause": "av-resume", "clean-boot": "clean-boot-restore"}
+#: exit codes of a step that did what it was asked (3010: and wants a reboot)
+OK_EXIT_CODES = (0, 3010)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id       TEXT PRIMARY KEY,
+    created      REAL NOT NULL,
+    command      TEXT NOT NULL,
+    status       TEXT NOT NULL,   -- running | finished | interrupted
+    plan_json    TEXT NOT NULL,
+    options_json TEXT NOT NULL,
+    inventory_json TEXT NOT NULL  -- host settings without passwords: resume reconnects from these
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id    TEXT NOT NULL REFERENCES runs(run_id),
+    time      REAL NOT NULL,
+    kind      TEXT NOT NULL,
+    host      TEXT,
+    step      TEXT,
+    data_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_run ON events(run_id, seq);
+"""
+
+
+class JournalError(RuntimeError):
+    """The journal cannot take or give what was asked; the message says what to do."""
+
+
+class UnknownRunError(JournalError, LookupError):
+    """A run id that this state dir's journal has never seen."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    created: float
+    command: str
+    status: str  # running (also: killed while running) | finished | interrupted
+    plan: dict[str, Any]
+    options: dict[str, Any]
+    inventory: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """One finished step run, as resume needs it."""
+
+    name: str
+    attempt: int
+    exit_code: int | None  # None: the transport failed before the script answered
+    status: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code in OK_EXIT_CODES
+
+
+@dataclass(frozen=True)
+class InterruptedStep:
+    """A step recorded as started with no finish after it: the controller died (or stopped) there."""
+
+    name: str
+    attempt: int
+    idempotent: bool  # safe to run again from the start
+    detached: bool  # may still be running on the host: re-attach, never start it twice
+    started: float
+
+
+@dataclass
+class HostProgress:
+    """Where one host stands in a run: what ``wuremote resume`` continues from."""
+
+    host: str
+    finished: list[StepOutcome] = field(default_factory=list)  # every finished step, in order
+    interrupted: InterruptedStep | None = None
+    owed: list[str] = field(default_factory=list)  # restores owed, e.g. ["av-resume"], in pause order
+    reboots: int = 0  # reboots that completed
+    reboot_in_flight: dict[str, Any] | None = None  # reboot-started data with no reboot-finished yet
+    reboot_owed: bool = False  # a step asked for a reboot and none has completed since
+    outcome: str | None = None  # host-finished outcome; None while the host has not finished
+    cause: str = ""  # host-finished cause
+
+    @property
+    def interrupted_step(self) -> str | None:
+        return self.interrupted.name if self.interrupted else None
+
+    @property
+    def ok_steps(self) -> list[str]:
+        """Names of the steps that finished ok (exit 0 or 3010), in order."""
+        return [step.name for step in self.finished if step.ok]
+
+
+def new_run_id() -> str:
+    """Sortable by start time (UTC), unique enough with a random tail: 20261126-093700-ab12."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+class Journal:
+    """One SQLite file per state dir, shared by all of the runner's worker threads.
+
+    One connection behind a lock: writes are tiny and serialised by SQLite anyway, and a
+    single connection keeps the commit order equal to the ``seq`` order.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / JOURNAL_FILE
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"cannot open the journal {self.path}: {exc}; "
+                               "choose a writable --state-dir") from exc
+        self._lock = threading.Lock()
+
+    # --- writing ---------------------------------------------------------------------------
+    def new_run_id(self) -> str:
+        """A run id not yet in this journal."""
+        while True:
+            run_id = new_run_id()
+            if self._query_one("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)) is None:
+                return run_id
+
+    def record(self, event: Event) -> None:
+        """Write one event and commit before returning: the runner acts only after this."""
+        if event.kind not in KINDS:
+            raise JournalError(f"unknown event kind {event.kind!r} for run {event.run_id}; known: {', '.join(KINDS)}")
+        data_json = _dumps(event.data, f"{event.kind} event of run {event.run_id}")
+        with self._lock, self._transaction():
+            if event.kind == RUN_STARTED:
+                self._start_run(event)
+            elif self._db.execute("SELECT 1 FROM runs WHERE run_id = ?", (event.run_id,)).fetchone() is None:
+                raise JournalError(f"{event.kind} event for run {event.run_id!r} which has no run-started "
+                                   f"in {self.path}; record run-started first")
+            if event.kind == RUN_FINISHED:
+                status = "interrupted" if event.data.get("interrupted") else "finished"
+                self._db.execute("UPDATE runs SET status = ? WHERE run_id = ?", (status, event.run_id))
+            self._db.execute(
+                "INSERT INTO events (run_id, time, kind, host, step, data_json) VALUES (?, ?, ?, ?, ?, ?)",
+                (event.run_id, event.time, event.kind, event.host, event.step, data_json))
+
+    def _start_run(self, event: Event) -> None:
+        plan_json = _dumps(event.data.get("plan", {}), f"plan of run {event.run_id}")
+        options_json = _dumps(event.data.get("options", {}), f"options of run {event.run_id}")
+        inventory_json = _dumps(event.data.get("inventory", []), f"inventory of run {event.run_id}")
+        self._db.execute(
+            "INSERT INTO runs (run_id, created, command, status, plan_json, options_json, inventory_json) "
+            "VALUES (?, ?, ?, 'running', ?, ?, ?) ON CONFLICT(run_id) DO UPDATE SET status = 'running'",
+            (event.run_id, event.time, str(event.data.get("command", "")), plan_json, options_json, inventory_json))
+
+    # --- reading ---------------------------------------------------------------------------
+    def runs(self) -> list[RunRecord]:
+        """Every run, newest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM runs ORDER BY created DESC, run_id DESC").fetchall()
+        return [_run_record(row) for row in rows]
+
+    def run(self, run_id: str) -> RunRecord:
+        row = self._query_one("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        if row is None:
+            known = self._query_one("SELECT count(*) FROM runs", ())
+            raise UnknownRunError(f"no run {run_id!r} in the journal {self.path} ({known[0] if known else 0} runs there); "
+                                  "list the runs of this state dir, or pass the --state-dir the run used")
+        return _run_record(row)
+
+    def events(self, run_id: str) -> list[Event]:
+        """The run's events in the order they were recorded."""
+        self.run(run_id)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, run_id, host, step, data_json, time FROM events WHERE run_id = ? ORDER BY seq",
+                (run_id,)).fetchall()
+        return [Event(kind, rid, host, step, json.loads(data), when) for kind, rid, host, step, data, when in rows]
+
+    def progress(self, run_id: str) -> dict[str, HostProgress]:
+        """Per host, in plan order: what finished, where a kill interrupted it, what is owed."""
+        return progress_of(self.events(run_id))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _query_one(self, sql: str, params: tuple[Any, ...]) -> Any:
+        with self._lock:
+            return self._db.execute(sql, params).fetchone()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): a run row and its event land together."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot write to the journal {self.path}: {exc}; "
+                               "check free space and that no other process holds it") from exc
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._db.execute("ROLLBACK")
+            raise JournalError(f"cannot write to the journal {self.path}: {exc}; check free space") from exc
+
+
+def progress_of(events: list[Event]) -> dict[str, HostProgress]:
+    """Fold a run's events into per-host progress (the journal's ``progress`` without SQLite)."""
+    hosts: dict[str, HostProgress] = {}
+    for event in events:
+        if event.kind == RUN_STARTED:
+            for name in event.data.get("hosts", []):
+                hosts.setdefault(str(name), HostProgress(str(name)))
+        if event.host is None:
+            continue
+        _apply(hosts.setdefault(event.host, HostProgress(event.host)), event)
+    for progress in hosts.values():
+        _owe_for_interrupted_pause(progress)
+    return hosts
+
+
+def _apply(progress: HostProgress, event: Event) -> None:
+    data = event.data
+    if event.kind == HOST_STARTED:
+        progress.outcome, progress.cause = None, ""
+    elif event.kind == STEP_STARTED and event.step:
+        progress.interrupted = InterruptedStep(event.step, int(data.get("attempt", 1)), bool(data.get("idempotent")),
+                                               bool(data.get("detached")), event.time)
+    elif event.kind == STEP_FINISHED and event.step:
+        # A host runs one step at a time: this finish closes the open start of the same step.
+        started = progress.interrupted if progress.interrupted and progress.interrupted.name == event.step else None
+        attempt = started.attempt if started else int(data.get("attempt", 1))
+        outcome = StepOutcome(event.step, attempt, data.get("exit_code"), str(data.get("status", "")))
+        progress.finished.append(outcome)
+        if started:
+            progress.interrupted = None
+        _settle_restores(progress, outcome)
+        if outcome.ok and data.get("reboot_required"):
+            progress.reboot_owed = True
+    elif event.kind == REBOOT_STARTED:
+        progress.reboot_in_flight = dict(data)
+    elif event.kind == REBOOT_FINISHED:
+        progress.reboot_in_flight = None
+        if data.get("ok"):
+            progress.reboots += 1
+            progress.reboot_owed = False
+    elif event.kind == HOST_FINISHED:
+        progress.outcome = str(data.get("outcome", "")) or None
+        progress.cause = str(data.get("cause", ""))
+
+
+def _settle_restores(progress: HostProgress, step: StepOutcome) -> None:
+    restore = RESTORES.get(step.name)
+    if restore and step.ok and restore not in progress.owed:
+        progress.owed.append(restore)
+    if step.name in RESTORES.values() and step.exit_code == 0 and step.name in progress.owed:
+        progress.owed.remove(step.name)
+
+
+def _owe_for_interrupted_pause(progress: HostProgress) -> None:
+    """A kill while a pause ran may have left the host paused: its restore is owed too."""
+    restore = RESTORES.get(progress.interrupted.name) if progress.interrupted else None
+    if restore and restore not in progress.owed:
+        progress.owed.append(restore)
+
+
+def _run_record(row: tuple[Any, ...]) -> RunRecord:
+    run_id, created, command, status, plan_json, options_json, inventory_json = row
+    return RunRecord(run_id, created, command, status, json.loads(plan_json), json.loads(options_json),
+                     json.loads(inventory_json))
+
+
+def _dumps(value: Any, where: str) -> str:
+    """JSON for a row; refuses a Secret anywhere inside, and anything JSON cannot hold."""
+    for path, item in _walk(value, "data"):
+        if isinstance(item, Secret):
+            raise JournalError(f"{where}: {path} holds a Secret; the journal never stores credentials "
+                               "(record the credential's name, not its value)")
+    try:
+        return json.dumps(value, default=_plain, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise JournalError(f"{where}: cannot be stored as JSON ({exc}); record plain values") from exc
+
+
+def _walk(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    yield path, value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _walk(key, f"{path} key")
+            yield from _walk(item, f"{path}.{key}")
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for index, item in enumerate(value):
+            yield from _walk(item, f"{path}[{index}]")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")

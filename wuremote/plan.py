@@ -1,0 +1,168 @@
+"""The repair ladder: which steps a host gets, in which order, and why.
+
+Pure functions over diagnose's facts and the host's inventory settings; nothing here talks
+to a host.  The runner asks for the plan after the first diagnose and walks it, stopping
+as soon as verify passes and nothing the findings demand is left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import hresult
+from .inventory import HostConfig
+
+# The ladder, gentlest first (design.md section 3).  Opt-in rungs run only when named.
+LADDER = ("troubleshooter", "reset-components:gentle", "reset-components:full", "dism", "sfc",
+          "av-pause", "clean-boot", "install-kb")
+OPT_IN = ("av-pause", "clean-boot")
+# Restores owed by a step that changed something it must put back, and always run.
+RESTORES = {"av-pause": "av-resume", "clean-boot": "clean-boot-restore"}
+MAX_SKEW_SECONDS = 120
+# Steps whose own result is the repair: a finding that names one makes it required.
+FINDING_STEPS = ("cleanup", "sync-time", "reset-components:gentle", "dism", "clean-boot", "install-kb")
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One rung: the script to run, its parameters, and why the plan holds it."""
+
+    rung: str  # a LADDER entry or a gate: "cleanup", "sync-time", "restart"
+    reason: str
+    required: bool = False  # a finding demands it: the host is not done until it has run
+
+    @property
+    def script(self) -> str:
+        return self.rung.split(":", 1)[0]
+
+
+@dataclass
+class HostPlan:
+    host: str
+    gates: list[PlannedStep] = field(default_factory=list)  # before anything else
+    ladder: list[PlannedStep] = field(default_factory=list)  # climbed until verify passes
+    blocker: str | None = None  # a network/WSUS failure: verify confirms it, then nothing is climbed
+    operator_issue: str | None = None  # what only the operator can fix; the ladder stops after required rungs
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def steps(self) -> list[PlannedStep]:
+        return self.gates + self.ladder
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "gates": [{"step": s.rung, "reason": s.reason} for s in self.gates],
+            "ladder": [{"step": s.rung, "reason": s.reason, "required": s.required} for s in self.ladder],
+            "blocker": self.blocker,
+            "operator_issue": self.operator_issue,
+            "notes": list(self.notes),
+        }
+
+
+def rung_params(rung: str, host: HostConfig) -> dict[str, Any]:
+    """A rung's script parameters from the inventory: always values, never code."""
+    name, _, level = rung.partition(":")
+    params: dict[str, Any] = dict(host.step_options.get(name, {}))
+    if name == "reset-components":
+        params["Level"] = level or "gentle"
+    elif name == "dism" and host.dism_source:
+        params["Source"] = host.dism_source
+    elif name == "install-kb" and host.kb:
+        params["KbId"] = host.kb
+        if host.kb_url:
+            params["Url"] = host.kb_url
+        if host.kb_sha256:
+            params["Sha256"] = host.kb_sha256
+    elif name == "clean-boot" and host.exclude_services:
+        params["ExcludeServices"] = list(host.exclude_services)
+    elif name == "av-pause" and host.vendor_av:
+        for key, param in (("pause_command", "VendorPauseCommand"), ("pause_arguments", "VendorPauseArguments"),
+                           ("resume_command", "VendorResumeCommand"), ("resume_arguments", "VendorResumeArguments")):
+            if key in host.vendor_av:
+                params[param] = host.vendor_av[key]
+    return params
+
+
+def current_failure(facts: dict[str, Any]) -> hresult.HResult | None:
+    """The newest recorded update failure with a known HRESULT: the host's current error."""
+    for failure in facts.get("update_failures") or []:
+        code = failure.get("hresult") if isinstance(failure, dict) else None
+        if code:
+            known = hresult.lookup(code)
+            if known is not None:
+                return known
+    return None
+
+
+def network_blocker(facts: dict[str, Any]) -> str | None:
+    failure = current_failure(facts)
+    if failure is not None and failure.category in hresult.NOT_A_REPAIR_STEP:
+        source = facts.get("update_source") or {}
+        where = f" ({source.get('wsus_server')})" if source.get("wsus_server") else ""
+        return f"{failure.hex} {failure.name}: cannot reach the update server{where}; {failure.fix}"
+    return None
+
+
+def plan_host(host: HostConfig, facts: dict[str, Any]) -> HostPlan:
+    """The plan for one host from its first diagnose: gates, then the ladder, with reasons."""
+    plan = HostPlan(host.name, blocker=network_blocker(facts))
+    services = facts.get("services") or {}
+    by_policy = sorted(name for name, svc in services.items()
+                       if isinstance(svc, dict) and svc.get("policy_start_type") == "Disabled")
+    if by_policy:
+        plan.operator_issue = (f"{', '.join(by_policy)} disabled by Group Policy: change the policy "
+                               "(wuremote reports it and does not fight it)")
+    disk = facts.get("disk") or {}
+    if disk.get("low"):
+        free_gb = (disk.get("free_bytes") or 0) / 2**30
+        plan.gates.append(PlannedStep("cleanup", f"{free_gb:.1f} GB free on {disk.get('system_drive', 'the system drive')}, "
+                                      f"below {disk.get('min_free_gb', 15)} GB", required=True))
+    skew = (facts.get("clock") or {}).get("skew_seconds")
+    if isinstance(skew, (int, float)) and abs(skew) > MAX_SKEW_SECONDS:
+        plan.gates.append(PlannedStep("sync-time", f"clock is {skew:+.0f} s off the controller", required=True))
+    servicing = facts.get("servicing") or {}
+    pending = facts.get("pending_reboot") or []
+    if servicing.get("in_progress") or pending:
+        why = "servicing in progress" if servicing.get("in_progress") else "a reboot is pending"
+        plan.gates.append(PlannedStep("restart", f"{why} ({', '.join(pending) or 'TiWorker'}): restart before repairs",
+                                      required=True))
+
+    failure = current_failure(facts)
+    start = 0
+    required: dict[str, str] = {}
+    if failure is not None and failure.step:
+        rung = "reset-components:gentle" if failure.step == "reset-components" else failure.step
+        if rung in LADDER and rung in FINDING_STEPS:
+            reason = f"last update failure {failure.hex} {failure.name}: {failure.fix}"
+            if rung in OPT_IN and rung not in host.opt_in:
+                plan.notes.append(f"{reason}; {rung} is opt-in: add it to opt_in to let wuremote run it")
+            else:
+                required[rung] = reason
+                if rung in ("dism",):
+                    start = LADDER.index(rung)  # a corrupt component store goes straight to DISM
+    if host.kb:
+        required["install-kb"] = f"{host.kb} named in the inventory"
+    for index, rung in enumerate(LADDER):
+        name = rung.split(":")[0]
+        if name in OPT_IN and name not in host.opt_in:
+            continue
+        if name == "install-kb" and not host.kb:
+            continue
+        if name == "troubleshooter" and not (facts.get("troubleshooter") or {}).get("available", True):
+            plan.notes.append("troubleshooter: not available on this OS, skipped")
+            continue
+        if index < start and rung not in required:
+            continue
+        if rung in required:
+            plan.ladder.append(PlannedStep(rung, required[rung], required=True))
+        else:
+            plan.ladder.append(PlannedStep(rung, "next rung while verify fails"))
+    if start:
+        plan.notes.append(f"starts at {LADDER[start]}: {required.get(LADDER[start], '')}")
+    return plan
+
+
+def is_done(plan: HostPlan, ran_ok: set[str]) -> bool:
+    """Every step a finding demanded has run successfully (verify is checked by the caller)."""
+    return all(step.rung in ran_ok for step in plan.steps if step.required)

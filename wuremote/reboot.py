@@ -1,0 +1,144 @@
+"""Reboot a host and wait until it is back, as Ansible's win_reboot does.
+
+Read the boot time; ask for a restart with a reason; wait until the boot time changes,
+tolerating refused and reset connections; run a readiness command; hold a short stability
+window and check the boot time again.  Each phase has its own timeout, and the boot-time
+comparison (not "the port answers again") is what says the host really restarted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+
+from .scripts import get_script
+from .transport.base import Transport, TransportError
+
+
+@dataclass(frozen=True)
+class RebootSettings:
+    """Seconds for each phase; ``poll_interval`` caps the backoff between probes."""
+
+    poll_interval: float = 5.0
+    shutdown_timeout: float = 600.0
+    boot_timeout: float = 1200.0
+    readiness_timeout: float = 300.0
+    stability_window: float = 10.0
+    probe_timeout: float = 30.0  # one boot-info call while the host comes back
+
+    def scaled(self, factor: float) -> "RebootSettings":
+        """The same phases at another time scale (the lab's emulated hosts reboot in a second)."""
+        return RebootSettings(*(getattr(self, name) * factor for name in self.__dataclass_fields__))
+
+
+class RebootError(RuntimeError):
+    """The host did not come back as expected; ``phase`` says where it stopped."""
+
+    def __init__(self, phase: str, message: str) -> None:
+        super().__init__(message)
+        self.phase = phase
+
+
+@dataclass(frozen=True)
+class RebootOutcome:
+    boot_before: str
+    boot_after: str
+    duration: float
+    back_after: float  # seconds from the restart request until the new boot answered
+
+
+class _NotYet(Exception):
+    pass
+
+
+def read_boot(transport: Transport, run_id: str, timeout: float) -> tuple[str, list[str]]:
+    """The host's last boot time and its pending-reboot signals (boot-info, read-only)."""
+    result = transport.run_step(get_script("boot-info"), {"RunId": run_id}, timeout=timeout)
+    boot = result.facts.get("last_boot_utc")
+    if result.exit_code != 0 or not isinstance(boot, str):
+        raise TransportError("protocol", f"{transport.host}: boot-info gave no boot time (exit {result.exit_code})")
+    pending = result.facts.get("pending_reboot") or []
+    return boot, [str(p) for p in pending] if isinstance(pending, list) else []
+
+
+def _retrying(timeout: float, settings: RebootSettings) -> Retrying:
+    return Retrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_random_exponential(multiplier=max(settings.poll_interval / 8, 0.01), max=settings.poll_interval),
+        retry=retry_if_exception_type((_NotYet, TransportError)),
+        reraise=False,
+    )
+
+
+def _probe(transport: Transport, run_id: str, settings: RebootSettings) -> str:
+    try:
+        return read_boot(transport, run_id, settings.probe_timeout)[0]
+    except TransportError as exc:
+        if exc.kind in ("auth", "tls"):
+            raise RebootError("boot", str(exc)) from None
+        transport.reset()
+        raise
+
+
+def reboot(transport: Transport, *, run_id: str, reason: str, settings: RebootSettings,
+           boot_before: str | None = None) -> RebootOutcome:
+    """Restart the host and return once it has booted again, is ready and stayed up."""
+    started = time.monotonic()
+    if boot_before is None:
+        boot_before = read_boot(transport, run_id, settings.probe_timeout)[0]
+    params: dict[str, Any] = {"RunId": run_id, "Reason": reason[:500], "DelaySeconds": 2}
+    try:
+        result = transport.run_step(get_script("restart"), params, timeout=settings.probe_timeout)
+        if result.exit_code not in (0, 3010):
+            raise RebootError("restart", f"{transport.host}: restart refused (exit {result.exit_code}): "
+                              + "; ".join(result.messages or result.errors)[:300])
+    except TransportError as exc:
+        if exc.kind not in ("lost", "unreachable", "timeout"):
+            raise RebootError("restart", str(exc)) from None
+        # The host went down before the answer came back: the boot time below tells.
+    transport.reset()
+    boot_after = _wait_for_new_boot(transport, run_id, boot_before, settings, started)
+    back_after = time.monotonic() - started
+    _wait_ready(transport, settings)
+    time.sleep(settings.stability_window)
+    try:
+        again = _probe(transport, run_id, settings)
+    except TransportError:
+        again = _wait_for_new_boot(transport, run_id, boot_before, settings, time.monotonic())
+    if again != boot_after:  # restarted again (an update finishing its work): wait it out once more
+        boot_after = _wait_for_new_boot(transport, run_id, boot_after, settings, time.monotonic())
+        _wait_ready(transport, settings)
+    return RebootOutcome(boot_before, boot_after, time.monotonic() - started, back_after)
+
+
+def _wait_for_new_boot(transport: Transport, run_id: str, before: str, settings: RebootSettings,
+                       started: float) -> str:
+    budget = settings.shutdown_timeout + settings.boot_timeout - (time.monotonic() - started)
+    try:
+        for attempt in _retrying(max(budget, settings.poll_interval), settings):
+            with attempt:
+                boot = _probe(transport, run_id, settings)
+                if boot == before:
+                    raise _NotYet()
+                return boot
+    except RetryError:
+        pass
+    raise RebootError("boot", f"{transport.host}: did not come back from the restart within "
+                      f"{settings.shutdown_timeout + settings.boot_timeout:.0f} s (boot time still {before} or host unreachable)")
+    # (unreachable: the loop either returns or raises)
+
+
+def _wait_ready(transport: Transport, settings: RebootSettings) -> None:
+    try:
+        for attempt in _retrying(settings.readiness_timeout, settings):
+            with attempt:
+                code, _ = transport.run_command("hostname", timeout=settings.probe_timeout)
+                if code != 0:
+                    raise _NotYet()
+                return
+    except RetryError:
+        pass
+    raise RebootError("ready", f"{transport.host}: booted but not ready for commands within {settings.readiness_timeout:.0f} s")

@@ -1,0 +1,165 @@
+"""What a person (or a pipe) sees while a run goes: a rich live view, plain lines, or JSON lines.
+
+Each view is an event subscriber; none keeps state another needs.  The live view stays
+usable at 1,000 hosts because it shows counts for everyone and rows only for hosts that
+are active or failed (newest first, capped to the terminal's height).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from . import events as ev
+from .events import Event
+
+STYLE = {"healthy": "green", "repaired": "green", "planned": "cyan", "checked": "cyan", "failed": "red",
+         "unreachable": "red", "needs-operator": "yellow", "interrupted": "magenta", "skipped": "dim",
+         "running": "blue", "waiting": "dim", "rebooting": "yellow"}
+
+
+def describe(event: Event) -> str:
+    """One plain line for an event (the --plain view, logs, and the live view's last message)."""
+    d = event.data
+    if event.kind == ev.RUN_STARTED:
+        return f"run {event.run_id}: {d.get('command')} on {len(d.get('hosts') or [])} host(s)"
+    if event.kind == ev.HOST_STARTED:
+        return f"started ({d.get('transport')} to {d.get('address')})"
+    if event.kind == ev.STEP_STARTED:
+        return f"{event.step} started (attempt {d.get('attempt')}): {d.get('reason')}"
+    if event.kind == ev.STEP_PROGRESS:
+        return f"{event.step} {d.get('percent')}% {d.get('message') or ''}".rstrip()
+    if event.kind == ev.STEP_FINISHED:
+        extra = f" {', '.join(d.get('hresults') or [])}" if d.get("hresults") else ""
+        first = (d.get("messages") or [""])[0]
+        return f"{event.step} {d.get('status')} (exit {d.get('exit_code')}, {d.get('duration', 0):.1f}s){extra}" + (
+            f": {first}" if first else "")
+    if event.kind == ev.REBOOT_STARTED:
+        return f"restarting: {d.get('reason')}"
+    if event.kind == ev.REBOOT_FINISHED:
+        return f"restart {'done' if d.get('ok') else 'FAILED'}: {d.get('message')}"
+    if event.kind == ev.HOST_MESSAGE:
+        return f"{d.get('level')}: {d.get('text')}"
+    if event.kind == ev.HOST_FINISHED:
+        return f"{str(d.get('outcome')).upper()}: {d.get('cause')}"
+    if event.kind == ev.RUN_FINISHED:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted((d.get("counts") or {}).items()))
+        return f"run {event.run_id} finished: {counts} (exit {d.get('exit_code')})"
+    return event.kind
+
+
+class PlainView:
+    """One line per event: for pipes, CI logs, and --plain."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
+        who = event.host or "-"
+        with self._lock:
+            self.stream.write(f"{stamp} {who} {describe(event)}\n")
+            self.stream.flush()
+
+
+class JsonView:
+    """--json: one JSON object per event on stdout, for scripts."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        line = json.dumps(event.as_dict(), default=str, separators=(",", ":"))
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+@dataclass
+class HostRow:
+    name: str
+    state: str = "waiting"
+    step: str = ""
+    started: float = 0.0
+    reboots: int = 0
+    percent: int | None = None
+    message: str = ""
+    updated: float = field(default_factory=time.time)
+
+
+class LiveView:
+    """The rich live table: fleet counts, then active and failed hosts."""
+
+    def __init__(self, console: Console, hosts: list[str], title: str = "wuremote") -> None:
+        self.console = console
+        self.title = title
+        self.rows = {name: HostRow(name) for name in hosts}
+        self._lock = threading.Lock()
+        self._live = Live(self._render(), console=console, refresh_per_second=4, transient=False,
+                          get_renderable=self._render)
+
+    def __enter__(self) -> "LiveView":
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._live.__exit__(*exc)
+
+    def __call__(self, event: Event) -> None:
+        if event.host is None:
+            return
+        with self._lock:
+            row = self.rows.setdefault(event.host, HostRow(event.host))
+            row.updated = event.time
+            d = event.data
+            if event.kind == ev.HOST_STARTED:
+                row.state, row.started = "running", event.time
+            elif event.kind == ev.STEP_STARTED:
+                row.step, row.percent = event.step or "", None
+            elif event.kind == ev.STEP_PROGRESS:
+                row.percent = d.get("percent")
+            elif event.kind == ev.REBOOT_STARTED:
+                row.state = "rebooting"
+            elif event.kind == ev.REBOOT_FINISHED:
+                row.state = "running"
+                row.reboots += 1
+            elif event.kind == ev.HOST_FINISHED:
+                row.state, row.step, row.percent = str(d.get("outcome")), "", None
+            row.message = describe(event)
+
+    def _render(self) -> Group:
+        with self._lock:
+            rows = list(self.rows.values())
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row.state] = counts.get(row.state, 0) + 1
+        summary = Text(f"{self.title}  ")
+        for state in sorted(counts, key=lambda s: list(STYLE).index(s) if s in STYLE else 99):
+            summary.append(f"{state} {counts[state]}  ", style=STYLE.get(state, ""))
+        table = Table(expand=True, show_edge=False, pad_edge=False)
+        for column, width in (("host", 18), ("state", 14), ("step", 24), ("time", 7), ("boots", 5), ("", 12), ("last", None)):
+            table.add_column(column, width=width, no_wrap=True, overflow="ellipsis")
+        shown = [r for r in rows if r.state in ("running", "rebooting") or r.state in
+                 ("failed", "unreachable", "needs-operator", "interrupted")]
+        shown.sort(key=lambda r: (r.state not in ("running", "rebooting"), -r.updated))
+        limit = max(5, self.console.size.height - 6)
+        now = time.time()
+        for row in shown[:limit]:
+            elapsed = f"{now - row.started:5.0f}s" if row.started and row.state in ("running", "rebooting") else ""
+            bar: Any = ProgressBar(total=100, completed=row.percent, width=12) if row.percent is not None else ""
+            table.add_row(row.name, Text(row.state, style=STYLE.get(row.state, "")), row.step, elapsed,
+                          str(row.reboots or ""), bar, row.message)
+        if len(shown) > limit:
+            table.add_row(f"... {len(shown) - limit} more", "", "", "", "", "", "")
+        return Group(summary, table)
