@@ -114,6 +114,13 @@ def reboot(transport: Transport, *, run_id: str, reason: str, settings: RebootSe
     return RebootOutcome(boot_before, boot_after, time.monotonic() - started, back_after)
 
 
+def wait_until_back(transport: Transport, *, run_id: str, boot_before: str, settings: RebootSettings) -> str:
+    """A restart already asked for (by a controller that died since): wait for the new boot."""
+    boot = _wait_for_new_boot(transport, run_id, boot_before, settings, time.monotonic())
+    _wait_ready(transport, settings)
+    return boot
+
+
 def _wait_for_new_boot(transport: Transport, run_id: str, before: str, settings: RebootSettings,
                        started: float) -> str:
     budget = settings.shutdown_timeout + settings.boot_timeout - (time.monotonic() - started)

@@ -25,7 +25,7 @@ from .events import Event, Subscriber
 from .inventory import HostConfig
 from .journal import HostProgress, Journal
 from .plan import RESTORES, HostPlan, PlannedStep, is_done, plan_host, rung_params
-from .reboot import RebootError, RebootSettings, read_boot, reboot
+from .reboot import RebootError, RebootSettings, read_boot, reboot, wait_until_back
 from .report import RunDir, write_report, write_transcript
 from .scripts import StepScript, get_script, sha256_text
 from .transport import TransportSettings, open_transport
@@ -47,7 +47,7 @@ class RunOptions:
     max_fail_percent: float = 100.0
     state_dir: Path = Path(".wuremote")
     host_timeout: float = 6 * 3600.0
-    poll_interval: float = 5.0  # between detached-poll calls
+    poll_interval: float = 5.0  # longest wait between detached-poll calls (they start at 0.25 s and back off)
     time_scale: float = 1.0  # multiplies script timeouts (the lab's scaled hosts finish sooner)
     reboot: RebootSettings = field(default_factory=RebootSettings)
     transport: TransportSettings = field(default_factory=TransportSettings)
@@ -218,12 +218,15 @@ class HostJob:
         self.transport: Transport | None = None
         self.attempts: dict[str, int] = {}
         self.ran_ok: set[str] = set()
-        self.repairs_run = 0
+        self.ran_order: list[str] = []  # repair rungs that succeeded, in the order they ran
         self.reboots = progress.reboots if progress else 0
         self.owed: list[str] = list(progress.owed) if progress else []
         self.roles: set[str] = set()
         self.deadline = time.monotonic() + self.options.host_timeout
         self.reattach = {progress.interrupted_step} if progress and progress.interrupted_step else set()
+        # Rungs that succeeded before the controller stopped are not run again on resume, except
+        # the pausing ones: their owed restore runs first and undoes them.
+        self.done_before = {s for s in progress.ok_steps if s not in RESTORES} if progress else set()
 
     def emit(self, kind: str, step: str | None = None, **data: Any) -> None:
         self.runner.emit(kind, self.name, step, **data)
@@ -244,7 +247,9 @@ class HostJob:
             elif self.options.command == "check":
                 outcome, cause = self._check()
             else:
+                self._settle_interrupted_reboot()
                 locked = self._lock("take")
+                self._pay_owed_now()  # on resume: restores owed by the stopped controller run first
                 outcome, cause = self._repair()
         except HostFailed as failure:
             outcome, cause = failure.outcome, failure.cause
@@ -269,6 +274,21 @@ class HostJob:
         self.emit(ev.HOST_FINISHED, outcome=outcome, cause=cause, steps_run=sum(self.attempts.values()),
                   reboots=self.reboots)
         return outcome, cause
+
+    def _settle_interrupted_reboot(self) -> None:
+        """The stopped controller had asked for a restart: wait for that boot before anything else."""
+        flight = self.progress.reboot_in_flight if self.progress else None
+        if not flight or not flight.get("boot_before"):
+            return
+        assert self.transport is not None
+        try:
+            boot = wait_until_back(self.transport, run_id=self.runner.run_id, boot_before=str(flight["boot_before"]),
+                                   settings=self.options.reboot)
+        except RebootError as exc:
+            self.emit(ev.REBOOT_FINISHED, ok=False, duration=0.0, boot_after=None, message=str(exc))
+            raise HostFailed("failed", str(exc)) from None
+        self.reboots += 1
+        self.emit(ev.REBOOT_FINISHED, ok=True, duration=0.0, boot_after=boot, message="back (restart begun before resume)")
 
     def _lock(self, action: str) -> bool:
         result = self.step("lock", {"Action": action}, reason=f"{action} the per-host lock", record=False)
@@ -297,6 +317,10 @@ class HostJob:
         plan = plan_host(self.host, facts)
         self.emit(ev.HOST_MESSAGE, level="info", text=_plan_text(plan), plan=plan.as_dict())
         for gate in plan.gates:
+            if gate.rung in self.done_before:
+                self.ran_ok.add(gate.rung)
+                self.ran_order.append(gate.rung)
+                continue
             self.rung(gate)
         verify = self.verify("baseline")
         if verify.exit_code == 7:
@@ -310,6 +334,10 @@ class HostJob:
                 continue
             if plan.operator_issue and not rung.required:
                 continue  # only what the findings demand; the rest is the operator's
+            if rung.rung in self.done_before:
+                self.ran_ok.add(rung.rung)
+                self.ran_order.append(rung.rung)
+                continue
             result = self.rung(rung)
             if result.exit_code == 6:
                 stop_reason = _needs_source_cause(rung, result)
@@ -335,8 +363,9 @@ class HostJob:
         if not is_done(plan, self.ran_ok):
             missing = [s.rung for s in plan.steps if s.required and s.rung not in self.ran_ok]
             return "failed", f"required steps did not succeed: {', '.join(missing)}"
-        if self.repairs_run:
-            return REPAIRED, f"repaired by {', '.join(sorted(self.ran_ok - {'diagnose', 'verify'}))}"
+        if self.ran_order:
+            *tried, last = self.ran_order
+            return REPAIRED, f"repaired by {last}" + (f" (after {', '.join(tried)})" if tried else "")
         return HEALTHY, "verify passed; nothing to repair"
 
     # --- steps --------------------------------------------------------------------------
@@ -344,13 +373,13 @@ class HostJob:
         if planned.rung == "restart":
             self.reboot_host(planned.reason)
             self.ran_ok.add("restart")
-            self.repairs_run += 1
+            self.ran_order.append("restart")
             return _synthetic(self.name, "restart", 0)
         params = rung_params(planned.rung, self.host)
         result = self.step(planned.script, params, reason=planned.reason, label=planned.rung)
-        self.repairs_run += 1
         if result.exit_code in (0, 3010):
             self.ran_ok.add(planned.rung)
+            self.ran_order.append(planned.rung)
             if planned.script in RESTORES:
                 self.owed.append(RESTORES[planned.script])
         if result.reboot_required:
@@ -473,13 +502,15 @@ class HostJob:
         offset = 0
         last: StepResult | None = None
         last_percent = -1
+        interval = min(0.25, self.options.poll_interval)  # short steps end quickly; long ones are polled less
         while True:
             if self.runner.cancelled:
                 raise Cancelled()
             if time.monotonic() > deadline:
                 raise HostFailed("failed", f"{script.meta.name} still running after its timeout; left running on the host "
                                  f"(task wuremote-{run_id}-{script.meta.name}); nothing was stopped")
-            time.sleep(self.options.poll_interval)
+            time.sleep(interval)
+            interval = min(interval * 1.5, self.options.poll_interval)
             try:
                 poll = self.transport_run(get_script("detached-poll"),
                                           {"RunId": run_id, "Step": script.meta.name, "TranscriptOffset": offset},

@@ -147,9 +147,12 @@ class LiveView:
         summary = Text(f"{self.title}  ")
         for state in sorted(counts, key=lambda s: list(STYLE).index(s) if s in STYLE else 99):
             summary.append(f"{state} {counts[state]}  ", style=STYLE.get(state, ""))
-        table = Table(expand=True, show_edge=False, pad_edge=False)
-        for column, width in (("host", 18), ("state", 14), ("step", 24), ("time", 7), ("boots", 5), ("", 12), ("last", None)):
+        table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+        fixed = (("host", 16), ("state", 15), ("step", 24), ("time", 6), ("boots", 6), ("progress", 12))
+        for column, width in fixed:
             table.add_column(column, width=width, no_wrap=True, overflow="ellipsis")
+        last = max(20, self.console.width - sum(w for _, w in fixed) - len(fixed) - 1)
+        table.add_column("last event", width=last, no_wrap=True, overflow="ellipsis")
         shown = [r for r in rows if r.state in ("running", "rebooting") or r.state in
                  ("failed", "unreachable", "needs-operator", "interrupted")]
         shown.sort(key=lambda r: (r.state not in ("running", "rebooting"), -r.updated))

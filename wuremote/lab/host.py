@@ -166,6 +166,7 @@ class HostState:
     reboot_never_returns: bool = False
     boot_seconds: float = 45.0  # modelled time a restart takes
     reboots: int = 0
+    scripts_run: list[str] = field(default_factory=list, repr=False, compare=False)  # scripts received, in order
 
     @property
     def clock(self) -> dt.datetime:

@@ -123,6 +123,7 @@ class Known:
         if entry is None or entry.sha256 != digest:
             raise Stop(1, _lab_error(f"lab: no model for script {meta.name!r} v{meta.version} with sha256 {digest}; "
                                      "a script edited without its lab model is refused (see wuremote/lab/models/)"))
+        host.state.scripts_run.append(meta.name)
         await entry.fn(StepContext(host, user, run, self.params, meta))
 
 
