@@ -133,3 +133,24 @@ def test_resume_after_kill_while_paused_restores_first(av_lab, tmp_path) -> None
              and step not in ("lock", "detached-start", "detached-poll", "detached-cleanup")]
     assert steps[0] == "av-resume", steps
     assert realtime_on(lab) == [True, True]
+
+
+def open_pools(lab: Lab) -> int:
+    """Runspace pools the lab's hosts hold open for the lab user (what a dead controller leaves)."""
+    return sum(lab.call(lambda n=e.name: lab.open_sessions(n)) for e in lab.endpoints)
+
+
+def test_resume_deletes_the_pools_the_killed_controller_left(av_lab, tmp_path) -> None:
+    lab, inventory, env = av_lab
+    state = tmp_path / "state"
+    process = start(["repair", "-i", str(inventory), "--plain", "--state-dir", str(state)], env)
+    wait_until(state, lambda rows: sum(1 for r in rows if r[0] == "host-message" and '"session"' in r[3]) >= 2)
+    process.kill()
+    process.communicate(timeout=10)
+    assert open_pools(lab) == 2
+    resumed = start(["resume", run_id_of(state), "--plain", "--state-dir", str(state)], env)
+    out, _ = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, out
+    assert open_pools(lab) == 0
+    deleted = [r for r in events_recorded(state) if r[0] == "host-message" and "left open by the stopped run" in r[3]]
+    assert len(deleted) == 2

@@ -138,7 +138,7 @@ def test_prelude_must_set_stop():
 STEPS = {
     "diagnose", "cleanup", "sync-time", "troubleshooter", "reset-components", "dism", "sfc", "av-pause", "av-resume",
     "clean-boot", "clean-boot-restore", "install-kb", "verify", "lock", "restart", "boot-info",
-    "detached-start", "detached-poll", "detached-cleanup",
+    "detached-start", "detached-poll", "detached-cleanup", "collect-logs",
 }
 
 
@@ -163,7 +163,7 @@ def test_opt_in_steps():
 
 def test_read_only_steps_never_reboot_and_are_idempotent():
     scripts = load_scripts()
-    for name in ("diagnose", "boot-info", "detached-poll", "verify"):
+    for name in ("diagnose", "boot-info", "detached-poll", "verify", "collect-logs"):
         assert scripts[name].meta.reboot == "never" and scripts[name].meta.idempotent, name
 
 

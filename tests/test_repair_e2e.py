@@ -187,3 +187,28 @@ def test_reboot_that_never_returns_fails_that_host_only(tmp_path) -> None:
         summary = Runner(demo_hosts(lab), options).run()
     assert summary.outcomes[lost] == "failed" and "did not come back" in summary.causes[lost]
     assert summary.outcomes[lab.endpoints[1].name] == "repaired"
+
+
+def test_max_fail_percent_stops_starting_new_hosts(tmp_path) -> None:
+    from wuremote.secret import Secret
+
+    with Lab(scenario="healthy", hosts=4, time_scale=LAB_SCALE) as lab:
+        hosts = [replace(h, password=Secret("not-the-password")) for h in demo_hosts(lab)]
+        options = demo_options(tmp_path)
+        options.forks, options.max_fail_percent = 1, 20.0  # one failure of four is 25%
+        summary = Runner(hosts, options).run()
+    outcomes = [summary.outcomes[h.name] for h in hosts]
+    assert outcomes[0] == "unreachable" and "authentication failed" in summary.causes[hosts[0].name]
+    assert outcomes[1:] == ["skipped"] * 3
+    assert summary.exit_code == 1
+
+
+def test_host_timeout_fails_the_slow_host_and_keeps_what_it_collected(tmp_path) -> None:
+    with Lab(scenario="component-store-corrupt", hosts=1, time_scale=LAB_SCALE) as lab:
+        options = demo_options(tmp_path)
+        options.host_timeout = 1.0
+        summary = Runner(demo_hosts(lab), options).run()
+    host = lab.endpoints[0].name
+    assert summary.outcomes[host] == "failed" and "host timeout" in summary.causes[host]
+    report = json.loads(summary.report_json.read_text(encoding="utf-8"))
+    assert [s["name"] for s in report["hosts"][host]["steps"]][:2] == ["lock", "diagnose"]

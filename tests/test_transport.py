@@ -296,3 +296,17 @@ def test_psrp_records_as_plain_data_and_progress_text(tlab: Lab) -> None:
         assert to_plain(service) == {"Name": "bits", "DisplayName": "Background Intelligent Transfer Service",
                                           "Status": "Running", "StartType": "Manual"}
         assert [progress_text(p) for p in ps.streams.progress] == ["45% Repairing", "Starting"]
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+def test_a_pool_or_shell_left_open_is_deleted_by_id_from_a_new_connection(tlab: Lab, connect: Any, kind: str) -> None:
+    endpoint = tlab.endpoints[1]
+    before = sum(live_connections(tlab, endpoint.name))
+    abandoned = connect(endpoint, kind)
+    abandoned.run_command("hostname", timeout=10)
+    session = abandoned.session_id
+    assert session and sum(live_connections(tlab, endpoint.name)) == before + 1
+    cleaner = connect(endpoint, kind)
+    assert cleaner.close_orphan(session) is True
+    assert sum(live_connections(tlab, endpoint.name)) == before
+    assert cleaner.close_orphan(session) is False  # already gone: said so, not raised

@@ -192,7 +192,7 @@ class _HostBuilder:
             self.reboot_log[-1].update(ok=bool(data.get("ok")), duration=_num(data.get("duration")),
                                        boot_after=_str_or_none(data.get("boot_after")),
                                        message=str(data.get("message", "")))
-        elif event.kind == HOST_MESSAGE:
+        elif event.kind == HOST_MESSAGE and data.get("level") != "debug":  # debug: journal bookkeeping
             self.messages.append({"time": _iso(event.time), "level": str(data.get("level", "info")),
                                   "text": str(data.get("text", ""))})
         elif event.kind == HOST_FINISHED:

@@ -30,6 +30,7 @@ from .report import RunDir, write_report, write_transcript
 from .scripts import StepScript, get_script, sha256_text
 from .transport import TransportSettings, open_transport
 from .transport.base import StepResult, StreamRecord, Transport, TransportError
+from .window import in_window
 
 # Outcomes a host ends with (report.json, the live view, the exit code).
 HEALTHY, REPAIRED = "healthy", "repaired"
@@ -103,6 +104,7 @@ class Runner:
         self._lock = threading.Lock()
         self._events: list[Event] = []
         self._reboot_slots: dict[str, threading.BoundedSemaphore] = {}
+        self.orphans: dict[str, list[str]] = {}  # host -> pools/shells a stopped controller left open
         for host in hosts:
             if host.reboot_group_cap:
                 for group in host.groups:
@@ -134,6 +136,7 @@ class Runner:
         self.run_dir.path.mkdir(parents=True, exist_ok=True)
         previous = self.journal.events(self.run_id) if self.resume else []
         self._events.extend(previous)
+        self.orphans = orphan_sessions(previous)
         self.emit(ev.RUN_STARTED, command="resume" if self.resume else self.options.command,
                   hosts=[h.name for h in self.hosts], inventory=[host_snapshot(h) for h in self.hosts],
                   options=self.options.snapshot(), version=_version())
@@ -190,6 +193,20 @@ class Runner:
         return job.run()
 
 
+def orphan_sessions(events: list[Event]) -> dict[str, list[str]]:
+    """Pools/shells each host opened in a run and that were never closed (the controller died)."""
+    open_by_host: dict[str, list[str]] = {}
+    for event in events:
+        if event.kind != ev.HOST_MESSAGE or event.host is None:
+            continue
+        sessions = open_by_host.setdefault(event.host, [])
+        if event.data.get("session") and event.data["session"] not in sessions:
+            sessions.append(str(event.data["session"]))
+        if event.data.get("session_closed") in sessions:
+            sessions.remove(event.data["session_closed"])
+    return {host: ids for host, ids in open_by_host.items() if ids}
+
+
 def host_snapshot(host: HostConfig) -> dict[str, Any]:
     """A host's settings for the journal, so `resume` reconnects without the inventory: no password."""
     return {f.name: (list(v) if isinstance(v, tuple) else v)
@@ -222,6 +239,7 @@ class HostJob:
         self.reboots = progress.reboots if progress else 0
         self.owed: list[str] = list(progress.owed) if progress else []
         self.roles: set[str] = set()
+        self._session: str | None = None
         self.deadline = time.monotonic() + self.options.host_timeout
         self.reattach = {progress.interrupted_step} if progress and progress.interrupted_step else set()
         # Rungs that succeeded before the controller stopped are not run again on resume, except
@@ -270,7 +288,10 @@ class HostJob:
                 except (TransportError, HostFailed, Cancelled):
                     self.message("warning", "could not release the host lock; it expires on its own")
             if self.transport is not None:
+                session = self.transport.session_id
                 self.transport.close()
+                if session:
+                    self.emit(ev.HOST_MESSAGE, level="debug", text=f"session {session} closed", session_closed=session)
         self.emit(ev.HOST_FINISHED, outcome=outcome, cause=cause, steps_run=sum(self.attempts.values()),
                   reboots=self.reboots)
         return outcome, cause
@@ -433,7 +454,31 @@ class HostJob:
     def transport_run(self, script: StepScript, params: dict[str, Any], label: str) -> StepResult:
         assert self.transport is not None
         timeout = max(5.0, script.meta.timeout * self.options.time_scale)
-        return self.transport.run_step(script, params, timeout=timeout, on_stream=self._on_stream(label))
+        try:
+            return self.transport.run_step(script, params, timeout=timeout, on_stream=self._on_stream(label))
+        finally:
+            self._note_session()
+
+    def _note_session(self) -> None:
+        """Journal each pool/shell id the host gives us, so a resumed run can delete what a dead one left."""
+        assert self.transport is not None
+        session = self.transport.session_id
+        if session and session != self._session:
+            self._session = session
+            self.emit(ev.HOST_MESSAGE, level="debug", text=f"session {session} opened", session=session)
+            self._close_orphans()
+
+    def _close_orphans(self) -> None:
+        assert self.transport is not None
+        for session in self.runner.orphans.pop(self.name, []):
+            try:
+                gone = self.transport.close_orphan(session)
+            except TransportError as exc:
+                self.message("warning", f"could not delete session {session} left by the stopped run: {exc}")
+                continue
+            self.emit(ev.HOST_MESSAGE, level="info", session_closed=session,
+                      text=f"deleted session {session} left open by the stopped run" if gone
+                      else f"session {session} of the stopped run was already gone")
 
     def _on_stream(self, label: str) -> Callable[[StreamRecord], None]:
         def on_stream(record: StreamRecord) -> None:
@@ -610,20 +655,6 @@ class HostJob:
 
 
 # --- pure helpers -----------------------------------------------------------------------
-def in_window(window: str | None, now: dt.datetime) -> bool:
-    """``"Sat 01:00-05:00"`` or ``"01:00-05:00"`` (controller local time); no window: never."""
-    if not window:
-        return False
-    match = re.fullmatch(r"\s*(?:(Mon|Tue|Wed|Thu|Fri|Sat|Sun)\s+)?(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})\s*", window)
-    if not match:
-        return False
-    day, h1, m1, h2, m2 = match.groups()
-    if day and now.strftime("%a") != day:
-        return False
-    start, end, minute = int(h1) * 60 + int(m1), int(h2) * 60 + int(m2), now.hour * 60 + now.minute
-    return start <= minute < end if start <= end else (minute >= start or minute < end)
-
-
 def prevention_findings(facts: dict[str, Any]) -> list[str]:
     """What `wuremote check` reports: the recipe's prevention advice, host by host."""
     findings = []

@@ -65,6 +65,8 @@ class PlainView:
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
+        if event.kind == ev.HOST_MESSAGE and event.data.get("level") == "debug":
+            return  # bookkeeping for the journal (session ids), not news for a person
         stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
         who = event.host or "-"
         with self._lock:
@@ -117,7 +119,7 @@ class LiveView:
         self._live.__exit__(*exc)
 
     def __call__(self, event: Event) -> None:
-        if event.host is None:
+        if event.host is None or (event.kind == ev.HOST_MESSAGE and event.data.get("level") == "debug"):
             return
         with self._lock:
             row = self.rows.setdefault(event.host, HostRow(event.host))

@@ -186,6 +186,11 @@ class Lab:
     def requests_served(self, name: str) -> int:
         return self.hosts[name].listener.requests_served
 
+    def open_sessions(self, name: str) -> int:
+        """Runspace pools and WinRS shells a host holds open (call on the lab loop: ``lab.call``)."""
+        service = self.hosts[name].service
+        return len(service.psrp.pools) + len(service.winrs.shells)
+
     # --- files for users -------------------------------------------------------------------
     def write_state(self, path: Path) -> Path:
         """The state file (JSON) and a matching wuremote inventory beside it."""

@@ -111,6 +111,15 @@ class Transport(Protocol):
         """A plain command (readiness probe after a reboot): exit code and stdout text."""
         ...
 
+    @property
+    def session_id(self) -> str | None:
+        """The open pool's/shell's id on the host (recorded so a resumed run can delete it), or None."""
+        ...
+
+    def close_orphan(self, session_id: str) -> bool:
+        """Delete a pool/shell a stopped controller left open; False when the host no longer has it."""
+        ...
+
     def reset(self) -> None:
         """Drop the pool/shell (it is broken or the host rebooted); the next call opens a fresh one."""
         ...

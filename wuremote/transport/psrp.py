@@ -36,11 +36,13 @@ from pypsrp.exceptions import (
 )
 from pypsrp.host import PSHost
 from pypsrp.powershell import PowerShell, RunspacePool
-from pypsrp.wsman import NAMESPACES, WSMan, WSManAction
+from pypsrp.wsman import NAMESPACES, SelectorSet, WSMan, WSManAction
 
 from ..inventory import HostConfig
 from ..scripts import StepScript
 from .base import StepResult, StreamCallback, TransportError
+
+PSRP_RESOURCE_URI = "http://schemas.microsoft.com/powershell/Microsoft.PowerShell"
 from .common import (
     SHELL_NOT_FOUND_FAULT,
     Collector,
@@ -153,6 +155,25 @@ class PSRPTransport:
 
         exit_code = self._invoke(lambda ps: ps.add_script(command), deadline, collector, on_output, "running a command")
         return exit_code, "\n".join(r.text for r in collector.streams if r.stream == "output")
+
+    @property
+    def session_id(self) -> str | None:
+        return str(self._pool.shell.id) if self._pool is not None and self._pool.shell.id else None
+
+    def close_orphan(self, session_id: str) -> bool:
+        wsman = self._wsman()
+        selectors = SelectorSet()
+        selectors.add_option("ShellId", session_id)
+        try:
+            wsman.delete(PSRP_RESOURCE_URI, selector_set=selectors)
+        except Exception as exc:  # noqa: BLE001 - the host answers "not found" for a pool already gone
+            error = self._translate(exc, "deleting a pool left by a stopped run")
+            if error.code is not None:
+                return False
+            raise error from None
+        finally:
+            wsman.close()
+        return True
 
     def reset(self) -> None:
         pool, self._pool = self._pool, None

@@ -180,6 +180,23 @@ class WinRSTransport:
                                   lambda text: collector.add("stdout", text), "running a command")
         return exit_code, "\n".join(r.text for r in collector.streams if r.stream == "stdout")
 
+    @property
+    def session_id(self) -> str | None:
+        return self._shell_id
+
+    def close_orphan(self, session_id: str) -> bool:
+        protocol = self._make_protocol()
+        try:
+            protocol.close_shell(session_id)
+        except Exception as exc:  # noqa: BLE001 - the host answers "not found" for a shell already gone
+            error = self._translate(exc, "deleting a shell left by a stopped run")
+            if error.code is not None:
+                return False
+            raise error from None
+        finally:
+            protocol.transport.close_session()
+        return True
+
     def reset(self) -> None:
         protocol, shell_id = self._protocol, self._shell_id
         self._protocol, self._shell_id = None, None
