@@ -127,3 +127,13 @@ def test_wrong_password_fails_that_host_only_and_never_prints_it(small_lab, tmp_
     for path in state.rglob("*"):
         if path.is_file():
             assert wrong.encode() not in path.read_bytes(), path
+
+
+def test_demo_repairs_the_mixed_fleet_and_says_where_the_artifacts_are(tmp_path, capsys) -> None:
+    assert main(["demo", "--plain", "--state-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "demo: every host ended as its scenario should" in out
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert f"artifacts: {run_dir}" in out.replace("\n", "")
+    assert (run_dir / "report.json").is_file() and (run_dir / "junit.xml").is_file()
+    assert "wsus-unreachable" in out and "needs-operator" in out

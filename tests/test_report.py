@@ -144,10 +144,13 @@ def test_junit_has_a_suite_per_host_and_the_right_failures_errors_and_skips(tmp_
     root = ET.parse(junit_path).getroot()
     suites = {suite.get("name"): suite for suite in root.iter("testsuite")}
     assert list(suites) == ["web01", "web02", "db01", "dc01", "app01", "late"]
-    assert junit_counts(root) == (13, 2, 2, 2)
-    assert junit_counts(suites["web02"]) == (5, 1, 0, 1)
+    assert junit_counts(root) == (18, 4, 2, 2)  # every host ends with an "outcome" testcase
+    # web02 ended repaired: its first verify failing is the ladder at work, not a CI failure
+    assert junit_counts(suites["web02"]) == (6, 0, 0, 1)
     names = [case.get("name") for case in suites["web02"].iter("testcase")]
-    assert names == ["diagnose", "verify", "troubleshooter", "reset-components", "verify#2"]
+    assert names == ["diagnose", "verify", "troubleshooter", "reset-components", "verify#2", "outcome"]
+    assert "exit code 1 before the host was repaired" in suites["web02"].find("testcase[@name='verify']/system-out").text
+    assert suites["db01"].find("testcase[@name='outcome']/failure").get("type") == "needs-operator"
     assert {case.get("classname") for case in suites["web02"].iter("testcase")} == {"web02"}
 
     failure = suites["db01"].find("testcase[@name='verify']/failure")
@@ -156,7 +159,7 @@ def test_junit_has_a_suite_per_host_and_the_right_failures_errors_and_skips(tmp_
     assert suites["db01"].find("properties/property[@name='outcome']").get("value") == "needs-operator"  # type: ignore[union-attr]
     assert suites["dc01"].find("testcase/error").get("type") == "unreachable"  # type: ignore[union-attr]
     assert suites["app01"].find("testcase[@name='dism']/error") is not None
-    assert suites["late"].find("testcase[@name='host']/skipped") is not None
+    assert suites["late"].find("testcase[@name='outcome']/skipped") is not None
     out = suites["web02"].find("testcase[@name='verify#2']/system-out")
     assert out is not None and out.text == "transcript: transcripts/web02/verify-2.log"
 
@@ -182,7 +185,7 @@ def test_hostile_host_names_and_messages_still_give_well_formed_files(tmp_path: 
     assert names[0] == HOSTILE and names[1].startswith("bad <tag> & \"quote\" \\x00nul \\x1b[31mred")
     failure = root.find("testsuite/testcase/failure")
     assert failure is not None and "<tag>" in failure.get("message", "") and "\\x0c" in (failure.text or "")
-    assert junit_counts(root) == (2, 2, 0, 0)
+    assert junit_counts(root) == (4, 4, 0, 0)
 
     text = render_text(report)
     assert "\x1b" not in text and "\x07" not in text and "\x00" not in text
@@ -278,4 +281,4 @@ def test_a_plan_only_host_passes_in_junit(tmp_path: Path) -> None:
     run.add(RUN_FINISHED, exit_code=0, counts={"planned": 1}, interrupted=False)
     _, junit_path = write_report(RunDir(tmp_path, RUN), run.events)
     root = ET.parse(junit_path).getroot()
-    assert junit_counts(root) == (1, 0, 0, 0) and root.find("testsuite/testcase[@name='host']") is not None
+    assert junit_counts(root) == (1, 0, 0, 0) and root.find("testsuite/testcase[@name='outcome']") is not None

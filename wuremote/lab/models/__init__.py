@@ -157,4 +157,4 @@ def recognize_winrs(stdin: bytes) -> Known | None:
 
 
 # Each module registers its models on import.
-from . import boot_info, detached, diagnose, failsafe, helpers, long_steps, maintenance, reset_components  # noqa: E402,F401
+from . import boot_info, detached, diagnose, failsafe, helpers, logs, long_steps, maintenance, reset_components  # noqa: E402,F401
