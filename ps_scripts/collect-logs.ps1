@@ -22,9 +22,10 @@
                 line each (UTC time, event id, level, first line of the message), oldest
                 first. WindowsUpdate.log is ETL since Windows 10 / Server 2016 and
                 Get-WindowsUpdateLog is slow and needs symbols, so the event log stands in.
-    Each tail is at most -MaxBytes bytes of the source, cut at the front to whole lines. A log
-    that is missing or unreadable goes to facts.errors ("CBS.log: <reason>"); the others are
-    still returned.
+    Each tail is at most -MaxBytes bytes of the source, cut at the front to whole lines:
+    facts.logs.<name> = text, bytes_total (the file's size, or the size of every event line
+    read), truncated. A log that is missing or unreadable goes to facts.errors
+    ("CBS.log: <reason>"); the others are still returned.
 .PARAMETER MaxBytes
     Upper bound of each tail in bytes.
 .NOTES

@@ -24,7 +24,7 @@ from wuremote.runner import Runner, RunSummary
 
 LAB_SCALE = 0.002
 NOT_REPAIRS = {"lock", "diagnose", "verify", "boot-info", "detached-start", "detached-poll", "detached-cleanup",
-               "av-resume", "clean-boot-restore"}
+               "av-resume", "clean-boot-restore", "collect-logs"}
 
 
 def fixture(scenario: str) -> dict:
@@ -212,3 +212,16 @@ def test_host_timeout_fails_the_slow_host_and_keeps_what_it_collected(tmp_path) 
     assert summary.outcomes[host] == "failed" and "host timeout" in summary.causes[host]
     report = json.loads(summary.report_json.read_text(encoding="utf-8"))
     assert [s["name"] for s in report["hosts"][host]["steps"]][:2] == ["lock", "diagnose"]
+
+
+def test_hosts_that_did_not_end_well_leave_their_log_tails(mixed_run) -> None:
+    lab, summary, seen, scenarios = mixed_run
+    for host, scenario in scenarios.items():
+        logs = summary.run_dir / "logs" / host
+        if summary.outcomes[host] in ("healthy", "repaired"):
+            assert not logs.exists()
+            continue
+        names = sorted(p.name for p in logs.iterdir())
+        assert names == ["CBS.log", "WindowsUpdateClient", "dism.log"], (host, names)
+        if scenario == "component-store-needs-source":
+            assert "0x800f081f" in (logs / "dism.log").read_text(encoding="utf-8").lower()

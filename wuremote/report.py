@@ -23,6 +23,7 @@ from typing import Any
 from . import hresult
 from .events import (HOST_FINISHED, HOST_MESSAGE, HOST_STARTED, REBOOT_FINISHED, REBOOT_STARTED, RUN_FINISHED,
                      RUN_STARTED, STEP_FINISHED, STEP_STARTED, Event)
+from .report_html import render_html
 from .transport.base import StepResult
 
 SCHEMA_VERSION = 1
@@ -62,21 +63,37 @@ class RunDir:
     def junit_xml(self) -> Path:
         return self.path / "junit.xml"
 
+    @property
+    def report_html(self) -> Path:
+        return self.path / "report.html"
+
     def transcript_name(self, host: str, step: str, attempt: int = 1) -> str:
-        """The transcript's path relative to the run dir, as step-finished events carry it."""
-        suffix = "" if attempt == 1 else f"-{attempt}"
-        return f"transcripts/{safe_name(host)}/{safe_name(step)}{suffix}.log"
+        return transcript_name(host, step, attempt)
+
+    def logs_dir(self, host: str) -> Path:
+        """Where a host's collected log tails go (hosts that did not end well)."""
+        return self.path / "logs" / safe_name(host)
 
     def transcript_path(self, host: str, step: str, attempt: int = 1) -> Path:
         return self.path / self.transcript_name(host, step, attempt)
 
 
+def transcript_name(host: str, step: str, attempt: int = 1) -> str:
+    """The transcript's path relative to the run dir, as step-finished events carry it."""
+    suffix = "" if attempt == 1 else f"-{attempt}"
+    return f"transcripts/{safe_name(host)}/{safe_name(step)}{suffix}.log"
+
+
 def write_transcript(path: Path, result: StepResult | None, *, host_transcript: str | None,
                      error: str | None) -> None:
-    """The controller's timestamped streams, then the error that ended the step, then the host's own transcript.
+    """``render_transcript`` written to ``path`` (from ``RunDir.transcript_path``: it cannot leave the run dir)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = render_transcript(result, host_transcript=host_transcript, error=error)
+    _write_atomically(path, text.encode("utf-8", errors="backslashreplace"))
 
-    ``path`` comes from ``RunDir.transcript_path``, whose names cannot leave the run dir.
-    """
+
+def render_transcript(result: StepResult | None, *, host_transcript: str | None, error: str | None) -> str:
+    """The controller's timestamped streams, then the error that ended the step, then the host's own transcript."""
     lines: list[str] = []
     if result is not None:
         for record in result.streams:
@@ -90,8 +107,7 @@ def write_transcript(path: Path, result: StepResult | None, *, host_transcript: 
     if host_transcript is not None:
         lines.append("----- the host's transcript -----")
         lines.append(host_transcript.rstrip("\n"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, ("\n".join(lines) + "\n").encode("utf-8", errors="backslashreplace"))
+    return "\n".join(lines) + "\n"
 
 
 def safe_name(name: str) -> str:
@@ -273,7 +289,10 @@ def _facts_summary(facts: dict[str, Any], when: float) -> dict[str, Any]:
 
 # --- writing ----------------------------------------------------------------------------------
 def write_report(run_dir: RunDir, events: list[Event]) -> tuple[Path, Path]:
-    """Write report.json and junit.xml (each atomically: a reader sees the old file or the new); return both paths."""
+    """Write report.json, junit.xml and report.html (each atomically: a reader sees the old file or the new).
+
+    Returns report.json's and junit.xml's paths; report.html is always ``run_dir.report_html``.
+    """
     report = build_report(events)
     if report["run"]["id"] != run_dir.run_id:
         raise ValueError(f"events of run {report['run']['id']} given for the run dir of {run_dir.run_id}")
@@ -283,6 +302,7 @@ def write_report(run_dir: RunDir, events: list[Event]) -> tuple[Path, Path]:
     tree = junit(report)
     ET.indent(tree)
     _write_atomically(run_dir.junit_xml, ET.tostring(tree, encoding="utf-8", xml_declaration=True))
+    _write_atomically(run_dir.report_html, render_html(report).encode("utf-8", errors="backslashreplace"))
     return run_dir.report_json, run_dir.junit_xml
 
 

@@ -24,7 +24,7 @@ ROUTINE_EVENT_DAYS = 60
 DEFENDER_KB = "KB2267602"  # Security Intelligence Update for Microsoft Defender Antivirus
 
 
-@model("collect-logs", sha256="b7b2a9731ad499520e5b7850b811f941b5647634bfe8137d304224ec42abcb77")
+@model("collect-logs", sha256="e85826069d17e99e2eacab4ae04736f131ae47e633dda5cba3032ac521c6d587")
 async def collect_logs(ctx: StepContext) -> None:
     max_bytes = int_param(ctx, "MaxBytes", 65536, 1024, 1048576)
     require_elevated(ctx)
