@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,13 @@ def _percent(text: str) -> float:
     return value
 
 
+def _shard(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shard; write K/N with 1 <= K <= N, e.g. 2/4")
+    return int(match.group(1)), int(match.group(2))
+
+
 def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("hosts", nargs="*", metavar="HOST", help="host names or addresses (or use -i)")
     parser.add_argument("-i", "--inventory", type=Path, help="inventory file: TOML, CSV, Ansible YAML or INI")
@@ -50,6 +58,11 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", type=Path, default=Path(".wuremote"),
                         help="journal and runs/<run-id>/ artifacts (default ./.wuremote)")
     parser.add_argument("--host-timeout", type=float, default=6 * 3600.0, help="seconds one host may take (default 6 h)")
+    parser.add_argument("--shard", type=_shard, metavar="K/N",
+                        help="only the K-th of N deterministic slices of the hosts (CI matrix jobs)")
+    parser.add_argument("--executor", choices=("local", "dask"), default="local",
+                        help="where hosts are worked on: controller threads, or Dask workers in their sites")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="the Dask scheduler (tcp://host:8786), for --executor dask")
     view = parser.add_mutually_exclusive_group()
     view.add_argument("--plain", action="store_true", help="one plain line per event instead of the live view")
     view.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
@@ -80,10 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     view = resume.add_mutually_exclusive_group()
     view.add_argument("--plain", action="store_true")
     view.add_argument("--json", action="store_true")
-    report = commands.add_parser("report", help="print (or re-render) a finished run's report")
-    report.add_argument("run_id", metavar="RUN_ID")
+    report = commands.add_parser("report", help="print (or re-render) a run's report; `report merge RUN_DIR...` combines shards",
+                                 usage="wuremote report RUN_ID [--rerender] | wuremote report merge RUN_DIR... [--out DIR]")
+    report.add_argument("target", nargs="+", metavar="RUN_ID | merge RUN_DIR...")
     report.add_argument("--state-dir", type=Path, default=Path(".wuremote"))
-    report.add_argument("--rerender", action="store_true", help="write report.json and junit.xml again from the journal")
+    report.add_argument("--rerender", action="store_true", help="write report.json, junit.xml and report.html again "
+                                                                "from the journal")
+    report.add_argument("--out", type=Path, default=Path("merged-report"),
+                        help="for merge: the folder for the combined report.json, junit.xml and report.html")
     demo = commands.add_parser("demo", help="start an embedded lab of broken hosts and repair them all")
     demo.add_argument("--state-dir", type=Path, default=None, help="where the demo's artifacts go (default: a temp dir)")
     demo.add_argument("--transport", choices=("psrp", "winrm"), default="psrp")
@@ -150,6 +167,10 @@ def _hosts(args: argparse.Namespace) -> list[Any]:
         hosts = select(inventory, args.limit) if args.limit else inventory.hosts
     except InventoryError as exc:
         raise UsageError(str(exc)) from None
+    if args.shard:
+        from .shard import shard
+
+        hosts = shard(hosts, *args.shard)
     for warning in inventory.warnings:
         print(f"wuremote: warning: {warning}", file=sys.stderr)
     if not hosts:
@@ -175,8 +196,11 @@ def _run(args: argparse.Namespace) -> int:
     from .runner import Runner, RunOptions
 
     hosts = _hosts(args)
+    if args.executor == "dask" and not args.scheduler:
+        raise UsageError("--executor dask needs --scheduler ADDRESS (the Dask scheduler, e.g. tcp://sched:8786)")
     options = RunOptions(command=args.command, forks=args.forks, max_fail_percent=args.max_fail_percent,
-                         state_dir=args.state_dir, host_timeout=args.host_timeout)
+                         state_dir=args.state_dir, host_timeout=args.host_timeout, executor=args.executor,
+                         scheduler=args.scheduler)
     subscribers, live = _views(args, [h.name for h in hosts])
     runner = Runner(hosts, options, subscribers=subscribers)
     return _execute(runner, live, args)
@@ -220,25 +244,53 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    if args.target[0] == "merge":
+        return _merge(args.target[1:], args.out)
+    if len(args.target) != 1:
+        raise UsageError("give one RUN_ID, or `merge` and the run dirs to combine")
     import json
 
     from .journal import Journal, JournalError
-    from .report import RunDir, build_report, render_text, write_report
+    from .report import RunDir, render_text, write_report
 
+    run_id = args.target[0]
     journal = Journal(args.state_dir)
     try:
-        events = journal.events(args.run_id)
-        journal.run(args.run_id)
+        journal.run(run_id)
+        events = journal.events(run_id)
     except JournalError as exc:
         raise UsageError(str(exc)) from None
     finally:
         journal.close()
-    run_dir = RunDir(args.state_dir, args.run_id)
-    if args.rerender or not (run_dir.path / "report.json").exists():
+    run_dir = RunDir(args.state_dir, run_id)
+    if args.rerender or not run_dir.report_json.exists():
         write_report(run_dir, events)
-    report = json.loads((run_dir.path / "report.json").read_text(encoding="utf-8")) if not events else build_report(events)
+    report = json.loads(run_dir.report_json.read_text(encoding="utf-8"))
     print(render_text(report))
-    return int(report["run"].get("exit_code") or 0) if report["run"].get("exit_code") in (0, 1, 130) else 1
+    code = report["run"].get("exit_code")
+    return code if code in (0, 1, 130) else 1
+
+
+def _merge(run_dirs: list[str], out: Path) -> int:
+    import json
+
+    from .merge import MergeError, load_run, merge_reports
+    from .report import junit, render_text
+    from .report_html import render_html
+
+    try:
+        merged = merge_reports([(Path(d), load_run(Path(d))) for d in run_dirs], out)
+    except MergeError as exc:
+        raise UsageError(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
+    import xml.etree.ElementTree as ET
+
+    ET.ElementTree(junit(merged)).write(out / "junit.xml", encoding="utf-8", xml_declaration=True)
+    (out / "report.html").write_text(render_html(merged), encoding="utf-8")
+    print(render_text(merged))
+    print(f"merged {len(run_dirs)} runs into {out}/ (report.json, junit.xml, report.html)")
+    return int(merged["run"]["exit_code"])
 
 
 if __name__ == "__main__":

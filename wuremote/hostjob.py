@@ -32,6 +32,8 @@ HEALTHY, REPAIRED = "healthy", "repaired"
 ENDED_WELL = (HEALTHY, REPAIRED, "planned", "checked")
 ROLE_FACTS = {"domain_controller": "domain-controller", "cluster_node": "cluster-node", "hyperv_host": "hyperv-host"}
 _HEX = re.compile(r"0x[0-9A-Fa-f]{8}")
+STEP_RETRIES = 2  # fresh connections an idempotent step gets after losing its own
+_NO_BOOT = "(unknown)"  # a boot time no host reports: wait_until_back returns the first one it reads
 
 
 class HostContext(Protocol):
@@ -86,6 +88,7 @@ class HostJob:
         self.owed: list[str] = list(progress.owed) if progress else []
         self.roles: set[str] = set()
         self._session: str | None = None
+        self.boot_seen: str | None = None  # the host's boot time as last read: a change means it restarted
         self.deadline = time.monotonic() + self.options.host_timeout
         self.reattach = {progress.interrupted_step} if progress and progress.interrupted_step else set()
         # Rungs that succeeded before the controller stopped are not run again on resume, except
@@ -173,7 +176,7 @@ class HostJob:
         self.emit(ev.REBOOT_FINISHED, ok=True, duration=0.0, boot_after=boot, message="back (restart begun before resume)")
 
     def _lock(self, action: str) -> bool:
-        result = self.step("lock", {"Action": action}, reason=f"{action} the per-host lock", record=False)
+        result = self.step("lock", {"Action": action}, reason=f"{action} the per-host lock")
         if action == "take" and result.exit_code == 4:
             raise HostFailed("failed", f"another run holds the host lock: {'; '.join(result.messages)[:200]}")
         if result.exit_code not in (0,):
@@ -194,6 +197,7 @@ class HostJob:
         return ("checked", "; ".join(findings) or "nothing to report")
 
     def _repair(self) -> tuple[str, str]:
+        self.boot_seen = self._read_boot()[0]
         facts = self.diagnose("baseline").facts
         self.roles = {role for key, role in ROLE_FACTS.items() if (facts.get("roles") or {}).get(key)}
         plan = plan_host(self.host, facts)
@@ -279,38 +283,100 @@ class HostJob:
     def verify(self, reason: str) -> StepResult:
         return self.step("verify", {}, reason=reason)
 
-    def step(self, name: str, params: dict[str, Any], *, reason: str, label: str | None = None,
-             record: bool = True) -> StepResult:
-        """Run one script (detached when its header says so), with its events and transcript."""
+    def step(self, name: str, params: dict[str, Any], *, reason: str, label: str | None = None) -> StepResult:
+        """Run one script (detached when its header says so), with its events and transcript.
+
+        A connection lost under an idempotent step is survived: on a fresh connection the step
+        runs again in place (a detached one is re-attached to); if the host restarted under it,
+        the attempt is reported interrupted and the step runs once more after the host is back.
+        """
         self._check_time(name)
         script = get_script(name)
         label = label or name
         attempt = self.attempts.get(label, 0) + 1
         self.attempts[label] = attempt
-        params = {"RunId": self.ctx.run_id, **params}
+        params = {**params, "RunId": self.ctx.run_id}  # the run id is wuremote's, never an option's
         self.emit(ev.STEP_STARTED, label, attempt=attempt, reason=reason, idempotent=script.meta.idempotent,
                   detached=script.meta.detached)
-        try:
-            if script.meta.detached:
-                result = self._detached(script, params, label, reattach=label in self.reattach)
-                self.reattach.discard(label)
-            else:
-                result = self.transport_run(script, params, label)
-        except TransportError as exc:
-            self._finished(label, attempt, None, error=str(exc), error_kind=exc.kind)
-            raise
-        except Cancelled:
-            self._finished(label, attempt, None, error="interrupted by the operator; a detached step keeps running",
-                           error_kind="interrupted")
-            raise
-        except HostFailed as exc:
-            self._finished(label, attempt, None, error=exc.cause, error_kind="failed")
-            raise
-        except Exception as exc:
-            self._finished(label, attempt, None, error=f"internal error: {type(exc).__name__}: {exc}", error_kind="internal")
-            raise
+        losses = 0
+        restarted_under = False
+        while True:
+            try:
+                if script.meta.detached:
+                    result = self._detached(script, params, label, reattach=label in self.reattach or losses > 0)
+                    self.reattach.discard(label)
+                else:
+                    result = self.transport_run(script, params, label)
+                break
+            except TransportError as exc:
+                losses += 1
+                if not (exc.transient and script.meta.idempotent and losses <= STEP_RETRIES):
+                    self._finished(label, attempt, None, error=str(exc), error_kind=exc.kind)
+                    raise
+                try:
+                    rebooted = self._recover(label, exc)
+                except (TransportError, RebootError) as gone:
+                    self._finished(label, attempt, None, error=f"{exc}; then {gone}", error_kind=exc.kind)
+                    raise HostFailed("unreachable" if isinstance(gone, TransportError) else "failed", str(gone)) from None
+                if rebooted:
+                    self._finished(label, attempt, None, error=f"the host restarted during {label}",
+                                   error_kind="interrupted")
+                    if restarted_under:
+                        raise HostFailed("failed", f"{label}: the host restarted under it twice; not tried again")
+                    restarted_under = True
+                    attempt = self.attempts[label] = attempt + 1
+                    self.emit(ev.STEP_STARTED, label, attempt=attempt,
+                              reason=f"{reason} (again: the host restarted under it)",
+                              idempotent=script.meta.idempotent, detached=script.meta.detached)
+            except Cancelled:
+                self._finished(label, attempt, None, error="interrupted by the operator; a detached step keeps running",
+                               error_kind="interrupted")
+                raise
+            except HostFailed as exc:
+                self._finished(label, attempt, None, error=exc.cause, error_kind="failed")
+                raise
+            except Exception as exc:
+                self._finished(label, attempt, None, error=f"internal error: {type(exc).__name__}: {exc}",
+                               error_kind="internal")
+                raise
         self._finished(label, attempt, result)
         return result
+
+    def _read_boot(self) -> tuple[str, list[str]]:
+        """boot-info (read-only), sent once more on a fresh connection if the first try is lost."""
+        assert self.transport is not None
+        for tries_left in range(STEP_RETRIES, -1, -1):
+            try:
+                return read_boot(self.transport, self.ctx.run_id, self.options.reboot.probe_timeout)
+            except TransportError as exc:
+                if not exc.transient or tries_left == 0:
+                    raise
+                if exc.kind in ("lost", "unreachable"):
+                    self.transport.reset()  # a transient fault leaves the pool/shell usable
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _recover(self, label: str, lost: TransportError) -> bool:
+        """After a lost connection: a fresh one, once the host answers again; True if it restarted meanwhile."""
+        assert self.transport is not None
+        if lost.kind == "fault":  # the host said "busy" (a quota, an operation timeout): same connection, a moment later
+            self.message("warning", f"{label}: {lost}; trying again")
+            time.sleep(min(self.options.reboot.poll_interval, 1.0))
+            return False
+        self.transport.reset()
+        self.message("warning", f"{label}: {lost.kind} ({lost}); trying again on a fresh connection")
+        try:
+            boot = self._read_boot()[0]
+        except TransportError as probe:
+            if probe.kind in ("auth", "tls", "config") or self.boot_seen is None:
+                raise  # never reached in this run: it is down, not restarting
+            self.transport.reset()
+            boot = wait_until_back(self.transport, run_id=self.ctx.run_id, boot_before=_NO_BOOT,
+                                   settings=self.options.reboot)
+        rebooted = self.boot_seen is not None and boot != self.boot_seen
+        if rebooted:
+            self.message("warning", f"the host restarted during {label} (boot {self.boot_seen} -> {boot})")
+        self.boot_seen = boot
+        return rebooted
 
     def transport_run(self, script: StepScript, params: dict[str, Any], label: str) -> StepResult:
         assert self.transport is not None
@@ -471,12 +537,12 @@ class HostJob:
             except RebootError as exc:
                 self.emit(ev.REBOOT_FINISHED, ok=False, duration=0.0, boot_after=None, message=str(exc))
                 raise HostFailed("failed", str(exc)) from None
+            self.boot_seen = outcome.boot_after
             self.emit(ev.REBOOT_FINISHED, ok=True, duration=round(outcome.duration, 3), boot_after=outcome.boot_after,
                       message=f"back after {outcome.back_after:.1f} s")
 
     def _pending_reboot(self) -> list[str]:
-        assert self.transport is not None
-        return read_boot(self.transport, self.ctx.run_id, self.options.reboot.probe_timeout)[1]
+        return self._read_boot()[1]
 
     def _pay_owed_now(self) -> None:
         while self.owed:

@@ -19,6 +19,7 @@ import os
 import re
 import shlex
 import string
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,10 +104,22 @@ class _Bad(Exception):
     """A var's value is unusable; the text says why and what to write instead."""
 
 
+def _control_char(text: str) -> str | None:
+    """The first control character or line separator in ``text``, which no name, address or path holds.
+
+    One in a user name or host name would otherwise reach a terminal line, a log or a header
+    as a second line of its own (``admin\n12:00 web02 HEALTHY``)."""
+    return next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Zl", "Zp")), None)
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise _Bad("must be text")
-    return str(value).strip()
+    text = str(value).strip()
+    bad = _control_char(text)
+    if bad is not None:
+        raise _Bad(f"holds the control character {bad!r} (a line break or tab?); remove it")
+    return text
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
@@ -207,11 +220,22 @@ def _table(value: Any) -> dict[str, Any]:
     return value
 
 
+_PARAMETER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
+_CONTROLLER_PARAMETERS = ("runid", "resultmarker")  # set by the controller for every step, never by an inventory
+
+
 def _step_options(value: Any) -> dict[str, dict[str, Any]]:
+    """Per-step script parameters: each name a plain PowerShell parameter name, each value data."""
     table = _table(value)
     for step, options in table.items():
         if not isinstance(options, dict):
             raise _Bad(f"entry {step!r} must be a table of that step's options, e.g. {{cleanup = {{ResetBase = true}}}}")
+        for name in options:
+            if not isinstance(name, str) or not _PARAMETER_NAME.fullmatch(name):
+                raise _Bad(f"entry {step!r}: {name!r} is not a parameter name; use the script's parameter name "
+                           "(letters and digits), e.g. ResetBase")
+            if name.lower() in _CONTROLLER_PARAMETERS:
+                raise _Bad(f"entry {step!r}: {name} is set by wuremote for every step; remove it")
     return table
 
 
@@ -490,6 +514,10 @@ def _check_names(src: _Source) -> None:
     for host in src.hosts.values():
         if not host.name.strip():
             raise InventoryError(f"{host.where}: a host without a name; give every host a name")
+        bad = _control_char(host.name)
+        if bad is not None:
+            raise InventoryError(f"{host.where}: host name {host.name!r} holds the control character {bad!r} "
+                                 "(a line break or tab?); remove it")
         other = seen.setdefault(host.name.lower(), host)
         if other is not host:
             raise InventoryError(f"{host.where}: host {host.name!r} is already defined as {other.name!r} at "
@@ -894,7 +922,8 @@ def _read_ini(path: str, text: str) -> _Source:
             try:
                 tokens = shlex.split(line, comments=True)
             except ValueError:
-                raise InventoryError(f"{where}: unbalanced quotes in a host line; close the quote") from None
+                raise InventoryError(f"{where}: unbalanced quotes or a trailing backslash in a host line; close the "
+                                     "quote (a backslash escapes the next character: write CORP\\\\user)") from None
             match = _INI_HOST.match(tokens[0])
             if match is None:
                 raise InventoryError(f"{where}: {tokens[0]!r} is not a host name or range; write NAME, NAME:PORT or "

@@ -63,7 +63,8 @@ class HostPlan:
 def rung_params(rung: str, host: HostConfig) -> dict[str, Any]:
     """A rung's script parameters from the inventory: always values, never code."""
     name, _, level = rung.partition(":")
-    params: dict[str, Any] = dict(host.step_options.get(name, {}))
+    params: dict[str, Any] = {key: value for key, value in host.step_options.get(name, {}).items()
+                              if key.lower() not in ("runid", "resultmarker")}  # wuremote's own, never an option's
     if name == "reset-components":
         params["Level"] = level or "gentle"
     elif name == "dism" and host.dism_source:
@@ -123,10 +124,13 @@ def plan_host(host: HostConfig, facts: dict[str, Any]) -> HostPlan:
         plan.gates.append(PlannedStep("sync-time", f"clock is {skew:+.0f} s off the controller", required=True))
     servicing = facts.get("servicing") or {}
     pending = facts.get("pending_reboot") or []
-    if servicing.get("in_progress") or pending:
-        why = "servicing in progress" if servicing.get("in_progress") else "a reboot is pending"
-        plan.gates.append(PlannedStep("restart", f"{why} ({', '.join(pending) or 'TiWorker'}): restart before repairs",
-                                      required=True))
+    # Only a pending reboot earns a restart: servicing that is merely running (a DISM or sfc,
+    # perhaps our own detached step a resumed run is about to re-attach to) must be left to finish.
+    if pending:
+        why = "servicing in progress and a reboot pending" if servicing.get("in_progress") else "a reboot is pending"
+        plan.gates.append(PlannedStep("restart", f"{why} ({', '.join(pending)}): restart before repairs", required=True))
+    elif servicing.get("in_progress"):
+        plan.notes.append("servicing is running (TiWorker or pending.xml) with no reboot pending: left to finish")
 
     failure = current_failure(facts)
     start = 0

@@ -1,4 +1,4 @@
-"""A run's artifacts: report.json, junit.xml and per-step transcripts under ``runs/<run-id>/``.
+"""A run's artifacts: report.json, junit.xml, report.html and per-step transcripts under ``runs/<run-id>/``.
 
 Everything here is built from the event stream alone (design.md section 1), so a report can
 be rebuilt from the journal at any time, including for a run that was killed.  Host names,
@@ -394,15 +394,15 @@ def render_text(report: dict[str, Any]) -> str:
     else:
         state = f"{'interrupted' if run['interrupted'] else 'finished'}, exit {run['exit_code']}"
     counts = ", ".join(f"{n} {outcome}" for outcome, n in run["counts"].items()) or "no hosts"
-    lines = [_printable(f"run {run['id']} ({run['command']}) {state}: {counts}")]
-    width = max((len(_printable(name)) for name in report["hosts"]), default=0)
+    lines = [printable(f"run {run['id']} ({run['command']}) {state}: {counts}")]
+    width = max((len(printable(name)) for name in report["hosts"]), default=0)
     for name, host in report["hosts"].items():
         steps = ", ".join(_step_label(step) for step in host["steps"]) or "no steps"
         reboots = f"; {host['reboots']} reboot{'s' if host['reboots'] != 1 else ''}" if host["reboots"] else ""
-        line = f"  {_printable(name):<{width}}  {host['outcome']:<14}  {steps}{reboots}"
+        line = f"  {printable(name):<{width}}  {host['outcome']:<14}  {steps}{reboots}"
         if host["cause"]:
             line += f"  -- {host['cause']}"
-        lines.append(_printable(line))
+        lines.append(printable(line))
     return "\n".join(lines) + "\n"
 
 
@@ -421,7 +421,7 @@ def _xml(text: str) -> str:
     return _XML_FORBIDDEN.sub(_escape_char, str(text))
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """No terminal escape sequence or control character from a host reaches the operator's terminal."""
     return _UNPRINTABLE.sub(_escape_char, text)
 

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from . import events as ev
 from .events import Event
+from .report import printable
 
 STYLE = {"healthy": "green", "repaired": "green", "planned": "cyan", "checked": "cyan", "failed": "red",
          "unreachable": "red", "needs-operator": "yellow", "interrupted": "magenta", "skipped": "dim",
@@ -28,7 +29,15 @@ STYLE = {"healthy": "green", "repaired": "green", "planned": "cyan", "checked": 
 
 
 def describe(event: Event) -> str:
-    """One plain line for an event (the --plain view, logs, and the live view's last message)."""
+    """One plain line for an event (the --plain view, logs, and the live view's last message).
+
+    Hosts send some of this text (messages, causes): control characters and line breaks are
+    shown escaped, so a host can neither forge a line of the view nor drive the terminal.
+    """
+    return printable(_describe(event))
+
+
+def _describe(event: Event) -> str:
     d = event.data
     if event.kind == ev.RUN_STARTED:
         return f"run {event.run_id}: {d.get('command')} on {len(d.get('hosts') or [])} host(s)"

@@ -32,7 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "an inventory is written beside it")
     parser.add_argument("--port", type=int, default=None,
                         help="listen from this port upwards, one per host (default: free ports chosen by the system)")
-    parser.add_argument("--http", action="store_true", help="plain HTTP with Basic allowed (AllowUnencrypted), instead of HTTPS")
+    parser.add_argument("--http", action="store_true",
+                        help="plain HTTP instead of HTTPS, with Basic allowed (AllowUnencrypted); NTLM works either way")
+    parser.add_argument("--sealed-only", action="store_true",
+                        help="with --http: refuse clear bodies (AllowUnencrypted=false), so only NTLM with message "
+                             "encryption gets in, as on a default Windows host")
     parser.add_argument("--seed", type=int, default=0, help="seed for everything random in the lab (default 0)")
 
 
@@ -40,9 +44,13 @@ def run(args: argparse.Namespace) -> int:
     if args.hosts is not None and args.hosts < 1:
         print(f"wuremote lab: --hosts must be at least 1, got {args.hosts}", file=sys.stderr)
         return 2
+    if args.sealed_only and not args.http:
+        print("wuremote lab: --sealed-only goes with --http (over HTTPS, TLS already encrypts)", file=sys.stderr)
+        return 2
     try:
         lab = Lab(hosts=args.hosts, scenario=args.scenario, time_scale=args.time_scale, http=args.http, seed=args.seed,
-                  workdir=args.state_file.resolve().parent, first_port=args.port)
+                  workdir=args.state_file.resolve().parent, first_port=args.port,
+                  allow_unencrypted=False if args.sealed_only else None)
         lab.start()
     except (LabError, ScenarioError) as exc:
         print(f"wuremote lab: {exc}", file=sys.stderr)
@@ -55,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"wuremote lab: {len(lab.hosts)} hosts listening on 127.0.0.1; state in {state}; "
               f"inventory in {state.with_name(state.stem + '-inventory.toml')}; Ctrl-C stops", flush=True)
         for endpoint in lab.endpoints:
-            print(f"  {endpoint.name:<10} {endpoint.url:<32} {endpoint.scenario}", flush=True)
+            faults = lab.hosts[endpoint.name].spec.faults.describe()
+            print(f"  {endpoint.name:<10} {endpoint.url:<32} {endpoint.scenario}" + (f"  faults: {faults}" if faults else ""),
+                  flush=True)
         while not stop.wait(0.5):
             pass
     finally:

@@ -1,9 +1,12 @@
 """The lab's HTTP(S) listener: one per emulated host, on loopback, all on one asyncio loop.
 
-Only what WinRM clients use: POST /wsman with a Content-Length body, keep-alive, Basic
-auth (and refusal of Basic over plain HTTP unless the host allows unencrypted traffic, as
-Windows does).  A listener can be closed and reopened on the same port, which is how a
-host's reboot looks from outside: refused connections, then a fresh service.
+Only what WinRM clients use: POST /wsman with a Content-Length body, keep-alive, and the
+two logons a client may pick per request, as Windows offers them: Basic (refused over plain
+HTTP unless the host allows unencrypted traffic) and Negotiate carrying NTLM, whose logon
+holds for the connection and, over plain HTTP, seals every body (see ntlm.py).  A listener
+can be closed and reopened on the same port, which is how a host's reboot looks from
+outside: refused connections, then a fresh service.  The host's fault plan (faults.py)
+is applied here, after the logon and before the WS-Man service sees the request.
 """
 
 from __future__ import annotations
@@ -13,7 +16,12 @@ import base64
 import binascii
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from . import wsman
+from .faults import Faults, Reset
+from .ntlm import CONTENT_TYPE as SEALED_CONTENT_TYPE, Acceptor, NtlmError, encrypted
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -50,8 +58,26 @@ class Credentials:
         return f"Credentials(username={self.username!r}, password='***')"
 
 
+@dataclass
+class _Connection:
+    """One client connection's logon: NTLM logs the connection on, not each request."""
+
+    acceptor: Acceptor | None = None
+    user: str | None = None
+
+
+class _Drop(Exception):
+    """Close the connection without answering."""
+
+
 class Listener:
-    """Accepts connections for one host; `handler(request, user)` answers authenticated requests."""
+    """Accepts connections for one host; `handler(request, user)` answers authenticated requests.
+
+    ``ntlm_store`` (ntlm.write_store) enables Negotiate/NTLM; ``faults`` applies a fault plan.
+    The counters say what happened on the wire: ``sealed_requests`` were decrypted,
+    ``plain_requests`` were WS-Man bodies that came in the clear, ``auth_failures`` were 401s
+    answered to a logon attempt.
+    """
 
     def __init__(
         self,
@@ -61,6 +87,9 @@ class Listener:
         tls: ssl.SSLContext | None,
         allow_unencrypted: bool = False,
         host: str = "127.0.0.1",
+        *,
+        ntlm_store: Path | None = None,
+        faults: Faults | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -68,7 +97,12 @@ class Listener:
         self.credentials = credentials
         self.tls = tls
         self.allow_unencrypted = allow_unencrypted
+        self.ntlm_store = ntlm_store
+        self.faults = faults
         self.requests_served = 0
+        self.sealed_requests = 0
+        self.plain_requests = 0
+        self.auth_failures = 0
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -82,6 +116,8 @@ class Listener:
             self._serve, self.host, self.port, ssl=self.tls, reuse_address=True, backlog=128
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.faults is not None and self.faults.plan.refuse:
+            await self.stop()  # the port is known, and refuses: a host that is down
 
     async def stop(self) -> None:
         """Stop listening and drop every open connection (the host went away)."""
@@ -101,17 +137,18 @@ class Listener:
         assert task is not None
         self._tasks.add(task)  # type: ignore[arg-type]
         self._connections.add(writer)
+        connection = _Connection()
         try:
             while True:
                 request = await _read_request(reader)
                 if request is None:
                     break
-                response = await self._answer(request)
+                response = await self._answer(request, connection)
                 writer.write(_render(response))
                 await writer.drain()
                 if request.headers.get("connection", "").lower() == "close":
                     break
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, _BadRequest):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, _BadRequest, _Drop):
             pass
         except asyncio.CancelledError:
             pass
@@ -120,19 +157,102 @@ class Listener:
             self._tasks.discard(task)  # type: ignore[arg-type]
             writer.transport.abort()
 
-    async def _answer(self, request: HttpRequest) -> HttpResponse:
+    async def _answer(self, request: HttpRequest, connection: _Connection) -> HttpResponse:
         self.requests_served += 1
         if request.method != "POST":
             return HttpResponse(405)
         if request.path.split("?")[0].rstrip("/").lower() != "/wsman":
             return HttpResponse(404)
-        user = self._authenticate(request.headers.get("authorization", ""))
+        header = request.headers.get("authorization", "")
+        final_token: bytes | None = None
+        if header:
+            connection.user = None  # a new logon on this connection replaces the old one
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() == "negotiate" and self.ntlm_store is not None:
+                answer = self._negotiate(connection, token)
+                if isinstance(answer, HttpResponse):
+                    return answer
+                final_token = answer
+                user = connection.user
+            else:
+                user = self._basic(scheme, token)
+        else:
+            user = connection.user
         if user is None:
+            if header:
+                self.auth_failures += 1
             return self._unauthorized()
-        return await self.handler(request, user)
+        sealed = connection.acceptor is not None and encrypted(request.headers.get("content-type", ""))
+        if sealed:
+            assert connection.acceptor is not None
+            try:
+                request = replace(request, body=connection.acceptor.unseal(request.body))
+            except NtlmError:
+                return HttpResponse(400)
+            self.sealed_requests += 1
+        elif request.body:
+            if self.tls is None and not self.allow_unencrypted:
+                return self._unauthorized()  # AllowUnencrypted=false: a clear body is refused
+            self.plain_requests += 1
+        headers = (("WWW-Authenticate", "Negotiate " + base64.b64encode(final_token).decode("ascii")),) if final_token else ()
+        if not request.body and connection.acceptor is not None:
+            return HttpResponse(200, b"", headers)  # the logon request a client sends before sealed traffic
+        response = await self._faulted(request, user)
+        if sealed:
+            assert connection.acceptor is not None
+            body = connection.acceptor.seal(response.body)
+            response = replace(response, body=body, headers=response.headers + (("Content-Type", SEALED_CONTENT_TYPE),))
+        return replace(response, headers=response.headers + headers)
 
-    def _authenticate(self, header: str) -> str | None:
-        scheme, _, token = header.partition(" ")
+    async def _faulted(self, request: HttpRequest, user: str) -> HttpResponse:
+        """The service's answer, unless the host's fault plan answers (or drops the connection) first."""
+        faults = self.faults
+        if faults is None:
+            return await self.handler(request, user)
+        try:
+            parsed = wsman.parse_request(request.body)
+        except wsman.WSManFault:
+            return await self.handler(request, user)  # the service words the fault
+        try:
+            await faults.enter(parsed, user)
+            return await self.handler(request, user)
+        except wsman.WSManFault as fault:
+            return HttpResponse(fault.http_status, wsman.fault_envelope(parsed, fault, faults.host.name))
+        except Reset:
+            raise _Drop() from None
+        finally:
+            faults.leave(user)
+
+    def _negotiate(self, connection: _Connection, token: str) -> HttpResponse | bytes | None:
+        """Step the NTLM logon: a 401 to send (challenge or refusal), or the final token (None for raw NTLM)."""
+        assert self.ntlm_store is not None
+        try:
+            data = base64.b64decode(token.strip(), validate=True)
+        except binascii.Error:
+            data = b""
+        if connection.acceptor is None or connection.acceptor.complete:
+            connection.acceptor = Acceptor(self.ntlm_store)
+        acceptor = connection.acceptor
+        try:
+            if not data:
+                raise NtlmError("no token")
+            out = acceptor.step(data)
+        except NtlmError:
+            connection.acceptor = None
+            self.auth_failures += 1
+            return self._unauthorized()
+        if not acceptor.complete:
+            challenge = base64.b64encode(out or b"").decode("ascii")
+            return HttpResponse(401, b"", (("WWW-Authenticate", f"Negotiate {challenge}"),))
+        expired = self.faults is not None and self.faults.auth_refused
+        if expired or acceptor.user.lower() != self.credentials.username.lower():
+            connection.acceptor = None
+            self.auth_failures += 1
+            return self._unauthorized()
+        connection.user = acceptor.user
+        return out
+
+    def _basic(self, scheme: str, token: str) -> str | None:
         if scheme.lower() != "basic":
             return None
         if self.tls is None and not self.allow_unencrypted:
@@ -143,10 +263,12 @@ class Listener:
             return None
         if user.lower() != self.credentials.username.lower() or password != self.credentials.password:
             return None
+        if self.faults is not None and self.faults.auth_refused:
+            return None
         return user
 
     def _unauthorized(self) -> HttpResponse:
-        offers = [("WWW-Authenticate", "Negotiate")]
+        offers = [("WWW-Authenticate", "Negotiate")] if self.ntlm_store is not None else []
         if self.tls is not None or self.allow_unencrypted:
             offers.insert(0, ("WWW-Authenticate", 'Basic realm="WSMAN"'))
         return HttpResponse(401, b"", tuple(offers))
@@ -205,7 +327,7 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 
 def _render(response: HttpResponse) -> bytes:
     lines = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}", "Server: Microsoft-HTTPAPI/2.0"]
-    if response.body:
+    if response.body and not any(name.lower() == "content-type" for name, _ in response.headers):
         lines.append(f"Content-Type: {SOAP_CONTENT_TYPE}")
     lines.extend(f"{name}: {value}" for name, value in response.headers)
     lines.append(f"Content-Length: {len(response.body)}")

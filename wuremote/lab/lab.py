@@ -19,8 +19,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .faults import Faults
 from .host import Host
 from .http import Credentials, Listener
+from .ntlm import write_store
 from .scenarios import HostSpec, resolve
 from .service import WSManService
 from .tls import LabCA
@@ -59,15 +61,30 @@ class LabHost:
         self.spec = spec
         self.model = Host(spec.build(), lab.time_scale, rng)
         self.service = WSManService(self.model)
+        # The fault plan's own generator: a plan never shifts the host's random stream for a seed.
+        self.faults = Faults(spec.faults, self.model, self.sessions, self.drop_sessions,
+                             random.Random(f"{lab.seed}:{spec.name}:faults"))
         self.listener = Listener(
             port,
             self.service,
             lab.credentials,
             lab.tls_context,
             allow_unencrypted=lab.allow_unencrypted,
+            ntlm_store=lab.ntlm_store,
+            faults=self.faults if spec.faults.active else None,
         )
         self.model.on_down(self.listener.stop)
         self.model.on_up(self.listener.start)
+
+    def sessions(self) -> dict[str, tuple[str, str]]:
+        """Open shells and pools: id -> (kind, owner)."""
+        open_now = {shell.id: ("winrs", shell.owner) for shell in self.service.winrs.shells.values()}
+        open_now.update({pool.id: ("psrp", pool.owner) for pool in self.service.psrp.pools.values()})
+        return open_now
+
+    async def drop_sessions(self) -> None:
+        await self.service.winrs.drop_all()
+        await self.service.psrp.drop_all()
 
 
 class Lab:
@@ -82,6 +99,7 @@ class Lab:
         seed: int = 0,
         first_port: int | None = None,
         workdir: Path | None = None,
+        password: str | None = None,
     ) -> None:
         if hosts is not None and hosts < 1:
             raise LabError("--hosts must be at least 1")
@@ -96,13 +114,18 @@ class Lab:
         self.allow_unencrypted = http if allow_unencrypted is None else allow_unencrypted
         self.seed = seed
         self.rng = random.Random(seed)
-        self.credentials = Credentials(LAB_USERNAME, "Lab-" + "".join(self.rng.choice("abcdefghjkmnpqrstuvwxyz23456789") for _ in range(16)))
+        drawn = "Lab-" + "".join(self.rng.choice("abcdefghjkmnpqrstuvwxyz23456789") for _ in range(16))
+        # A caller's password (the secret-canary tests) replaces the drawn one after the draw, so the
+        # hosts' own random streams stay the same for a given seed.
+        self.credentials = Credentials(LAB_USERNAME, drawn if password is None else password)
         self._ports = [first_port + i for i in range(len(self.specs))] if first_port else [0] * len(self.specs)
         self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="wuremote-lab-")
         self.workdir = Path(workdir) if workdir is not None else Path(self._tmp.name)  # type: ignore[union-attr]
         self.ca: LabCA | None = None if http else LabCA()
         self.tls_context = self.ca.server_context() if self.ca else None
         self.ca_file = str(self.ca.write_ca(self.workdir / "lab-ca.pem")) if self.ca else None
+        self.ntlm_store = write_store(self.workdir / "lab-ntlm-users.txt", self.credentials.username,
+                                      self.credentials.password)
         self.hosts: dict[str, LabHost] = {}
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="wuremote-lab", daemon=True)
@@ -186,6 +209,14 @@ class Lab:
     def requests_served(self, name: str) -> int:
         return self.hosts[name].listener.requests_served
 
+    def listener(self, name: str) -> Listener:
+        """A host's listener: its wire counters (sealed_requests, plain_requests, auth_failures)."""
+        return self.hosts[name].listener
+
+    def faults(self, name: str) -> Faults:
+        """A host's fault plan and what it injected (read on the lab loop: ``lab.call``)."""
+        return self.hosts[name].faults
+
     def open_sessions(self, name: str) -> int:
         """Runspace pools and WinRS shells a host holds open (call on the lab loop: ``lab.call``)."""
         service = self.hosts[name].service
@@ -218,13 +249,13 @@ class Lab:
             "[vars]",
             'transport = "psrp"',
             f'scheme = "{scheme}"',
-            'auth = "basic"',
+            f'auth = "{"basic" if self.ca_file or self.allow_unencrypted else "ntlm"}"',
             f'username = "{self.credentials.username}"',
             f'password = "{self.credentials.password}"',
         ]
         if self.ca_file:
             lines.append(f"ca_file = {json.dumps(self.ca_file)}")
-        if self.http:
+        if self.http and self.allow_unencrypted:
             lines.append("allow_unencrypted_basic = true")
         lines.append("")
         for endpoint in self.endpoints:

@@ -17,6 +17,8 @@ A scenario file (TOML) lists groups of hosts:
     name = "web"                 # name prefix: web01, web02 (default WULAB + a number)
     [hosts.state]                # optional overrides of the host model
     clock_skew_seconds = 900
+    [hosts.faults]               # optional transport faults (see wuremote/lab/faults.py)
+    reset_receive_every = 3
 
 Errors name the file and line and say what to write instead.
 """
@@ -40,6 +42,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .. import hresult
+from .faults import FaultPlan, FaultPlanError
 from .host import (BITS_DOWNLOADER, CATROOT2, DATASTORE, DOWNLOAD, GIB, SOFTWARE_DISTRIBUTION, Antivirus, Folder,
                    HostState, Service, default_services, parse_windows_utc, windows_utc)
 
@@ -245,6 +248,7 @@ class HostSpec:
     name: str
     scenario: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    faults: FaultPlan = field(default_factory=FaultPlan)
 
     def build(self) -> HostState:
         state = HostState(name=self.name, scenario=self.scenario)
@@ -318,8 +322,8 @@ def from_file(path: Path) -> list[HostSpec]:
         if scenario not in BUILTIN:
             raise ScenarioError(f"{path}:{line('scenario')}: unknown scenario {scenario!r}; known: {', '.join(BUILTIN)}")
         for key in group:
-            if key not in ("scenario", "count", "name", "state"):
-                raise ScenarioError(f"{path}:{line(key)}: unknown key {key!r}; use scenario, count, name, state")
+            if key not in ("scenario", "count", "name", "state", "faults"):
+                raise ScenarioError(f"{path}:{line(key)}: unknown key {key!r}; use scenario, count, name, state, faults")
         count = group.get("count", 1)
         if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 5000:
             raise ScenarioError(f"{path}:{line('count')}: count must be a whole number from 1 to 5000")
@@ -333,13 +337,20 @@ def from_file(path: Path) -> list[HostSpec]:
                 )
             if isinstance(value, (dict, list)):
                 raise ScenarioError(f"{path}:{line(key)}: {key} takes a single value")
+        faults_table = group.get("faults", {})
+        if not isinstance(faults_table, dict):
+            raise ScenarioError(f"{path}:{line('faults')}: faults must be a table ([hosts.faults])")
+        try:
+            faults = FaultPlan.from_table(faults_table)
+        except FaultPlanError as exc:
+            raise ScenarioError(f"{path}:{line(exc.key)}: {exc}") from None
         prefix = group.get("name")
         for i in range(count):
             name = f"{prefix}{i + 1:02d}" if prefix else default_name(len(specs))
             if name.lower() in seen:
                 raise ScenarioError(f"{path}:{line('name') if prefix else start}: host name {name} is used twice")
             seen.add(name.lower())
-            specs.append(HostSpec(name, scenario, dict(overrides)))
+            specs.append(HostSpec(name, scenario, dict(overrides), faults))
     return specs
 
 

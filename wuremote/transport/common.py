@@ -36,6 +36,10 @@ T = TypeVar("T")
 # WSManFault codes with a meaning of their own.
 OPERATION_TIMEOUT_FAULT = 2150858793  # a long poll ended with nothing to say: poll again
 SHELL_NOT_FOUND_FAULT = 2150858843  # the shell/pool is gone (reboot, idle timeout): lost
+# MaxConcurrentOperationsPerUser: Windows frees a WinRS shell's operations only when the shell is
+# deleted (not on Terminate), so a shell reused for many commands meets it; the host refuses the
+# Command before anything runs, and a fresh shell/pool takes the command, once.
+OPERATION_QUOTA_FAULT = 2150859174
 MAX_ERRORS = 1000  # error texts kept in StepResult.errors; the transcript has them all (up to the cap)
 
 
@@ -108,6 +112,35 @@ def check_config(host: HostConfig) -> None:
             raise TransportError("config", f"{host.name}: certificate auth needs scheme = \"https\", cert_pem and cert_key_pem")
     elif not host.username or not host.password:
         raise TransportError("config", f"{host.name}: auth {host.auth} needs username and password (or password_env)")
+    if host.auth == "basic" and host.password is not None:
+        try:
+            host.username.encode("latin-1")  # type: ignore[union-attr]
+            host.password.reveal().encode("latin-1")
+        except UnicodeEncodeError:
+            raise TransportError("config", f"{host.name}: Basic authentication carries only Latin-1 user names and "
+                                           "passwords; use auth = \"ntlm\" or \"negotiate\" for this account") from None
+
+
+# The result fields every script's Complete-WuStep writes, with their JSON types.
+RESULT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "step": str, "status": str, "exit_code": int, "reboot_required": bool,
+    "changes": list, "facts": dict, "messages": list,
+}
+
+
+def contract_problem(result: dict[str, Any]) -> str | None:
+    """Why a result object breaks the script contract (a field missing or of the wrong type), or None."""
+    for name, kind in RESULT_FIELDS.items():
+        if name not in result:
+            return f"its result has no {name!r}"
+        value = result[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"its result's {name!r} is a {type(value).__name__}, not a {getattr(kind, '__name__', kind)}"
+    return None
+
+
+class Unreadable(Exception):
+    """An answer that is well-formed HTTP but not what WS-Management sends (missing state, bad base64...)."""
 
 
 def auth_failed(host: HostConfig) -> TransportError:

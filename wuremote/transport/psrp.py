@@ -17,6 +17,7 @@ Why each choice:
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -44,6 +45,9 @@ from .base import StepResult, StreamCallback, TransportError
 
 PSRP_RESOURCE_URI = "http://schemas.microsoft.com/powershell/Microsoft.PowerShell"
 from .common import (
+    Unreadable,
+    contract_problem,
+    OPERATION_QUOTA_FAULT,
     SHELL_NOT_FOUND_FAULT,
     Collector,
     Deadline,
@@ -140,7 +144,11 @@ class PSRPTransport:
 
         exit_code = self._invoke(build, deadline, collector, on_output, f"running step {step}")
         result = results[-1] if results else None
-        if result is None:
+        problem = contract_problem(result) if result is not None else None
+        if problem:
+            collector.errors.append(f"{self.host}: step {step} broke the script contract: {problem}")
+            result = None
+        elif result is None:
             collector.errors.append(f"{self.host}: step {step} broke the script contract: it emitted no result object")
         elif len(results) > 1:
             collector.errors.append(f"{self.host}: step {step} emitted {len(results)} result objects; the last one is used")
@@ -236,12 +244,24 @@ class PSRPTransport:
     # --- one pipeline ---------------------------------------------------------------------
     def _invoke(self, build: Callable[[PowerShell], Any], deadline: Deadline, collector: Collector,
                 on_output: Callable[[Any], None], what: str) -> int:
+        reused = self._pool is not None
         pool = self._ensure_pool()
         ps = PowerShell(pool)
         build(ps)
         self._pshost.rc = None  # SetShouldExit of an earlier step must not leak into this one
         try:
-            ps.begin_invoke()
+            try:
+                ps.begin_invoke()
+            except WSManFaultError as exc:
+                if not reused or _fault_code(exc.code) != OPERATION_QUOTA_FAULT:
+                    raise
+                # The host refused the pipeline before running it (its operations quota spent):
+                # nothing ran, so a fresh pool takes it, once.
+                self.reset()
+                pool = self._ensure_pool()
+                ps = PowerShell(pool)
+                build(ps)
+                ps.begin_invoke()
             while ps.state == PSInvocationState.RUNNING:
                 if deadline.passed:
                     self._stop(ps)
@@ -297,6 +317,8 @@ class PSRPTransport:
             return network
         if isinstance(exc, (WinRMError, FragmentError, SerializationError, InvalidPSRPOperation, ET.ParseError)):
             return TransportError("protocol", f"{self.host}: unreadable PSRP answer while {what}: {one_line(str(exc))}")
+        if isinstance(exc, (binascii.Error, ValueError, RecursionError, Unreadable)):  # bad base64, a non-numeric field
+            return TransportError("protocol", f"{self.host}: unreadable PSRP answer while {what}: {type(exc).__name__}")
         raise exc
 
 

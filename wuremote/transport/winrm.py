@@ -17,6 +17,7 @@ Why each choice:
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 import secrets
@@ -26,6 +27,7 @@ from functools import lru_cache
 from typing import Any
 
 import winrm
+import xmltodict
 from winrm.exceptions import (
     AuthenticationError,
     WinRMError,
@@ -38,6 +40,9 @@ from ..inventory import HostConfig
 from ..scripts import StepScript, scripts_dir
 from .base import StepResult, StreamCallback, TransportError
 from .common import (
+    Unreadable,
+    contract_problem,
+    OPERATION_QUOTA_FAULT,
     OPERATION_TIMEOUT_FAULT,
     SHELL_NOT_FOUND_FAULT,
     Collector,
@@ -59,6 +64,42 @@ PYWINRM_AUTH = {"basic": "basic", "ntlm": "ntlm", "negotiate": "ntlm", "kerberos
                 "credssp": "credssp", "certificate": "certificate"}
 CLIXML_NS = "{http://schemas.microsoft.com/powershell/2004/04}"
 _CLIXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
+
+
+def _receive(protocol: winrm.Protocol, shell_id: str, command_id: str) -> tuple[bytes, bytes, int, bool]:
+    """One Receive: (stdout, stderr, exit code, done), refusing an answer that is not a Receive response.
+
+    pywinrm's own reader takes an answer without a CommandState for "still running, nothing yet"
+    and would poll such a host until the step's timeout; a bad stream or exit code is raised raw.
+    """
+    request = {"env:Envelope": protocol.build_wsman_header(
+        resource_uri="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd",
+        action="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive", shell_id=shell_id)}
+    stream = request["env:Envelope"].setdefault("env:Body", {}).setdefault("rsp:Receive", {}).setdefault("rsp:DesiredStream", {})
+    stream["@CommandId"] = command_id
+    stream["#text"] = "stdout stderr"
+    root = ET.fromstring(protocol.send_message(xmltodict.unparse(request)))
+    states = [node for node in root.iter() if node.tag.endswith("}CommandState")]
+    if not states:
+        raise Unreadable("the Receive answer has no CommandState")
+    out: list[bytes] = []
+    err: list[bytes] = []
+    for node in root.iter():
+        if node.tag.endswith("}Stream") and node.text:
+            try:
+                data = base64.b64decode(node.text.encode("ascii"), validate=True)
+            except (binascii.Error, UnicodeEncodeError):
+                raise Unreadable(f"a {node.get('Name', '?')} stream is not base64") from None
+            (out if node.get("Name") == "stdout" else err).append(data)
+    done = any(state.get("State", "").endswith("CommandState/Done") for state in states)
+    exit_code = -1
+    if done:
+        codes = [node.text for node in root.iter() if node.tag.endswith("}ExitCode")]
+        try:
+            exit_code = int(codes[0]) if codes and codes[0] else -1
+        except ValueError:
+            raise Unreadable(f"exit code {codes[0][:20]!r} is not a number") from None
+    return b"".join(out), b"".join(err), exit_code, done
 
 
 @lru_cache(maxsize=1)
@@ -262,11 +303,22 @@ class WinRSTransport:
     # --- one command ----------------------------------------------------------------------
     def _execute(self, command: str, arguments: tuple[str, ...], stdin: bytes | None, deadline: Deadline,
                  collector: Collector, stdout_line: Callable[[str], None], what: str) -> int:
+        reused = self._shell_id is not None
         protocol, shell_id = self._ensure_shell()
         stdout, stderr = _Lines(stdout_line), _Lines(_Stderr(collector).line)
         command_id: str | None = None
         try:
-            command_id = protocol.run_command(shell_id, command, arguments)
+            try:
+                command_id = protocol.run_command(shell_id, command, arguments)
+            except WSManFaultError as exc:
+                if not reused or exc.wsman_fault_code != OPERATION_QUOTA_FAULT:
+                    raise
+                # The host refused the command before running it (its operations quota spent:
+                # Windows frees a shell's operations only when the shell is deleted): nothing
+                # ran, so a fresh shell takes it, once.
+                self.reset()
+                protocol, shell_id = self._ensure_shell()
+                command_id = protocol.run_command(shell_id, command, arguments)
             if stdin is not None:
                 for start in range(0, len(stdin), STDIN_CHUNK):
                     end = start + STDIN_CHUNK >= len(stdin)
@@ -277,7 +329,7 @@ class WinRSTransport:
                                                     f"{deadline.timeout:g} s; it was stopped")
                 protocol.operation_timeout_sec = deadline.poll_seconds(self.settings.operation_timeout)
                 try:
-                    out, err, exit_code, done = protocol.get_command_output_raw(shell_id, command_id)
+                    out, err, exit_code, done = _receive(protocol, shell_id, command_id)
                 except WinRMOperationTimeoutError:
                     continue  # the long poll ended with nothing to say
                 stdout.feed(out)
@@ -315,8 +367,15 @@ class WinRSTransport:
         except json.JSONDecodeError as exc:
             collector.errors.append(f"{self.host}: step {step} broke the script contract: its result line is not JSON ({exc.msg})")
             return None
+        except RecursionError:
+            collector.errors.append(f"{self.host}: step {step} broke the script contract: its result line nests too deep")
+            return None
         if not isinstance(result, dict):
             collector.errors.append(f"{self.host}: step {step} broke the script contract: its result line is not a JSON object")
+            return None
+        problem = contract_problem(result)
+        if problem:
+            collector.errors.append(f"{self.host}: step {step} broke the script contract: {problem}")
             return None
         return result
 
@@ -339,6 +398,9 @@ class WinRSTransport:
         network = network_error(self.config, exc, what)
         if network is not None:
             return network
-        if isinstance(exc, (WinRMError, ET.ParseError, StopIteration, KeyError, AssertionError)):
+        if isinstance(exc, Unreadable):
+            return TransportError("protocol", f"{self.host}: unreadable WinRS answer while {what}: {exc}")
+        if isinstance(exc, (WinRMError, ET.ParseError, StopIteration, KeyError, AssertionError, binascii.Error,
+                            ValueError, RecursionError)):
             return TransportError("protocol", f"{self.host}: unreadable WinRS answer while {what}: {type(exc).__name__}")
         raise exc

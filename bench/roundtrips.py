@@ -1,0 +1,215 @@
+"""HTTP requests per short script and per ladder rung, counted by the lab, side by side.
+
+    python bench/roundtrips.py [--calls 10] [--json FILE]
+
+Part 1 runs `hostname` and the short step boot-info through wuremote's PSRP and WinRS
+transports (first call, which opens the pool/shell, and warm calls after it) and runs
+`hostname` through raw pywinrm ``Session.run_ps`` and raw pypsrp ``Client.execute_ps``,
+each client on a host of its own so the lab's per-host counter is that client's alone.
+Part 2 runs the real Runner on broken hosts and counts each ladder rung (the repair step
+and the diagnose that follows it), against the same scripts run one by one on a warm pool.
+Requests are counted by the lab's listener; the WS-Man action of each is tallied too, so a
+figure over target says which requests it was made of.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import winrm
+from pypsrp.client import Client
+
+from benchlib import Figure, at_most, info, median, parser, report
+from wuremote.demo import demo_hosts, demo_options
+from wuremote.lab.lab import Endpoint, Lab
+from wuremote.lab.scenarios import MIXED
+from wuremote.scripts import get_script
+from wuremote.transport import TransportSettings, open_transport
+
+TIME_SCALE = 0.001
+LADDER_TIME_SCALE = 0.002  # the demo's: a 20-minute DISM lasts 2.4 s
+SHORT_STEP = "boot-info"
+PSRP_STEP_TARGET = 3  # Command, Receive, Signal on a warm pool
+WINRS_STEP_TARGET = 4  # Command, Send (stdin), Receive, Signal on a warm shell
+RUNG_SCENARIOS = ("corrupt-download-cache", "clock-skew", "av-interference")
+_ACTION = re.compile(rb"<[\w:]*Action[^>]*>[^<]*/([A-Za-z]+)</[\w:]*Action>")
+
+
+class Tally:
+    """Counts a lab host's requests by WS-Man action (Create, Command, Send, Receive, Signal, Delete)."""
+
+    def __init__(self, lab: Lab, name: str) -> None:
+        self.lab = lab
+        self.name = name
+        self.actions: Counter[str] = Counter()
+        listener = lab.hosts[name].listener
+        inner = listener.handler
+
+        async def counting(request: Any, user: str) -> Any:
+            match = _ACTION.search(request.body[:4096])
+            self.actions[match.group(1).decode() if match else "other"] += 1
+            return await inner(request, user)
+
+        lab.call(lambda: setattr(listener, "handler", counting))
+
+    @property
+    def total(self) -> int:
+        return self.lab.requests_served(self.name)
+
+    def measure(self, call: Callable[[], Any]) -> tuple[int, str]:
+        """Requests `call` made, and which actions they were."""
+        before_total, before = self.total, Counter(self.actions)
+        call()
+        spent = self.actions - before
+        return self.total - before_total, "+".join(f"{k}x{v}" if v > 1 else k for k, v in sorted(spent.items()))
+
+
+def raw_pywinrm(endpoint: Endpoint) -> winrm.Session:
+    session = winrm.Session(endpoint.url, auth=(endpoint.username, endpoint.password), transport="basic",
+                            server_cert_validation="validate", ca_trust_path=endpoint.ca_file,
+                            operation_timeout_sec=2, read_timeout_sec=6)
+    return session
+
+
+def raw_pypsrp(endpoint: Endpoint) -> Client:
+    return Client(endpoint.address, port=endpoint.port, username=endpoint.username, password=endpoint.password,
+                  ssl=True, auth="basic", cert_validation=endpoint.ca_file, operation_timeout=2, read_timeout=6,
+                  connection_timeout=5, reconnection_retries=0)
+
+
+def clients_side_by_side(calls: int) -> tuple[list[Figure], list[str]]:
+    figures: list[Figure] = []
+    lines: list[str] = []
+    settings = TransportSettings.fast()
+    with Lab(hosts=4, scenario="healthy", time_scale=TIME_SCALE) as lab:
+        hosts = demo_hosts(lab)
+        for host, transport, target in ((hosts[0], "psrp", PSRP_STEP_TARGET), (hosts[1], "winrm", WINRS_STEP_TARGET)):
+            tally = Tally(lab, host.name)
+            client = open_transport(replace(host, transport=transport), settings)
+            label = "PSRP" if transport == "psrp" else "WinRS"
+            try:
+                first, first_actions = tally.measure(lambda: client.run_command("hostname", timeout=10))
+                warm = [tally.measure(lambda: client.run_command("hostname", timeout=10)) for _ in range(calls)]
+                steps = [tally.measure(lambda: client.run_step(get_script(SHORT_STEP), {"RunId": "bench"}, timeout=10))
+                         for _ in range(calls)]
+            finally:
+                client.close()
+            lines += [f"wuremote {label} first hostname (opens the session): {first} = {first_actions}",
+                      f"wuremote {label} warm hostname: {_spread(warm)}",
+                      f"wuremote {label} warm {SHORT_STEP} step: {_spread(steps)}"]
+            figures += [info(f"wuremote {label}: hostname, first call", first, "req"),
+                        info(f"wuremote {label}: hostname, warm", median([n for n, _ in warm]), "req"),
+                        at_most(f"wuremote {label}: short step, warm (median)", median([n for n, _ in steps]), "req", target),
+                        at_most(f"wuremote {label}: short step, warm (max)", max(n for n, _ in steps), "req", target)]
+        endpoints = lab.endpoints
+        session, tally = raw_pywinrm(endpoints[2]), Tally(lab, endpoints[2].name)
+        runs = [tally.measure(lambda: session.run_ps("hostname")) for _ in range(calls)]
+        lines.append(f"raw pywinrm Session.run_ps hostname: {_spread(runs)}")
+        figures.append(info("raw pywinrm Session.run_ps", median([n for n, _ in runs]), "req", "opens a shell per call"))
+        psrp, tally = raw_pypsrp(endpoints[3]), Tally(lab, endpoints[3].name)
+        runs = [tally.measure(lambda: psrp.execute_ps("hostname")) for _ in range(calls)]
+        lines.append(f"raw pypsrp Client.execute_ps hostname: {_spread(runs)}")
+        figures.append(info("raw pypsrp Client.execute_ps", median([n for n, _ in runs]), "req", "opens a pool per call"))
+    return figures, lines
+
+
+def _spread(runs: list[tuple[int, str]]) -> str:
+    """'3 (x9: Command+Receive+Signal), 4 (x1: Command+Receivex2+Signal)' - each count seen, most common first."""
+    seen = Counter(runs)
+    return ", ".join(f"{n} (x{k}: {actions})" for (n, actions), k in seen.most_common())
+
+
+# --- part 2: ladder rungs -------------------------------------------------------------------
+class RungCounter:
+    """A Runner subscriber that reads the lab's counter as each step starts and finishes."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.steps: list[tuple[str, str, int]] = []  # host, step label, requests
+        self._open: dict[str, tuple[str, int]] = {}
+
+    def __call__(self, event: Any) -> None:
+        if event.kind == "step-started":
+            self._open[event.host] = (event.step, self.lab.requests_served(event.host))
+        elif event.kind == "step-finished" and event.host in self._open:
+            step, before = self._open.pop(event.host)
+            self.steps.append((event.host, step, self.lab.requests_served(event.host) - before))
+
+    def rungs(self) -> list[tuple[str, int, int]]:
+        """(rung, requests of the rung's step, requests of the diagnose right after it)."""
+        found = []
+        for (host, step, spent), (host2, after, spent2) in zip(self.steps, self.steps[1:]):
+            if host == host2 and after == "diagnose" and step not in ("diagnose", "lock", "verify"):
+                found.append((step, spent, spent2))
+        return found
+
+
+def rungs_in_a_run(state_dir: Path) -> tuple[list[Figure], list[str]]:
+    figures: list[Figure] = []
+    lines: list[str] = []
+    from wuremote.runner import Runner
+
+    with Lab(hosts=len(MIXED), scenario="mixed", time_scale=LADDER_TIME_SCALE) as lab:
+        chosen = [h for h in demo_hosts(lab) if h.groups[0] in RUNG_SCENARIOS]
+        counter = RungCounter(lab)
+        Runner(chosen, demo_options(state_dir), subscribers=[counter]).run()
+        rungs = counter.rungs()
+        # The same scripts run one by one on a warm pool (the first host, its run over).
+        alone = _alone_costs(lab, chosen[0], {step for step, _, _ in rungs})
+    for step, spent, diag in rungs:
+        one_by_one = alone.get(step)
+        total = spent + diag
+        detached = get_script(step.partition(":")[0]).meta.detached
+        lines.append(f"rung {step}: step {spent} + diagnose {diag} = {total}; one by one on a warm pool: "
+                     f"{one_by_one if one_by_one is not None else 'n/a'}" + (" (detached: polls vary)" if detached else ""))
+        if detached or one_by_one is None:
+            figures.append(info(f"rung {step} (step + diagnose)", total, "req", "detached: polls vary with time"))
+        else:
+            figures.append(Figure(f"rung {step} (step + diagnose)", total, "req", f"< {one_by_one} req (one by one)",
+                                  total < one_by_one))
+    return figures, lines
+
+
+def _alone_costs(lab: Lab, host: Any, rungs: set[str]) -> dict[str, int]:
+    from wuremote.plan import rung_params
+
+    tally = Tally(lab, host.name)
+    client = open_transport(host, TransportSettings.fast())
+    costs: dict[str, int] = {}
+    try:
+        client.run_command("hostname", timeout=10)  # warm the pool
+        for rung in sorted(rungs):
+            script = get_script(rung.partition(":")[0])
+            if script.meta.detached:
+                continue
+            params = {"RunId": "bench-alone", **rung_params(rung, host)}
+            step, _ = tally.measure(lambda: client.run_step(script, params, timeout=30))
+            diag, _ = tally.measure(lambda: client.run_step(get_script("diagnose"), {"RunId": "bench-alone"}, timeout=30))
+            costs[rung] = step + diag
+    finally:
+        client.close()
+    return costs
+
+
+def main() -> None:
+    cli = parser(__doc__.splitlines()[0])
+    cli.add_argument("--calls", type=int, default=10, help="warm calls per client (counts vary when a Receive returns early)")
+    args = cli.parse_args()
+    figures, lines = clients_side_by_side(args.calls)
+    with tempfile.TemporaryDirectory(prefix="wuremote-bench-") as folder:
+        rung_figures, rung_lines = rungs_in_a_run(Path(folder))
+    for line in lines + rung_lines:
+        print("  " + line)
+    report("roundtrips", {"lab_time_scale": TIME_SCALE, "ladder_time_scale": LADDER_TIME_SCALE, "calls": args.calls,
+                          "transport": "TransportSettings.fast() (operation_timeout 1 s)", "auth": "basic over https",
+                          "rung_scenarios": ",".join(RUNG_SCENARIOS)}, figures + rung_figures, args.json)
+
+
+if __name__ == "__main__":
+    main()
