@@ -53,8 +53,8 @@ FRAGMENTS[".cfg"] = FRAGMENTS[""] = FRAGMENTS[".ini"]
 # A password written (badly) in the file: no error message may quote it.
 PASSWORD = "Pw9canary"
 FRAGMENTS[".toml"] += [f'password = "{PASSWORD}', f"password = {PASSWORD}", f'password = ["{PASSWORD}"]']
-FRAGMENTS[".yml"] += [f"      ansible_password: {PASSWORD}", f"      ansible_password: [{PASSWORD}",
-                      f"    ansible_password: {{{PASSWORD}: 1}}"]
+# (Only in value positions: text written where a key goes is quoted back as the unknown key it is.)
+FRAGMENTS[".yml"] += [f"      ansible_password: {PASSWORD}", f"      ansible_password: [{PASSWORD}"]
 FRAGMENTS[".ini"] += [f"web01 ansible_password={PASSWORD}", f"web01 {PASSWORD}", f"web01 ansible_password='{PASSWORD}",
                       f"ansible_password={PASSWORD}"]
 FRAGMENTS[".csv"] += ["name,password", f"web01,{PASSWORD}", f'web01,"{PASSWORD}']

@@ -178,17 +178,6 @@ def test_reboot_cap_per_group_is_never_exceeded(tmp_path) -> None:
     assert most == 1
 
 
-def test_reboot_that_never_returns_fails_that_host_only(tmp_path) -> None:
-    with Lab(scenario="servicing-in-progress", hosts=2, time_scale=LAB_SCALE) as lab:
-        lost = lab.endpoints[0].name
-        lab.call(lambda: setattr(lab.host(lost).state, "reboot_never_returns", True))
-        options = demo_options(tmp_path)
-        options.reboot = replace(options.reboot, shutdown_timeout=1.0, boot_timeout=2.0, probe_timeout=2.0)
-        summary = Runner(demo_hosts(lab), options).run()
-    assert summary.outcomes[lost] == "failed" and "did not come back" in summary.causes[lost]
-    assert summary.outcomes[lab.endpoints[1].name] == "repaired"
-
-
 def test_max_fail_percent_stops_starting_new_hosts(tmp_path) -> None:
     from wuremote.secret import Secret
 

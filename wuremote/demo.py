@@ -95,7 +95,7 @@ def run_demo(state_dir: Path | None = None, transport: str = "psrp", plain: bool
         console.print(f"  {host}  {scenario:30} {summary.outcomes[host]:15} {summary.causes[host]}", markup=False,
                       highlight=False)
     wrong = check_expected(summary, scenarios)
-    console.print(f"artifacts: {summary.run_dir}  (report.json, junit.xml, transcripts/)", markup=False, highlight=False)
+    console.print(f"artifacts: {summary.run_dir}  (report.html, report.json, junit.xml, transcripts/)", markup=False, highlight=False)
     if wrong:
         console.print("[red]demo: these hosts did not end as their scenario should:[/red]")
         for line in wrong:

@@ -615,11 +615,12 @@ def _plan_text(plan: HostPlan) -> str:
 
 
 def _hresults(result: StepResult) -> list[str]:
+    """Failure HRESULTs a step reported (severity bit set); success codes such as 0x00000BC2 are not news."""
     found: list[str] = []
     for source in (json.dumps(result.facts), " ".join(result.messages)):
         for code in _HEX.findall(source):
             code = "0x" + code[2:].upper()
-            if code not in found:
+            if int(code, 16) & 0x80000000 and code not in found:
                 found.append(code)
     return found
 

@@ -126,6 +126,16 @@ class HostProgress:
         return [step.name for step in self.finished if step.ok]
 
 
+@dataclass
+class _Pending:
+    """An event waiting for the group commit that writes it."""
+
+    event: Event
+    data_json: str
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
 def new_run_id() -> str:
     """Sortable by start time (UTC), unique enough with a random tail: 20261126-093700-ab12."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
@@ -152,6 +162,10 @@ class Journal:
             raise JournalError(f"cannot open the journal {self.path}: {exc}; "
                                "choose a writable --state-dir") from exc
         self._lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._pending: list[_Pending] = []
+        self._writing = False
+        self._known_runs: set[str] = set()
 
     # --- writing ---------------------------------------------------------------------------
     def new_run_id(self) -> str:
@@ -162,22 +176,58 @@ class Journal:
                 return run_id
 
     def record(self, event: Event) -> None:
-        """Write one event and commit before returning: the runner acts only after this."""
+        """Write one event and commit before returning: the runner acts only after this.
+
+        Events recorded at the same moment from many threads share one transaction (group
+        commit): the first caller writes everything queued, the others wait for their own
+        event's commit.  A thousand hosts then cost a few commits a moment, not one each.
+        """
         if event.kind not in KINDS:
             raise JournalError(f"unknown event kind {event.kind!r} for run {event.run_id}; known: {', '.join(KINDS)}")
-        data_json = _dumps(event.data, f"{event.kind} event of run {event.run_id}")
-        with self._lock, self._transaction():
-            if event.kind == RUN_STARTED:
-                self._start_run(event)
-            elif self._db.execute("SELECT 1 FROM runs WHERE run_id = ?", (event.run_id,)).fetchone() is None:
-                raise JournalError(f"{event.kind} event for run {event.run_id!r} which has no run-started "
-                                   f"in {self.path}; record run-started first")
-            if event.kind == RUN_FINISHED:
-                status = "interrupted" if event.data.get("interrupted") else "finished"
-                self._db.execute("UPDATE runs SET status = ? WHERE run_id = ?", (status, event.run_id))
-            self._db.execute(
-                "INSERT INTO events (run_id, time, kind, host, step, data_json) VALUES (?, ?, ?, ?, ?, ?)",
-                (event.run_id, event.time, event.kind, event.host, event.step, data_json))
+        item = _Pending(event, _dumps(event.data, f"{event.kind} event of run {event.run_id}"))
+        with self._queue_lock:
+            self._pending.append(item)
+            leader = not self._writing
+            self._writing = True
+        if leader:
+            while True:
+                with self._queue_lock:
+                    batch, self._pending = self._pending, []
+                    if not batch:
+                        self._writing = False
+                        break
+                self._write(batch)
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+
+    def _write(self, batch: list[_Pending]) -> None:
+        try:
+            with self._lock, self._transaction():
+                for item in batch:
+                    event = item.event
+                    if event.kind == RUN_STARTED:
+                        self._start_run(event)
+                        self._known_runs.add(event.run_id)
+                    elif event.run_id not in self._known_runs:
+                        if self._db.execute("SELECT 1 FROM runs WHERE run_id = ?", (event.run_id,)).fetchone() is None:
+                            item.error = JournalError(f"{event.kind} event for run {event.run_id!r} which has no "
+                                                      f"run-started in {self.path}; record run-started first")
+                            continue
+                        self._known_runs.add(event.run_id)
+                    if event.kind == RUN_FINISHED:
+                        status = "interrupted" if event.data.get("interrupted") else "finished"
+                        self._db.execute("UPDATE runs SET status = ? WHERE run_id = ?", (status, event.run_id))
+                    self._db.execute(
+                        "INSERT INTO events (run_id, time, kind, host, step, data_json) VALUES (?, ?, ?, ?, ?, ?)",
+                        (event.run_id, event.time, event.kind, event.host, event.step, item.data_json))
+        except BaseException as exc:  # noqa: BLE001 - every waiter hears why its event was not written
+            error = exc if isinstance(exc, JournalError) else JournalError(f"cannot write to the journal {self.path}: {exc}")
+            for item in batch:
+                item.error = item.error or error
+        finally:
+            for item in batch:
+                item.done.set()
 
     def _start_run(self, event: Event) -> None:
         plan_json = _dumps(event.data.get("plan", {}), f"plan of run {event.run_id}")

@@ -9,7 +9,9 @@ comparison (not "the port answers again") is what says the host really restarted
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
@@ -22,7 +24,7 @@ from .transport.base import Transport, TransportError
 class RebootSettings:
     """Seconds for each phase; ``poll_interval`` caps the backoff between probes."""
 
-    poll_interval: float = 5.0
+    poll_interval: float = 1.0
     shutdown_timeout: float = 600.0
     boot_timeout: float = 1200.0
     readiness_timeout: float = 300.0
@@ -73,9 +75,25 @@ def _retrying(timeout: float, settings: RebootSettings) -> Retrying:
     )
 
 
+@contextmanager
+def _one_try_per_probe(transport: Transport) -> Iterator[None]:
+    """While waiting for a host, each probe opens once: the wait's own backoff paces the retries,
+    so a host that is back is seen at the next probe, not after the transport's retry sleeps."""
+    settings = getattr(transport, "settings", None)
+    if settings is None or not hasattr(settings, "open_retries"):
+        yield
+        return
+    transport.settings = replace(settings, open_retries=0)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        transport.settings = settings  # type: ignore[attr-defined]
+
+
 def _probe(transport: Transport, run_id: str, settings: RebootSettings) -> str:
     try:
-        return read_boot(transport, run_id, settings.probe_timeout)[0]
+        with _one_try_per_probe(transport):
+            return read_boot(transport, run_id, settings.probe_timeout)[0]
     except TransportError as exc:
         if exc.kind in ("auth", "tls"):
             raise RebootError("boot", str(exc)) from None

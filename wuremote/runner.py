@@ -73,8 +73,8 @@ class Runner:
     # --- events -------------------------------------------------------------------------
     def emit(self, kind: str, host: str | None = None, step: str | None = None, **data: Any) -> None:
         event = Event(kind, self.run_id, host, step, data)
+        self.journal.record(event)  # committed before anyone acts on it (group commit across hosts)
         with self._lock:
-            self.journal.record(event)  # before anyone acts on it
             self._events.append(event)
         for subscriber in self.subscribers:
             try:

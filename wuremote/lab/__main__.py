@@ -8,11 +8,10 @@ import sys
 import threading
 from pathlib import Path
 
-from .lab import Lab, LabError
-from .scenarios import BUILTIN, ScenarioError
-
 
 def build_parser(prog: str = "python -m wuremote.lab") -> argparse.ArgumentParser:
+    from .scenarios import BUILTIN
+
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Start emulated Windows hosts on loopback that answer WinRM (WinRS and PSRP) like real ones.",
@@ -41,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .lab import Lab, LabError
+    from .scenarios import ScenarioError
+
     if args.hosts is not None and args.hosts < 1:
         print(f"wuremote lab: --hosts must be at least 1, got {args.hosts}", file=sys.stderr)
         return 2

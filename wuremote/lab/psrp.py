@@ -203,7 +203,8 @@ class PSRPService:
                 await pipe.run.wait(3600)
                 for record in pipe.run.take():
                     self._emit(pool, pipe, record)
-                self._flush(pool)
+                if not pipe.run.drained:  # the last output goes out with the final state, in one Receive as Windows does
+                    self._flush(pool)
             await work
             self._finish(pool, pipe)
         except asyncio.CancelledError:
