@@ -26,12 +26,11 @@ from typing import Any
 
 from .events import (HOST_FINISHED, HOST_STARTED, KINDS, REBOOT_FINISHED, REBOOT_STARTED, RUN_FINISHED, RUN_STARTED,
                      STEP_FINISHED, STEP_STARTED, Event)
+from .plan import RESTORES  # a pausing step that succeeded owes its restore until the restore succeeds
 from .secret import Secret
 
 JOURNAL_FILE = "journal.sqlite3"
 
-#: a pausing step that succeeded owes its restore until the restore succeeds
-RESTORES = {"av-pause": "av-resume", "clean-boot": "clean-boot-restore"}
 #: exit codes of a step that did what it was asked (3010: and wants a reboot)
 OK_EXIT_CODES = (0, 3010)
 
