@@ -91,7 +91,7 @@ def test_ctrl_c_runs_owed_restores_and_exits_130(av_lab, tmp_path) -> None:
     assert {p.outcome for p in progress.values()} <= {"interrupted", "repaired"}
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
 def test_kill_9_at_a_random_moment_then_resume_completes(av_lab, tmp_path, seed) -> None:
     lab, inventory, env = av_lab
     state = tmp_path / "state"

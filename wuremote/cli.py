@@ -237,7 +237,10 @@ def _resume(args: argparse.Namespace) -> int:
         hosts = hosts_from_snapshot(run.inventory, environ=os.environ, prompt=_prompt)
     except InventoryError as exc:
         raise UsageError(str(exc)) from None
-    options = RunOptions(command=run.command, forks=args.forks, state_dir=args.state_dir)
+    stored = run.options or {}
+    options = RunOptions(command=run.command, forks=args.forks, state_dir=args.state_dir,
+                         max_fail_percent=float(stored.get("max_fail_percent", 100.0)),
+                         host_timeout=float(stored.get("host_timeout", 6 * 3600.0)))
     subscribers, live = _views(args, [h.name for h in hosts])
     runner = Runner(hosts, options, subscribers=subscribers, run_id=args.run_id, resume=progress)
     return _execute(runner, live, args)

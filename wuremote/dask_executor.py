@@ -80,7 +80,7 @@ class DaskExecutor:
 
     def submit(self, fn: Any, host: HostConfig) -> Future[tuple[str, str]]:
         """Run ``host``'s walk on a worker of its site; the future resolves when its last event is in."""
-        from .runner import host_snapshot, orphan_sessions
+        from .runner import host_snapshot
 
         done: Future[tuple[str, str]] = Future()
         with self._lock:
@@ -90,7 +90,7 @@ class DaskExecutor:
             "options": self.runner.options,
             "host": host_snapshot(host),
             "progress": self.runner.resume.get(host.name),
-            "orphans": orphan_sessions(list(self.runner._events)).get(host.name, []),
+            "orphans": self.runner.take_orphans(host.name),
             "queue": self.queue_name,
             "cancel": self.cancel_name,
             "reboot_cap": host.reboot_group_cap,

@@ -62,7 +62,6 @@ class Runner:
         self._cancel = threading.Event()
         self._stop_new = threading.Event()
         self._lock = threading.Lock()
-        self._events: list[Event] = []
         self._reboot_slots: dict[str, threading.BoundedSemaphore] = {}
         self.orphans: dict[str, list[str]] = {}  # host -> pools/shells a stopped controller left open
         for host in hosts:
@@ -74,8 +73,6 @@ class Runner:
     def emit(self, kind: str, host: str | None = None, step: str | None = None, **data: Any) -> None:
         event = Event(kind, self.run_id, host, step, data)
         self.journal.record(event)  # committed before anyone acts on it (group commit across hosts)
-        with self._lock:
-            self._events.append(event)
         for subscriber in self.subscribers:
             try:
                 subscriber(event)
@@ -116,9 +113,9 @@ class Runner:
     # --- the run ------------------------------------------------------------------------
     def run(self) -> RunSummary:
         self.run_dir.path.mkdir(parents=True, exist_ok=True)
-        previous = self.journal.events(self.run_id) if self.resume else []
-        self._events.extend(previous)
-        self.orphans = orphan_sessions(previous)
+        # Events live in the journal only (a thousand hosts' facts stay out of memory); the
+        # report is built from it at the end.
+        self.orphans = orphan_sessions(self.journal.events(self.run_id)) if self.resume else {}
         self.emit(ev.RUN_STARTED, command="resume" if self.resume else self.options.command,
                   hosts=[h.name for h in self.hosts], inventory=[host_snapshot(h) for h in self.hosts],
                   options=self.options.snapshot(), version=_version())
@@ -165,7 +162,7 @@ class Runner:
         interrupted = self.cancelled
         exit_code = 130 if interrupted else (0 if all(o in ENDED_WELL for o in outcomes.values()) else 1)
         self.emit(ev.RUN_FINISHED, exit_code=exit_code, counts=summary_counts, interrupted=interrupted)
-        report_json, junit_xml = write_report(self.run_dir, list(self._events))
+        report_json, junit_xml = write_report(self.run_dir, self.journal.events(self.run_id))
         self.journal.close()
         return RunSummary(self.run_id, outcomes, causes, self.run_dir.path, report_json, junit_xml, interrupted)
 

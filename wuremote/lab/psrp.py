@@ -201,6 +201,7 @@ class PSRPService:
         try:
             while not pipe.run.drained:
                 await pipe.run.wait(3600)
+                await asyncio.sleep(0)  # a script that ends right after its last output ends in this same answer
                 for record in pipe.run.take():
                     self._emit(pool, pipe, record)
                 if not pipe.run.drained:  # the last output goes out with the final state, in one Receive as Windows does
