@@ -143,3 +143,23 @@ def edit_one_byte(payload: str) -> str:
     edited = payload[:i] + payload[i].swapcase() + payload[i + 1:]
     assert len(edited.encode()) == len(payload.encode()) and edited != payload
     return edited
+
+
+# --- what the lab received ------------------------------------------------------------------
+@pytest.fixture
+def received(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every wuremote payload the lab recognised (a models.Known: its text and bound parameters), both transports."""
+    from wuremote.lab import models
+
+    seen: list[Any] = []
+    for name in ("recognize_psrp", "recognize_winrs"):
+        original = getattr(models, name)
+
+        def spy(*args: Any, _original: Any = original) -> Any:
+            known = _original(*args)
+            if known is not None:
+                seen.append(known)
+            return known
+
+        monkeypatch.setattr(models, name, spy)
+    return seen

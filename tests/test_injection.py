@@ -59,23 +59,6 @@ def healthy_lab() -> Iterator[Lab]:
         yield running
 
 
-@pytest.fixture
-def received(monkeypatch: pytest.MonkeyPatch) -> list[models.Known]:
-    """Every step payload the lab recognised, with the parameters bound to it (both transports)."""
-    seen: list[models.Known] = []
-    for name in ("recognize_psrp", "recognize_winrs"):
-        original = getattr(models, name)
-
-        def spy(*args: Any, _original: Any = original) -> Any:
-            known = _original(*args)
-            if known is not None:
-                seen.append(known)
-            return known
-
-        monkeypatch.setattr(models, name, spy)
-    return seen
-
-
 def options(state_dir: Path, command: str = "repair") -> RunOptions:
     return RunOptions(command=command, forks=32, state_dir=state_dir, poll_interval=0.05, time_scale=LAB_SCALE * 100,
                       host_timeout=120.0, transport=PATIENT,

@@ -110,23 +110,6 @@ def assert_exception_clean(what: str, exc: BaseException) -> None:
     assert_objects_clean(what, exc)
 
 
-@pytest.fixture
-def received(monkeypatch: pytest.MonkeyPatch) -> list[models.Known]:
-    """Every step payload the lab recognised, with the parameters it bound (both transports)."""
-    seen: list[models.Known] = []
-    for name in ("recognize_psrp", "recognize_winrs"):
-        original = getattr(models, name)
-
-        def spy(*args: Any, _original: Any = original) -> Any:
-            known = _original(*args)
-            if known is not None:
-                seen.append(known)
-            return known
-
-        monkeypatch.setattr(models, name, spy)
-    return seen
-
-
 @pytest.fixture(scope="module")
 def canary_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     spec = tmp_path_factory.mktemp("lab") / "fleet.toml"

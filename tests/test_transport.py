@@ -13,7 +13,6 @@ from pypsrp.host import PSHost
 from pypsrp.powershell import PowerShell
 
 from wuremote.inventory import HostConfig
-from wuremote.lab import models
 from wuremote.lab.lab import Endpoint, Lab
 from wuremote.scripts import get_script
 from wuremote.secret import Secret
@@ -91,19 +90,7 @@ def test_boot_info_result_exit_code_and_live_streams(tlab: Lab, connect: Any, ki
 
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
-def test_parameters_reach_the_host_only_as_data(tlab: Lab, connect: Any, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The lab has no record of what it received, so its recognisers are wrapped to look."""
-    received: list[models.Known] = []
-    for name in ("recognize_psrp", "recognize_winrs"):
-        original = getattr(models, name)
-
-        def spy(*args: Any, _original: Any = original) -> Any:
-            known = _original(*args)
-            if known is not None:
-                received.append(known)
-            return known
-
-        monkeypatch.setattr(models, name, spy)
+def test_parameters_reach_the_host_only_as_data(tlab: Lab, connect: Any, kind: str, received: list[Any]) -> None:
     hostile = "it's \"quoted\" $(Restart-Computer -Force); `whoami` & del C:\\*\nsecond line ünïcødé ✓ 日本"
     script = get_script("boot-info")
     result = connect(tlab.endpoints[0], kind).run_step(script, {"RunId": hostile}, timeout=10)

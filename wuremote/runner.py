@@ -175,8 +175,12 @@ class Runner:
         return ThreadPoolExecutor(max_workers=max(1, self.options.forks), thread_name_prefix="wuremote-host")
 
     def _host(self, host: HostConfig) -> tuple[str, str]:
-        job = HostJob(self, host, self.resume.get(host.name))
-        return job.run()
+        try:
+            return HostJob(self, host, self.resume.get(host.name)).run()
+        except Exception as exc:  # noqa: BLE001 - a bug in one host's cleanup must not end the run for the others
+            cause = f"internal error: {type(exc).__name__}: {exc}"
+            self.emit(ev.HOST_FINISHED, host.name, outcome="failed", cause=cause, steps_run=0, reboots=0)
+            return "failed", cause
 
 
 def orphan_sessions(events: list[Event]) -> dict[str, list[str]]:
