@@ -117,7 +117,7 @@ def test_refused_host_is_unreachable_after_bounded_retries_and_others_go_on(flee
 @TRANSPORTS
 def test_reset_mid_receive_is_survived_without_a_side_effect_twice(fleet: Any, transport: str) -> None:
     lab, summary, events = fleet(transport, {"scenario": "corrupt-download-cache", "name": "flaky",
-                                             "faults": {"reset_receive_every": 5}})
+                                             "faults": {"reset_receive_every": 7}})
     assert injected(lab, "flaky01").get("reset", 0) >= 1
     assert summary.outcomes["flaky01"] == "repaired", summary.causes["flaky01"]
     no_side_effect_twice(lab, "flaky01", events)

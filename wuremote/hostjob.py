@@ -32,7 +32,7 @@ HEALTHY, REPAIRED = "healthy", "repaired"
 ENDED_WELL = (HEALTHY, REPAIRED, "planned", "checked")
 ROLE_FACTS = {"domain_controller": "domain-controller", "cluster_node": "cluster-node", "hyperv_host": "hyperv-host"}
 _HEX = re.compile(r"0x[0-9A-Fa-f]{8}")
-STEP_RETRIES = 2  # fresh connections an idempotent step gets after losing its own
+STEP_RETRIES = 4  # fresh connections an idempotent step gets after losing its own (a flaky network loses several)
 _NO_BOOT = "(unknown)"  # a boot time no host reports: wait_until_back returns the first one it reads
 
 
