@@ -61,7 +61,7 @@ def test_port_in_use_is_reported(tmp_path: Path) -> None:
 
 
 def test_lab_writes_state_and_inventory_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
-    state_file = tmp_path / "lab.json"
+    state_file = tmp_path / "not-yet" / "lab.json"  # its folder is created
     process = subprocess.Popen(
         [*LAB, "--hosts", "2", "--scenario", "clock-skew", "--state-file", str(state_file), "--seed", "7"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

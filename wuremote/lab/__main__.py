@@ -50,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
         print("wuremote lab: --sealed-only goes with --http (over HTTPS, TLS already encrypts)", file=sys.stderr)
         return 2
     try:
+        args.state_file.resolve().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"wuremote lab: cannot create the folder of --state-file {args.state_file} ({exc.strerror}); "
+              "choose a writable path", file=sys.stderr)
+        return 2
+    try:
         lab = Lab(hosts=args.hosts, scenario=args.scenario, time_scale=args.time_scale, http=args.http, seed=args.seed,
                   workdir=args.state_file.resolve().parent, first_port=args.port,
                   allow_unencrypted=False if args.sealed_only else None)
