@@ -9,7 +9,9 @@ workers stream events and artifacts (transcripts, log tails) back through a Dask
 Passwords never travel: a worker reads them from its own environment (``password_env`` or
 ``WUREMOTE_PASSWORD``), from the host settings the journal also keeps.
 
-A worker that dies mid-step is replaced by Dask (``allowed-failures`` bounds how often).
+A worker that dies mid-step is replaced by Dask: the scheduler's ``allowed-failures`` (3 unless
+the scheduler is started with ``DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES``) bounds how often
+one host's unit is started again.
 The unit it was running is safe to start again: detached steps are re-attached by run id
 and never started twice on the host, the lock belongs to the run id, and a re-run first
 runs the restores the host itself records as owed (av-resume, clean-boot-restore: no-ops
@@ -36,8 +38,6 @@ from .options import RunOptions
 if TYPE_CHECKING:  # pragma: no cover
     from .runner import Runner
 
-#: how often Dask may start a unit again after the worker running it died
-ALLOWED_FAILURES = 3
 _CANCEL_CHECK_SECONDS = 1.0
 
 
@@ -52,11 +52,8 @@ class DaskExecutor:
     def __init__(self, runner: Runner) -> None:
         from distributed import Client, Queue, Variable
 
-        import dask
-
         if not runner.options.scheduler:
             raise ValueError("--executor dask needs --scheduler ADDRESS (tcp://host:8786)")
-        dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES})
         self.runner = runner
         self.client = Client(runner.options.scheduler, set_as_default=False)
         tag = f"wuremote-{runner.run_id}-{uuid.uuid4().hex[:8]}"
