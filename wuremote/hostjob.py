@@ -29,7 +29,6 @@ from .window import in_window
 
 # Outcomes a host ends with (report.json, the live view, the exit code).
 HEALTHY, REPAIRED = "healthy", "repaired"
-ENDED_WELL = (HEALTHY, REPAIRED, "planned", "checked")
 ROLE_FACTS = {"domain_controller": "domain-controller", "cluster_node": "cluster-node", "hyperv_host": "hyperv-host"}
 _HEX = re.compile(r"0x[0-9A-Fa-f]{8}")
 STEP_RETRIES = 4  # fresh connections an idempotent step gets after losing its own (a flaky network loses several)

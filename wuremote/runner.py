@@ -11,6 +11,7 @@ completes.  Hosts run on controller threads, or on Dask workers in their sites
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
@@ -20,11 +21,11 @@ from typing import Any
 
 from . import events as ev
 from .events import Event, Subscriber
-from .hostjob import ENDED_WELL, HostJob
+from .hostjob import HostJob
 from .inventory import HostConfig
 from .journal import HostProgress, Journal
 from .options import RunOptions
-from .report import RunDir, write_report
+from .report import ENDED_WELL, RunDir, write_report
 
 __all__ = ["Runner", "RunOptions", "RunSummary", "host_snapshot", "orphan_sessions"]
 
@@ -41,9 +42,14 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        if self.interrupted:
-            return 130
-        return 0 if all(o in ENDED_WELL for o in self.outcomes.values()) else 1
+        return run_exit_code(self.outcomes, self.interrupted)
+
+
+def run_exit_code(outcomes: dict[str, str], interrupted: bool) -> int:
+    """130 interrupted, 0 when every host ended well, else 1 (the CLI's documented codes)."""
+    if interrupted:
+        return 130
+    return 0 if all(o in ENDED_WELL for o in outcomes.values()) else 1
 
 
 class Runner:
@@ -156,12 +162,9 @@ class Runner:
                 reason = "interrupted before it started" if self.cancelled else "not started: --max-fail-percent reached"
                 outcomes[host.name], causes[host.name] = ("interrupted" if self.cancelled else "skipped"), reason
                 self.emit(ev.HOST_FINISHED, host.name, outcome=outcomes[host.name], cause=reason, steps_run=0, reboots=0)
-        summary_counts: dict[str, int] = {}
-        for outcome in outcomes.values():
-            summary_counts[outcome] = summary_counts.get(outcome, 0) + 1
         interrupted = self.cancelled
-        exit_code = 130 if interrupted else (0 if all(o in ENDED_WELL for o in outcomes.values()) else 1)
-        self.emit(ev.RUN_FINISHED, exit_code=exit_code, counts=summary_counts, interrupted=interrupted)
+        self.emit(ev.RUN_FINISHED, exit_code=run_exit_code(outcomes, interrupted),
+                  counts=dict(Counter(outcomes.values())), interrupted=interrupted)
         report_json, junit_xml = write_report(self.run_dir, self.journal.events(self.run_id))
         self.journal.close()
         return RunSummary(self.run_id, outcomes, causes, self.run_dir.path, report_json, junit_xml, interrupted)

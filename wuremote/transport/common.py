@@ -139,6 +139,23 @@ def contract_problem(result: dict[str, Any]) -> str | None:
     return None
 
 
+class HostConnection:
+    """What both transports start from: the host's checked settings, its name, the timeouts.
+
+    The settings are refused here, before any request, when they would send a password in
+    the clear or cannot work (check_config); the repr never shows a credential.
+    """
+
+    def __init__(self, host: HostConfig, settings: TransportSettings | None = None) -> None:
+        check_config(host)
+        self.config = host
+        self.host = host.name
+        self.settings = settings or TransportSettings()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(host={self.host!r}, address={self.config.address!r}, port={self.config.effective_port})"
+
+
 class Unreadable(Exception):
     """An answer that is well-formed HTTP but not what WS-Management sends (missing state, bad base64...)."""
 

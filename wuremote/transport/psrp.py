@@ -45,6 +45,7 @@ from .base import StepResult, StreamCallback, TransportError
 
 PSRP_RESOURCE_URI = "http://schemas.microsoft.com/powershell/Microsoft.PowerShell"
 from .common import (
+    HostConnection,
     Unreadable,
     contract_problem,
     OPERATION_QUOTA_FAULT,
@@ -53,7 +54,6 @@ from .common import (
     Deadline,
     TransportSettings,
     auth_failed,
-    check_config,
     network_error,
     one_line,
     open_with_retries,
@@ -108,19 +108,13 @@ def _is_result(value: Any) -> bool:
     return isinstance(value, dict) and "wuremote_result" in value
 
 
-class PSRPTransport:
+class PSRPTransport(HostConnection):
     """One host over PSRP; used by one thread at a time (many transports run side by side)."""
 
     def __init__(self, host: HostConfig, settings: TransportSettings | None = None) -> None:
-        check_config(host)
-        self.config = host
-        self.host = host.name
-        self.settings = settings or TransportSettings()
+        super().__init__(host, settings)
         self._pshost = PSHost(None, None, False, "wuremote", None, None, "1.0")
         self._pool: RunspacePool | None = None
-
-    def __repr__(self) -> str:
-        return f"PSRPTransport(host={self.host!r}, address={self.config.address!r}, port={self.config.effective_port})"
 
     # --- the protocol ---------------------------------------------------------------------
     def run_step(self, script: StepScript, params: dict[str, Any], *, timeout: float,

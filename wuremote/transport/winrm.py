@@ -40,6 +40,7 @@ from ..inventory import HostConfig
 from ..scripts import StepScript, scripts_dir
 from .base import StepResult, StreamCallback, TransportError
 from .common import (
+    HostConnection,
     Unreadable,
     contract_problem,
     OPERATION_QUOTA_FAULT,
@@ -49,7 +50,6 @@ from .common import (
     Deadline,
     TransportSettings,
     auth_failed,
-    check_config,
     network_error,
     one_line,
     open_with_retries,
@@ -180,19 +180,13 @@ class _Stderr:
             self.collector.error(block.replace("\r\n", "\n"), "stderr")
 
 
-class WinRSTransport:
+class WinRSTransport(HostConnection):
     """One host over WinRS; used by one thread at a time (many transports run side by side)."""
 
     def __init__(self, host: HostConfig, settings: TransportSettings | None = None) -> None:
-        check_config(host)
-        self.config = host
-        self.host = host.name
-        self.settings = settings or TransportSettings()
+        super().__init__(host, settings)
         self._protocol: winrm.Protocol | None = None
         self._shell_id: str | None = None
-
-    def __repr__(self) -> str:
-        return f"WinRSTransport(host={self.host!r}, address={self.config.address!r}, port={self.config.effective_port})"
 
     # --- the protocol ---------------------------------------------------------------------
     def run_step(self, script: StepScript, params: dict[str, Any], *, timeout: float,
