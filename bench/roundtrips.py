@@ -29,7 +29,7 @@ from benchlib import Figure, at_most, info, median, parser, report
 from wuremote.demo import demo_hosts, demo_options
 from wuremote.lab.lab import Endpoint, Lab
 from wuremote.lab.scenarios import MIXED
-from wuremote.scripts import get_script
+from wuremote.contract.scripts import get_script
 from wuremote.transport import TransportSettings, open_transport
 
 TIME_SCALE = 0.001

@@ -135,7 +135,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: flo
 
 def edit_one_byte(payload: str) -> str:
     """The payload with one letter of the step script (just after its header) changed in case."""
-    from wuremote.scripts import HEADER_END
+    from wuremote.contract.scripts import HEADER_END
 
     i = payload.index(HEADER_END) + len(HEADER_END)
     while not payload[i].isascii() or not payload[i].isalpha():

@@ -2,7 +2,7 @@
 
 Rules (each finding names its rule, line and what to write instead):
 
-  header          a step script starts with a metadata header wuremote.scripts can parse
+  header          a step script starts with a metadata header wuremote.contract.scripts can parse
   cmdletbinding   the script's param() block carries [CmdletBinding()]
   params          every script parameter is typed; [string]$RunId and [string]$ResultMarker exist
   prelude         a step script has the '# wuremote-prelude' line after param();
@@ -31,7 +31,7 @@ from pathlib import Path
 import tree_sitter_powershell
 from tree_sitter import Language, Node, Parser
 
-from wuremote.scripts import PRELUDE_PLACEHOLDER, ScriptHeaderError, parse_header
+from wuremote.contract.scripts import PRELUDE_PLACEHOLDER, ScriptHeaderError, parse_header
 
 ALIASES = frozenset(
     a.lower()

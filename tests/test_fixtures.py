@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from wuremote.hresult import NOT_A_REPAIR_STEP, lookup
-from wuremote.scripts import load_scripts
+from wuremote.contract.hresult import NOT_A_REPAIR_STEP, lookup
+from wuremote.contract.scripts import load_scripts
 
 FIXTURES = Path(__file__).resolve().parent.parent / "wuremote" / "lab" / "fixtures"
 SCENARIOS = [

@@ -34,7 +34,7 @@ from wuremote.lab.lab import Lab
 from wuremote.lab.service import WSManService
 from wuremote.runner import Runner, RunOptions, RunSummary
 from wuremote.secret import Secret
-from wuremote.scripts import get_script
+from wuremote.contract.scripts import get_script
 from wuremote.transport import TransportError, TransportSettings, open_transport
 from wuremote.transport.base import OUTPUT_CAP_BYTES
 from wuremote.ui import PlainView

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from wuremote.hresult import CATEGORIES, KNOWN, NOT_A_REPAIR_STEP, HResult, codes_in, describe, lookup, normalize
-from wuremote.scripts import load_scripts
+from wuremote.contract.hresult import CATEGORIES, KNOWN, NOT_A_REPAIR_STEP, HResult, codes_in, describe, lookup, normalize
+from wuremote.contract.scripts import load_scripts
 
 ISSUE_CODES = [
     0x80070002, 0x80070003, 0x80070005, 0x8024402C, 0x80244022, 0x80240034, 0x8024002E,

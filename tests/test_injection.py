@@ -25,7 +25,7 @@ from wuremote.lab import models
 from wuremote.lab.lab import Lab
 from wuremote.reboot import RebootSettings
 from wuremote.runner import Runner, RunOptions
-from wuremote.scripts import load_scripts
+from wuremote.contract.scripts import load_scripts
 from wuremote.secret import Secret
 from wuremote.transport import TransportSettings
 

@@ -19,7 +19,7 @@ from pypsrp.powershell import PowerShell, RunspacePool
 from wuremote.lab.agent import AgentOutcome, agent_outcome
 from wuremote.lab.host import HostState, Service, default_services
 from wuremote.lab.lab import Endpoint, Lab
-from wuremote.scripts import get_script, sha256_text
+from wuremote.contract.scripts import get_script, sha256_text
 
 from conftest import edit_one_byte, psrp_client, psrp_pool, wait_for
 

@@ -19,7 +19,7 @@ from pypsrp.complex_objects import GenericComplexObject
 from pypsrp.host import PSHost
 from pypsrp.powershell import PowerShell, RunspacePool
 
-from wuremote import scripts
+from wuremote.contract import scripts
 from wuremote.lab.lab import Lab
 
 from conftest import psrp_wsman, winrm_protocol

@@ -11,7 +11,7 @@ from pypsrp.complex_objects import PSInvocationState
 from pypsrp.host import PSHost
 from pypsrp.powershell import PowerShell
 
-from wuremote import scripts
+from wuremote.contract import scripts
 from wuremote.lab.lab import Endpoint, Lab
 
 from conftest import edit_one_byte, psrp_client, psrp_pool

@@ -21,7 +21,7 @@ from pypsrp.complex_objects import GenericComplexObject
 from pypsrp.host import PSHost
 from pypsrp.powershell import PowerShell, RunspacePool
 
-from wuremote import scripts
+from wuremote.contract import scripts
 from wuremote.lab.host import GIB, HostState
 from wuremote.lab.lab import Lab
 from wuremote.lab.scenarios import FIXTURE_SCENARIOS, fixture

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 import requests
 
-from wuremote import scripts
+from wuremote.contract import scripts
 from wuremote.lab.lab import Endpoint, Lab
 
 from conftest import edit_one_byte, port_open, wait_for, winrm_protocol, winrm_session

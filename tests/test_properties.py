@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from wuremote.inventory import AUTHS, TRANSPORTS, InventoryError, load_inventory
 from wuremote.report import safe_name
-from wuremote.scripts import (HEADER_END, HEADER_START, PRELUDE_PLACEHOLDER, REBOOT_VALUES, ScriptHeaderError,
+from wuremote.contract.scripts import (HEADER_END, HEADER_START, PRELUDE_PLACEHOLDER, REBOOT_VALUES, ScriptHeaderError,
                               ScriptMeta, inline_prelude, parse_header, split_payload)
 
 FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pslint import syntax_errors
 
-from wuremote.scripts import load_scripts, prelude_text
+from wuremote.contract.scripts import load_scripts, prelude_text
 
 ROOT = Path(__file__).resolve().parent.parent
 PS_FILES = sorted((ROOT / "ps_scripts").glob("*.ps1")) + sorted((ROOT / "tests" / "ps").glob("*.ps1"))

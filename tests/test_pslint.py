@@ -8,7 +8,7 @@ import pytest
 from pslint import lint_file, lint_prelude, lint_step_script, lint_syntax_rules
 from test_ps_parse import runner_text
 
-from wuremote.scripts import load_scripts
+from wuremote.contract.scripts import load_scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "ps_scripts").glob("*.ps1"))

@@ -14,7 +14,7 @@ from wuremote.events import (HOST_FINISHED, HOST_MESSAGE, HOST_STARTED, REBOOT_F
                              RUN_STARTED, STEP_FINISHED, STEP_STARTED, Event)
 from wuremote.journal import Journal
 from wuremote.report import RunDir, build_report, render_text, safe_name, write_report, write_transcript
-from wuremote.transport.base import StepResult, StreamRecord
+from wuremote.contract import StepResult, StreamRecord
 
 RUN = "20261126-093700-ab12"
 T0 = 1_795_685_820.0  # 2026-11-26T09:37:00Z

@@ -14,7 +14,7 @@ from pypsrp.powershell import PowerShell
 
 from wuremote.inventory import HostConfig
 from wuremote.lab.lab import Endpoint, Lab
-from wuremote.scripts import get_script
+from wuremote.contract.scripts import get_script
 from wuremote.secret import Secret
 from wuremote.transport import StreamRecord, Transport, TransportError, TransportSettings, open_transport
 from wuremote.transport.psrp import progress_text, to_plain

@@ -23,7 +23,7 @@ _EXPORTS = {
     "Runner": "runner", "RunOptions": "runner", "RunSummary": "runner",
     "HostConfig": "inventory", "Inventory": "inventory", "InventoryError": "inventory", "load_inventory": "inventory",
     "Event": "events", "Secret": "secret", "RebootSettings": "reboot",
-    "StepResult": "transport.base", "TransportError": "transport.base",
+    "StepResult": "contract", "TransportError": "transport.base",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

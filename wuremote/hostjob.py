@@ -22,9 +22,10 @@ from .options import RunOptions
 from .plan import RESTORES, HostPlan, PlannedStep, is_done, plan_host, rung_params
 from .reboot import RebootError, read_boot, reboot, wait_until_back
 from .report import render_transcript, safe_name, transcript_name
-from .scripts import StepScript, get_script, sha256_text
+from .contract.scripts import StepScript, get_script, sha256_text
 from .transport import open_transport
-from .transport.base import StepResult, StreamRecord, Transport, TransportError
+from .contract import StepResult, StreamRecord
+from .transport.base import Transport, TransportError
 from .window import in_window
 
 # Outcomes a host ends with (report.json, the live view, the exit code).

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import hresult
+from .contract import hresult
 from .inventory import HostConfig
 
 # The ladder, gentlest first (design.md section 3).  Opt-in rungs run only when named.

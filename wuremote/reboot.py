@@ -16,7 +16,7 @@ from typing import Any
 
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
-from .scripts import get_script
+from .contract.scripts import get_script
 from .transport.base import Transport, TransportError
 
 

@@ -20,11 +20,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import hresult
+from .contract import hresult
 from .events import (HOST_FINISHED, HOST_MESSAGE, HOST_STARTED, REBOOT_FINISHED, REBOOT_STARTED, RUN_FINISHED,
                      RUN_STARTED, STEP_FINISHED, STEP_STARTED, Event)
 from .report_html import render_html
-from .transport.base import StepResult
+from .contract import StepResult
 
 SCHEMA_VERSION = 1
 ENDED_WELL = ("healthy", "repaired", "planned", "checked")  # outcomes a CI job counts as success

@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ..scripts import load_scripts
+from ..contract.scripts import load_scripts
 from . import wsman
 from .host import Host
 from .wsman import Request, WSManFault

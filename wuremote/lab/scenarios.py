@@ -41,7 +41,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .. import hresult
+from ..contract import hresult
 from .faults import FaultPlan, FaultPlanError
 from .host import (BITS_DOWNLOADER, CATROOT2, DATASTORE, DOWNLOAD, GIB, SOFTWARE_DISTRIBUTION, Antivirus, Folder,
                    HostState, Service, default_services, parse_windows_utc, windows_utc)

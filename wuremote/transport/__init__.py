@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..inventory import HostConfig
-from .base import OUTPUT_CAP_BYTES, StepResult, StreamCallback, StreamRecord, Transport, TransportError
+from ..contract import StepResult, StreamRecord
+from .base import OUTPUT_CAP_BYTES, StreamCallback, Transport, TransportError
 from .common import TransportSettings
 from .psrp import PSRPTransport
 from .winrm import WinRSTransport

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..scripts import StepScript
+from ..contract.result import StepResult, StreamRecord
+from ..contract.scripts import StepScript
 
 # Output kept per step on the controller; the rest is counted and dropped so a host that
 # prints 100 MB cannot exhaust the controller.
@@ -42,55 +42,6 @@ class TransportError(RuntimeError):
 
 # WSManFault codes worth a retry: operation timeout, shell/command not found (lost), quota.
 TRANSIENT_FAULTS = frozenset({2150858793, 2150858843, 2150859173})
-
-
-@dataclass(frozen=True)
-class StreamRecord:
-    """One thing the host said, stamped when the controller received it."""
-
-    time: float  # time.time()
-    stream: str  # output | error | warning | verbose | debug | information | progress | stdout | stderr
-    text: str
-
-
-@dataclass
-class StepResult:
-    """What one script run gave back (Fabric's Result, for a wuremote step)."""
-
-    host: str
-    step: str
-    exit_code: int
-    result: dict[str, Any] | None  # the script's structured result, or None if it broke the contract
-    streams: list[StreamRecord] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)  # error-stream records, rendered
-    started: float = 0.0
-    duration: float = 0.0
-    truncated_bytes: int = 0  # output dropped past OUTPUT_CAP_BYTES
-
-    @property
-    def status(self) -> str:
-        if self.result is not None and isinstance(self.result.get("status"), str):
-            return str(self.result["status"])
-        return "ok" if self.exit_code in (0, 3010) else "failed"
-
-    @property
-    def facts(self) -> dict[str, Any]:
-        facts = (self.result or {}).get("facts")
-        return facts if isinstance(facts, dict) else {}
-
-    @property
-    def messages(self) -> list[str]:
-        messages = (self.result or {}).get("messages")
-        return [str(m) for m in messages] if isinstance(messages, list) else []
-
-    @property
-    def changes(self) -> list[Any]:
-        changes = (self.result or {}).get("changes")
-        return list(changes) if isinstance(changes, list) else []
-
-    @property
-    def reboot_required(self) -> bool:
-        return self.exit_code == 3010 or bool((self.result or {}).get("reboot_required"))
 
 
 # Called for every stream record as it arrives (the live view's progress bar, the transcript).

@@ -29,7 +29,8 @@ import tenacity
 import urllib3.exceptions
 
 from ..inventory import HostConfig
-from .base import OUTPUT_CAP_BYTES, StepResult, StreamCallback, StreamRecord, TransportError, now
+from ..contract import StepResult, StreamRecord
+from .base import OUTPUT_CAP_BYTES, StreamCallback, TransportError, now
 
 T = TypeVar("T")
 

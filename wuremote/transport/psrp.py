@@ -40,8 +40,9 @@ from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import NAMESPACES, SelectorSet, WSMan, WSManAction
 
 from ..inventory import HostConfig
-from ..scripts import StepScript
-from .base import StepResult, StreamCallback, TransportError
+from ..contract.scripts import StepScript
+from ..contract import StepResult
+from .base import StreamCallback, TransportError
 
 PSRP_RESOURCE_URI = "http://schemas.microsoft.com/powershell/Microsoft.PowerShell"
 from .common import (

@@ -37,8 +37,9 @@ from winrm.exceptions import (
 )
 
 from ..inventory import HostConfig
-from ..scripts import StepScript, scripts_dir
-from .base import StepResult, StreamCallback, TransportError
+from ..contract.scripts import StepScript, scripts_dir
+from ..contract import StepResult
+from .base import StreamCallback, TransportError
 from .common import (
     HostConnection,
     Unreadable,

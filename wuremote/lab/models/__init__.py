@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ...scripts import HEADER_START, ScriptHeaderError, ScriptMeta, parse_header, sha256_text, split_payload
+from ...contract.scripts import HEADER_START, ScriptHeaderError, ScriptMeta, parse_header, sha256_text, split_payload
 from ..engine import ErrorInfo, Run, Stop
 from ..host import Host
 

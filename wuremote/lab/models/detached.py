@@ -22,7 +22,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from ...scripts import ScriptHeaderError, parse_header, prelude_text, sha256_text, split_payload
+from ...contract.scripts import ScriptHeaderError, parse_header, prelude_text, sha256_text, split_payload
 from ..engine import Run, Stop
 from ..host import Host, HostState, parse_windows_utc, windows_utc
 from . import MODELS, PRELUDE_SHA256, Known, StepContext, _lab_error, model

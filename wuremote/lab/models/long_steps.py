@@ -19,7 +19,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from ... import hresult
+from ...contract import hresult
 from ..agent import agent_outcome, applicable_kbs, install_hresult, update_title
 from ..engine import ErrorInfo, Stop
 from ..host import HostState, windows_utc

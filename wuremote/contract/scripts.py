@@ -149,7 +149,7 @@ def scripts_dir() -> Traversable:
     try:
         return resources.files("wuremote.ps_scripts")
     except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "ps_scripts"
+        return Path(__file__).resolve().parents[2] / "ps_scripts"
 
 
 def _read(name: str) -> str:
