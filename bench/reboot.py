@@ -19,7 +19,7 @@ from typing import Any
 from benchlib import at_most, info, median, parser, report
 from wuremote.demo import demo_hosts
 from wuremote.lab.lab import Lab
-from wuremote.reboot import RebootSettings, reboot
+from wuremote.engine.reboot import RebootSettings, reboot
 from wuremote.transport import TransportSettings, open_transport
 
 TARGET_S = 2.0

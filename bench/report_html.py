@@ -20,8 +20,8 @@ from typing import Any
 
 from wuremote.demo import demo_hosts, demo_options
 from wuremote.lab.lab import Lab
-from wuremote.report_html import render_html
-from wuremote.runner import Runner
+from wuremote.output.html import render_html
+from wuremote.engine.runner import Runner
 
 ROUNDS = 3
 

@@ -34,6 +34,8 @@ from wuremote.transport import TransportSettings, open_transport
 
 TIME_SCALE = 0.001
 LADDER_TIME_SCALE = 0.002  # the demo's: a 20-minute DISM lasts 2.4 s
+# Short timeouts for the lab on loopback (a 1 s long poll).
+LOOPBACK = TransportSettings(connect_timeout=2.0, operation_timeout=1, read_timeout=4, open_retries=1, backoff=0.01)
 SHORT_STEP = "boot-info"
 PSRP_STEP_TARGET = 3  # Command, Receive, Signal on a warm pool
 WINRS_STEP_TARGET = 4  # Command, Send (stdin), Receive, Signal on a warm shell
@@ -86,7 +88,7 @@ def raw_pypsrp(endpoint: Endpoint) -> Client:
 def clients_side_by_side(calls: int) -> tuple[list[Figure], list[str]]:
     figures: list[Figure] = []
     lines: list[str] = []
-    settings = TransportSettings.fast()
+    settings = LOOPBACK
     with Lab(hosts=4, scenario="healthy", time_scale=TIME_SCALE) as lab:
         hosts = demo_hosts(lab)
         for host, transport, target in ((hosts[0], "psrp", PSRP_STEP_TARGET), (hosts[1], "winrm", WINRS_STEP_TARGET)):
@@ -153,7 +155,7 @@ class RungCounter:
 def rungs_in_a_run(state_dir: Path) -> tuple[list[Figure], list[str]]:
     figures: list[Figure] = []
     lines: list[str] = []
-    from wuremote.runner import Runner
+    from wuremote.engine.runner import Runner
 
     with Lab(hosts=len(MIXED), scenario="mixed", time_scale=LADDER_TIME_SCALE) as lab:
         chosen = [h for h in demo_hosts(lab) if h.groups[0] in RUNG_SCENARIOS]
@@ -177,10 +179,10 @@ def rungs_in_a_run(state_dir: Path) -> tuple[list[Figure], list[str]]:
 
 
 def _alone_costs(lab: Lab, host: Any, rungs: set[str]) -> dict[str, int]:
-    from wuremote.plan import rung_params
+    from wuremote.engine.plan import rung_params
 
     tally = Tally(lab, host.name)
-    client = open_transport(host, TransportSettings.fast())
+    client = open_transport(host, LOOPBACK)
     costs: dict[str, int] = {}
     try:
         client.run_command("hostname", timeout=10)  # warm the pool
@@ -188,7 +190,7 @@ def _alone_costs(lab: Lab, host: Any, rungs: set[str]) -> dict[str, int]:
             script = get_script(rung.partition(":")[0])
             if script.meta.detached:
                 continue
-            params = {"RunId": "bench-alone", **rung_params(rung, host)}
+            params = {"RunId": "bench-alone", **rung_params(rung, host.policy)}
             step, _ = tally.measure(lambda: client.run_step(script, params, timeout=30))
             diag, _ = tally.measure(lambda: client.run_step(get_script("diagnose"), {"RunId": "bench-alone"}, timeout=30))
             costs[rung] = step + diag
@@ -207,7 +209,7 @@ def main() -> None:
     for line in lines + rung_lines:
         print("  " + line)
     report("roundtrips", {"lab_time_scale": TIME_SCALE, "ladder_time_scale": LADDER_TIME_SCALE, "calls": args.calls,
-                          "transport": "TransportSettings.fast() (operation_timeout 1 s)", "auth": "basic over https",
+                          "transport": "loopback settings (operation_timeout 1 s)", "auth": "basic over https",
                           "rung_scenarios": ",".join(RUNG_SCENARIOS)}, figures + rung_figures, args.json)
 
 

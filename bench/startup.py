@@ -20,7 +20,7 @@ from inventory_load import csv_text, ini_text, toml_text, yaml_text
 
 HELP_TARGET_MS = 300.0
 INVENTORY_TARGET_MS = 200.0
-HEAVY = ("pypsrp", "winrm", "rich", "psrpcore", "wuremote.lab.lab", "wuremote.runner")
+HEAVY = ("pypsrp", "winrm", "rich", "psrpcore", "wuremote.lab.lab", "wuremote.engine.runner")
 # Run in the child: --help as the console script does it, then which heavy modules it loaded.
 _PROBE = (
     "import sys\nsys.argv = ['wuremote', '--help']\nfrom wuremote.cli import main\n"

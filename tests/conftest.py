@@ -7,18 +7,34 @@ are short so a lab bug fails a test instead of hanging the suite.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import winrm
+from hypothesis import HealthCheck, settings
 from pypsrp.client import Client
 from pypsrp.powershell import RunspacePool
 from pypsrp.wsman import WSMan
 
+from wuremote.lab.host import Host
 from wuremote.lab.lab import Endpoint, Lab
+
+# --- hypothesis ---------------------------------------------------------------------------
+# CI (CI=true, as .ci/run is run) draws the same examples on every run and every xdist worker,
+# so a red property test is a real finding that reproduces, never a lucky draw; a developer's
+# run keeps exploring new examples (and replays the failures hypothesis saved).
+# HYPOTHESIS_PROFILE=ci|dev picks one by hand.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
+                      or ("ci" if os.environ.get("CI", "").lower() not in ("", "0", "false", "no") else "dev"))
 
 # Short client timeouts: a long poll ends after OPERATION_TIMEOUT seconds with the
 # OperationTimeout fault, and no HTTP read waits longer than READ_TIMEOUT.
@@ -123,14 +139,90 @@ def port_open(endpoint: Endpoint) -> bool:
         return False
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> float:
-    """Poll until `predicate()` is true; returns the time it took, fails the test after `timeout`."""
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.01, what: str = "") -> float:
+    """Poll until `predicate()` is true; returns the time it took, fails the test after `timeout`.
+
+    The one way a test waits for something to happen: the bound is generous (a loaded CI
+    machine is slow, a hang still fails), and no assertion depends on how long it took.
+    """
     start = time.monotonic()
     while not predicate():
         if time.monotonic() - start > timeout:
-            pytest.fail(f"condition not met within {timeout} s")
+            pytest.fail(f"{what or getattr(predicate, '__name__', 'condition')}: not met within {timeout} s")
         time.sleep(interval)
     return time.monotonic() - start
+
+
+class HeldClock:
+    """A lab host's modelled time, held by the test (see `held_clock`)."""
+
+    def __init__(self, lab: Lab, host: Host, when: Callable[[], bool]) -> None:
+        self.lab, self.host, self.when = lab, host, when
+        self.waits: list[float] = []  # modelled seconds of each wait held, in the order they began
+        self._gate = asyncio.Event()
+        self._holding = True
+
+    async def sleep(self, model_seconds: float) -> None:
+        gate = self._gate if self._holding and self.when() else None
+        if gate is not None:
+            self.waits.append(model_seconds)
+        await type(self.host).sleep(self.host, model_seconds)  # the modelled time still passes
+        if gate is not None:
+            await gate.wait()
+
+    def release(self, action: Callable[[], Any] | None = None) -> Any:
+        """End every held wait that has begun (once its modelled time is over); later ones are held
+        again.  `action` runs on the lab's loop in the same step, before any released wait goes on."""
+
+        def release_on_the_loop() -> Any:
+            result = action() if action is not None else None
+            self._gate.set()
+            self._gate = asyncio.Event()
+            return result
+
+        return self.lab.call(release_on_the_loop)
+
+    def stop(self) -> None:
+        def stop_on_the_loop() -> None:
+            self._holding = False
+            self._gate.set()
+
+        self.lab.call(stop_on_the_loop)
+
+
+@contextmanager
+def held_clock(lab: Lab, host: Host, when: Callable[[], bool] = lambda: True) -> Iterator[HeldClock]:
+    """Hold a lab host's modelled time: each wait of its models (a step's duration, a restart's
+    delay, a boot) that begins while `when()` is true (asked on the lab's loop) ends only after
+    its own modelled time AND the test's next `clock.release()`; leaving the block lets all go.
+
+    A test then finds the host mid-way (a restart scheduled, the host down, a step part-done)
+    however slowly it gets there: its steps follow events, never the model's scaled durations.
+    """
+    clock = HeldClock(lab, host, when)
+    host.sleep = clock.sleep  # type: ignore[method-assign]  # Host.sleep: every modelled wait goes through it
+    try:
+        yield clock
+    finally:
+        clock.stop()
+        del host.sleep
+
+
+def in_reboot(host: Host) -> Callable[[], bool]:
+    """`when` for held_clock: the waits of the host's restart (its delay, then its boot) only."""
+    return lambda: asyncio.current_task() is host._reboot_task  # noqa: SLF001 - the model's restart task
+
+
+def refused_port() -> int:
+    """A loopback port that refuses connections for the rest of the test session: bound, never
+    listened on, and kept, so no other test or xdist worker can be handed it meanwhile."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _HELD_PORTS.append(sock)
+    return sock.getsockname()[1]
+
+
+_HELD_PORTS: list[socket.socket] = []
 
 
 def edit_one_byte(payload: str) -> str:
@@ -163,3 +255,13 @@ def received(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
         monkeypatch.setattr(models, name, spy)
     return seen
+
+
+# --- transport settings for the lab on loopback ----------------------------------------------
+def fast_settings(**overrides: Any) -> Any:
+    """TransportSettings with short timeouts for tests against the lab on loopback (one open retry)."""
+    from wuremote.transport import TransportSettings
+
+    values: dict[str, Any] = {"connect_timeout": 2.0, "operation_timeout": 1, "read_timeout": 4,
+                              "open_retries": 1, "backoff": 0.01}
+    return TransportSettings(**{**values, **overrides})

@@ -21,10 +21,11 @@ from wuremote import events as ev
 from wuremote.demo import demo_hosts, demo_options
 from wuremote.events import Event
 from wuremote.lab.lab import Lab
-from wuremote.reboot import RebootSettings
-from wuremote.runner import Runner, RunSummary
+from wuremote.engine.reboot import RebootSettings
+from wuremote.engine.runner import Runner, RunSummary
 from wuremote.secret import Secret
-from wuremote.transport import TransportSettings
+
+from conftest import fast_settings
 
 SCALE = 0.001
 OK = ("healthy", "repaired")
@@ -56,7 +57,7 @@ def fleet(tmp_path: Path) -> Iterator[Any]:
                   http=http, allow_unencrypted=False if http else None)
         labs.append(lab.start())
         hosts = [replace(h, auth=auth, **(hosts_override or {})) for h in demo_hosts(lab, transport)]
-        settings = {"command": "repair", "transport": TransportSettings.fast(), "poll_interval": 0.05,
+        settings = {"command": "repair", "transport": fast_settings(), "poll_interval": 0.05,
                     "reboot": RebootSettings(poll_interval=0.05, shutdown_timeout=10, boot_timeout=10,
                                              readiness_timeout=10, stability_window=0.05, probe_timeout=5)}
         settings.update(options)
@@ -71,13 +72,13 @@ def fleet(tmp_path: Path) -> Iterator[Any]:
 
 
 def started(events: list[Event], host: str, step: str) -> int:
-    return sum(1 for e in events if e.kind == ev.STEP_STARTED and e.host == host and e.step == step)
+    return sum(1 for e in events if isinstance(e, ev.StepStarted) and e.host == host and e.step == step)
 
 
 def failures(events: list[Event], host: str) -> list[str]:
     """Error kinds of the steps that ended without a result."""
-    return [str(e.data.get("error_kind")) for e in events
-            if e.kind == ev.STEP_FINISHED and e.host == host and e.data.get("error_kind")]
+    return [str(e.error_kind) for e in events
+            if isinstance(e, ev.StepFinished) and e.host == host and e.error_kind]
 
 
 def injected(lab: Lab, host: str) -> dict[str, int]:
@@ -91,7 +92,7 @@ def scripts(lab: Lab, host: str) -> list[str]:
 def no_side_effect_twice(lab: Lab, host: str, events: list[Event]) -> None:
     """Restarts match what the controller asked for; a detached step's task never started twice unasked."""
     state = lab.call(lambda: lab.host(host).state)
-    asked = sum(1 for e in events if e.kind == ev.REBOOT_STARTED and e.host == host)
+    asked = sum(1 for e in events if isinstance(e, ev.RebootStarted) and e.host == host)
     assert scripts(lab, host).count("restart") == asked
     assert state.reboots == asked
 
@@ -132,7 +133,7 @@ def test_http_500_fault_code_and_message_reach_the_report_and_are_not_retried(fl
     assert "1726" in cause and "The remote procedure call failed." in cause
     assert "The remote procedure call failed." in report_text(summary)
     assert failures(events, "err01")[0] == "fault"
-    failed_step = next(e.step for e in events if e.kind == ev.STEP_FINISHED and e.host == "err01" and e.data.get("error_kind"))
+    failed_step = next(e.step for e in events if isinstance(e, ev.StepFinished) and e.host == "err01" and e.error_kind)
     assert started(events, "err01", str(failed_step)) == 1  # not retried: the fault is not a transient one
     assert summary.outcomes["ok01"] == "healthy"
 
@@ -197,7 +198,7 @@ def test_operation_timeout_storm_is_polled_through_quietly(fleet: Any, transport
     assert injected(lab, "storm01") == {"operation-timeout": 25}
     assert summary.outcomes["storm01"] == "healthy", summary.causes["storm01"]
     assert failures(events, "storm01") == []
-    assert not [e for e in events if e.kind == ev.HOST_MESSAGE and e.data.get("level") in ("warning", "error")]
+    assert not [e for e in events if isinstance(e, ev.HostMessage) and e.level in ("warning", "error")]
 
 
 # --- shell/pool lost, idle timeout ----------------------------------------------------------
@@ -237,8 +238,8 @@ def test_reboot_mid_detached_step_reports_it_interrupted_and_retries_once(fleet:
                                              "faults": {"reboot_mid_step": "dism"}})
     assert injected(lab, "boot01") == {"reboot-mid-step": 1}
     assert summary.outcomes["boot01"] == "repaired", summary.causes["boot01"]
-    warnings = [e.data["text"] for e in events if e.kind == ev.HOST_MESSAGE and e.host == "boot01"
-                and e.data.get("level") == "warning"]
+    warnings = [e.text for e in events if isinstance(e, ev.HostMessage) and e.host == "boot01"
+                and e.level == "warning"]
     assert any("dism was interrupted" in text for text in warnings)
     assert scripts(lab, "boot01").count("dism") == 2
 

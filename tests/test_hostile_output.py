@@ -32,12 +32,14 @@ from wuremote.lab.engine import Record, Stop
 from wuremote.lab.http import HttpRequest, HttpResponse
 from wuremote.lab.lab import Lab
 from wuremote.lab.service import WSManService
-from wuremote.runner import Runner, RunOptions, RunSummary
+from wuremote.engine.runner import Runner, RunOptions, RunSummary
 from wuremote.secret import Secret
 from wuremote.contract.scripts import get_script
 from wuremote.transport import TransportError, TransportSettings, open_transport
 from wuremote.transport.base import OUTPUT_CAP_BYTES
-from wuremote.ui import PlainView
+from wuremote.output.live import PlainView
+
+from conftest import fast_settings
 
 LAB_SCALE = 0.001
 # Loopback answers come at once; these bounds only stop a loaded CI machine from turning slowness into failures.
@@ -329,7 +331,7 @@ def test_a_broken_envelope_is_a_clear_transport_error(lab: Lab, when: str, break
     config = HostConfig(name=victim.name, address=victim.address, port=victim.port, scheme=victim.scheme,
                         transport=transport, auth="basic", username=victim.username, password=Secret(victim.password),
                         ca_file=victim.ca_file)
-    transport_ = open_transport(config, TransportSettings.fast(open_retries=0, operation_timeout=1, read_timeout=4))
+    transport_ = open_transport(config, fast_settings(open_retries=0, operation_timeout=1, read_timeout=4))
     before = lab.requests_served(victim.name)
     try:
         with pytest.raises(TransportError) as caught:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from wuremote.journal import Journal
+from wuremote.engine.progress import progress_of
+from wuremote.store.journal import Journal
 from wuremote.lab.lab import Lab
 
 LAB_SCALE = 0.0005
@@ -86,7 +87,7 @@ def test_ctrl_c_runs_owed_restores_and_exits_130(av_lab, tmp_path) -> None:
     assert f"wuremote resume {run_id_of(state)}" in out
     assert realtime_on(lab) == [True, True]
     with Journal(state) as journal:
-        progress = journal.progress(run_id_of(state))
+        progress = progress_of(journal.events(run_id_of(state)))
     assert all(not p.owed for p in progress.values())
     assert {p.outcome for p in progress.values()} <= {"interrupted", "repaired"}
 
@@ -107,7 +108,7 @@ def test_kill_9_at_a_random_moment_then_resume_completes(av_lab, tmp_path, seed)
     assert resumed.returncode == 0, out
     assert realtime_on(lab) == [True, True]
     with Journal(state) as journal:
-        progress = journal.progress(run_id)
+        progress = progress_of(journal.events(run_id))
     assert {p.outcome for p in progress.values()} == {"repaired"}
     assert all(not p.owed for p in progress.values())
     restarts = [row for row in events_recorded(state) if row[0] == "step-started" and row[2] == "restart"]
@@ -144,7 +145,7 @@ def test_resume_deletes_the_pools_the_killed_controller_left(av_lab, tmp_path) -
     lab, inventory, env = av_lab
     state = tmp_path / "state"
     process = start(["repair", "-i", str(inventory), "--plain", "--state-dir", str(state)], env)
-    wait_until(state, lambda rows: sum(1 for r in rows if r[0] == "host-message" and '"session"' in r[3]) >= 2)
+    wait_until(state, lambda rows: sum(1 for r in rows if r[0] == "session-opened") >= 2)
     process.kill()
     process.communicate(timeout=10)
     assert open_pools(lab) == 2
@@ -152,5 +153,5 @@ def test_resume_deletes_the_pools_the_killed_controller_left(av_lab, tmp_path) -
     out, _ = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, out
     assert open_pools(lab) == 0
-    deleted = [r for r in events_recorded(state) if r[0] == "host-message" and "left open by the stopped run" in r[3]]
+    deleted = [r for r in events_recorded(state) if r[0] == "session-closed" and '"orphan": true' in r[3]]
     assert len(deleted) == 2

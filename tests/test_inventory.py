@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pypsrp.client import Client
 
-from wuremote.inventory import (HostConfig, Inventory, InventoryError, hosts_from_names, hosts_from_snapshot,
+from wuremote.inventory import (host_snapshot, HostConfig, Inventory, InventoryError, hosts_from_names, hosts_from_snapshot,
                                 load_inventory, select)
 from wuremote.lab.lab import Lab
-from wuremote.runner import host_snapshot
 
 from conftest import OPERATION_TIMEOUT, READ_TIMEOUT
 
@@ -151,11 +151,38 @@ def test_host_ranges(tmp_path: Path, pattern: str, names: list[str]) -> None:
     ("web[5:1]", "start is after the end"),
     ("web[1:a]", "both numbers or both single letters"),
     ("web[1:5:0]", "step"),
+    ("web[1:\u00b2]", "both numbers or both single letters"),  # a digit int() refuses: an error, not a crash
+    ("web[1:" + "9" * 5000 + "]", "both numbers or both single letters"),
 ])
 def test_bad_ranges(tmp_path: Path, pattern: str, problem: str) -> None:
     path = write(tmp_path, "inv.toml", f'[groups.g]\nhosts = ["{pattern}"]\n')
     message = error_of(path)
     assert message.startswith(f"{path}:2: host range") and problem in message and "NAME[START:END]" in message
+
+
+@pytest.mark.parametrize("pattern", [
+    "h[1:400]x[1:400]",  # 160,000 names
+    "h[1:3000]x[1:3000]",  # 9,000,000 names, each range well under the limit
+    "a[1:50]b[1:50]c[a:z]d[1:2]",  # 130,000 names
+])
+def test_range_limit_counts_every_name_the_pattern_makes(tmp_path: Path, pattern: str) -> None:
+    """MAX_RANGE bounds the product of a pattern's ranges, and is checked before any name is made."""
+    path = write(tmp_path, "inv.toml", f'[groups.g]\nhosts = ["{pattern}"]\n')
+    tracemalloc.start()
+    try:
+        message = error_of(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert message == (f"{path}:2: host range {pattern!r} expands to more than 100,000 host names; "
+                       "narrow its bounds or split it into smaller ranges")
+    assert peak < 4_000_000, peak  # no list of names was built
+
+
+def test_range_limit_allows_a_product_under_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "inv.toml", '[groups.g]\nhosts = ["a[1:50]b[1:50]c[a:z]"]\n')  # 65,000 names
+    hosts = load(path).hosts
+    assert len(hosts) == 65_000 and (hosts[0].name, hosts[-1].name) == ("a1b1ca", "a50b50cz")
 
 
 # --- CSV ---------------------------------------------------------------------------------------
@@ -233,10 +260,10 @@ def test_ansible_non_windows_hosts_are_left_out_and_named(tmp_path: Path) -> Non
     path = write(tmp_path, "hosts.yml", ANSIBLE_YAML)
     inventory = load(path)
     assert set(inventory.left_out) == {"tux1", "tux2"}
-    assert inventory.left_out["tux1"] == (f"{path}:31: ansible_connection ssh is not winrm or psrp; "
+    assert inventory.left_out["tux1"] == (f"{path}:31: ansible_connection is not winrm or psrp; "
                                           "wuremote repairs Windows hosts only")
     assert any(w.startswith(f"{path}:31: left out 2 host(s)") and "tux1, tux2" in w for w in inventory.warnings)
-    with pytest.raises(InventoryError, match=r"'tux1' matches no host or group \(.*ansible_connection ssh"):
+    with pytest.raises(InventoryError, match=r"'tux1' matches no host or group \(.*ansible_connection is not winrm or psrp"):
         select(inventory, "tux1")
 
 
@@ -334,15 +361,15 @@ ansible_psrp_protocol=http
 
 # --- errors: each names the file, the line and the fix ---------------------------------------
 ERRORS = [
-    ("inv.toml", '[hosts."a"]\ntransport = "ssh"\n', 2, ["transport 'ssh' is not one of psrp, winrm"]),
-    ("inv.toml", '[hosts."a"]\nauth = "digest"\n', 2, ["auth 'digest' is not one of basic, ntlm"]),
-    ("inv.toml", '[vars]\nscheme = "ftp"\n[hosts."a"]\n', 2, ["scheme 'ftp' is not one of https, http"]),
-    ("inv.toml", '[hosts."a"]\nreboot = "sometimes"\n', 2, ["reboot 'sometimes' is not one of never, allowed, window"]),
-    ("inv.toml", '[hosts."a"]\nport = 70000\n', 2, ["port 70000 is not a port; use a whole number from 1 to 65535"]),
-    ("inv.toml", '[hosts."a"]\n\nport = 0\n', 3, ["port 0 is not a port"]),
-    ("inv.toml", '[hosts."a"]\nkb = "5034441"\n', 2, ["kb '5034441' is not a KB id", "KB followed by 6 to 8 digits"]),
+    ("inv.toml", '[hosts."a"]\ntransport = "ssh"\n', 2, ["transport must be one of psrp, winrm"]),
+    ("inv.toml", '[hosts."a"]\nauth = "digest"\n', 2, ["auth must be one of basic, ntlm"]),
+    ("inv.toml", '[vars]\nscheme = "ftp"\n[hosts."a"]\n', 2, ["scheme must be one of https, http"]),
+    ("inv.toml", '[hosts."a"]\nreboot = "sometimes"\n', 2, ["reboot must be one of never, allowed, window"]),
+    ("inv.toml", '[hosts."a"]\nport = 70000\n', 2, ["port must be a whole number from 1 to 65535"]),
+    ("inv.toml", '[hosts."a"]\n\nport = 0\n', 3, ["port must be a whole number from 1 to 65535"]),
+    ("inv.toml", '[hosts."a"]\nkb = "5034441"\n', 2, ["kb is not a KB id", "KB followed by 6 to 8 digits"]),
     ("inv.toml", '[hosts."a"]\nopt_in = ["av-pause", "reformat"]\n', 2,
-     ["opt_in 'reformat' is not one of av-pause, clean-boot"]),
+     ["opt_in item 2 is not one of av-pause, clean-boot"]),
     ("inv.toml", '[hosts."a"]\nprot = 5986\n', 2, ["unknown var 'prot' (did you mean 'port'?)", "known vars: address"]),
     ("inv.toml", '[host."a"]\n', 1, ["unknown table 'host' (did you mean 'hosts'?)"]),
     ("inv.toml", '[hosts."web01"]\n[hosts."WEB01"]\n', 2, ["'WEB01' is already defined as 'web01' at", "keep one"]),
@@ -362,7 +389,8 @@ ERRORS = [
     ("inv.toml", '[hosts."a"]\nport = \n', 2, ["fix the TOML syntax"]),
     ("inv.csv", "address,port\n", 1, ["no 'name' column", "name, then var names"]),
     ("inv.csv", "name,adress\na,b\n", 1, ["unknown column 'adress' (did you mean 'address'?)"]),
-    ("inv.csv", "name,port\na,5986\nb,x\n", 3, ["port 'x' is not a port"]),
+    ("inv.csv", "name,port\na,5986\nb,x\n", 3, ["port must be a whole number from 1 to 65535"]),
+    ("inv.csv", "name,port\na,\u00b2\n", 2, ["port must be a whole number from 1 to 65535"]),
     ("inv.csv", "name\na\nb\na\n", 4, ["host 'a' is already defined at", "one row per host"]),
     ("inv.csv", "name,port\na,1,2\n", 2, ["3 cells but 2 columns", "quote cells"]),
     ("hosts.yml", "web:\n  hosts:\n    a:\n      ansible_password: !vault |\n        $ANSIBLE_VAULT;1.1;AES256\n", 4,
@@ -372,7 +400,7 @@ ERRORS = [
      ["unknown var 'wuremote_reeboot' (did you mean 'wuremote_reboot'?)"]),
     ("hosts.yml", "web:\n  hostz:\n    a:\n", 2, ["unknown group key 'hostz'"]),
     ("hosts.yml", "web:\n  hosts:\n    a:\n      ansible_winrm_transport: digest\n", 4,
-     ["ansible_winrm_transport 'digest' is not one of basic"]),
+     ["ansible_winrm_transport must be one of basic"]),
     ("hosts.yml", "web:\n  hosts:\n    a:\n      ansible_psrp_protocol: http\n      ansible_psrp_auth: basic\n", 3,
      ["auth basic over scheme http", "wuremote_allow_unencrypted_basic: true"]),
     ("hosts.yml", "web:\n  hosts: [a, b]\n", 2, ["web's hosts must be a mapping of names"]),
@@ -380,7 +408,7 @@ ERRORS = [
     ("hosts.ini", "[web]\na\n[db:vars]\nansible_port=1\n", 3, ["group 'db' is used but never defined", "add a [db]"]),
     ("hosts.ini", "[web:children]\ndb\n", 2, ["group 'db' is used but never defined"]),
     ("hosts.ini", "[web:hostvars]\na\n", 1, ["unknown section kind 'hostvars'"]),
-    ("hosts.ini", "[web]\na ansible_port=99999\n", 2, ["ansible_port 99999 is not a port"]),
+    ("hosts.ini", "[web]\na ansible_port=99999\n", 2, ["ansible_port must be a whole number from 1 to 65535"]),
     ("hosts.ini", "[web]\na ansible_connection\n", 2, ["expected NAME=VALUE after the host name; word 2 has no"]),
     ("hosts.ini", "[web]\na ansible_user='unclosed\n", 2, ["unbalanced quotes", "close the quote"]),
 ]
@@ -479,6 +507,27 @@ def test_errors_never_show_the_password(tmp_path: Path, name: str, text: str) ->
     assert SECRET not in message and re.match(r".+:\d+: ", message)
 
 
+MISPLACED = [("inv.csv", f"name,{column},password\na,{SECRET},\n", column)
+             for column in ("port", "transport", "scheme", "auth", "cert_validation", "allow_unencrypted_basic",
+                            "reboot", "maintenance_window", "reboot_group_cap", "allow_reboot_roles", "max_reboots",
+                            "opt_in", "kb", "kb_sha256", "vendor_av", "step_options")] + [
+    ("hosts.ini", f"[web]\na ansible_port={SECRET}\n", "ansible_port"),
+    ("hosts.ini", f"[web]\na ansible_winrm_transport={SECRET}\n", "ansible_winrm_transport"),
+    ("hosts.yml", f"web:\n  hosts:\n    a:\n      ansible_connection: {SECRET}\n", "ansible_connection"),
+]
+
+
+@pytest.mark.parametrize("name, text, column", MISPLACED, ids=[m[2] for m in MISPLACED])
+def test_a_password_in_the_wrong_column_is_never_echoed(tmp_path: Path, name: str, text: str, column: str) -> None:
+    """A misaligned CSV row (or a slip in an Ansible line) puts a password where a port or choice goes:
+    the error names the line and the var and says what is expected, never the value."""
+    path = write(tmp_path, name, text)
+    message = error_of(path)
+    assert SECRET.lower() not in message.lower(), message
+    assert re.match(rf"{re.escape(str(path))}:\d+: ", message) or message.startswith(f"{path}: no hosts"), message
+    assert column in message
+
+
 def test_command_line_hosts_take_defaults_but_never_a_password() -> None:
     inventory = hosts_from_names(["web[1:2]", "db1"], {"transport": "winrm", "port": 5999, "username": None},
                                  environ={"WUREMOTE_PASSWORD": SECRET})
@@ -502,7 +551,7 @@ def test_resume_rebuilds_hosts_from_the_journal_snapshot(tmp_path: Path) -> None
     rebuilt = hosts_from_snapshot(snapshot, environ={"WUREMOTE_CORP_PASSWORD": SECRET})
     assert rebuilt == inventory.hosts
     snapshot[0]["port"] = 0
-    with pytest.raises(InventoryError, match=r"example\.toml:\d+: port 0 is not a port"):
+    with pytest.raises(InventoryError, match=r"example\.toml:\d+: port must be a whole number from 1 to 65535"):
         hosts_from_snapshot(snapshot, environ={"WUREMOTE_CORP_PASSWORD": SECRET})
 
 

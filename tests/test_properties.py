@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wuremote.inventory import AUTHS, TRANSPORTS, InventoryError, load_inventory
-from wuremote.report import safe_name
+from wuremote.store.rundir import safe_name
 from wuremote.contract.scripts import (HEADER_END, HEADER_START, PRELUDE_PLACEHOLDER, REBOOT_VALUES, ScriptHeaderError,
                               ScriptMeta, inline_prelude, parse_header, split_payload)
 

@@ -19,8 +19,8 @@ from wuremote import events as ev
 from wuremote.demo import demo_hosts, demo_options
 from wuremote.events import Event
 from wuremote.lab.lab import Lab
-from wuremote.plan import LADDER
-from wuremote.runner import Runner, RunSummary
+from wuremote.engine.plan import LADDER
+from wuremote.engine.runner import Runner, RunSummary
 
 LAB_SCALE = 0.002
 NOT_REPAIRS = {"lock", "diagnose", "verify", "boot-info", "detached-start", "detached-poll", "detached-cleanup",
@@ -45,9 +45,9 @@ def repair_steps(events: list[Event], host: str) -> list[str]:
     for event in events:
         if event.host != host:
             continue
-        if event.kind == ev.STEP_FINISHED and event.step not in NOT_REPAIRS:
+        if isinstance(event, ev.StepFinished) and event.step not in NOT_REPAIRS:
             steps.append(event.step)
-        if event.kind == ev.REBOOT_STARTED and "restart before repairs" in str(event.data.get("reason")):
+        if isinstance(event, ev.RebootStarted) and "restart before repairs" in event.reason:
             steps.append("restart")
     return steps
 
@@ -100,12 +100,12 @@ def test_owed_restores_ran_and_hosts_are_left_as_found(mixed_run) -> None:
     lab, summary, seen, scenarios = mixed_run
     by_scenario = {s: h for h, s in scenarios.items()}
     av_host, cb_host = by_scenario["av-interference"], by_scenario["third-party-service-conflict"]
-    assert "av-resume" in [e.step for e in seen if e.host == av_host and e.kind == ev.STEP_FINISHED]
-    assert "clean-boot-restore" in [e.step for e in seen if e.host == cb_host and e.kind == ev.STEP_FINISHED]
+    assert "av-resume" in [e.step for e in seen if e.host == av_host and isinstance(e, ev.StepFinished)]
+    assert "clean-boot-restore" in [e.step for e in seen if e.host == cb_host and isinstance(e, ev.StepFinished)]
     av_state = lab.call(lambda: lab.host(av_host).state.antivirus.realtime_enabled)
     assert av_state is True
-    disabled = [e for e in seen if e.host == cb_host and e.step == "clean-boot" and e.kind == ev.STEP_FINISHED]
-    assert disabled and disabled[0].data["exit_code"] == 3010  # it did disable something, then put it back
+    disabled = [e for e in seen if e.host == cb_host and e.step == "clean-boot" and isinstance(e, ev.StepFinished)]
+    assert disabled and disabled[0].exit_code == 3010  # it did disable something, then put it back
     after = lab.call(lambda: {s.name: s.start_type for s in lab.host(cb_host).state.services.values()})
     assert after == lab.start_types_before[cb_host]
     for host in scenarios:
@@ -123,7 +123,7 @@ def test_artifacts_parse_and_agree_with_the_run(mixed_run) -> None:
         import jsonschema
     except ImportError:  # pragma: no cover - the test extra installs it
         pytest.skip("jsonschema not installed")
-    schema = json.loads(files("wuremote").joinpath("report_schema.json").read_text(encoding="utf-8"))
+    schema = json.loads(files("wuremote.output").joinpath("report_schema.json").read_text(encoding="utf-8"))
     jsonschema.validate(report, schema)
     suites = ET.parse(summary.junit_xml).getroot()
     names = {suite.get("name") for suite in suites.iter("testsuite")}
@@ -148,7 +148,7 @@ def test_reboot_never_is_obeyed(tmp_path) -> None:
     host = lab.endpoints[0].name
     assert summary.outcomes[host] == "needs-operator"
     assert "reboot = never" in summary.causes[host]
-    assert reboots == 0 and not [e for e in seen if e.kind == ev.REBOOT_STARTED]
+    assert reboots == 0 and not [e for e in seen if isinstance(e, ev.RebootStarted)]
 
 
 def test_domain_controller_is_not_rebooted_unless_allowed(tmp_path) -> None:
@@ -170,9 +170,9 @@ def test_reboot_cap_per_group_is_never_exceeded(tmp_path) -> None:
     assert set(summary.outcomes.values()) == {"repaired"}
     rebooting, most = 0, 0
     for event in seen:
-        if event.kind == ev.REBOOT_STARTED:
+        if isinstance(event, ev.RebootStarted):
             rebooting += 1
-        elif event.kind == ev.REBOOT_FINISHED:
+        elif isinstance(event, ev.RebootFinished):
             rebooting -= 1
         most = max(most, rebooting)
     assert most == 1

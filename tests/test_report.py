@@ -10,11 +10,20 @@ from typing import Any
 
 import pytest
 
-from wuremote.events import (HOST_FINISHED, HOST_MESSAGE, HOST_STARTED, REBOOT_FINISHED, REBOOT_STARTED, RUN_FINISHED,
-                             RUN_STARTED, STEP_FINISHED, STEP_STARTED, Event)
-from wuremote.journal import Journal
-from wuremote.report import RunDir, build_report, render_text, safe_name, write_report, write_transcript
+from wuremote import events as ev
 from wuremote.contract import StepResult, StreamRecord
+from wuremote.events import Event
+from wuremote.output.report import build_report, write_report
+from wuremote.output.terminal import render_text
+from wuremote.output.transcript import render_transcript
+from wuremote.store.journal import Journal
+from wuremote.store.rundir import RunDir, safe_name, transcript_name
+
+# The kinds as the journal names them: RunScript builds each event as a journal row is read back.
+RUN_STARTED, HOST_STARTED, STEP_STARTED, STEP_FINISHED = (ev.RunStarted.kind, ev.HostStarted.kind, ev.StepStarted.kind,
+                                                          ev.StepFinished.kind)
+REBOOT_STARTED, REBOOT_FINISHED, HOST_MESSAGE = ev.RebootStarted.kind, ev.RebootFinished.kind, ev.HostMessage.kind
+HOST_FINISHED, RUN_FINISHED = ev.HostFinished.kind, ev.RunFinished.kind
 
 RUN = "20261126-093700-ab12"
 T0 = 1_795_685_820.0  # 2026-11-26T09:37:00Z
@@ -27,10 +36,10 @@ class RunScript:
 
     def __init__(self, hosts: list[str]) -> None:
         self.events: list[Event] = []
-        self.add(RUN_STARTED, command="repair", hosts=hosts, plan={}, options={"forks": 4}, version="0.1.0")
+        self.add(RUN_STARTED, command="repair", hosts=hosts, options={"forks": 4}, version="0.1.0")
 
     def add(self, kind: str, host: str | None = None, step: str | None = None, **data: Any) -> None:
-        self.events.append(Event(kind, RUN, host, step, data, T0 + len(self.events)))
+        self.events.append(Event.from_record(kind, RUN, host, step, data, T0 + len(self.events)))
 
     def host(self, name: str) -> None:
         self.add(HOST_STARTED, name, address=f"{name}.lab.example", transport="psrp", groups=["web"])
@@ -41,7 +50,7 @@ class RunScript:
         fields: dict[str, Any] = {"exit_code": exit_code, "status": status, "duration": 2.5, "hresults": [],
                                   "messages": [], "changes": [], "reboot_required": exit_code == 3010,
                                   "error_kind": None,
-                                  "transcript": RunDir(Path("state"), RUN).transcript_name(host, step, attempt)}
+                                  "transcript": transcript_name(host, step, attempt)}
         fields.update(data)
         self.add(STEP_FINISHED, host, step, **fields)  # no attempt: the runner's step-finished has none
 
@@ -125,7 +134,7 @@ def test_report_says_each_hosts_outcome_steps_hresults_and_facts() -> None:
 
 def test_report_validates_against_the_shipped_schema() -> None:
     jsonschema = pytest.importorskip("jsonschema")
-    schema = json.loads(resources.files("wuremote").joinpath("report_schema.json").read_text(encoding="utf-8"))
+    schema = json.loads(resources.files("wuremote.output").joinpath("report_schema.json").read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
     report = build_report(fleet_run() + hostile_events())
@@ -194,11 +203,11 @@ def test_hostile_host_names_and_messages_still_give_well_formed_files(tmp_path: 
 
 def test_transcripts_stay_under_the_run_dir_whatever_the_host_name(tmp_path: Path) -> None:
     run_dir = RunDir(tmp_path / "state", RUN)
-    path = run_dir.transcript_path(HOSTILE, "verify", 2)
-    assert run_dir.transcript_name(HOSTILE, "verify", 2) == "transcripts/%2E.%2F..%2Fetc%2Fpasswd/verify-2.log"
+    assert transcript_name(HOSTILE, "verify", 2) == "transcripts/%2E.%2F..%2Fetc%2Fpasswd/verify-2.log"
     result = StepResult(HOSTILE, "verify", 1, {"status": "failed"}, started=T0, duration=3.0, truncated_bytes=10,
                         streams=[StreamRecord(T0, "output", "searching\nfound 0"), StreamRecord(T0 + 1, "error", "boom")])
-    write_transcript(path, result, host_transcript="host side\n", error="connection reset")
+    path = run_dir.write(transcript_name(HOSTILE, "verify", 2),
+                         render_transcript(result, host_transcript="host side\n", error="connection reset"))
     assert path.resolve().is_relative_to(run_dir.path.resolve())
     lines = path.read_text(encoding="utf-8").splitlines()
     assert lines[:3] == ["2026-11-26T09:37:00.000Z [output] searching", "2026-11-26T09:37:00.000Z [output] found 0",
@@ -207,8 +216,8 @@ def test_transcripts_stay_under_the_run_dir_whatever_the_host_name(tmp_path: Pat
     assert lines[-2:] == ["----- the host's transcript -----", "host side"]
     assert not (tmp_path / "etc").exists()
 
-    lost = run_dir.transcript_path("a/b", "dism")
-    write_transcript(lost, None, host_transcript=None, error="connection reset")
+    lost = run_dir.write(transcript_name("a/b", "dism"),
+                         render_transcript(None, host_transcript=None, error="connection reset"))
     assert lost.parent.parent == run_dir.path / "transcripts" and lost.read_text(encoding="utf-8").count("\n") == 1
 
 
@@ -247,7 +256,7 @@ def test_text_summary_has_one_line_per_host_with_outcome_steps_and_cause() -> No
 def test_events_of_two_runs_or_none_are_refused() -> None:
     with pytest.raises(ValueError, match="no run-started"):
         build_report([])
-    other = Event(RUN_STARTED, "20261126-000000-0000", data={"command": "check"})
+    other = ev.RunStarted("20261126-000000-0000", command="check")
     with pytest.raises(ValueError, match="one report per run"):
         build_report(fleet_run() + [other])
 
@@ -262,7 +271,7 @@ def test_the_report_rebuilt_from_the_journal_equals_the_live_one(tmp_path: Path)
 def test_a_resumed_run_reports_the_resume_and_its_new_end() -> None:
     events = fleet_run()
     resume = RunScript(["app01", "late"])
-    resume.events[0] = Event(RUN_STARTED, RUN, data={"command": "resume", "hosts": ["app01", "late"]}, time=T0 + 100)
+    resume.events[0] = ev.RunStarted(RUN, command="resume", hosts=["app01", "late"], time=T0 + 100)
     resume.host("app01")
     resume.step("app01", "dism", 0)
     resume.finish("app01", "repaired", "component store repaired")

@@ -20,8 +20,8 @@ import pytest
 
 from wuremote.demo import demo_hosts, demo_options
 from wuremote.lab.lab import Lab
-from wuremote.report_html import render_html
-from wuremote.runner import Runner
+from wuremote.output.html import render_html
+from wuremote.engine.runner import Runner
 
 HOSTILE = "<script>alert(1)</script>"
 SCENARIOS = ("healthy", "servicing-in-progress", "wsus-unreachable", "corrupt-download-cache", "clock-skew")

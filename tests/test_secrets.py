@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import secrets
-import socket
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,10 +25,12 @@ from wuremote.cli import main
 from wuremote.inventory import HostConfig, Inventory, load_inventory
 from wuremote.lab import models
 from wuremote.lab.lab import LAB_USERNAME, Lab
-from wuremote.reboot import RebootSettings
-from wuremote.runner import Runner, RunOptions
+from wuremote.engine.reboot import RebootSettings
+from wuremote.engine.runner import Runner, RunOptions
 from wuremote.secret import Secret
 from wuremote.transport import TransportError, TransportSettings, open_transport
+
+from conftest import fast_settings, refused_port
 
 LAB_SCALE = 0.001
 # Loopback answers come at once; these bounds only stop a loaded CI machine from turning slowness into failures.
@@ -141,9 +142,7 @@ def host(lab: Lab, index: int, transport: str, **overrides: Any) -> HostConfig:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return refused_port()  # kept bound: no other xdist worker's lab can be given it meanwhile
 
 
 def fast_options(state_dir: Path, command: str) -> RunOptions:
@@ -227,7 +226,7 @@ def test_runner_failures_and_their_exceptions_never_show_the_password(
     # The exceptions themselves, as an API user catches them, with their tracebacks.
     for kind, overrides in (("winrm", {}), ("psrp", {})):
         transport = open_transport(host(canary_lab, 1, kind, password=Secret(WRONG), **overrides),
-                                   TransportSettings.fast(open_retries=0))
+                                   fast_settings(open_retries=0))
         with pytest.raises(TransportError) as caught:
             transport.run_command("hostname", timeout=5)
         transport.close()

@@ -21,7 +21,7 @@ from wuremote.demo import demo_hosts, demo_options
 from wuremote.events import Event
 from wuremote.inventory import HostConfig
 from wuremote.lab.lab import Lab
-from wuremote.runner import Runner
+from wuremote.engine.runner import Runner
 from wuremote.shard import shard, shard_of
 
 LAB_SCALE = 0.002
@@ -107,7 +107,7 @@ def test_hosts_run_only_on_their_sites_workers(two_sites, tmp_path) -> None:
     assert set(summary.outcomes.values()) == {"repaired"}, summary.causes
     for host in hosts:
         started = [e for e in seen if e.kind == "host-started" and e.host == host.name]
-        assert started and site_of_worker[started[0].data["worker"]] == host.site
+        assert started and site_of_worker[started[0].worker] == host.site
     report = json.loads(summary.report_json.read_text(encoding="utf-8"))
     for name, host in report["hosts"].items():  # transcripts came back to the controller
         assert all((summary.run_dir / s["transcript"]).is_file() for s in host["steps"])

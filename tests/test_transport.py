@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,7 +18,7 @@ from wuremote.secret import Secret
 from wuremote.transport import StreamRecord, Transport, TransportError, TransportSettings, open_transport
 from wuremote.transport.psrp import progress_text, to_plain
 
-from conftest import edit_one_byte, psrp_pool, wait_for
+from conftest import edit_one_byte, fast_settings, psrp_pool, refused_port, wait_for
 
 TRANSPORTS = ("psrp", "winrm")
 TIME_SCALE = 0.001
@@ -48,7 +47,7 @@ def connect() -> Iterator[Any]:
     opened: list[Transport] = []
 
     def make(endpoint: Endpoint, transport: str, settings: TransportSettings | None = None, **overrides: Any) -> Transport:
-        opened.append(open_transport(config(endpoint, transport, **overrides), settings or TransportSettings.fast()))
+        opened.append(open_transport(config(endpoint, transport, **overrides), settings or fast_settings()))
         return opened[-1]
 
     yield make
@@ -69,9 +68,7 @@ def failure(call: Any, *args: Any, **kwargs: Any) -> TransportError:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return refused_port()  # kept bound: no other xdist worker's lab can be given it meanwhile
 
 
 # --- steps and commands ------------------------------------------------------------------------
@@ -140,7 +137,7 @@ def test_forty_transports_opened_and_closed_in_a_row(tlab: Lab, kind: str) -> No
     """30 WinRS shells / 25 pools per user is the host's quota: closing must delete them."""
     endpoint = tlab.endpoints[1]
     for _ in range(40):
-        transport = open_transport(config(endpoint, kind), TransportSettings.fast())
+        transport = open_transport(config(endpoint, kind), fast_settings())
         try:
             assert transport.run_command("hostname", timeout=5) == (0, endpoint.name)
         finally:
@@ -152,12 +149,12 @@ def test_forty_transports_opened_and_closed_in_a_row(tlab: Lab, kind: str) -> No
 def test_output_is_kept_up_to_the_cap(tlab: Lab, connect: Any, kind: str) -> None:
     """The lab's vocabulary has no loop, so the cap is scaled down instead of the output up."""
     words = " ".join(["x" * 99] * 50)  # `echo` of 5000 bytes: cmd's built-in and PowerShell's alias
-    transport = connect(tlab.endpoints[0], kind, TransportSettings.fast(output_cap=1000))
+    transport = connect(tlab.endpoints[0], kind, fast_settings(output_cap=1000))
     code, text = transport.run_command(f"echo {words}", timeout=5)
     assert code == 0 and text.startswith("x" * 99)
     assert 900 < len(text.replace("\n", "").encode()) <= 1000  # PSRP keeps 10 of 50 lines, WinRS the head of one
 
-    tiny = connect(tlab.endpoints[0], kind, TransportSettings.fast(output_cap=10))
+    tiny = connect(tlab.endpoints[0], kind, fast_settings(output_cap=10))
     result = tiny.run_step(get_script("boot-info"), {"RunId": "run-cap"}, timeout=10)
     assert result.result is not None and result.result["status"] == "ok"  # the result survives the cap
     assert sum(len(r.text.encode()) for r in result.streams) <= 10 and result.truncated_bytes > 100
@@ -225,11 +222,11 @@ def test_closed_port_is_unreachable(tlab: Lab, connect: Any, kind: str) -> None:
 def test_basic_over_http_is_refused_before_any_request_unless_opted_in(kind: str) -> None:
     with Lab(hosts=1, http=True, allow_unencrypted=True, time_scale=TIME_SCALE) as lab:
         endpoint = lab.endpoints[0]
-        error = failure(open_transport, config(endpoint, kind), TransportSettings.fast())
+        error = failure(open_transport, config(endpoint, kind), fast_settings())
         assert error.kind == "config"
         assert endpoint.name in str(error) and "allow_unencrypted_basic" in str(error) and "\n" not in str(error)
         assert lab.requests_served(endpoint.name) == 0
-        transport = open_transport(config(endpoint, kind, allow_unencrypted_basic=True), TransportSettings.fast())
+        transport = open_transport(config(endpoint, kind, allow_unencrypted_basic=True), fast_settings())
         try:
             assert transport.run_command("hostname", timeout=5) == (0, endpoint.name)
         finally:
@@ -241,7 +238,7 @@ def test_reboot_loses_the_connection_and_a_fresh_one_follows(kind: str) -> None:
     with Lab(hosts=1, time_scale=TIME_SCALE) as lab:
         endpoint = lab.endpoints[0]
         host = lab.host(endpoint.name)
-        transport = open_transport(config(endpoint, kind), TransportSettings.fast())
+        transport = open_transport(config(endpoint, kind), fast_settings())
         try:
             before = transport.run_step(get_script("boot-info"), {"RunId": "r"}, timeout=10).facts["last_boot_utc"]
             assert lab.call(lambda: host.request_reboot())
@@ -264,7 +261,7 @@ def test_no_transport_error_or_repr_holds_a_password(tlab: Lab, connect: Any) ->
         for overrides in cases:
             transports.append(connect(endpoint, kind, **overrides))
             errors.append(failure(transports[-1].run_command, "hostname", timeout=5))
-        errors.append(failure(open_transport, config(endpoint, kind, scheme="http"), TransportSettings.fast()))
+        errors.append(failure(open_transport, config(endpoint, kind, scheme="http"), fast_settings()))
     assert {e.kind for e in errors} == {"auth", "tls", "unreachable", "config"}  # timeout: see its own test
     texts = [str(e) for e in errors] + [repr(e) for e in errors] + [repr(t) for t in transports]
     for text in texts:

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from wuremote.window import in_window
+from wuremote.engine.window import in_window
 
 SAT = dt.datetime(2026, 11, 28)  # a Saturday
 

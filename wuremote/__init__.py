@@ -15,15 +15,25 @@ Names load lazily so `import wuremote` (and `wuremote --help`) stays quick.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads each name on first use
+    from .contract import ExitCode, Outcome, StepResult
+    from .events import Event
+    from .inventory import HostConfig, Inventory, InventoryError, load_inventory
+    from .engine.reboot import RebootSettings
+    from .engine.runner import Runner, RunOptions, RunSummary
+    from .secret import Secret
+    from .transport.base import TransportError
+
+# name -> the module (under wuremote.) it is loaded from; keep in step with the TYPE_CHECKING block.
 _EXPORTS = {
-    "Runner": "runner", "RunOptions": "runner", "RunSummary": "runner",
+    "Runner": "engine.runner", "RunOptions": "engine.runner", "RunSummary": "engine.runner",
     "HostConfig": "inventory", "Inventory": "inventory", "InventoryError": "inventory", "load_inventory": "inventory",
-    "Event": "events", "Secret": "secret", "RebootSettings": "reboot",
-    "StepResult": "contract", "TransportError": "transport.base",
+    "Event": "events", "Secret": "secret", "RebootSettings": "engine.reboot",
+    "StepResult": "contract", "Outcome": "contract", "ExitCode": "contract", "TransportError": "transport.base",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

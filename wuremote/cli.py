@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume = commands.add_parser("resume", help="continue an interrupted run from its journal")
     resume.add_argument("run_id", metavar="RUN_ID")
     resume.add_argument("--state-dir", type=Path, default=Path(".wuremote"))
-    resume.add_argument("--forks", type=_positive_int, default=20)
+    resume.add_argument("--forks", type=_positive_int, default=None, help="default: the run's own")
     view = resume.add_mutually_exclusive_group()
     view.add_argument("--plain", action="store_true")
     view.add_argument("--json", action="store_true")
@@ -127,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return _report(args)
         if args.command == "demo":
+            from .lab.__main__ import missing_extra
+
+            problem = missing_extra()
+            if problem:
+                raise UsageError(f"demo: {problem}")
             from .demo import run_demo
 
             return run_demo(state_dir=args.state_dir, transport=args.transport, plain=args.plain)
@@ -180,7 +185,7 @@ def _hosts(args: argparse.Namespace) -> list[Any]:
 
 def _views(args: argparse.Namespace, hosts: list[str]) -> tuple[list[Any], Any]:
     """Subscribers for the chosen view, and the live view's context (or None)."""
-    from .ui import JsonView, LiveView, PlainView
+    from .output.live import JsonView, LiveView, PlainView
 
     if args.json:
         return [JsonView(sys.stdout)], None
@@ -193,7 +198,7 @@ def _views(args: argparse.Namespace, hosts: list[str]) -> tuple[list[Any], Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .runner import Runner, RunOptions
+    from .engine.runner import Runner, RunOptions
 
     hosts = _hosts(args)
     if args.executor == "dask" and not args.scheduler:
@@ -216,17 +221,18 @@ def _execute(runner: Any, live: Any, args: argparse.Namespace) -> int:
     print(f"run {summary.run_id}: report {summary.report_json}  junit {summary.junit_xml}", file=out)
     if summary.interrupted:
         print(f"interrupted: continue with `wuremote resume {summary.run_id}`", file=out)
-    return summary.exit_code
+    return int(summary.exit_code)
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from .journal import Journal, JournalError
-    from .runner import Runner, RunOptions
+    from .engine.progress import progress_of
+    from .engine.runner import Runner, RunOptions
+    from .store.journal import Journal, JournalError
 
     journal = Journal(args.state_dir)
     try:
         run = journal.run(args.run_id)
-        progress = journal.progress(args.run_id)
+        progress = progress_of(journal.events(args.run_id))
     except JournalError as exc:
         raise UsageError(str(exc)) from None
     finally:
@@ -237,10 +243,12 @@ def _resume(args: argparse.Namespace) -> int:
         hosts = hosts_from_snapshot(run.inventory, environ=os.environ, prompt=_prompt)
     except InventoryError as exc:
         raise UsageError(str(exc)) from None
-    stored = run.options or {}
-    options = RunOptions(command=run.command, forks=args.forks, state_dir=args.state_dir,
-                         max_fail_percent=float(stored.get("max_fail_percent", 100.0)),
-                         host_timeout=float(stored.get("host_timeout", 6 * 3600.0)))
+    # The run goes on as it began (executor, scheduler, time scale, reboot and transport settings);
+    # --forks given to resume overrides the run's own.
+    overrides: dict[str, Any] = {"command": run.command, "state_dir": args.state_dir}
+    if args.forks is not None:
+        overrides["forks"] = args.forks
+    options = RunOptions.from_snapshot(run.options or {}, **overrides)
     subscribers, live = _views(args, [h.name for h in hosts])
     runner = Runner(hosts, options, subscribers=subscribers, run_id=args.run_id, resume=progress)
     return _execute(runner, live, args)
@@ -253,8 +261,10 @@ def _report(args: argparse.Namespace) -> int:
         raise UsageError("give one RUN_ID, or `merge` and the run dirs to combine")
     import json
 
-    from .journal import Journal, JournalError
-    from .report import RunDir, render_text, write_report
+    from .output.report import write_report
+    from .output.terminal import render_text
+    from .store.journal import Journal, JournalError
+    from .store.rundir import RunDir
 
     run_id = args.target[0]
     journal = Journal(args.state_dir)
@@ -277,20 +287,15 @@ def _report(args: argparse.Namespace) -> int:
 def _merge(run_dirs: list[str], out: Path) -> int:
     import json
 
-    from .merge import MergeError, load_run, merge_reports
-    from .report import junit, render_text
-    from .report_html import render_html
+    from .output.merge import MergeError, load_run, merge_reports
+    from .output.report import write_report_files
+    from .output.terminal import render_text
 
     try:
         merged = merge_reports([(Path(d), load_run(Path(d))) for d in run_dirs], out)
     except MergeError as exc:
         raise UsageError(str(exc)) from None
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
-    import xml.etree.ElementTree as ET
-
-    ET.ElementTree(junit(merged)).write(out / "junit.xml", encoding="utf-8", xml_declaration=True)
-    (out / "report.html").write_text(render_html(merged), encoding="utf-8")
+    write_report_files(out, merged)
     print(render_text(merged))
     print(f"merged {len(run_dirs)} runs into {out}/ (report.json, junit.xml, report.html)")
     return int(merged["run"]["exit_code"])

@@ -14,10 +14,11 @@ import sys
 import tempfile
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from .inventory import HostConfig
-from .reboot import RebootSettings
-from .runner import Runner, RunOptions, RunSummary
+from .engine.reboot import RebootSettings
+from .engine.runner import Runner, RunOptions, RunSummary
 from .secret import Secret
 from .transport import TransportSettings
 
@@ -45,9 +46,10 @@ def demo_hosts(lab, transport: str = "psrp") -> list[HostConfig]:  # type: ignor
     return hosts
 
 
-def _fixture(scenario: str) -> dict:  # type: ignore[type-arg]
-    resource = files("wuremote.lab").joinpath("fixtures", f"{scenario}.json")
-    return json.loads(resource.read_text(encoding="utf-8")) if resource.is_file() else {}
+def _fixture(scenario: str) -> dict[str, Any]:
+    resource = files("wuremote.lab").joinpath("fixtures").joinpath(f"{scenario}.json")
+    loaded = json.loads(resource.read_text(encoding="utf-8")) if resource.is_file() else {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def demo_options(state_dir: Path, command: str = "repair") -> RunOptions:
@@ -74,7 +76,7 @@ def run_demo(state_dir: Path | None = None, transport: str = "psrp", plain: bool
     from rich.console import Console
 
     from .lab.lab import Lab
-    from .ui import LiveView, PlainView
+    from .output.live import LiveView, PlainView
 
     console = Console()
     root = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="wuremote-demo-"))

@@ -1,42 +1,207 @@
 """The one event stream: the journal, the live view, the report and API subscribers all read it.
 
-Events are plain records; a subscriber is any callable taking one.  None of the consumers
-reads another's state (design.md section 1).
+One frozen dataclass per event kind, with typed fields (pyinfra's state callbacks are the
+model): a consumer matches on the class and reads attributes, never a dict with ``.get()``.
+The journal stores each event as its kind plus its payload fields as JSON and reads it back
+into the same class (``Event.from_record``), so a report rebuilt from the journal sees the very
+events the live view saw.  None of the consumers reads another's state (docs/design.md, §1).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import dataclasses
+import time as _time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-# Event kinds, in the order a host's life produces them.
-RUN_STARTED = "run-started"
-HOST_STARTED = "host-started"
-STEP_STARTED = "step-started"
-STEP_PROGRESS = "step-progress"  # percent of a long step (DISM)
-STEP_FINISHED = "step-finished"
-REBOOT_STARTED = "reboot-started"
-REBOOT_FINISHED = "reboot-finished"
-HOST_MESSAGE = "host-message"
-HOST_FINISHED = "host-finished"
-RUN_FINISHED = "run-finished"
-KINDS = (RUN_STARTED, HOST_STARTED, STEP_STARTED, STEP_PROGRESS, STEP_FINISHED, REBOOT_STARTED,
-         REBOOT_FINISHED, HOST_MESSAGE, HOST_FINISHED, RUN_FINISHED)
+from .contract import Outcome
+
+_BASE_FIELDS = ("run_id", "host", "step", "time")
 
 
 @dataclass(frozen=True)
 class Event:
-    kind: str
+    """What every event carries; the subclasses add their payload as keyword-only fields."""
+
+    kind: ClassVar[str] = ""
     run_id: str
     host: str | None = None
     step: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    time: float = field(default_factory=time.time)
+    time: float = field(default_factory=_time.time, kw_only=True)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The payload fields as a dict: what the journal stores and ``--json`` prints."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _BASE_FIELDS}
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The ``--json`` line's shape: kind, run_id, host, step, data, time."""
+        return {"kind": self.kind, "run_id": self.run_id, "host": self.host, "step": self.step,
+                "data": self.data, "time": self.time}
 
+    @staticmethod
+    def from_record(kind: str, run_id: str, host: str | None, step: str | None, data: Mapping[str, Any],
+                    time: float) -> Event:
+        """The typed event a journal row holds (unknown payload keys are dropped, missing ones defaulted).
+
+        Journals written before session and plan events had kinds of their own carried them as
+        host messages; those rows are read as the typed events they were.
+        """
+        if kind == "host-message":
+            if "plan" in data:
+                kind, data = HostPlanned.kind, {"plan": data["plan"], "text": data.get("text", "")}
+            elif data.get("session"):
+                kind, data = SessionOpened.kind, {"session": data["session"]}
+            elif data.get("session_closed"):
+                kind, data = SessionClosed.kind, {"session": data["session_closed"],
+                                                  "orphan": data.get("level") != "debug"}
+        cls = KINDS.get(kind)
+        if cls is None:
+            raise ValueError(f"unknown event kind {kind!r}; known: {', '.join(KINDS)}")
+        names = {f.name: f for f in dataclasses.fields(cls) if f.name not in _BASE_FIELDS}
+        values = {name: data[name] for name in names if name in data}
+        for name, spec in names.items():
+            if name not in values and spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                values[name] = _EMPTY.get(name)
+        return cls(run_id, host, step, time=time, **values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStarted(Event):
+    kind: ClassVar[str] = "run-started"
+    command: str
+    hosts: list[str] = field(default_factory=list)
+    inventory: list[dict[str, Any]] = field(default_factory=list)  # host settings without passwords: resume reconnects
+    options: dict[str, Any] = field(default_factory=dict)  # RunOptions.snapshot(): resume runs the same way
+    version: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostStarted(Event):
+    kind: ClassVar[str] = "host-started"
+    address: str | None = None
+    transport: str | None = None
+    groups: list[str] = field(default_factory=list)
+    resumed: bool = False
+    worker: str | None = None  # the Dask worker that runs the host
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostPlanned(Event):
+    """What will run on the host, and why (plan.HostPlan.as_dict), decided from diagnose's facts."""
+
+    kind: ClassVar[str] = "host-planned"
+    plan: dict[str, Any]
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionOpened(Event):
+    """A pool (PSRP) or shell (WinRS) the host gave us: journalled so a resumed run can delete it."""
+
+    kind: ClassVar[str] = "session-opened"
+    session: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionClosed(Event):
+    kind: ClassVar[str] = "session-closed"
+    session: str
+    orphan: bool = False  # left open by a stopped controller, closed by this run
+    existed: bool = True  # False: the host no longer had it
+
+    @property
+    def summary(self) -> str:
+        if not self.orphan:
+            return f"session {self.session} closed"
+        return (f"deleted session {self.session} left open by the stopped run" if self.existed
+                else f"session {self.session} of the stopped run was already gone")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepStarted(Event):
+    kind: ClassVar[str] = "step-started"
+    attempt: int = 1
+    reason: str = ""
+    idempotent: bool = False
+    detached: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepProgress(Event):
+    """Percent of a long step (DISM), as the host reports it."""
+
+    kind: ClassVar[str] = "step-progress"
+    percent: int
+    message: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepFinished(Event):
+    kind: ClassVar[str] = "step-finished"
+    exit_code: int | None  # None: the transport failed before the script answered
+    status: str
+    duration: float = 0.0
+    hresults: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    changes: list[Any] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    reboot_required: bool = False
+    error_kind: str | None = None  # a TransportError kind, "interrupted", "failed" or "internal"
+    transcript: str | None = None  # relative to the run dir
+
+
+@dataclass(frozen=True, kw_only=True)
+class RebootStarted(Event):
+    kind: ClassVar[str] = "reboot-started"
+    reason: str
+    boot_before: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RebootFinished(Event):
+    kind: ClassVar[str] = "reboot-finished"
+    ok: bool
+    duration: float = 0.0
+    boot_after: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostMessage(Event):
+    kind: ClassVar[str] = "host-message"
+    level: str  # info | warning
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostFinished(Event):
+    kind: ClassVar[str] = "host-finished"
+    outcome: Outcome
+    cause: str = ""
+    steps_run: int = 0
+    reboots: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outcome", Outcome(self.outcome))  # a journal row holds the plain string
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFinished(Event):
+    kind: ClassVar[str] = "run-finished"
+    exit_code: int
+    counts: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+
+
+# Every kind, in the order a host's life produces them.
+KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in (
+    RunStarted, HostStarted, HostPlanned, SessionOpened, StepStarted, StepProgress, StepFinished, RebootStarted,
+    RebootFinished, HostMessage, SessionClosed, HostFinished, RunFinished)}
+
+# What a journal row of an older version may lack for a field the class requires.
+_EMPTY: dict[str, Any] = {"command": "", "plan": {}, "text": "", "session": "", "percent": 0, "exit_code": None,
+                          "status": "", "reason": "", "ok": False, "level": "info", "outcome": Outcome.FAILED}
 
 Subscriber = Callable[[Event], None]

@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-try:  # Python 3.11+
+if sys.version_info >= (3, 11):
     from importlib.resources.abc import Traversable
-except ImportError:  # pragma: no cover - Python 3.10
+else:  # pragma: no cover - Python 3.10
     from importlib.abc import Traversable
 
 HEADER_START = "# wuremote-script"
@@ -153,7 +154,7 @@ def scripts_dir() -> Traversable:
 
 
 def _read(name: str) -> str:
-    return scripts_dir().joinpath(name).read_text(encoding="utf-8")
+    return str(scripts_dir().joinpath(name).read_text(encoding="utf-8"))
 
 
 @lru_cache(maxsize=1)

@@ -8,6 +8,20 @@ import sys
 import threading
 from pathlib import Path
 
+# What the lab extra (`pip install 'wuremote[lab]'`) brings: the controller runs without them.
+EXTRA_MODULES = ("psrpcore", "trustme", "spnego")
+INSTALL_HINT = "pip install 'wuremote[lab]'"
+
+
+def missing_extra() -> str | None:
+    """One line naming the fix when the lab's own dependencies are not installed, else None."""
+    from importlib.util import find_spec
+
+    missing = [name for name in EXTRA_MODULES if find_spec(name) is None]
+    if not missing:
+        return None
+    return f"the lab is not installed (no module {', '.join(missing)}); install it with: {INSTALL_HINT}"
+
 
 def build_parser(prog: str = "python -m wuremote.lab") -> argparse.ArgumentParser:
     from .scenarios import BUILTIN
@@ -40,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    problem = missing_extra()
+    if problem:
+        print(f"wuremote lab: {problem}", file=sys.stderr)
+        return 2
     from .lab import Lab, LabError
     from .scenarios import ScenarioError
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 # The services the repair touches, with their Windows default start types.
 DEFAULT_SERVICES: dict[str, tuple[str, str]] = {
@@ -161,7 +162,7 @@ class HostState:
     troubleshooter_available: bool = True
     scheduled_tasks: dict[str, dict[str, object]] = field(default_factory=dict)
     # %ProgramData%\wuremote\failsafe\<kind>.json by kind (av, clean-boot), and lock.json.
-    failsafe: dict[str, dict[str, object]] = field(default_factory=dict)
+    failsafe: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: dict[str, object] | None = None
     reboot_never_returns: bool = False
     boot_seconds: float = 45.0  # modelled time a restart takes
@@ -207,10 +208,10 @@ class Host:
         self.up = asyncio.Event()
         self.up.set()
         self.generation = 0  # bumps on every boot; shells and pools of an older generation are gone
-        self._on_down: list = []
-        self._on_up: list = []
+        self._on_down: list[Callable[[], Awaitable[None]]] = []
+        self._on_up: list[Callable[[], Awaitable[None]]] = []
         self._reboot_task: asyncio.Task[None] | None = None
-        self._task_actions: dict[str, Callable[[], None]] = {}
+        self._task_actions: dict[str, Callable[[], object]] = {}
         self._task_timers: dict[str, asyncio.Task[None]] = {}
 
     @property
@@ -221,10 +222,10 @@ class Host:
         """Sleep for modelled seconds, scaled to real time."""
         await asyncio.sleep(max(0.0, model_seconds * self.time_scale))
 
-    def on_down(self, callback) -> None:  # type: ignore[no-untyped-def]
+    def on_down(self, callback: Callable[[], Awaitable[None]]) -> None:
         self._on_down.append(callback)
 
-    def on_up(self, callback) -> None:  # type: ignore[no-untyped-def]
+    def on_up(self, callback: Callable[[], Awaitable[None]]) -> None:
         self._on_up.append(callback)
 
     @property
@@ -273,7 +274,7 @@ class Host:
             if name in state.scheduled_tasks and state.clock >= self._deadline(name):
                 self._run_task(name)
 
-    def arm_deadline_task(self, name: str, action: Callable[[], None]) -> None:
+    def arm_deadline_task(self, name: str, action: Callable[[], object]) -> None:
         """Run `action` once the task's `deadline_utc` has passed, and at each boot after it.
 
         The task record (state.scheduled_tasks[name]) is what the steps change: a later deadline

@@ -135,7 +135,7 @@ class Listener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         self._connections.add(writer)
         connection = _Connection()
         try:
@@ -154,7 +154,7 @@ class Listener:
             pass
         finally:
             self._connections.discard(writer)
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
             writer.transport.abort()
 
     async def _answer(self, request: HttpRequest, connection: _Connection) -> HttpResponse:
@@ -311,7 +311,7 @@ async def _read_request(reader: asyncio.StreamReader) -> HttpRequest | None:
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     total = 0
     while True:
         size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)

@@ -193,6 +193,7 @@ class PSRPService:
 
     async def _execute(self, pool: Pool, pipe: Pipe) -> None:
         metadata = pipe.core.metadata
+        assert metadata is not None  # a pipeline is created with its metadata
         commands = [
             PipelineCommand(str(c.command_text), bool(c.is_script), list(c.parameters), bool(c.end_of_statement))
             for c in metadata.commands
@@ -295,7 +296,7 @@ class PSRPService:
             if command_id:
                 attrs["CommandId"] = command_id.upper()
             ET.SubElement(response, q("rsp", "Stream"), attrs).text = base64.b64encode(data).decode("ascii")
-        if isinstance(target, Pipe) and target.finished and not target.outbox:
+        if isinstance(target, Pipe) and command_id and target.finished and not target.outbox:
             ET.SubElement(response, q("rsp", "CommandState"), {"CommandId": command_id.upper(), "State": wsman.COMMAND_STATE_DONE})
         return wsman.envelope(request, wsman.ACTION_RECEIVE + "Response", [response])
 

@@ -82,7 +82,7 @@ _KB = re.compile(r"\bKB\d{6,8}\b")
 
 @functools.lru_cache(maxsize=None)
 def _fixture_text(name: str) -> str:
-    return files("wuremote.lab").joinpath("fixtures", f"{name}.json").read_text(encoding="utf-8")
+    return files("wuremote.lab").joinpath("fixtures").joinpath(f"{name}.json").read_text(encoding="utf-8")
 
 
 def fixture(name: str) -> dict[str, Any]:

@@ -238,7 +238,7 @@ def envelope(request: Request, action: str, body_children: list[ET.Element] | No
     body = ET.SubElement(root, q("s", "Body"))
     for child in body_children or []:
         body.append(child)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=False)
+    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=False))
 
 
 def fault_envelope(request: Request | None, fault: WSManFault, machine: str) -> bytes:
@@ -270,7 +270,7 @@ def fault_envelope(request: Request | None, fault: WSManFault, machine: str) -> 
         ET.SubElement(inner, q("f", "Message")).text = fault.message
     else:
         message.text = fault.message
-    return ET.tostring(root, encoding="utf-8")
+    return bytes(ET.tostring(root, encoding="utf-8"))
 
 
 def check_shell_quota(owners: list[str], user: str, limit: int) -> None:

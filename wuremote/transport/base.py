@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from ..contract.result import StepResult, StreamRecord
@@ -40,8 +41,16 @@ class TransportError(RuntimeError):
         return self.kind in ("unreachable", "lost") or (self.kind == "fault" and self.code in TRANSIENT_FAULTS)
 
 
+# WSManFault codes with a meaning of their own.
+OPERATION_TIMEOUT_FAULT = 2150858793  # a long poll ended with nothing to say: poll again
+SHELL_NOT_FOUND_FAULT = 2150858843  # the shell/pool is gone (reboot, idle timeout): lost
+# MaxConcurrentOperationsPerUser: Windows frees a WinRS shell's operations only when the shell is
+# deleted (not on Terminate), so a shell reused for many commands meets it; the host refuses the
+# Command before anything runs, and a fresh shell/pool takes the command, once.
+OPERATION_QUOTA_FAULT = 2150859174
+
 # WSManFault codes worth a retry: operation timeout, shell/command not found (lost), quota.
-TRANSIENT_FAULTS = frozenset({2150858793, 2150858843, 2150859173})
+TRANSIENT_FAULTS = frozenset({OPERATION_TIMEOUT_FAULT, SHELL_NOT_FOUND_FAULT, 2150859173})
 
 
 # Called for every stream record as it arrives (the live view's progress bar, the transcript).
@@ -60,6 +69,13 @@ class Transport(Protocol):
 
     def run_command(self, command: str, *, timeout: float) -> tuple[int, str]:
         """A plain command (readiness probe after a reboot): exit code and stdout text."""
+        ...
+
+    def probe(self) -> AbstractContextManager[None]:
+        """Within this block the pool/shell is opened with one attempt and no backoff.
+
+        For a caller that paces its own tries (waiting for a host to come back from a reboot):
+        a host that is back is seen at its next try, not after the transport's retry sleeps."""
         ...
 
     @property

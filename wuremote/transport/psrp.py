@@ -39,29 +39,22 @@ from pypsrp.host import PSHost
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import NAMESPACES, SelectorSet, WSMan, WSManAction
 
-from ..inventory import HostConfig
 from ..contract.scripts import StepScript
-from ..contract import StepResult
-from .base import StreamCallback, TransportError
+from .common import Collector, TransportSettings, contract_problem, to_json_text
+from .connection import Connection
+from .session import Faults, Session, Unreadable
 
 PSRP_RESOURCE_URI = "http://schemas.microsoft.com/powershell/Microsoft.PowerShell"
-from .common import (
-    HostConnection,
-    Unreadable,
-    contract_problem,
-    OPERATION_QUOTA_FAULT,
-    SHELL_NOT_FOUND_FAULT,
-    Collector,
-    Deadline,
-    TransportSettings,
-    auth_failed,
-    network_error,
-    one_line,
-    open_with_retries,
-    to_json_text,
-)
-
 _TERMINAL = (PSInvocationState.COMPLETED, PSInvocationState.FAILED, PSInvocationState.STOPPED)
+FAULTS = Faults(
+    auth=AuthenticationError,
+    fault=WSManFaultError,
+    fault_code="code",
+    http=WinRMTransportError,
+    broken=(InvalidRunspacePoolStateError, InvalidPipelineStateError),
+    quoted=(WinRMError, FragmentError, SerializationError, InvalidPSRPOperation, ET.ParseError),
+    unreadable=(binascii.Error, ValueError, RecursionError, Unreadable),  # bad base64, a non-numeric field
+)
 
 
 class _WSMan(WSMan):
@@ -109,100 +102,110 @@ def _is_result(value: Any) -> bool:
     return isinstance(value, dict) and "wuremote_result" in value
 
 
-class PSRPTransport(HostConnection):
-    """One host over PSRP; used by one thread at a time (many transports run side by side)."""
+class _Pipeline:
+    """One closed PowerShell pipeline on the pool: its output drained into the transcript after
+    every poll (pypsrp's own lists emptied as we go), result objects kept aside."""
 
-    def __init__(self, host: HostConfig, settings: TransportSettings | None = None) -> None:
-        super().__init__(host, settings)
+    def __init__(self, pool: RunspacePool, pshost: PSHost, collector: Collector,
+                 build: Callable[[PowerShell], Any]) -> None:
+        self.ps = PowerShell(pool)
+        build(self.ps)
+        self.pshost = pshost
+        self.collector = collector
+        self.results: list[dict[str, Any]] = []
+
+    @property
+    def done(self) -> bool:
+        return self.ps.state != PSInvocationState.RUNNING
+
+    def begin(self) -> None:
+        self.pshost.rc = None  # SetShouldExit of an earlier step must not leak into this one
+        self.ps.begin_invoke()
+
+    def poll(self, seconds: int) -> None:
+        self.ps.poll_invoke(timeout=seconds)
+        self._drain()
+
+    def finish(self) -> int:
+        self._drain()
+        if self.pshost.rc is not None:
+            return int(self.pshost.rc)
+        return 0 if self.ps.state == PSInvocationState.COMPLETED else 1
+
+    def stop(self) -> None:
+        self.ps.stop()
+
+    def close(self) -> None:
+        if self.ps.state in _TERMINAL:
+            self.ps.close()
+
+    def result(self) -> tuple[dict[str, Any] | None, str | None]:
+        if not self.results:
+            return None, "it emitted no result object"
+        problem = contract_problem(self.results[-1])
+        if problem:
+            return None, problem
+        if len(self.results) > 1:
+            self.collector.errors.append(f"{self.collector.host}: step {self.collector.step} emitted "
+                                         f"{len(self.results)} result objects; the last one is used")
+        return self.results[-1], None
+
+    def _output(self, obj: Any) -> None:
+        value = to_plain(obj)
+        if _is_result(value):
+            self.results.append(value)
+        self.collector.add("output", value if isinstance(value, str) else to_json_text(value))
+
+    def _drain(self) -> None:
+        """Move what the last poll received out of pypsrp's lists into the capped transcript."""
+        ps, collector = self.ps, self.collector
+        for obj in ps.output:
+            self._output(obj)
+        ps.output.clear()
+        streams = ps.streams
+        for error in streams.error:
+            collector.error(str(error))
+        for name, records in (("warning", streams.warning), ("verbose", streams.verbose), ("debug", streams.debug)):
+            for record in records:
+                collector.add(name, str(record.message))
+        for information in streams.information:
+            collector.add("information", str(to_plain(information.message_data)))
+        for progress in streams.progress:
+            collector.add("progress", progress_text(progress))
+        for kept in (streams.error, streams.warning, streams.verbose, streams.debug, streams.information,
+                     streams.progress):
+            kept.clear()
+
+
+class PSRPTransport(Session[WSMan, RunspacePool]):
+    """One host over PSRP: a RunspacePool reused across steps, one closed pipeline per step or command."""
+
+    faults = FAULTS
+    noun = "runspace pool"
+    label = "PSRP"
+    output_stream = "output"
+
+    def __init__(self, connection: Connection, settings: TransportSettings | None = None) -> None:
+        super().__init__(connection, settings)
         self._pshost = PSHost(None, None, False, "wuremote", None, None, "1.0")
-        self._pool: RunspacePool | None = None
 
-    # --- the protocol ---------------------------------------------------------------------
-    def run_step(self, script: StepScript, params: dict[str, Any], *, timeout: float,
-                 on_stream: StreamCallback | None = None) -> StepResult:
-        deadline = Deadline(timeout)
-        step = script.meta.name
-        collector = Collector(self.host, step, self.settings.output_cap, on_stream)
-        results: list[dict[str, Any]] = []
-
-        def on_output(obj: Any) -> None:
-            value = to_plain(obj)
-            if _is_result(value):
-                results.append(value)
-            collector.add("output", value if isinstance(value, str) else to_json_text(value))
-
+    # --- a step or a command: one pipeline ------------------------------------------------------
+    def _step(self, pool: RunspacePool, script: StepScript, params: dict[str, Any],
+              collector: Collector) -> _Pipeline:
         def build(ps: PowerShell) -> None:
             ps.add_script(script.payload())
             for name, value in params.items():
                 if name != "ResultMarker":  # over PSRP the result is an object, not a marked line
                     ps.add_parameter(name, value)
 
-        exit_code = self._invoke(build, deadline, collector, on_output, f"running step {step}")
-        result = results[-1] if results else None
-        problem = contract_problem(result) if result is not None else None
-        if problem:
-            collector.errors.append(f"{self.host}: step {step} broke the script contract: {problem}")
-            result = None
-        elif result is None:
-            collector.errors.append(f"{self.host}: step {step} broke the script contract: it emitted no result object")
-        elif len(results) > 1:
-            collector.errors.append(f"{self.host}: step {step} emitted {len(results)} result objects; the last one is used")
-        return collector.result(exit_code, result)
+        return _Pipeline(pool, self._pshost, collector, build)
 
-    def run_command(self, command: str, *, timeout: float) -> tuple[int, str]:
-        deadline = Deadline(timeout)
-        collector = Collector(self.host, "command", self.settings.output_cap)
-        def on_output(obj: Any) -> None:
-            value = to_plain(obj)
-            collector.add("output", value if isinstance(value, str) else to_json_text(value))
+    def _command(self, pool: RunspacePool, command: str, collector: Collector) -> _Pipeline:
+        return _Pipeline(pool, self._pshost, collector, lambda ps: ps.add_script(command))
 
-        exit_code = self._invoke(lambda ps: ps.add_script(command), deadline, collector, on_output, "running a command")
-        return exit_code, "\n".join(r.text for r in collector.streams if r.stream == "output")
-
-    @property
-    def session_id(self) -> str | None:
-        return str(self._pool.shell.id) if self._pool is not None and self._pool.shell.id else None
-
-    def close_orphan(self, session_id: str) -> bool:
-        wsman = self._wsman()
-        selectors = SelectorSet()
-        selectors.add_option("ShellId", session_id)
-        try:
-            wsman.delete(PSRP_RESOURCE_URI, selector_set=selectors)
-        except Exception as exc:  # noqa: BLE001 - the host answers "not found" for a pool already gone
-            error = self._translate(exc, "deleting a pool left by a stopped run")
-            if error.code is not None:
-                return False
-            raise error from None
-        finally:
-            wsman.close()
-        return True
-
-    def reset(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            _close_pool(pool)
-
-    def close(self) -> None:
-        self.reset()
-
-    # --- the pool -------------------------------------------------------------------------
-    def _ensure_pool(self) -> RunspacePool:
-        if self._pool is None:
-            self._pool = open_with_retries(self.settings, self._open_pool)
-        return self._pool
-
-    def _open_pool(self) -> RunspacePool:
-        pool = RunspacePool(self._wsman(), host=self._pshost)
-        try:
-            pool.open()
-        except Exception as exc:
-            pool.connection.close()
-            raise self._translate(exc, "opening the runspace pool") from None
-        return pool
-
-    def _wsman(self) -> _WSMan:
-        host, settings = self.config, self.settings
+    # --- the pool ---------------------------------------------------------------------------
+    def _client(self) -> _WSMan:
+        host, settings = self.connection, self.settings
         https = host.scheme == "https"
         verify: bool | str = False
         if https and host.cert_validation:
@@ -218,7 +221,7 @@ class PSRPTransport(HostConnection):
             password=password,
             ssl=https,
             auth=host.auth,
-            cert_validation=verify,
+            cert_validation=verify,  # type: ignore[arg-type]  # pypsrp's hint says bool; a CA file path is documented
             # message encryption wherever the auth can do it (NTLM, Kerberos, CredSSP over HTTP)
             encryption="never" if host.auth in ("basic", "certificate") else "auto",
             proxy=host.proxy,
@@ -230,123 +233,24 @@ class PSRPTransport(HostConnection):
             **extra,
         )
 
-    def _forget(self) -> None:
-        """Drop the pool without talking to the host (it is gone or unreachable)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.connection.close()
+    def _release(self, client: WSMan) -> None:
+        client.close()
 
-    # --- one pipeline ---------------------------------------------------------------------
-    def _invoke(self, build: Callable[[PowerShell], Any], deadline: Deadline, collector: Collector,
-                on_output: Callable[[Any], None], what: str) -> int:
-        reused = self._pool is not None
-        pool = self._ensure_pool()
-        ps = PowerShell(pool)
-        build(ps)
-        self._pshost.rc = None  # SetShouldExit of an earlier step must not leak into this one
-        try:
-            try:
-                ps.begin_invoke()
-            except WSManFaultError as exc:
-                if not reused or _fault_code(exc.code) != OPERATION_QUOTA_FAULT:
-                    raise
-                # The host refused the pipeline before running it (its operations quota spent):
-                # nothing ran, so a fresh pool takes it, once.
-                self.reset()
-                pool = self._ensure_pool()
-                ps = PowerShell(pool)
-                build(ps)
-                ps.begin_invoke()
-            while ps.state == PSInvocationState.RUNNING:
-                if deadline.passed:
-                    self._stop(ps)
-                    raise TransportError("timeout", f"{self.host}: {what} did not finish within "
-                                                    f"{deadline.timeout:g} s; it was stopped")
-                ps.poll_invoke(timeout=deadline.poll_seconds(self.settings.operation_timeout))
-                _drain(ps, collector, on_output)
-            _drain(ps, collector, on_output)
-        except TransportError:
-            raise
-        except Exception as exc:
-            error = self._translate(exc, what)
-            if error.kind in ("lost", "unreachable", "protocol"):
-                self._forget()
-            raise error from None
-        finally:
-            if ps.state in _TERMINAL and self._pool is pool:
-                self._close_pipeline(ps)
-        if self._pshost.rc is not None:
-            return int(self._pshost.rc)
-        return 0 if ps.state == PSInvocationState.COMPLETED else 1
+    def _open_on(self, client: WSMan) -> RunspacePool:
+        pool = RunspacePool(client, host=self._pshost)
+        pool.open()
+        return pool
 
-    def _stop(self, ps: PowerShell) -> None:
-        try:
-            ps.stop()
-        except Exception:  # the pool cannot even stop a pipeline: start afresh next time
-            self._forget()
+    def _client_of(self, pool: RunspacePool) -> WSMan:
+        return pool.connection
 
-    def _close_pipeline(self, ps: PowerShell) -> None:
-        try:
-            ps.close()
-        except Exception:  # a pipeline that cannot be closed means a pool in trouble
-            self._forget()
+    def _id_of(self, pool: RunspacePool) -> str | None:
+        return str(pool.shell.id) if pool.shell.id else None
 
-    def _translate(self, exc: BaseException, what: str) -> TransportError:
-        if isinstance(exc, TransportError):
-            return exc
-        if isinstance(exc, AuthenticationError):
-            return auth_failed(self.config)
-        if isinstance(exc, WSManFaultError):
-            code = _fault_code(exc.code)
-            if code == SHELL_NOT_FOUND_FAULT:
-                return TransportError("lost", f"{self.host}: the runspace pool is gone (host restarted or pool "
-                                              f"timed out) while {what}", code=code)
-            return TransportError("fault", f"{self.host}: WS-Management fault {code} while {what}: "
-                                           f"{one_line(exc.reason)}", code=code)
-        if isinstance(exc, WinRMTransportError):
-            return TransportError("fault", f"{self.host}: HTTP {exc.code} from the WinRM service while {what}")
-        if isinstance(exc, (InvalidRunspacePoolStateError, InvalidPipelineStateError)):
-            return TransportError("lost", f"{self.host}: the runspace pool broke while {what}")
-        network = network_error(self.config, exc, what)
-        if network is not None:
-            return network
-        if isinstance(exc, (WinRMError, FragmentError, SerializationError, InvalidPSRPOperation, ET.ParseError)):
-            return TransportError("protocol", f"{self.host}: unreadable PSRP answer while {what}: {one_line(str(exc))}")
-        if isinstance(exc, (binascii.Error, ValueError, RecursionError, Unreadable)):  # bad base64, a non-numeric field
-            return TransportError("protocol", f"{self.host}: unreadable PSRP answer while {what}: {type(exc).__name__}")
-        raise exc
-
-
-def _drain(ps: PowerShell, collector: Collector, on_output: Callable[[Any], None]) -> None:
-    """Move what the last poll received out of pypsrp's lists into the capped transcript."""
-    for obj in ps.output:
-        on_output(obj)
-    ps.output.clear()
-    streams = ps.streams
-    for record in streams.error:
-        collector.error(str(record))
-    for name, records in (("warning", streams.warning), ("verbose", streams.verbose), ("debug", streams.debug)):
-        for record in records:
-            collector.add(name, str(record.message))
-    for record in streams.information:
-        collector.add("information", str(to_plain(record.message_data)))
-    for record in streams.progress:
-        collector.add("progress", progress_text(record))
-    for records in (streams.error, streams.warning, streams.verbose, streams.debug, streams.information, streams.progress):
-        records.clear()
-
-
-def _close_pool(pool: RunspacePool) -> None:
-    try:
+    def _delete(self, pool: RunspacePool) -> None:
         pool.close()
-    except Exception:  # closing is a courtesy to the host; a dead pool is simply forgotten
-        pass
-    finally:
-        pool.connection.close()
 
-
-def _fault_code(code: Any) -> int | None:
-    try:
-        return int(code)
-    except (TypeError, ValueError):
-        return None
+    def _delete_by_id(self, client: WSMan, session_id: str) -> None:
+        selectors = SelectorSet()
+        selectors.add_option("ShellId", session_id)
+        client.delete(PSRP_RESOURCE_URI, selector_set=selectors)

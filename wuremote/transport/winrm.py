@@ -23,10 +23,10 @@ import re
 import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import winrm
 import xmltodict
 from winrm.exceptions import (
     AuthenticationError,
@@ -35,26 +35,12 @@ from winrm.exceptions import (
     WinRMTransportError,
     WSManFaultError,
 )
+from winrm.protocol import Protocol
 
-from ..inventory import HostConfig
 from ..contract.scripts import StepScript, scripts_dir
-from ..contract import StepResult
-from .base import StreamCallback, TransportError
-from .common import (
-    HostConnection,
-    Unreadable,
-    contract_problem,
-    OPERATION_QUOTA_FAULT,
-    OPERATION_TIMEOUT_FAULT,
-    SHELL_NOT_FOUND_FAULT,
-    Collector,
-    Deadline,
-    TransportSettings,
-    auth_failed,
-    network_error,
-    one_line,
-    open_with_retries,
-)
+from .base import TransportError
+from .common import Collector, TransportSettings, contract_problem, one_line
+from .session import Faults, Session, Unreadable
 
 BOOTSTRAP_FILE = "_winrs_bootstrap.ps1"
 CODEPAGE_UTF8 = 65001
@@ -65,9 +51,19 @@ PYWINRM_AUTH = {"basic": "basic", "ntlm": "ntlm", "negotiate": "ntlm", "kerberos
                 "credssp": "credssp", "certificate": "certificate"}
 CLIXML_NS = "{http://schemas.microsoft.com/powershell/2004/04}"
 _CLIXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
+FAULTS = Faults(
+    auth=AuthenticationError,
+    fault=WSManFaultError,
+    fault_code="wsman_fault_code",
+    http=WinRMTransportError,
+    poll_timeout=(WinRMOperationTimeoutError,),
+    quoted=(Unreadable,),
+    unreadable=(WinRMError, ET.ParseError, StopIteration, KeyError, AssertionError, binascii.Error, ValueError,
+                RecursionError),
+)
 
 
-def _receive(protocol: winrm.Protocol, shell_id: str, command_id: str) -> tuple[bytes, bytes, int, bool]:
+def _receive(protocol: Protocol, shell_id: str, command_id: str) -> tuple[bytes, bytes, int, bool]:
     """One Receive: (stdout, stderr, exit code, done), refusing an answer that is not a Receive response.
 
     pywinrm's own reader takes an answer without a CommandState for "still running, nothing yet"
@@ -99,7 +95,7 @@ def _receive(protocol: winrm.Protocol, shell_id: str, command_id: str) -> tuple[
         try:
             exit_code = int(codes[0]) if codes and codes[0] else -1
         except ValueError:
-            raise Unreadable(f"exit code {codes[0][:20]!r} is not a number") from None
+            raise Unreadable(f"exit code {str(codes[0])[:20]!r} is not a number") from None
     return b"".join(out), b"".join(err), exit_code, done
 
 
@@ -181,101 +177,115 @@ class _Stderr:
             self.collector.error(block.replace("\r\n", "\n"), "stderr")
 
 
-class WinRSTransport(HostConnection):
-    """One host over WinRS; used by one thread at a time (many transports run side by side)."""
+@dataclass(frozen=True)
+class _Shell:
+    """A cmd shell open on the host, and the client it was opened with."""
 
-    def __init__(self, host: HostConfig, settings: TransportSettings | None = None) -> None:
-        super().__init__(host, settings)
-        self._protocol: winrm.Protocol | None = None
-        self._shell_id: str | None = None
+    protocol: Protocol
+    id: str
 
-    # --- the protocol ---------------------------------------------------------------------
-    def run_step(self, script: StepScript, params: dict[str, Any], *, timeout: float,
-                 on_stream: StreamCallback | None = None) -> StepResult:
-        deadline = Deadline(timeout)
-        step = script.meta.name
-        collector = Collector(self.host, step, self.settings.output_cap, on_stream)
-        marker = "WUREMOTE-RESULT-" + secrets.token_hex(12)
-        prefix = marker + " "
-        marked: list[str] = []
 
-        def stdout_line(text: str) -> None:
-            if text.startswith(prefix):
-                marked.append(text[len(prefix):])
-            collector.add("stdout", text)
+class _Command:
+    """One command in the shell: started, fed its stdin, read one long poll at a time, terminated.
 
-        stdin = stdin_for(script.payload(), {**params, "ResultMarker": marker})
-        exit_code = self._execute("powershell.exe", bootstrap_arguments(), stdin, deadline, collector,
-                                  stdout_line, f"running step {step}")
-        return collector.result(exit_code, self._result(step, marked, collector))
+    With a ``marker``, stdout lines that start with it are the step's result (the last one counts)."""
 
-    def run_command(self, command: str, *, timeout: float) -> tuple[int, str]:
-        deadline = Deadline(timeout)
-        collector = Collector(self.host, "command", self.settings.output_cap)
-        exit_code = self._execute(command, (), None, deadline, collector,
-                                  lambda text: collector.add("stdout", text), "running a command")
-        return exit_code, "\n".join(r.text for r in collector.streams if r.stream == "stdout")
+    def __init__(self, shell: _Shell, settings: TransportSettings, collector: Collector, command: str,
+                 arguments: tuple[str, ...] = (), stdin: bytes | None = None, marker: str | None = None) -> None:
+        self.shell, self.settings, self.collector = shell, settings, collector
+        self.command, self.arguments, self.stdin = command, arguments, stdin
+        self.prefix = marker + " " if marker is not None else None
+        self.marked: list[str] = []
+        self.stdout, self.stderr = _Lines(self._stdout_line), _Lines(_Stderr(collector).line)
+        self.command_id: str | None = None
+        self.done = False
+        self.exit_code = -1
 
-    @property
-    def session_id(self) -> str | None:
-        return self._shell_id
+    def begin(self) -> None:
+        protocol, shell_id = self.shell.protocol, self.shell.id
+        self.command_id = protocol.run_command(shell_id, self.command, self.arguments)
+        stdin = self.stdin
+        if stdin is not None:
+            for start in range(0, len(stdin), STDIN_CHUNK):
+                end = start + STDIN_CHUNK >= len(stdin)
+                protocol.send_command_input(shell_id, self.command_id, stdin[start:start + STDIN_CHUNK], end=end)
 
-    def close_orphan(self, session_id: str) -> bool:
-        protocol = self._make_protocol()
+    def poll(self, seconds: int) -> None:
+        assert self.command_id is not None  # polled only after begin()
+        self.shell.protocol.operation_timeout_sec = seconds
         try:
-            protocol.close_shell(session_id)
-        except Exception as exc:  # noqa: BLE001 - the host answers "not found" for a shell already gone
-            error = self._translate(exc, "deleting a shell left by a stopped run")
-            if error.code is not None:
-                return False
-            raise error from None
-        finally:
-            protocol.transport.close_session()
-        return True
+            out, err, self.exit_code, self.done = _receive(self.shell.protocol, self.shell.id, self.command_id)
+        except WinRMOperationTimeoutError:
+            return  # the long poll ended with nothing to say
+        self.stdout.feed(out)
+        self.stderr.feed(err)
 
-    def reset(self) -> None:
-        protocol, shell_id = self._protocol, self._shell_id
-        self._protocol, self._shell_id = None, None
-        if protocol is None:
-            return
-        try:
-            if shell_id is not None:
-                protocol.close_shell(shell_id)  # bounded by connect/read timeouts; refused at once if the host is down
-        except Exception:  # deleting is a courtesy to the host's quota; a dead shell is simply forgotten
-            pass
-        finally:
-            protocol.transport.close_session()
+    def finish(self) -> int:
+        self.stdout.flush()
+        self.stderr.flush()
+        return self.exit_code
+
+    def stop(self) -> None:
+        """Nothing to send: close() signals terminate, which ends the process."""
 
     def close(self) -> None:
-        self.reset()
+        """Signal terminate: ends the process if it still runs and frees the command on the host."""
+        self.shell.protocol.operation_timeout_sec = self.settings.operation_timeout
+        if self.command_id is not None:
+            self.shell.protocol.cleanup_command(self.shell.id, self.command_id)
 
-    # --- the shell ------------------------------------------------------------------------
-    def _ensure_shell(self) -> tuple[winrm.Protocol, str]:
-        if self._protocol is None or self._shell_id is None:
-            self._protocol, self._shell_id = open_with_retries(self.settings, self._open_shell)
-        return self._protocol, self._shell_id
-
-    def _open_shell(self) -> tuple[winrm.Protocol, str]:
-        protocol = self._make_protocol()
+    def result(self) -> tuple[dict[str, Any] | None, str | None]:
+        if not self.marked:
+            return None, "no marked result line on stdout"
         try:
-            return protocol, protocol.open_shell(codepage=CODEPAGE_UTF8, noprofile=True)
-        except Exception as exc:
-            protocol.transport.close_session()
-            raise self._translate(exc, "opening a shell") from None
+            result = json.loads(self.marked[-1])
+        except json.JSONDecodeError as exc:
+            return None, f"its result line is not JSON ({exc.msg})"
+        except RecursionError:
+            return None, "its result line nests too deep"
+        if not isinstance(result, dict):
+            return None, "its result line is not a JSON object"
+        problem = contract_problem(result)
+        return (None, problem) if problem else (result, None)
 
-    def _make_protocol(self) -> winrm.Protocol:
-        host, settings = self.config, self.settings
+    def _stdout_line(self, text: str) -> None:
+        if self.prefix is not None and text.startswith(self.prefix):
+            self.marked.append(text[len(self.prefix):])
+        self.collector.add("stdout", text)
+
+
+class WinRSTransport(Session[Protocol, _Shell]):
+    """One host over WinRS: a cmd shell reused across steps, one terminated command per step or command."""
+
+    faults = FAULTS
+    noun = "shell"
+    label = "WinRS"
+    output_stream = "stdout"
+
+    # --- a step or a command ----------------------------------------------------------------
+    def _step(self, shell: _Shell, script: StepScript, params: dict[str, Any], collector: Collector) -> _Command:
+        marker = "WUREMOTE-RESULT-" + secrets.token_hex(12)
+        stdin = stdin_for(script.payload(), {**params, "ResultMarker": marker})
+        return _Command(shell, self.settings, collector, "powershell.exe", bootstrap_arguments(), stdin, marker)
+
+    def _command(self, shell: _Shell, command: str, collector: Collector) -> _Command:
+        return _Command(shell, self.settings, collector, command)
+
+    # --- the shell --------------------------------------------------------------------------
+    def _client(self) -> Protocol:
+        host, settings = self.connection, self.settings
         https = host.scheme == "https"
         address = f"[{host.address}]" if ":" in host.address else host.address
         validate = https and host.cert_validation
         try:
-            protocol = winrm.Protocol(
+            protocol = Protocol(
                 f"{host.scheme}://{address}:{host.effective_port}/wsman",
-                transport=PYWINRM_AUTH[host.auth],  # type: ignore[arg-type]
+                transport=PYWINRM_AUTH[host.auth],  # type: ignore[arg-type]  # a str from our table, pywinrm wants its Literal
                 username=host.username,
                 password=host.password.reveal() if host.password is not None else None,
                 server_cert_validation="validate" if validate else "ignore",
-                ca_trust_path=host.ca_file if validate else None,  # None: the default CA store, never the environment's
+                # None: the default CA store, never the environment's
+                ca_trust_path=host.ca_file if validate else None,  # type: ignore[arg-type]  # pywinrm takes None
                 cert_pem=host.cert_pem,
                 cert_key_pem=host.cert_key_pem,
                 read_timeout_sec=settings.read_timeout,
@@ -289,113 +299,20 @@ class WinRSTransport(HostConnection):
         protocol.transport.read_timeout_sec = (settings.connect_timeout, settings.read_timeout)  # type: ignore[assignment]
         return protocol
 
-    def _forget(self) -> None:
-        """Drop the shell without talking to the host (it is gone or unreachable)."""
-        protocol, self._protocol, self._shell_id = self._protocol, None, None
-        if protocol is not None:
-            protocol.transport.close_session()
+    def _release(self, client: Protocol) -> None:
+        client.transport.close_session()
 
-    # --- one command ----------------------------------------------------------------------
-    def _execute(self, command: str, arguments: tuple[str, ...], stdin: bytes | None, deadline: Deadline,
-                 collector: Collector, stdout_line: Callable[[str], None], what: str) -> int:
-        reused = self._shell_id is not None
-        protocol, shell_id = self._ensure_shell()
-        stdout, stderr = _Lines(stdout_line), _Lines(_Stderr(collector).line)
-        command_id: str | None = None
-        try:
-            try:
-                command_id = protocol.run_command(shell_id, command, arguments)
-            except WSManFaultError as exc:
-                if not reused or exc.wsman_fault_code != OPERATION_QUOTA_FAULT:
-                    raise
-                # The host refused the command before running it (its operations quota spent:
-                # Windows frees a shell's operations only when the shell is deleted): nothing
-                # ran, so a fresh shell takes it, once.
-                self.reset()
-                protocol, shell_id = self._ensure_shell()
-                command_id = protocol.run_command(shell_id, command, arguments)
-            if stdin is not None:
-                for start in range(0, len(stdin), STDIN_CHUNK):
-                    end = start + STDIN_CHUNK >= len(stdin)
-                    protocol.send_command_input(shell_id, command_id, stdin[start:start + STDIN_CHUNK], end=end)
-            while True:
-                if deadline.passed:
-                    raise TransportError("timeout", f"{self.host}: {what} did not finish within "
-                                                    f"{deadline.timeout:g} s; it was stopped")
-                protocol.operation_timeout_sec = deadline.poll_seconds(self.settings.operation_timeout)
-                try:
-                    out, err, exit_code, done = _receive(protocol, shell_id, command_id)
-                except WinRMOperationTimeoutError:
-                    continue  # the long poll ended with nothing to say
-                stdout.feed(out)
-                stderr.feed(err)
-                if done:
-                    break
-            stdout.flush()
-            stderr.flush()
-            return exit_code
-        except TransportError:
-            raise
-        except Exception as exc:
-            error = self._translate(exc, what)
-            if error.kind in ("lost", "unreachable", "protocol"):
-                self._forget()
-            raise error from None
-        finally:
-            protocol.operation_timeout_sec = self.settings.operation_timeout
-            if command_id is not None and self._shell_id == shell_id:
-                self._terminate(protocol, shell_id, command_id)
+    def _open_on(self, client: Protocol) -> _Shell:
+        return _Shell(client, client.open_shell(codepage=CODEPAGE_UTF8, noprofile=True))
 
-    def _terminate(self, protocol: winrm.Protocol, shell_id: str, command_id: str) -> None:
-        """Signal terminate: ends the process if it still runs and frees the command on the host."""
-        try:
-            protocol.cleanup_command(shell_id, command_id)
-        except Exception:  # the shell cannot take a signal: open a fresh one next time
-            self._forget()
+    def _client_of(self, shell: _Shell) -> Protocol:
+        return shell.protocol
 
-    def _result(self, step: str, marked: list[str], collector: Collector) -> dict[str, Any] | None:
-        if not marked:
-            collector.errors.append(f"{self.host}: step {step} broke the script contract: no marked result line on stdout")
-            return None
-        try:
-            result = json.loads(marked[-1])
-        except json.JSONDecodeError as exc:
-            collector.errors.append(f"{self.host}: step {step} broke the script contract: its result line is not JSON ({exc.msg})")
-            return None
-        except RecursionError:
-            collector.errors.append(f"{self.host}: step {step} broke the script contract: its result line nests too deep")
-            return None
-        if not isinstance(result, dict):
-            collector.errors.append(f"{self.host}: step {step} broke the script contract: its result line is not a JSON object")
-            return None
-        problem = contract_problem(result)
-        if problem:
-            collector.errors.append(f"{self.host}: step {step} broke the script contract: {problem}")
-            return None
-        return result
+    def _id_of(self, shell: _Shell) -> str | None:
+        return shell.id
 
-    def _translate(self, exc: BaseException, what: str) -> TransportError:
-        if isinstance(exc, TransportError):
-            return exc
-        if isinstance(exc, AuthenticationError):
-            return auth_failed(self.config)
-        if isinstance(exc, WSManFaultError):
-            code = exc.wsman_fault_code
-            if code == SHELL_NOT_FOUND_FAULT:
-                return TransportError("lost", f"{self.host}: the shell is gone (host restarted or shell timed out) "
-                                              f"while {what}", code=code)
-            return TransportError("fault", f"{self.host}: WS-Management fault {code} while {what}: "
-                                           f"{one_line(exc.reason)}", code=code)
-        if isinstance(exc, WinRMOperationTimeoutError):
-            return TransportError("fault", f"{self.host}: the WinRM service timed out while {what}", code=OPERATION_TIMEOUT_FAULT)
-        if isinstance(exc, WinRMTransportError):
-            return TransportError("fault", f"{self.host}: HTTP {exc.code} from the WinRM service while {what}")
-        network = network_error(self.config, exc, what)
-        if network is not None:
-            return network
-        if isinstance(exc, Unreadable):
-            return TransportError("protocol", f"{self.host}: unreadable WinRS answer while {what}: {exc}")
-        if isinstance(exc, (WinRMError, ET.ParseError, StopIteration, KeyError, AssertionError, binascii.Error,
-                            ValueError, RecursionError)):
-            return TransportError("protocol", f"{self.host}: unreadable WinRS answer while {what}: {type(exc).__name__}")
-        raise exc
+    def _delete(self, shell: _Shell) -> None:
+        shell.protocol.close_shell(shell.id)
+
+    def _delete_by_id(self, client: Protocol, session_id: str) -> None:
+        client.close_shell(session_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from ...contract.scripts import load_scripts, prelude_text, scripts_dir, sha256_text
-from . import BOOTSTRAP_SHA256, MODELS, PRELUDE_SHA256
+from .registry import BOOTSTRAP_SHA256, MODELS, PRELUDE_SHA256
 
 
 def main() -> int:

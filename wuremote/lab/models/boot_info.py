@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from . import StepContext, model
+from .registry import StepContext, model
 
 
 @model("boot-info", sha256="7360d19658b2d4f235aa3ac44081243ba745d2f50ecb9155e1f9d3e4b39704f0")

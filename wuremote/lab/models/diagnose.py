@@ -11,7 +11,7 @@ from typing import Any
 
 from ..host import (CATROOT2, DATASTORE, DOWNLOAD, GIB, SOFTWARE_DISTRIBUTION, HostState, expand, parse_windows_utc,
                     windows_utc)
-from . import StepContext, model
+from .registry import StepContext, model
 from .helpers import param, pending_reboot
 
 UPDATE_SERVICES = ("wuauserv", "bits", "cryptsvc", "msiserver", "trustedinstaller", "appidsvc", "usosvc")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..host import Host, HostState, windows_utc
-from . import StepContext, model
+from .registry import StepContext, model
 from .helpers import param, require_elevated, strings, switch
 
 TASK_PATH = "\\wuremote\\"

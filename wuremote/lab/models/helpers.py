@@ -12,7 +12,7 @@ from typing import Any
 
 from ..engine import ErrorInfo, Stop
 from ..host import parse_windows_utc, windows_utc
-from . import StepContext, model
+from .registry import StepContext, model
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # Test-WuName
 # Get-WuPendingReboot's order.

@@ -13,7 +13,7 @@ import datetime as dt
 from typing import Any
 
 from ..host import HostState, parse_windows_utc, windows_utc
-from . import StepContext, model
+from .registry import StepContext, model
 from .helpers import require_elevated
 from .long_steps import SYSTEM_ROOT, int_param
 

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from ..host import GIB, HostState, expand, parse_windows_utc
-from . import StepContext, model
+from .registry import StepContext, model
 from .diagnose import TROUBLESHOOTER_PACK
 from .helpers import param, require_elevated, switch
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..host import (BITS_DOWNLOADER, CATROOT2, DATASTORE, DOWNLOAD, SOFTWARE_DISTRIBUTION, Folder, HostState, Service,
                     expand)
-from . import StepContext, model
+from .registry import StepContext, model
 from .helpers import param, require_elevated
 from .maintenance import remove_folder
 

@@ -13,6 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..contract import RunExit
+from .report import SCHEMA_VERSION
+
 
 class MergeError(ValueError):
     """Shard runs that cannot be merged; the message names the run dir and the fix."""
@@ -26,8 +29,8 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         raise MergeError(f"{path}: cannot read it ({exc.strerror}); give the runs/<run-id> folder of each shard") from None
     except json.JSONDecodeError as exc:
         raise MergeError(f"{path}:{exc.lineno}: not JSON ({exc.msg}); run `wuremote report RUN_ID --rerender` there") from None
-    if not isinstance(report, dict) or report.get("schema_version") != 1:
-        raise MergeError(f"{path}: not a wuremote report.json of schema version 1")
+    if not isinstance(report, dict) or report.get("schema_version") != SCHEMA_VERSION:
+        raise MergeError(f"{path}: not a wuremote report.json of schema version {SCHEMA_VERSION}")
     return report
 
 
@@ -53,7 +56,8 @@ def merge_reports(runs: list[tuple[Path, dict[str, Any]]], out: Path) -> dict[st
     first = [r for _, r in runs]
     codes = [r["run"].get("exit_code") for r in first]
     interrupted = any(r["run"].get("interrupted") for r in first)
-    exit_code = 130 if interrupted else (1 if any(c not in (0, None) for c in codes) or None in codes else 0)
+    exit_code = int(RunExit.INTERRUPTED if interrupted else (
+        RunExit.NOT_ALL_WELL if any(c != RunExit.OK for c in codes) else RunExit.OK))
     run = dict(first[0]["run"])
     run.update({
         "id": "merged-" + "+".join(r["run"]["id"] for r in first),

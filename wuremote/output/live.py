@@ -19,16 +19,16 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from . import events as ev
-from .events import Event
-from .report import printable
+from .. import events as ev
+from ..contract import Outcome
+from .terminal import printable
 
-STYLE = {"healthy": "green", "repaired": "green", "planned": "cyan", "checked": "cyan", "failed": "red",
-         "unreachable": "red", "needs-operator": "yellow", "interrupted": "magenta", "skipped": "dim",
-         "running": "blue", "waiting": "dim", "rebooting": "yellow"}
+STYLE = {Outcome.HEALTHY: "green", Outcome.REPAIRED: "green", Outcome.PLANNED: "cyan", Outcome.CHECKED: "cyan",
+         Outcome.FAILED: "red", Outcome.UNREACHABLE: "red", Outcome.NEEDS_OPERATOR: "yellow",
+         Outcome.INTERRUPTED: "magenta", Outcome.SKIPPED: "dim", "running": "blue", "waiting": "dim", "rebooting": "yellow"}
 
 
-def describe(event: Event) -> str:
+def describe(event: ev.Event) -> str:
     """One plain line for an event (the --plain view, logs, and the live view's last message).
 
     Hosts send some of this text (messages, causes): control characters and line breaks are
@@ -37,33 +37,42 @@ def describe(event: Event) -> str:
     return printable(_describe(event))
 
 
-def _describe(event: Event) -> str:
-    d = event.data
-    if event.kind == ev.RUN_STARTED:
-        return f"run {event.run_id}: {d.get('command')} on {len(d.get('hosts') or [])} host(s)"
-    if event.kind == ev.HOST_STARTED:
-        return f"started ({d.get('transport')} to {d.get('address')})"
-    if event.kind == ev.STEP_STARTED:
-        return f"{event.step} started (attempt {d.get('attempt')}): {d.get('reason')}"
-    if event.kind == ev.STEP_PROGRESS:
-        return f"{event.step} {d.get('percent')}% {d.get('message') or ''}".rstrip()
-    if event.kind == ev.STEP_FINISHED:
-        extra = f" {', '.join(d.get('hresults') or [])}" if d.get("hresults") else ""
-        first = (d.get("messages") or [""])[0]
-        return f"{event.step} {d.get('status')} (exit {d.get('exit_code')}, {d.get('duration', 0):.1f}s){extra}" + (
+def _describe(event: ev.Event) -> str:
+    if isinstance(event, ev.RunStarted):
+        return f"run {event.run_id}: {event.command} on {len(event.hosts)} host(s)"
+    if isinstance(event, ev.HostStarted):
+        return f"started ({event.transport} to {event.address})"
+    if isinstance(event, ev.HostPlanned):
+        return f"info: {event.text}"
+    if isinstance(event, ev.StepStarted):
+        return f"{event.step} started (attempt {event.attempt}): {event.reason}"
+    if isinstance(event, ev.StepProgress):
+        return f"{event.step} {event.percent}% {event.message}".rstrip()
+    if isinstance(event, ev.StepFinished):
+        extra = f" {', '.join(event.hresults)}" if event.hresults else ""
+        first = (event.messages or [""])[0]
+        return f"{event.step} {event.status} (exit {event.exit_code}, {event.duration:.1f}s){extra}" + (
             f": {first}" if first else "")
-    if event.kind == ev.REBOOT_STARTED:
-        return f"restarting: {d.get('reason')}"
-    if event.kind == ev.REBOOT_FINISHED:
-        return f"restart {'done' if d.get('ok') else 'FAILED'}: {d.get('message')}"
-    if event.kind == ev.HOST_MESSAGE:
-        return f"{d.get('level')}: {d.get('text')}"
-    if event.kind == ev.HOST_FINISHED:
-        return f"{str(d.get('outcome')).upper()}: {d.get('cause')}"
-    if event.kind == ev.RUN_FINISHED:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted((d.get("counts") or {}).items()))
-        return f"run {event.run_id} finished: {counts} (exit {d.get('exit_code')})"
+    if isinstance(event, ev.RebootStarted):
+        return f"restarting: {event.reason}"
+    if isinstance(event, ev.RebootFinished):
+        return f"restart {'done' if event.ok else 'FAILED'}: {event.message}"
+    if isinstance(event, ev.HostMessage):
+        return f"{event.level}: {event.text}"
+    if isinstance(event, ev.SessionClosed) and event.orphan:
+        return f"info: {event.summary}"
+    if isinstance(event, ev.HostFinished):
+        return f"{event.outcome.value.upper()}: {event.cause}"
+    if isinstance(event, ev.RunFinished):
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(event.counts.items()))
+        return f"run {event.run_id} finished: {counts} (exit {event.exit_code})"
     return event.kind
+
+
+def _news(event: ev.Event) -> bool:
+    """Session bookkeeping is for the journal (resume deletes what a dead run left), not for a person."""
+    return not isinstance(event, (ev.SessionOpened, ev.SessionClosed)) or (
+        isinstance(event, ev.SessionClosed) and event.orphan)
 
 
 class PlainView:
@@ -73,9 +82,9 @@ class PlainView:
         self.stream = stream
         self._lock = threading.Lock()
 
-    def __call__(self, event: Event) -> None:
-        if event.kind == ev.HOST_MESSAGE and event.data.get("level") == "debug":
-            return  # bookkeeping for the journal (session ids), not news for a person
+    def __call__(self, event: ev.Event) -> None:
+        if not _news(event):
+            return
         stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
         who = event.host or "-"
         with self._lock:
@@ -90,7 +99,7 @@ class JsonView:
         self.stream = stream
         self._lock = threading.Lock()
 
-    def __call__(self, event: Event) -> None:
+    def __call__(self, event: ev.Event) -> None:
         line = json.dumps(event.as_dict(), default=str, separators=(",", ":"))
         with self._lock:
             self.stream.write(line + "\n")
@@ -127,26 +136,25 @@ class LiveView:
     def __exit__(self, *exc: Any) -> None:
         self._live.__exit__(*exc)
 
-    def __call__(self, event: Event) -> None:
-        if event.host is None or (event.kind == ev.HOST_MESSAGE and event.data.get("level") == "debug"):
+    def __call__(self, event: ev.Event) -> None:
+        if event.host is None or not _news(event):
             return
         with self._lock:
             row = self.rows.setdefault(event.host, HostRow(event.host))
             row.updated = event.time
-            d = event.data
-            if event.kind == ev.HOST_STARTED:
+            if isinstance(event, ev.HostStarted):
                 row.state, row.started = "running", event.time
-            elif event.kind == ev.STEP_STARTED:
+            elif isinstance(event, ev.StepStarted):
                 row.step, row.percent = event.step or "", None
-            elif event.kind == ev.STEP_PROGRESS:
-                row.percent = d.get("percent")
-            elif event.kind == ev.REBOOT_STARTED:
+            elif isinstance(event, ev.StepProgress):
+                row.percent = event.percent
+            elif isinstance(event, ev.RebootStarted):
                 row.state = "rebooting"
-            elif event.kind == ev.REBOOT_FINISHED:
+            elif isinstance(event, ev.RebootFinished):
                 row.state = "running"
                 row.reboots += 1
-            elif event.kind == ev.HOST_FINISHED:
-                row.state, row.step, row.percent = str(d.get("outcome")), "", None
+            elif isinstance(event, ev.HostFinished):
+                row.state, row.step, row.percent = event.outcome.value, "", None
             row.message = describe(event)
 
     def _render(self) -> Group:

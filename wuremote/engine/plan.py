@@ -10,15 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .contract import hresult
-from .inventory import HostConfig
+from ..contract import hresult
+from ..contract.steps import OPT_IN_STEPS as OPT_IN
+from ..inventory import RepairPolicy
 
-# The ladder, gentlest first (design.md section 3).  Opt-in rungs run only when named.
+# The ladder, gentlest first (docs/design.md, §3).  Opt-in rungs run only when named.
 LADDER = ("troubleshooter", "reset-components:gentle", "reset-components:full", "dism", "sfc",
           "av-pause", "clean-boot", "install-kb")
-OPT_IN = ("av-pause", "clean-boot")
-# Restores owed by a step that changed something it must put back, and always run.
-RESTORES = {"av-pause": "av-resume", "clean-boot": "clean-boot-restore"}
 MAX_SKEW_SECONDS = 120
 # Steps whose own result is the repair: a finding that names one makes it required.
 FINDING_STEPS = ("cleanup", "sync-time", "reset-components:gentle", "dism", "clean-boot", "install-kb")
@@ -50,6 +48,17 @@ class HostPlan:
     def steps(self) -> list[PlannedStep]:
         return self.gates + self.ladder
 
+    @property
+    def text(self) -> str:
+        """One line for people: the steps in order (* = required), and what verify may confirm."""
+        steps = [s.rung + ("*" if s.required else "") for s in self.steps]
+        text = "plan: " + (" -> ".join(steps) if steps else "verify only")
+        if self.blocker:
+            text += f" (if verify confirms: {self.blocker})"
+        if self.operator_issue:
+            text += f" (operator: {self.operator_issue})"
+        return text
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "gates": [{"step": s.rung, "reason": s.reason} for s in self.gates],
@@ -60,28 +69,28 @@ class HostPlan:
         }
 
 
-def rung_params(rung: str, host: HostConfig) -> dict[str, Any]:
+def rung_params(rung: str, policy: RepairPolicy) -> dict[str, Any]:
     """A rung's script parameters from the inventory: always values, never code."""
     name, _, level = rung.partition(":")
-    params: dict[str, Any] = {key: value for key, value in host.step_options.get(name, {}).items()
+    params: dict[str, Any] = {key: value for key, value in policy.step_options.get(name, {}).items()
                               if key.lower() not in ("runid", "resultmarker")}  # wuremote's own, never an option's
     if name == "reset-components":
         params["Level"] = level or "gentle"
-    elif name == "dism" and host.dism_source:
-        params["Source"] = host.dism_source
-    elif name == "install-kb" and host.kb:
-        params["KbId"] = host.kb
-        if host.kb_url:
-            params["Url"] = host.kb_url
-        if host.kb_sha256:
-            params["Sha256"] = host.kb_sha256
-    elif name == "clean-boot" and host.exclude_services:
-        params["ExcludeServices"] = list(host.exclude_services)
-    elif name == "av-pause" and host.vendor_av:
+    elif name == "dism" and policy.dism_source:
+        params["Source"] = policy.dism_source
+    elif name == "install-kb" and policy.kb:
+        params["KbId"] = policy.kb
+        if policy.kb_url:
+            params["Url"] = policy.kb_url
+        if policy.kb_sha256:
+            params["Sha256"] = policy.kb_sha256
+    elif name == "clean-boot" and policy.exclude_services:
+        params["ExcludeServices"] = list(policy.exclude_services)
+    elif name == "av-pause" and policy.vendor_av:
         for key, param in (("pause_command", "VendorPauseCommand"), ("pause_arguments", "VendorPauseArguments"),
                            ("resume_command", "VendorResumeCommand"), ("resume_arguments", "VendorResumeArguments")):
-            if key in host.vendor_av:
-                params[param] = host.vendor_av[key]
+            if key in policy.vendor_av:
+                params[param] = policy.vendor_av[key]
     return params
 
 
@@ -105,9 +114,9 @@ def network_blocker(facts: dict[str, Any]) -> str | None:
     return None
 
 
-def plan_host(host: HostConfig, facts: dict[str, Any]) -> HostPlan:
+def plan_host(name: str, policy: RepairPolicy, facts: dict[str, Any]) -> HostPlan:
     """The plan for one host from its first diagnose: gates, then the ladder, with reasons."""
-    plan = HostPlan(host.name, blocker=network_blocker(facts))
+    plan = HostPlan(name, blocker=network_blocker(facts))
     services = facts.get("services") or {}
     by_policy = sorted(name for name, svc in services.items()
                        if isinstance(svc, dict) and svc.get("policy_start_type") == "Disabled")
@@ -139,19 +148,19 @@ def plan_host(host: HostConfig, facts: dict[str, Any]) -> HostPlan:
         rung = "reset-components:gentle" if failure.step == "reset-components" else failure.step
         if rung in LADDER and rung in FINDING_STEPS:
             reason = f"last update failure {failure.hex} {failure.name}: {failure.fix}"
-            if rung in OPT_IN and rung not in host.opt_in:
+            if rung in OPT_IN and rung not in policy.opt_in:
                 plan.notes.append(f"{reason}; {rung} is opt-in: add it to opt_in to let wuremote run it")
             else:
                 required[rung] = reason
                 if rung in ("dism",):
                     start = LADDER.index(rung)  # a corrupt component store goes straight to DISM
-    if host.kb:
-        required["install-kb"] = f"{host.kb} named in the inventory"
+    if policy.kb:
+        required["install-kb"] = f"{policy.kb} named in the inventory"
     for index, rung in enumerate(LADDER):
         name = rung.split(":")[0]
-        if name in OPT_IN and name not in host.opt_in:
+        if name in OPT_IN and name not in policy.opt_in:
             continue
-        if name == "install-kb" and not host.kb:
+        if name == "install-kb" and not policy.kb:
             continue
         if name == "troubleshooter" and not (facts.get("troubleshooter") or {}).get("available", True):
             plan.notes.append("troubleshooter: not available on this OS, skipped")

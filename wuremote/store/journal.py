@@ -2,12 +2,12 @@
 
 The runner records an event *before* it does what the event announces (``step-started`` is
 written before the script is sent), so after a crash or a ``kill -9`` the journal says
-exactly where each host was: ``progress()`` turns that into what ``wuremote resume``
-continues from.  WAL with ``synchronous=FULL`` makes every committed event survive the
+exactly where each host was (wuremote/engine/progress.py folds that into what ``wuremote
+resume`` continues from).  The journal holds events and run rows, and nothing else: SQLite only.  WAL with ``synchronous=FULL`` makes every committed event survive the
 process, and the machine too.
 
 A resumed run may append to the same run id: a second ``run-started`` marks the run running
-again and keeps the first plan snapshot, so ``progress()`` sees the whole history.
+again and keeps the first options and inventory snapshot, so a fold sees the whole history.
 """
 
 from __future__ import annotations
@@ -24,15 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .events import (HOST_FINISHED, HOST_STARTED, KINDS, REBOOT_FINISHED, REBOOT_STARTED, RUN_FINISHED, RUN_STARTED,
-                     STEP_FINISHED, STEP_STARTED, Event)
-from .plan import RESTORES  # a pausing step that succeeded owes its restore until the restore succeeds
-from .secret import Secret
+from ..events import KINDS, Event, RunFinished, RunStarted
+from ..secret import Secret
 
 JOURNAL_FILE = "journal.sqlite3"
 
-#: exit codes of a step that did what it was asked (3010: and wants a reboot)
-OK_EXIT_CODES = (0, 3010)
+SCHEMA_VERSION = 2  # PRAGMA user_version; 0 is the first format (with a runs.plan_json column, always '{}')
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -40,7 +37,6 @@ CREATE TABLE IF NOT EXISTS runs (
     created      REAL NOT NULL,
     command      TEXT NOT NULL,
     status       TEXT NOT NULL,   -- running | finished | interrupted
-    plan_json    TEXT NOT NULL,
     options_json TEXT NOT NULL,
     inventory_json TEXT NOT NULL  -- host settings without passwords: resume reconnects from these
 );
@@ -71,58 +67,8 @@ class RunRecord:
     created: float
     command: str
     status: str  # running (also: killed while running) | finished | interrupted
-    plan: dict[str, Any]
     options: dict[str, Any]
     inventory: list[dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    """One finished step run, as resume needs it."""
-
-    name: str
-    attempt: int
-    exit_code: int | None  # None: the transport failed before the script answered
-    status: str
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code in OK_EXIT_CODES
-
-
-@dataclass(frozen=True)
-class InterruptedStep:
-    """A step recorded as started with no finish after it: the controller died (or stopped) there."""
-
-    name: str
-    attempt: int
-    idempotent: bool  # safe to run again from the start
-    detached: bool  # may still be running on the host: re-attach, never start it twice
-    started: float
-
-
-@dataclass
-class HostProgress:
-    """Where one host stands in a run: what ``wuremote resume`` continues from."""
-
-    host: str
-    finished: list[StepOutcome] = field(default_factory=list)  # every finished step, in order
-    interrupted: InterruptedStep | None = None
-    owed: list[str] = field(default_factory=list)  # restores owed, e.g. ["av-resume"], in pause order
-    reboots: int = 0  # reboots that completed
-    reboot_in_flight: dict[str, Any] | None = None  # reboot-started data with no reboot-finished yet
-    reboot_owed: bool = False  # a step asked for a reboot and none has completed since
-    outcome: str | None = None  # host-finished outcome; None while the host has not finished
-    cause: str = ""  # host-finished cause
-
-    @property
-    def interrupted_step(self) -> str | None:
-        return self.interrupted.name if self.interrupted else None
-
-    @property
-    def ok_steps(self) -> list[str]:
-        """Names of the steps that finished ok (exit 0 or 3010), in order."""
-        return [step.name for step in self.finished if step.ok]
 
 
 @dataclass
@@ -157,6 +103,7 @@ class Journal:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise JournalError(f"cannot open the journal {self.path}: {exc}; "
                                "choose a writable --state-dir") from exc
@@ -165,6 +112,16 @@ class Journal:
         self._pending: list[_Pending] = []
         self._writing = False
         self._known_runs: set[str] = set()
+
+    def _migrate(self) -> None:
+        """Bring a journal of the first format to this one (its plan_json column was never used)."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        if "plan_json" in columns:
+            self._db.execute("ALTER TABLE runs DROP COLUMN plan_json")
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- writing ---------------------------------------------------------------------------
     def new_run_id(self) -> str:
@@ -181,7 +138,7 @@ class Journal:
         commit): the first caller writes everything queued, the others wait for their own
         event's commit.  A thousand hosts then cost a few commits a moment, not one each.
         """
-        if event.kind not in KINDS:
+        if KINDS.get(event.kind) is not type(event):
             raise JournalError(f"unknown event kind {event.kind!r} for run {event.run_id}; known: {', '.join(KINDS)}")
         item = _Pending(event, _dumps(event.data, f"{event.kind} event of run {event.run_id}"))
         with self._queue_lock:
@@ -205,7 +162,7 @@ class Journal:
             with self._lock, self._transaction():
                 for item in batch:
                     event = item.event
-                    if event.kind == RUN_STARTED:
+                    if isinstance(event, RunStarted):
                         self._start_run(event)
                         self._known_runs.add(event.run_id)
                     elif event.run_id not in self._known_runs:
@@ -214,8 +171,8 @@ class Journal:
                                                       f"run-started in {self.path}; record run-started first")
                             continue
                         self._known_runs.add(event.run_id)
-                    if event.kind == RUN_FINISHED:
-                        status = "interrupted" if event.data.get("interrupted") else "finished"
+                    if isinstance(event, RunFinished):
+                        status = "interrupted" if event.interrupted else "finished"
                         self._db.execute("UPDATE runs SET status = ? WHERE run_id = ?", (status, event.run_id))
                     self._db.execute(
                         "INSERT INTO events (run_id, time, kind, host, step, data_json) VALUES (?, ?, ?, ?, ?, ?)",
@@ -228,24 +185,23 @@ class Journal:
             for item in batch:
                 item.done.set()
 
-    def _start_run(self, event: Event) -> None:
-        plan_json = _dumps(event.data.get("plan", {}), f"plan of run {event.run_id}")
-        options_json = _dumps(event.data.get("options", {}), f"options of run {event.run_id}")
-        inventory_json = _dumps(event.data.get("inventory", []), f"inventory of run {event.run_id}")
+    def _start_run(self, event: RunStarted) -> None:
+        options_json = _dumps(event.options, f"options of run {event.run_id}")
+        inventory_json = _dumps(event.inventory, f"inventory of run {event.run_id}")
         self._db.execute(
-            "INSERT INTO runs (run_id, created, command, status, plan_json, options_json, inventory_json) "
-            "VALUES (?, ?, ?, 'running', ?, ?, ?) ON CONFLICT(run_id) DO UPDATE SET status = 'running'",
-            (event.run_id, event.time, str(event.data.get("command", "")), plan_json, options_json, inventory_json))
+            "INSERT INTO runs (run_id, created, command, status, options_json, inventory_json) "
+            "VALUES (?, ?, ?, 'running', ?, ?) ON CONFLICT(run_id) DO UPDATE SET status = 'running'",
+            (event.run_id, event.time, event.command, options_json, inventory_json))
 
     # --- reading ---------------------------------------------------------------------------
     def runs(self) -> list[RunRecord]:
         """Every run, newest first."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM runs ORDER BY created DESC, run_id DESC").fetchall()
+            rows = self._db.execute("SELECT run_id, created, command, status, options_json, inventory_json FROM runs ORDER BY created DESC, run_id DESC").fetchall()
         return [_run_record(row) for row in rows]
 
     def run(self, run_id: str) -> RunRecord:
-        row = self._query_one("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        row = self._query_one("SELECT run_id, created, command, status, options_json, inventory_json FROM runs WHERE run_id = ?", (run_id,))
         if row is None:
             known = self._query_one("SELECT count(*) FROM runs", ())
             raise UnknownRunError(f"no run {run_id!r} in the journal {self.path} ({known[0] if known else 0} runs there); "
@@ -259,11 +215,8 @@ class Journal:
             rows = self._db.execute(
                 "SELECT kind, run_id, host, step, data_json, time FROM events WHERE run_id = ? ORDER BY seq",
                 (run_id,)).fetchall()
-        return [Event(kind, rid, host, step, json.loads(data), when) for kind, rid, host, step, data, when in rows]
-
-    def progress(self, run_id: str) -> dict[str, HostProgress]:
-        """Per host, in plan order: what finished, where a kill interrupted it, what is owed."""
-        return progress_of(self.events(run_id))
+        return [Event.from_record(kind, rid, host, step, json.loads(data), when)
+                for kind, rid, host, step, data, when in rows]
 
     def close(self) -> None:
         with self._lock:
@@ -300,70 +253,9 @@ class Journal:
             raise JournalError(f"cannot write to the journal {self.path}: {exc}; check free space") from exc
 
 
-def progress_of(events: list[Event]) -> dict[str, HostProgress]:
-    """Fold a run's events into per-host progress (the journal's ``progress`` without SQLite)."""
-    hosts: dict[str, HostProgress] = {}
-    for event in events:
-        if event.kind == RUN_STARTED:
-            for name in event.data.get("hosts", []):
-                hosts.setdefault(str(name), HostProgress(str(name)))
-        if event.host is None:
-            continue
-        _apply(hosts.setdefault(event.host, HostProgress(event.host)), event)
-    for progress in hosts.values():
-        _owe_for_interrupted_pause(progress)
-    return hosts
-
-
-def _apply(progress: HostProgress, event: Event) -> None:
-    data = event.data
-    if event.kind == HOST_STARTED:
-        progress.outcome, progress.cause = None, ""
-    elif event.kind == STEP_STARTED and event.step:
-        progress.interrupted = InterruptedStep(event.step, int(data.get("attempt", 1)), bool(data.get("idempotent")),
-                                               bool(data.get("detached")), event.time)
-    elif event.kind == STEP_FINISHED and event.step:
-        # A host runs one step at a time: this finish closes the open start of the same step.
-        started = progress.interrupted if progress.interrupted and progress.interrupted.name == event.step else None
-        attempt = started.attempt if started else int(data.get("attempt", 1))
-        outcome = StepOutcome(event.step, attempt, data.get("exit_code"), str(data.get("status", "")))
-        progress.finished.append(outcome)
-        if started:
-            progress.interrupted = None
-        _settle_restores(progress, outcome)
-        if outcome.ok and data.get("reboot_required"):
-            progress.reboot_owed = True
-    elif event.kind == REBOOT_STARTED:
-        progress.reboot_in_flight = dict(data)
-    elif event.kind == REBOOT_FINISHED:
-        progress.reboot_in_flight = None
-        if data.get("ok"):
-            progress.reboots += 1
-            progress.reboot_owed = False
-    elif event.kind == HOST_FINISHED:
-        progress.outcome = str(data.get("outcome", "")) or None
-        progress.cause = str(data.get("cause", ""))
-
-
-def _settle_restores(progress: HostProgress, step: StepOutcome) -> None:
-    restore = RESTORES.get(step.name)
-    if restore and step.ok and restore not in progress.owed:
-        progress.owed.append(restore)
-    if step.name in RESTORES.values() and step.exit_code == 0 and step.name in progress.owed:
-        progress.owed.remove(step.name)
-
-
-def _owe_for_interrupted_pause(progress: HostProgress) -> None:
-    """A kill while a pause ran may have left the host paused: its restore is owed too."""
-    restore = RESTORES.get(progress.interrupted.name) if progress.interrupted else None
-    if restore and restore not in progress.owed:
-        progress.owed.append(restore)
-
-
 def _run_record(row: tuple[Any, ...]) -> RunRecord:
-    run_id, created, command, status, plan_json, options_json, inventory_json = row
-    return RunRecord(run_id, created, command, status, json.loads(plan_json), json.loads(options_json),
-                     json.loads(inventory_json))
+    run_id, created, command, status, options_json, inventory_json = row
+    return RunRecord(run_id, created, command, status, json.loads(options_json), json.loads(inventory_json))
 
 
 def _dumps(value: Any, where: str) -> str:

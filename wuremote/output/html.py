@@ -21,6 +21,8 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from ..contract import ExitCode
+
 # Outcomes in the order a reader wants them: what needs attention first.
 OUTCOME_ORDER = ("failed", "unreachable", "needs-operator", "interrupted", "skipped", "repaired", "healthy",
                  "planned", "checked")
@@ -30,7 +32,7 @@ REBOOT_STATE = {True: "back", False: "did not come back", None: "never recorded 
 _TRANSCRIPT_RE = re.compile(r"^transcripts/[^/]+/[^/]+\.log$")
 _MIN_SEGMENT = 0.25  # percent of the bar: a 50 ms step in a two-hour run stays visible
 
-_env = Environment(loader=PackageLoader("wuremote", "templates"), autoescape=select_autoescape(default=True),
+_env = Environment(loader=PackageLoader("wuremote.output", "templates"), autoescape=select_autoescape(default=True),
                    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 # Our own CSS and script go in verbatim (escaping would break them); the page's Content-Security-Policy
 # allows that one script by its hash and loads nothing, so even a script smuggled past escaping would not run.
@@ -73,7 +75,7 @@ class CauseGroup:
 
 
 def render_html(report: dict[str, Any]) -> str:
-    """The page for one report.json (schema: wuremote/report_schema.json)."""
+    """The page for one report.json (schema: wuremote/output/report_schema.json)."""
     run = report["run"]
     t0 = _seconds(run["started"])
     end = max([_seconds(run["finished"]) if run["finished"] else t0]
@@ -130,7 +132,7 @@ def _segment(kind: str, offset: float, duration: float, span: float, title: str)
 def _step_kind(step: dict[str, Any]) -> str:
     if step["status"] == "interrupted" and step["duration"] is None:
         return "interrupted"
-    if step["exit_code"] in (0, 3010):
+    if ExitCode.is_ok(step["exit_code"]):
         return "ok"
     if step["exit_code"] == 2:
         return "na"

@@ -1,39 +1,44 @@
-"""Fleet execution: one HostJob per host, bounded parallelism, cancellation and resume.
+"""Fleet execution: scheduling only. One HostWalk per host, bounded parallelism, cancellation, resume.
 
-Each host walks diagnose -> gates -> verify -> the ladder (wuremote/hostjob.py), stopping as
-soon as verify passes and nothing its findings demand is left; owed restores run on every
-path out.  Every fact the runner learns becomes an event: the journal records it *before*
-the runner acts on it, so a controller killed at any point leaves a run that ``resume``
-completes.  Hosts run on controller threads, or on Dask workers in their sites
-(wuremote/dask_executor.py) with their events streamed back here.
+Each host walks diagnose -> gates -> verify -> the ladder (wuremote/engine/walk.py), stopping
+as soon as verify passes and nothing its findings demand is left; owed restores run on every
+path out.  Every fact the runner learns becomes a typed event: the journal records it
+*before* the runner acts on it, so a controller killed at any point leaves a run that
+``resume`` completes.  Hosts run on controller threads, or on Dask workers in their sites
+(wuremote/engine/dask.py) with their events streamed back here.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from . import events as ev
-from .events import Event, Subscriber
-from .hostjob import HostJob
-from .inventory import HostConfig
-from .journal import HostProgress, Journal
+from .. import events as ev
+from .._version import __version__
+from ..contract import Outcome, RunExit, run_exit_code
+from ..inventory import HostConfig, host_snapshot
+from ..output.report import write_report
+from ..store.journal import Journal
+from ..store.rundir import RunDir
 from .options import RunOptions
-from .report import ENDED_WELL, RunDir, write_report
+from .progress import HostProgress
+from .walk import HostWalk
 
-__all__ = ["Runner", "RunOptions", "RunSummary", "host_snapshot", "orphan_sessions"]
+__all__ = ["Runner", "RunOptions", "RunSummary", "orphan_sessions"]
+
+log = logging.getLogger("wuremote")
 
 
 @dataclass
 class RunSummary:
     run_id: str
-    outcomes: dict[str, str]
+    outcomes: dict[str, Outcome]
     causes: dict[str, str]
     run_dir: Path
     report_json: Path
@@ -41,22 +46,15 @@ class RunSummary:
     interrupted: bool = False
 
     @property
-    def exit_code(self) -> int:
-        return run_exit_code(self.outcomes, self.interrupted)
-
-
-def run_exit_code(outcomes: dict[str, str], interrupted: bool) -> int:
-    """130 interrupted, 0 when every host ended well, else 1 (the CLI's documented codes)."""
-    if interrupted:
-        return 130
-    return 0 if all(o in ENDED_WELL for o in outcomes.values()) else 1
+    def exit_code(self) -> RunExit:
+        return run_exit_code(self.outcomes.values(), self.interrupted)
 
 
 class Runner:
     """Run one command over many hosts and publish what happens as events."""
 
     def __init__(self, hosts: list[HostConfig], options: RunOptions | None = None, *,
-                 subscribers: Iterable[Subscriber] = (), run_id: str | None = None,
+                 subscribers: Iterable[ev.Subscriber] = (), run_id: str | None = None,
                  resume: dict[str, HostProgress] | None = None) -> None:
         self.hosts = hosts
         self.options = options or RunOptions()
@@ -64,6 +62,7 @@ class Runner:
         self.run_id = run_id or self.journal.new_run_id()
         self.run_dir = RunDir(Path(self.options.state_dir), self.run_id)
         self.subscribers = list(subscribers)
+        self._broken: set[int] = set()  # subscribers whose failure was logged once already
         self.resume = resume or {}
         self._cancel = threading.Event()
         self._stop_new = threading.Event()
@@ -71,28 +70,24 @@ class Runner:
         self._reboot_slots: dict[str, threading.BoundedSemaphore] = {}
         self.orphans: dict[str, list[str]] = {}  # host -> pools/shells a stopped controller left open
         for host in hosts:
-            if host.reboot_group_cap:
+            if host.policy.reboot_group_cap:
                 for group in host.groups:
-                    self._reboot_slots.setdefault(group, threading.BoundedSemaphore(host.reboot_group_cap))
+                    self._reboot_slots.setdefault(group, threading.BoundedSemaphore(host.policy.reboot_group_cap))
 
-    # --- events -------------------------------------------------------------------------
-    def emit(self, kind: str, host: str | None = None, step: str | None = None, **data: Any) -> None:
-        event = Event(kind, self.run_id, host, step, data)
+    # --- the HostContext a walk sees ------------------------------------------------------
+    def emit(self, event: ev.Event) -> None:
         self.journal.record(event)  # committed before anyone acts on it (group commit across hosts)
         for subscriber in self.subscribers:
             try:
                 subscriber(event)
-            except Exception:  # noqa: BLE001 - a broken view must never stop a repair
-                pass
+            except Exception:  # noqa: BLE001 - a broken view must never stop a repair; said once, not per event
+                if id(subscriber) not in self._broken:
+                    self._broken.add(id(subscriber))
+                    log.exception("event subscriber %r failed on a %s event; its later failures are not logged",
+                                  subscriber, event.kind)
 
     def write_artifact(self, relative: str, text: str) -> None:
-        path = self.run_dir.path / relative
-        if not path.resolve().is_relative_to(self.run_dir.path.resolve()):
-            raise ValueError(f"artifact path {relative!r} leaves the run dir")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
-        tmp.replace(path)
+        self.run_dir.write(relative, text)
 
     def take_orphans(self, host: str) -> list[str]:
         with self._lock:
@@ -122,18 +117,18 @@ class Runner:
         # Events live in the journal only (a thousand hosts' facts stay out of memory); the
         # report is built from it at the end.
         self.orphans = orphan_sessions(self.journal.events(self.run_id)) if self.resume else {}
-        self.emit(ev.RUN_STARTED, command="resume" if self.resume else self.options.command,
-                  hosts=[h.name for h in self.hosts], inventory=[host_snapshot(h) for h in self.hosts],
-                  options=self.options.snapshot(), version=_version())
-        outcomes: dict[str, str] = {}
+        self.emit(ev.RunStarted(self.run_id, command="resume" if self.resume else self.options.command,
+                                hosts=[h.name for h in self.hosts], inventory=[host_snapshot(h) for h in self.hosts],
+                                options=self.options.snapshot(), version=__version__))
+        outcomes: dict[str, Outcome] = {}
         causes: dict[str, str] = {}
         for name, progress in self.resume.items():
             if progress.outcome is not None:
-                outcomes[name], causes[name] = progress.outcome, progress.cause or ""
+                outcomes[name], causes[name] = progress.outcome, progress.cause
         todo = [h for h in self.hosts if h.name not in outcomes]
         failed = 0
         with self._executor() as pool:
-            pending: dict[Future[tuple[str, str]], HostConfig] = {}
+            pending: dict[Future[tuple[Outcome, str]], HostConfig] = {}
             queue = list(todo)
             try:
                 while queue or pending:
@@ -146,8 +141,8 @@ class Runner:
                     for future in done:
                         host = pending.pop(future)
                         outcome, cause = future.result()
-                        outcomes[host.name], causes[host.name] = outcome, cause
-                        if outcome in ("failed", "unreachable"):
+                        outcomes[host.name], causes[host.name] = Outcome(outcome), cause
+                        if outcome.counts_as_failure:
                             failed += 1
                             if 100.0 * failed / max(1, len(self.hosts)) > self.options.max_fail_percent:
                                 self._stop_new.set()
@@ -160,56 +155,44 @@ class Runner:
         for host in self.hosts:
             if host.name not in outcomes:
                 reason = "interrupted before it started" if self.cancelled else "not started: --max-fail-percent reached"
-                outcomes[host.name], causes[host.name] = ("interrupted" if self.cancelled else "skipped"), reason
-                self.emit(ev.HOST_FINISHED, host.name, outcome=outcomes[host.name], cause=reason, steps_run=0, reboots=0)
+                outcomes[host.name] = Outcome.INTERRUPTED if self.cancelled else Outcome.SKIPPED
+                causes[host.name] = reason
+                self.emit(ev.HostFinished(self.run_id, host.name, outcome=outcomes[host.name], cause=reason))
         interrupted = self.cancelled
-        self.emit(ev.RUN_FINISHED, exit_code=run_exit_code(outcomes, interrupted),
-                  counts=dict(Counter(outcomes.values())), interrupted=interrupted)
+        self.emit(ev.RunFinished(self.run_id, exit_code=int(run_exit_code(outcomes.values(), interrupted)),
+                                 counts={str(k): v for k, v in Counter(outcomes.values()).items()},
+                                 interrupted=interrupted))
         report_json, junit_xml = write_report(self.run_dir, self.journal.events(self.run_id))
         self.journal.close()
         return RunSummary(self.run_id, outcomes, causes, self.run_dir.path, report_json, junit_xml, interrupted)
 
-    def _executor(self) -> Any:
+    def _executor(self) -> Executor:
         """Where hosts run: controller threads, or a site-routing Dask executor (same submit/wait shape)."""
         if self.options.executor == "dask":
-            from .dask_executor import DaskExecutor
+            from .dask import DaskExecutor
 
             return DaskExecutor(self)
         return ThreadPoolExecutor(max_workers=max(1, self.options.forks), thread_name_prefix="wuremote-host")
 
-    def _host(self, host: HostConfig) -> tuple[str, str]:
+    def _host(self, host: HostConfig) -> tuple[Outcome, str]:
         try:
-            return HostJob(self, host, self.resume.get(host.name)).run()
+            return HostWalk(self, host, self.resume.get(host.name)).run()
         except Exception as exc:  # noqa: BLE001 - a bug in one host's cleanup must not end the run for the others
             cause = f"internal error: {type(exc).__name__}: {exc}"
-            self.emit(ev.HOST_FINISHED, host.name, outcome="failed", cause=cause, steps_run=0, reboots=0)
-            return "failed", cause
+            self.emit(ev.HostFinished(self.run_id, host.name, outcome=Outcome.FAILED, cause=cause))
+            return Outcome.FAILED, cause
 
 
-def orphan_sessions(events: list[Event]) -> dict[str, list[str]]:
+def orphan_sessions(events: list[ev.Event]) -> dict[str, list[str]]:
     """Pools/shells each host opened in a run and that were never closed (the controller died)."""
     open_by_host: dict[str, list[str]] = {}
     for event in events:
-        if event.kind != ev.HOST_MESSAGE or event.host is None:
+        if event.host is None:
             continue
         sessions = open_by_host.setdefault(event.host, [])
-        if event.data.get("session") and event.data["session"] not in sessions:
-            sessions.append(str(event.data["session"]))
-        if event.data.get("session_closed") in sessions:
-            sessions.remove(event.data["session_closed"])
+        if isinstance(event, ev.SessionOpened) and event.session not in sessions:
+            sessions.append(event.session)
+        elif isinstance(event, ev.SessionClosed) and event.session in sessions:
+            sessions.remove(event.session)
     return {host: ids for host, ids in open_by_host.items() if ids}
-
-
-def host_snapshot(host: HostConfig) -> dict[str, Any]:
-    """A host's settings for the journal, so `resume` reconnects without the inventory: no password."""
-    return {f.name: (list(v) if isinstance(v, tuple) else v)
-            for f in fields(host) if f.name != "password" for v in [getattr(host, f.name)]}
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 

@@ -22,21 +22,22 @@ trusts.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
 from contextlib import ExitStack, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .inventory import HostConfig, hosts_from_snapshot
-from .journal import HostProgress, InterruptedStep
+from .. import events as ev
+from ..contract import Outcome
+from ..inventory import HostConfig, host_snapshot, hosts_from_snapshot
+from .context import RunContext
 from .options import RunOptions
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .runner import Runner
+from .progress import HostProgress, InterruptedStep
 
 _CANCEL_CHECK_SECONDS = 1.0
 
@@ -46,10 +47,10 @@ def site_resource(site: str) -> str:
     return f"site-{site}"
 
 
-class DaskExecutor:
+class DaskExecutor(Executor):
     """The runner's executor for ``--executor dask``: submit/shutdown like a ThreadPoolExecutor."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: RunContext) -> None:
         from distributed import Client, Queue, Variable
 
         if not runner.options.scheduler:
@@ -61,7 +62,7 @@ class DaskExecutor:
         self.queue = Queue(self.queue_name, client=self.client)
         self.cancel_var = Variable(self.cancel_name, client=self.client)
         self.cancel_var.set(False)
-        self._waiting: dict[str, Future[tuple[str, str]]] = {}
+        self._waiting: dict[str, Future[tuple[Outcome, str]]] = {}
         self._dask_futures: list[Any] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -75,11 +76,13 @@ class DaskExecutor:
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
 
-    def submit(self, fn: Any, host: HostConfig) -> Future[tuple[str, str]]:
-        """Run ``host``'s walk on a worker of its site; the future resolves when its last event is in."""
-        from .runner import host_snapshot
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run a host's walk (``fn(host)`` on the controller's side) on a worker of its site.
 
-        done: Future[tuple[str, str]] = Future()
+        The future resolves when the host's last event is in.
+        """
+        host: HostConfig = args[0]
+        done: Future[tuple[Outcome, str]] = Future()
         with self._lock:
             self._waiting[host.name] = done
         unit = {
@@ -90,7 +93,7 @@ class DaskExecutor:
             "orphans": self.runner.take_orphans(host.name),
             "queue": self.queue_name,
             "cancel": self.cancel_name,
-            "reboot_cap": host.reboot_group_cap,
+            "reboot_cap": host.policy.reboot_group_cap,
         }
         resources = {site_resource(host.site): 1} if host.site else None
         future = self.client.submit(run_unit, unit, key=f"wuremote-{self.runner.run_id}-{host.name}-{uuid.uuid4().hex[:6]}",
@@ -99,7 +102,7 @@ class DaskExecutor:
         self._dask_futures.append(future)
         return done
 
-    def shutdown(self, wait: bool = True) -> None:
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._closing.set()
         self._pump.join(timeout=10)
         self.client.close()
@@ -121,8 +124,7 @@ class DaskExecutor:
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "event":
-            _, event_kind, host, step, data = message
-            self.runner.emit(event_kind, host, step, **data)
+            self.runner.emit(message[1])
         elif kind == "artifact":
             self.runner.write_artifact(message[1], message[2])
         elif kind == "done":
@@ -130,7 +132,7 @@ class DaskExecutor:
             with self._lock:
                 future = self._waiting.pop(host, None)
             if future is not None and not future.done():
-                future.set_result((outcome, cause))
+                future.set_result((Outcome(outcome), cause))
 
     def _unit_ended(self, host: str, future: Any) -> None:
         """A unit that failed for good (an error, or its workers kept dying) still ends its host."""
@@ -140,12 +142,12 @@ class DaskExecutor:
             waiting = self._waiting.pop(host, None)
         if waiting is not None and not waiting.done():
             reason = f"the Dask unit ended without finishing ({future.status}: {future.exception() if future.status == 'error' else 'cancelled'})"
-            self.runner.emit("host-finished", host, outcome="failed", cause=reason, steps_run=0, reboots=0)
-            waiting.set_result(("failed", reason))
+            self.runner.emit(ev.HostFinished(self.runner.run_id, host, outcome=Outcome.FAILED, cause=reason))
+            waiting.set_result((Outcome.FAILED, reason))
 
 
 class WorkerContext:
-    """A HostJob's run, seen from a Dask worker: everything goes back to the controller by queue."""
+    """A HostWalk's run, seen from a Dask worker: everything goes back to the controller by queue."""
 
     def __init__(self, unit: dict[str, Any]) -> None:
         from distributed import Queue, Variable, get_client
@@ -162,16 +164,16 @@ class WorkerContext:
         self._cancelled = False
         self._checked = 0.0
 
-    def emit(self, kind: str, host: str | None = None, step: str | None = None, **data: Any) -> None:
-        if kind == "host-started":
+    def emit(self, event: ev.Event) -> None:
+        if isinstance(event, ev.HostStarted):
             from distributed import get_worker
 
-            data["worker"] = get_worker().address
-        if kind == "step-started" and data.get("detached"):
-            self.inflight.set(step)  # a re-run after this worker dies re-attaches to it
-            self._inflight = step
-        self.queue.put(("event", kind, host, step, data))
-        if kind == "step-finished" and step is not None and step == self._inflight:
+            event = dataclasses.replace(event, worker=get_worker().address)
+        if isinstance(event, ev.StepStarted) and event.detached:
+            self.inflight.set(event.step)  # a re-run after this worker dies re-attaches to it
+            self._inflight = event.step
+        self.queue.put(("event", event))
+        if isinstance(event, ev.StepFinished) and event.step is not None and event.step == self._inflight:
             self.inflight.set(None)
             self._inflight = None
 
@@ -200,15 +202,16 @@ class WorkerContext:
             if self._reboot_cap:
                 for group in sorted(host.groups):
                     name = f"wuremote-{self.run_id}-reboot-{group}"
-                    stack.enter_context(Semaphore(max_leases=self._reboot_cap, name=name, client=self.client))
+                    # The semaphore finds the scheduler through the worker's client (there is no client parameter).
+                    stack.enter_context(Semaphore(max_leases=self._reboot_cap, name=name))
             yield
 
 
-def run_unit(unit: dict[str, Any]) -> tuple[str, str]:
+def run_unit(unit: dict[str, Any]) -> tuple[Outcome, str]:
     """What a worker runs for one host: safe to start again after the worker running it died."""
     from distributed import Variable, get_client
 
-    from .hostjob import HostJob
+    from .walk import HostWalk
 
     context = WorkerContext(unit)
     host = hosts_from_snapshot([unit["host"]], environ=os.environ)[0]
@@ -220,17 +223,16 @@ def run_unit(unit: dict[str, Any]) -> tuple[str, str]:
         again = False
     started.set(True)
     if again:
-        context.emit("host-message", host.name, level="warning",
-                     text="the worker running this host died; starting again (detached steps are re-attached)")
+        context.emit(ev.HostMessage(context.run_id, host.name, level="warning",
+                                    text="the worker running this host died; starting again (detached steps are re-attached)"))
         progress = progress or HostProgress(host.name)
-        owed = [r for step, r in (("av-pause", "av-resume"), ("clean-boot", "clean-boot-restore")) if step in host.opt_in]
-        progress.owed = list(dict.fromkeys(list(progress.owed) + owed))
+        progress.ledger.assume_paused(host.policy.opt_in)
         try:
             inflight = context.inflight.get(timeout=0.5)
         except Exception:  # noqa: BLE001 - never set: no detached step was under way
             inflight = None
         if inflight:
             progress.interrupted = InterruptedStep(str(inflight), 1, idempotent=True, detached=True, started=time.time())
-    outcome, cause = HostJob(context, host, progress).run()
+    outcome, cause = HostWalk(context, host, progress).run()
     context.queue.put(("done", host.name, outcome, cause))
     return outcome, cause

@@ -8,16 +8,18 @@ comparison (not "the port answers again") is what says the host really restarted
 
 from __future__ import annotations
 
+import datetime as dt
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
-from .contract.scripts import get_script
-from .transport.base import Transport, TransportError
+from ..contract import ExitCode, Outcome
+from ..contract.scripts import get_script
+from ..inventory import RepairPolicy
+from ..transport.base import Transport, TransportError
+from .window import in_window
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,6 @@ class RebootSettings:
     readiness_timeout: float = 300.0
     stability_window: float = 10.0
     probe_timeout: float = 30.0  # one boot-info call while the host comes back
-
-    def scaled(self, factor: float) -> "RebootSettings":
-        """The same phases at another time scale (the lab's emulated hosts reboot in a second)."""
-        return RebootSettings(*(getattr(self, name) * factor for name in self.__dataclass_fields__))
 
 
 class RebootError(RuntimeError):
@@ -50,6 +48,24 @@ class RebootOutcome:
     boot_after: str
     duration: float
     back_after: float  # seconds from the restart request until the new boot answered
+
+
+def reboot_refusal(policy: RepairPolicy, reason: str, *, roles: set[str], reboots: int,
+                   now: dt.datetime) -> tuple[Outcome, str] | None:
+    """The gate before a restart: the host's reboot policy, its window, its roles, its restart budget."""
+    if policy.reboot == "never":
+        return Outcome.NEEDS_OPERATOR, f"a restart is needed ({reason}) but the inventory says reboot = never"
+    if policy.reboot == "window" and not in_window(policy.maintenance_window, now):
+        return (Outcome.NEEDS_OPERATOR,
+                f"a restart is needed ({reason}) outside the maintenance window {policy.maintenance_window}")
+    blocked = sorted(roles - set(policy.allow_reboot_roles))
+    if blocked:
+        return (Outcome.NEEDS_OPERATOR, f"a restart is needed ({reason}) but this host is a {blocked[0]}; "
+                f"add it to allow_reboot_roles to let wuremote restart it")
+    if reboots >= policy.max_reboots:
+        return (Outcome.FAILED, f"a restart is needed ({reason}) but the host already restarted "
+                f"{reboots} times (max_reboots)")
+    return None
 
 
 class _NotYet(Exception):
@@ -75,24 +91,11 @@ def _retrying(timeout: float, settings: RebootSettings) -> Retrying:
     )
 
 
-@contextmanager
-def _one_try_per_probe(transport: Transport) -> Iterator[None]:
-    """While waiting for a host, each probe opens once: the wait's own backoff paces the retries,
-    so a host that is back is seen at the next probe, not after the transport's retry sleeps."""
-    settings = getattr(transport, "settings", None)
-    if settings is None or not hasattr(settings, "open_retries"):
-        yield
-        return
-    transport.settings = replace(settings, open_retries=0)  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        transport.settings = settings  # type: ignore[attr-defined]
-
-
 def _probe(transport: Transport, run_id: str, settings: RebootSettings) -> str:
     try:
-        with _one_try_per_probe(transport):
+        # Each probe opens once: the wait's own backoff paces the tries, so a host that is back
+        # is seen at the next probe, not after the transport's retry sleeps.
+        with transport.probe():
             return read_boot(transport, run_id, settings.probe_timeout)[0]
     except TransportError as exc:
         if exc.kind in ("auth", "tls"):
@@ -110,7 +113,7 @@ def reboot(transport: Transport, *, run_id: str, reason: str, settings: RebootSe
     params: dict[str, Any] = {"RunId": run_id, "Reason": reason[:500], "DelaySeconds": 2}
     try:
         result = transport.run_step(get_script("restart"), params, timeout=settings.probe_timeout)
-        if result.exit_code not in (0, 3010):
+        if not ExitCode.is_ok(result.exit_code):
             raise RebootError("restart", f"{transport.host}: restart refused (exit {result.exit_code}): "
                               + "; ".join(result.messages or result.errors)[:300])
     except TransportError as exc:

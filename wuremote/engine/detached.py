@@ -1,0 +1,133 @@
+"""A long step (DISM, sfc, verify...) run as a scheduled task on the host: start -> poll -> clean up.
+
+As ansible.windows' win_updates starts its task, polls it and cleans up in ``finally``: the
+step survives the WinRM connection, a controller restart (``resume`` re-attaches by run id and
+step, never starting a second one) and a host restart (the task is started once more).
+A task still running when the walk stops (Ctrl-C, a timeout) is left running and said so:
+stopping DISM half-way is worse than letting it finish.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from .. import events as ev
+from ..contract import ExitCode, Outcome, StepResult, StreamRecord
+from ..contract.scripts import StepScript, get_script, sha256_text
+from ..transport.base import TransportError
+from .context import Cancelled, HostFailed
+from .retry import retrying
+
+if TYPE_CHECKING:
+    from .steps import StepRunner
+
+FINISHED, INTERRUPTED, MISSING = "finished", "interrupted", "missing"  # the task states the poll reports
+_FIRST_POLL = 0.25  # seconds: short steps end quickly; long ones are polled less, up to RunOptions.poll_interval
+
+
+class _RestartedUnder(Exception):
+    """The host restarted while the task ran: it is started once more."""
+
+
+class DetachedStep:
+    def __init__(self, runner: StepRunner, script: StepScript, params: dict[str, Any], label: str) -> None:
+        self.runner = runner
+        self.script = script
+        self.label = label
+        self.run_id = str(params["RunId"])
+        self.body_params = {k: v for k, v in params.items() if k != "RunId"}
+        self.streams: list[StreamRecord] = []
+
+    def run(self, *, reattach: bool) -> StepResult:
+        """Start (or re-attach to) the task, poll it until it ends, then remove it from the host."""
+        started = time.time()
+        restart = not reattach
+        state, poll = MISSING, None
+
+        def once_more(_: BaseException) -> None:
+            nonlocal restart
+            restart = True
+            self.runner.message("warning", f"{self.label} was interrupted (the host restarted); starting it once more")
+
+        try:
+            for tries in retrying(tries=2, when=lambda e: isinstance(e, _RestartedUnder), between=once_more):
+                with tries:
+                    start = self._start(restart)
+                    if start.exit_code != ExitCode.OK:
+                        return StepResult(self.runner.name, self.script.meta.name, start.exit_code, start.result,
+                                          self.streams, start.errors, started, time.time() - started)
+                    state, poll = self._poll_until_done()
+                    if state == INTERRUPTED:
+                        raise _RestartedUnder()
+        except _RestartedUnder:
+            pass  # interrupted twice: reported below, not retried again
+        facts = poll.facts if poll else {}
+        exit_code = facts.get("exit_code")
+        body = facts.get("result") if isinstance(facts.get("result"), dict) else None
+        if state != FINISHED or not isinstance(exit_code, int):
+            exit_code = int(ExitCode.FAILED)
+            body = {"status": "interrupted", "messages": [f"{self.label} was interrupted twice; not retried again"]}
+        self._clean_up()
+        return StepResult(self.runner.name, self.script.meta.name, exit_code, body, self.streams, [], started,
+                          time.time() - started)
+
+    def _start(self, restart: bool) -> StepResult:
+        payload = self.script.payload()
+        params = {"RunId": self.run_id, "Step": self.script.meta.name, "Payload": payload,
+                  "PayloadSha256": sha256_text(payload), "ParametersJson": json.dumps(self.body_params),
+                  "Restart": restart}
+        start = self.runner.run_script(get_script("detached-start"), params, "detached-start")
+        self.streams.extend(start.streams)
+        return start
+
+    def _poll_until_done(self) -> tuple[str, StepResult | None]:
+        options = self.runner.options
+        deadline = time.monotonic() + max(30.0, self.script.meta.timeout * options.time_scale)
+        offset = 0
+        last: StepResult | None = None
+        last_percent = -1
+        interval = min(_FIRST_POLL, options.poll_interval)
+        while True:
+            if self.runner.ctx.cancelled:
+                raise Cancelled()
+            if time.monotonic() > deadline:
+                raise HostFailed(Outcome.FAILED, f"{self.script.meta.name} still running after its timeout; left "
+                                 f"running on the host (task wuremote-{self.run_id}-{self.script.meta.name}); "
+                                 "nothing was stopped")
+            time.sleep(interval)
+            interval = min(interval * 1.5, options.poll_interval)
+            try:
+                poll = self.runner.run_script(get_script("detached-poll"), {
+                    "RunId": self.run_id, "Step": self.script.meta.name, "TranscriptOffset": offset}, "detached-poll")
+            except TransportError as exc:
+                if exc.kind in ("auth", "tls"):
+                    raise
+                self.runner.connected.reset()  # re-attach on a fresh connection; the task runs on
+                continue
+            last = poll
+            facts = poll.facts
+            text = facts.get("transcript")
+            if isinstance(text, str) and text:
+                self.streams.append(StreamRecord(time.time(), "host-transcript", text))
+            next_offset = facts.get("transcript_next_offset")
+            if isinstance(next_offset, int) and next_offset >= offset:
+                offset = next_offset
+            percent = facts.get("percent")
+            if isinstance(percent, int) and percent != last_percent:
+                last_percent = percent
+                self.runner.emit(ev.StepProgress(self.runner.ctx.run_id, self.runner.name, self.script.meta.name,
+                                                 percent=percent, message=str(facts.get("state", ""))))
+            state = str(facts.get("state") or "")
+            if poll.exit_code == ExitCode.NOT_APPLICABLE:
+                return MISSING, poll
+            if state in (FINISHED, INTERRUPTED):
+                return state, last
+
+    def _clean_up(self) -> None:
+        try:
+            self.runner.run_script(get_script("detached-cleanup"), {"RunId": self.run_id, "Step": self.script.meta.name},
+                                   "detached-cleanup")
+        except TransportError:
+            self.runner.message("warning", f"could not remove the finished {self.label} task; it is removed on the next run")

@@ -1,0 +1,71 @@
+"""What a step's answer says, in words: HRESULTs found, causes an operator reads, `check`'s findings.
+
+Pure functions over step results and diagnose's facts; nothing here talks to a host.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..contract import StepResult
+from .plan import HostPlan, PlannedStep
+
+_HEX = re.compile(r"0x[0-9A-Fa-f]{8}")
+
+
+def prevention_findings(facts: dict[str, Any]) -> list[str]:
+    """What `wuremote check` reports: the recipe's prevention advice, host by host."""
+    findings = []
+    disk = facts.get("disk") or {}
+    if disk.get("low"):
+        findings.append(f"low disk: {(disk.get('free_bytes') or 0) / 2**30:.1f} GB free (keep 15-20 GB)")
+    skew = (facts.get("clock") or {}).get("skew_seconds")
+    if isinstance(skew, (int, float)) and abs(skew) > 120:
+        findings.append(f"clock {skew:+.0f} s off")
+    pending = facts.get("pending_reboot") or []
+    if pending:
+        findings.append(f"reboot pending: {', '.join(pending)}")
+    source = facts.get("update_source") or {}
+    if source.get("kind") == "wsus":
+        findings.append(f"updates from WSUS {source.get('wsus_server')}")
+    failures = facts.get("update_failures") or []
+    if failures:
+        newest = failures[0]
+        findings.append(f"last update failure {newest.get('hresult')} at {newest.get('time_utc')}")
+    shutdowns = facts.get("unexpected_shutdowns_30d") or 0
+    if shutdowns:
+        findings.append(f"{shutdowns} unexpected shutdown(s) in 30 days")
+    return findings
+
+
+def hresults_of(result: StepResult) -> list[str]:
+    """Failure HRESULTs a step reported (severity bit set); success codes such as 0x00000BC2 are not news."""
+    found: list[str] = []
+    for source in (json.dumps(result.facts), " ".join(result.messages)):
+        for code in _HEX.findall(source):
+            code = "0x" + code[2:].upper()
+            if int(code, 16) & 0x80000000 and code not in found:
+                found.append(code)
+    return found
+
+
+def small_facts(facts: dict[str, Any]) -> dict[str, Any]:
+    """A step's facts for the journal, without bulky payloads (transcripts, echoed results)."""
+    return {k: v for k, v in facts.items() if k not in ("transcript", "result") and len(json.dumps(v, default=str)) < 4000}
+
+
+def verify_cause(verify: StepResult) -> str:
+    codes = hresults_of(verify)
+    return f"verify exit {verify.exit_code}" + (f" ({', '.join(codes)})" if codes else "")
+
+
+def network_cause(verify: StepResult, plan: HostPlan) -> str:
+    return plan.blocker or f"cannot reach the update server: {verify_cause(verify)}; fix the network, proxy or WSUS"
+
+
+def needs_source_cause(rung: PlannedStep, result: StepResult) -> str:
+    if rung.script == "dism":
+        return "DISM needs a repair source (0x800F081F): set dism_source to install media of the same build"
+    return f"{rung.rung}: {'; '.join(result.messages)[:200] or 'run dism first'}"

@@ -1,0 +1,50 @@
+"""How a run behaves: one record, sent as-is to wherever hosts are worked on (threads or Dask workers).
+
+The journal keeps its snapshot, so ``wuremote resume`` runs the remaining work exactly as the
+run began it: same executor, scheduler, time scale, poll interval, reboot and transport settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..transport import TransportSettings
+from .reboot import RebootSettings
+
+
+@dataclass
+class RunOptions:
+    """How a run behaves; every field has a default a user can rely on."""
+
+    command: str = "repair"  # repair | check | plan
+    forks: int = 20
+    max_fail_percent: float = 100.0
+    state_dir: Path = Path(".wuremote")
+    host_timeout: float = 6 * 3600.0
+    poll_interval: float = 5.0  # longest wait between detached-poll calls (they start at 0.25 s and back off)
+    time_scale: float = 1.0  # multiplies script timeouts (the lab's scaled hosts finish sooner)
+    reboot: RebootSettings = field(default_factory=RebootSettings)
+    transport: TransportSettings = field(default_factory=TransportSettings)
+    executor: str = "local"  # local (controller threads) | dask (site-routed workers)
+    scheduler: str | None = None  # the Dask scheduler's address, for executor "dask"
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything but where the state lives (resume is told that), as JSON values."""
+        values = dataclasses.asdict(self)
+        del values["state_dir"]
+        return values
+
+    @classmethod
+    def from_snapshot(cls, stored: dict[str, Any], **overrides: Any) -> RunOptions:
+        """The options a run was started with (what an older journal lacks keeps its default)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in stored.items() if k in known}
+        if isinstance(values.get("reboot"), dict):
+            values["reboot"] = RebootSettings(**values["reboot"])
+        if isinstance(values.get("transport"), dict):
+            values["transport"] = TransportSettings(**values["transport"])
+        values.update(overrides)
+        return cls(**values)

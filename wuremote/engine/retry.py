@@ -1,0 +1,29 @@
+"""The one retry helper: every retry loop of the engine is a tenacity policy built here.
+
+A policy reads as a sentence (tenacity's style): how many tries, which errors earn another
+one, what to do between tries (reset the connection, find out whether the host restarted),
+and how long to wait.  The last error is re-raised as itself, never wrapped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_none
+from tenacity.wait import wait_base
+
+
+def retrying(*, tries: int, when: Callable[[BaseException], bool],
+             between: Callable[[BaseException], None] | None = None, wait: wait_base | None = None) -> Retrying:
+    """Up to ``tries`` attempts while ``when(error)`` holds; ``between(error)`` runs before the next one.
+
+    ``between`` may raise to stop retrying with another error (a host that is gone for good).
+    """
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if between is not None and error is not None:
+            between(error)
+
+    return Retrying(stop=stop_after_attempt(tries), retry=retry_if_exception(when), before_sleep=before_sleep,
+                    wait=wait or wait_none(), reraise=True)

@@ -1,0 +1,249 @@
+"""Running one step on one host: events and transcript around it, and survival of a lost connection.
+
+The walk decides *which* step runs; this module runs it.  Every step run is journalled as
+started before the script is sent and as finished (with its transcript) after, whatever
+happens in between.  A connection lost under an idempotent step is survived: on a fresh
+connection the step runs again in place (a detached one is re-attached to); if the host
+restarted under it, the attempt is reported interrupted and the step runs once more after
+the host is back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import events as ev
+from ..contract import Outcome, StepResult, StreamRecord
+from ..contract.scripts import StepScript, get_script
+from ..contract.steps import RESTORES
+from ..inventory import HostConfig
+from ..output.transcript import render_transcript
+from ..store.rundir import transcript_name
+from ..transport import open_transport
+from ..transport.base import Transport, TransportError
+from .context import Cancelled, HostContext, HostFailed
+from .detached import DetachedStep
+from .findings import hresults_of, small_facts
+from .ledger import Ledger
+from .reboot import RebootError, read_boot, wait_until_back
+from .retry import retrying
+
+STEP_RETRIES = 4  # fresh connections an idempotent step gets after losing its own (a flaky network loses several)
+_NO_BOOT = "(unknown)"  # a boot time no host reports: wait_until_back returns the first one it reads
+_PROGRESS = re.compile(r"\s*(\d{1,3})%\s*(.*)")
+# Steps that still run after Ctrl-C: the restores, and what taking and releasing the host needs.
+_AFTER_CANCEL = frozenset(RESTORES.values()) | {"lock", "boot-info", "restart"}
+
+
+class StepRunner:
+    """One host's connection and step runs, on one worker thread."""
+
+    def __init__(self, ctx: HostContext, host: HostConfig, ledger: Ledger, reattach: set[str]) -> None:
+        self.ctx = ctx
+        self.host = host
+        self.name = host.name
+        self.options = ctx.options
+        self.ledger = ledger
+        self.reattach = reattach  # detached steps a stopped controller left running: re-attach, never restart
+        self.transport: Transport | None = None
+        self.attempts: dict[str, int] = {}
+        self.boot_seen: str | None = None  # the host's boot time as last read: a change means it restarted
+        self.deadline = time.monotonic() + self.options.host_timeout
+        self._session: str | None = None
+
+    # --- the connection -----------------------------------------------------------------
+    def open(self) -> Transport:
+        self.transport = open_transport(self.host, self.options.transport)
+        return self.transport
+
+    def close(self) -> None:
+        if self.transport is None:
+            return
+        session = self.transport.session_id
+        self.transport.close()
+        if session:
+            self.emit(ev.SessionClosed(self.ctx.run_id, self.name, session=session))
+
+    @property
+    def connected(self) -> Transport:
+        if self.transport is None:
+            raise HostFailed(Outcome.FAILED, "no connection")
+        return self.transport
+
+    # --- events -------------------------------------------------------------------------
+    def emit(self, event: ev.Event) -> None:
+        self.ctx.emit(event)
+
+    def message(self, level: str, text: str) -> None:
+        self.emit(ev.HostMessage(self.ctx.run_id, self.name, level=level, text=text))
+
+    @property
+    def steps_run(self) -> int:
+        return sum(self.attempts.values())
+
+    # --- one step -----------------------------------------------------------------------
+    def step(self, name: str, params: dict[str, Any], *, reason: str, label: str | None = None) -> StepResult:
+        """Run one script (detached when its header says so), with its events and transcript."""
+        self._check_time(name)
+        script = get_script(name)
+        label = label or name
+        params = {**params, "RunId": self.ctx.run_id}  # the run id is wuremote's, never an option's
+        attempt = self._start(label, script, reason)
+        reported = False  # the step's finish is already journalled (a recovery that gave up)
+        restarted_under = False
+
+        def lost(error: BaseException) -> None:
+            nonlocal attempt, reported, restarted_under
+            assert isinstance(error, TransportError)
+            try:
+                rebooted = self._recover(label, error)
+            except (TransportError, RebootError) as gone:
+                self._finished(label, attempt, None, error=f"{error}; then {gone}", error_kind=error.kind)
+                reported = True
+                raise HostFailed(Outcome.UNREACHABLE if isinstance(gone, TransportError) else Outcome.FAILED,
+                                 str(gone)) from None
+            if rebooted:
+                self._finished(label, attempt, None, error=f"the host restarted during {label}", error_kind="interrupted")
+                if restarted_under:
+                    reported = True
+                    raise HostFailed(Outcome.FAILED, f"{label}: the host restarted under it twice; not tried again")
+                restarted_under = True
+                attempt = self._start(label, script, f"{reason} (again: the host restarted under it)")
+
+        def survivable(error: BaseException) -> bool:
+            return isinstance(error, TransportError) and error.transient and script.meta.idempotent
+
+        try:
+            for tries in retrying(tries=STEP_RETRIES + 1, when=survivable, between=lost):
+                with tries:
+                    if script.meta.detached:
+                        again = label in self.reattach or tries.retry_state.attempt_number > 1
+                        result = DetachedStep(self, script, params, label).run(reattach=again)
+                        self.reattach.discard(label)
+                    else:
+                        result = self.run_script(script, params, label)
+        except TransportError as exc:
+            self._finished(label, attempt, None, error=str(exc), error_kind=exc.kind)
+            raise
+        except Cancelled:
+            self._finished(label, attempt, None, error="interrupted by the operator; a detached step keeps running",
+                           error_kind="interrupted")
+            raise
+        except HostFailed as exc:
+            if not reported:
+                self._finished(label, attempt, None, error=exc.cause, error_kind="failed")
+            raise
+        except Exception as exc:
+            self._finished(label, attempt, None, error=f"internal error: {type(exc).__name__}: {exc}",
+                           error_kind="internal")
+            raise
+        self._finished(label, attempt, result)
+        return result
+
+    def run_script(self, script: StepScript, params: dict[str, Any], label: str) -> StepResult:
+        """One script run over the transport, no events: the building block of a step."""
+        timeout = max(5.0, script.meta.timeout * self.options.time_scale)
+        try:
+            return self.connected.run_step(script, params, timeout=timeout, on_stream=self._on_stream(label))
+        finally:
+            self._note_session()
+
+    def _start(self, label: str, script: StepScript, reason: str) -> int:
+        attempt = self.attempts[label] = self.attempts.get(label, 0) + 1
+        self.ledger.started(label)
+        self.emit(ev.StepStarted(self.ctx.run_id, self.name, label, attempt=attempt, reason=reason,
+                                 idempotent=script.meta.idempotent, detached=script.meta.detached))
+        return attempt
+
+    def _finished(self, label: str, attempt: int, result: StepResult | None, *, error: str | None = None,
+                  error_kind: str | None = None) -> None:
+        relative = transcript_name(self.name, label, attempt)
+        self.ctx.write_artifact(relative, render_transcript(result, host_transcript=None, error=error))
+        self.ledger.finished(label, result.exit_code if result else None)
+        if result is None:
+            self.emit(ev.StepFinished(self.ctx.run_id, self.name, label, exit_code=None, status="error",
+                                      messages=[error or ""], error_kind=error_kind, transcript=relative))
+            return
+        facts = result.facts if label == "diagnose" else small_facts(result.facts)
+        self.emit(ev.StepFinished(self.ctx.run_id, self.name, label, exit_code=result.exit_code, status=result.status,
+                                  duration=round(result.duration, 3), hresults=hresults_of(result),
+                                  messages=result.messages[:20], changes=result.changes[:50], facts=facts,
+                                  reboot_required=result.reboot_required, transcript=relative))
+
+    def _on_stream(self, label: str) -> Callable[[StreamRecord], None]:
+        def on_stream(record: StreamRecord) -> None:
+            if record.stream == "progress":
+                match = _PROGRESS.match(record.text)
+                if match:
+                    self.emit(ev.StepProgress(self.ctx.run_id, self.name, label, percent=int(match.group(1)),
+                                              message=match.group(2)[:120]))
+        return on_stream
+
+    def _check_time(self, step: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise HostFailed(Outcome.FAILED, f"host timeout ({self.options.host_timeout:.0f} s) reached before {step}")
+        if self.ctx.cancelled and step not in _AFTER_CANCEL:
+            raise Cancelled()
+
+    # --- sessions: journalled so a resumed run can delete what a dead one left ----------
+    def _note_session(self) -> None:
+        session = self.connected.session_id
+        if session and session != self._session:
+            self._session = session
+            self.emit(ev.SessionOpened(self.ctx.run_id, self.name, session=session))
+            self._close_orphans()
+
+    def _close_orphans(self) -> None:
+        for session in self.ctx.take_orphans(self.name):
+            try:
+                existed = self.connected.close_orphan(session)
+            except TransportError as exc:
+                self.message("warning", f"could not delete session {session} left by the stopped run: {exc}")
+                continue
+            self.emit(ev.SessionClosed(self.ctx.run_id, self.name, session=session, orphan=True, existed=existed))
+
+    # --- boot time and recovery ---------------------------------------------------------
+    def read_boot(self) -> tuple[str, list[str]]:
+        """boot-info (read-only), sent again on a fresh connection while the tries last."""
+        transport = self.connected
+
+        def reset_if_lost(error: BaseException) -> None:
+            if isinstance(error, TransportError) and error.kind in ("lost", "unreachable"):
+                transport.reset()  # a transient fault leaves the pool/shell usable
+
+        for tries in retrying(tries=STEP_RETRIES + 1, when=lambda e: isinstance(e, TransportError) and e.transient,
+                              between=reset_if_lost):
+            with tries:
+                return read_boot(transport, self.ctx.run_id, self.options.reboot.probe_timeout)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _recover(self, label: str, lost: TransportError) -> bool:
+        """After a lost connection: a fresh one, once the host answers again; True if it restarted meanwhile."""
+        transport = self.connected
+        if lost.kind == "fault":  # the host said "busy" (a quota, an operation timeout): same connection, a moment later
+            self.message("warning", f"{label}: {lost}; trying again")
+            time.sleep(min(self.options.reboot.poll_interval, 1.0))
+            return False
+        transport.reset()
+        self.message("warning", f"{label}: {lost.kind} ({lost}); trying again on a fresh connection")
+        try:
+            boot = self.read_boot()[0]
+        except TransportError as probe:
+            if probe.kind in ("auth", "tls", "config") or self.boot_seen is None:
+                raise  # never reached in this run: it is down, not restarting
+            transport.reset()
+            boot = wait_until_back(transport, run_id=self.ctx.run_id, boot_before=_NO_BOOT,
+                                   settings=self.options.reboot)
+        rebooted = self.boot_seen is not None and boot != self.boot_seen
+        if rebooted:
+            self.message("warning", f"the host restarted during {label} (boot {self.boot_seen} -> {boot})")
+        self.boot_seen = boot
+        return rebooted
+
+
+def iso_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,276 @@
+"""One host's walk through its plan: diagnose, gates, verify, the ladder, reboots and restores.
+
+Only the decisions live here: which rung next, when to stop, what the outcome is.  Running a
+step (events, transcript, lost connections) is wuremote/engine/steps.py; a long step's
+start/poll/cleanup is detached.py; a restart is reboot.py; owed restores are ledger.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from .. import events as ev
+from ..contract import ExitCode, Outcome, StepResult
+from ..contract.steps import RESTORES
+from ..inventory import HostConfig
+from ..store.rundir import logs_name
+from ..transport.base import TransportError
+from .context import Cancelled, HostContext, HostFailed
+from .findings import needs_source_cause, network_cause, prevention_findings, verify_cause
+from .ledger import Ledger
+from .plan import HostPlan, PlannedStep, is_done, plan_host, rung_params
+from .progress import HostProgress
+from .reboot import RebootError, read_boot, reboot, reboot_refusal, wait_until_back
+from .steps import StepRunner, iso_now
+
+ROLE_FACTS = {"domain_controller": "domain-controller", "cluster_node": "cluster-node", "hyperv_host": "hyperv-host"}
+
+
+class HostWalk:
+    """One host's walk through its plan, on one worker thread (or Dask worker)."""
+
+    def __init__(self, ctx: HostContext, host: HostConfig, progress: HostProgress | None) -> None:
+        self.ctx = ctx
+        self.host = host
+        self.name = host.name
+        self.options = ctx.options
+        self.policy = host.policy
+        self.progress = progress
+        self.ledger = Ledger(list(progress.owed)) if progress else Ledger()
+        reattach = {progress.interrupted_step} if progress and progress.interrupted_step else set()
+        self.steps = StepRunner(ctx, host, self.ledger, reattach)
+        self.ran_ok: set[str] = set()
+        self.ran_order: list[str] = []  # repair rungs that succeeded, in the order they ran
+        self.reboots = progress.reboots if progress else 0
+        self.roles: set[str] = set()
+        # Rungs that succeeded before the controller stopped are not run again on resume, except
+        # the pausing ones: their owed restore runs first and undoes them.
+        self.done_before = {s for s in progress.ok_steps if s not in RESTORES} if progress else set()
+
+    def emit(self, event: ev.Event) -> None:
+        self.ctx.emit(event)
+
+    # --- life of a host -----------------------------------------------------------------
+    def run(self) -> tuple[Outcome, str]:
+        self.emit(ev.HostStarted(self.ctx.run_id, self.name, address=self.host.address, transport=self.host.transport,
+                                 groups=list(self.host.groups), resumed=self.progress is not None))
+        outcome, cause = Outcome.FAILED, "unknown"
+        locked = False
+        try:
+            self.steps.open()
+            if self.options.command == "plan":
+                outcome, cause = self._plan_only()
+            elif self.options.command == "check":
+                outcome, cause = self._check()
+            else:
+                self._settle_interrupted_reboot()
+                locked = self._lock("take")
+                self._pay_owed_now()  # on resume: restores owed by the stopped controller run first
+                outcome, cause = self._repair()
+        except HostFailed as failure:
+            outcome, cause = failure.outcome, failure.cause
+        except Cancelled:
+            outcome, cause = Outcome.INTERRUPTED, "interrupted by the operator"
+        except TransportError as exc:
+            outcome = Outcome.UNREACHABLE if exc.kind in ("unreachable", "auth", "tls") else Outcome.FAILED
+            cause = str(exc)
+        except RebootError as exc:
+            outcome, cause = Outcome.FAILED, str(exc)
+        except Exception as exc:  # noqa: BLE001 - one host's bug must not stop the others
+            outcome, cause = Outcome.FAILED, f"internal error: {type(exc).__name__}: {exc}"
+        finally:
+            outcome, cause = self._pay_owed(outcome, cause)
+            repairing = self.options.command == "repair"
+            if outcome in (Outcome.FAILED, Outcome.NEEDS_OPERATOR) and self.steps.transport is not None and repairing:
+                self._collect_logs()
+            if locked:
+                try:
+                    self._lock("release")
+                except (TransportError, HostFailed, Cancelled):
+                    self.steps.message("warning", "could not release the host lock; it expires on its own")
+            self.steps.close()
+        self.emit(ev.HostFinished(self.ctx.run_id, self.name, outcome=outcome, cause=cause,
+                                  steps_run=self.steps.steps_run, reboots=self.reboots))
+        return outcome, cause
+
+    def _collect_logs(self) -> None:
+        """Bounded tails of CBS.log, dism.log and the update client's log, kept for a host that did not end well."""
+        try:
+            result = self.steps.step("collect-logs", {}, reason="keep the host's logs for the report")
+        except (TransportError, HostFailed, Cancelled):
+            return  # the host is gone or the run is stopping: the report already says why
+        logs = result.facts.get("logs")
+        if not isinstance(logs, dict):
+            return
+        for name, log in logs.items():
+            if isinstance(log, dict) and isinstance(log.get("text"), str):
+                self.ctx.write_artifact(logs_name(self.name, str(name)), log["text"])
+
+    def _settle_interrupted_reboot(self) -> None:
+        """The stopped controller had asked for a restart: wait for that boot before anything else."""
+        flight = self.progress.reboot_in_flight if self.progress else None
+        if flight is None or not flight.boot_before:
+            return
+        try:
+            boot = wait_until_back(self.steps.connected, run_id=self.ctx.run_id, boot_before=flight.boot_before,
+                                   settings=self.options.reboot)
+        except RebootError as exc:
+            self.emit(ev.RebootFinished(self.ctx.run_id, self.name, ok=False, message=str(exc)))
+            raise HostFailed(Outcome.FAILED, str(exc)) from None
+        self.reboots += 1
+        self.emit(ev.RebootFinished(self.ctx.run_id, self.name, ok=True, boot_after=boot,
+                                    message="back (restart begun before resume)"))
+
+    def _lock(self, action: str) -> bool:
+        result = self.steps.step("lock", {"Action": action}, reason=f"{action} the per-host lock")
+        if action == "take" and result.exit_code == ExitCode.REFUSED:
+            raise HostFailed(Outcome.FAILED, f"another run holds the host lock: {'; '.join(result.messages)[:200]}")
+        if result.exit_code != ExitCode.OK:
+            raise HostFailed(Outcome.FAILED, f"lock {action} failed (exit {result.exit_code})")
+        return True
+
+    def _planned(self, plan: HostPlan) -> None:
+        self.emit(ev.HostPlanned(self.ctx.run_id, self.name, plan=plan.as_dict(), text=plan.text))
+
+    def _plan_only(self) -> tuple[Outcome, str]:
+        plan = plan_host(self.name, self.policy, self.diagnose("what the plan is based on").facts)
+        self._planned(plan)
+        return Outcome.PLANNED, plan.text
+
+    def _check(self) -> tuple[Outcome, str]:
+        findings = prevention_findings(self.diagnose("prevention report").facts)
+        for finding in findings:
+            self.steps.message("warning", finding)
+        return Outcome.CHECKED, "; ".join(findings) or "nothing to report"
+
+    def _repair(self) -> tuple[Outcome, str]:
+        self.steps.boot_seen = self.steps.read_boot()[0]
+        facts = self.diagnose("baseline").facts
+        self.roles = {role for key, role in ROLE_FACTS.items() if (facts.get("roles") or {}).get(key)}
+        plan = plan_host(self.name, self.policy, facts)
+        self._planned(plan)
+        for gate in plan.gates:
+            if not self._done_before(gate):
+                self.rung(gate)
+        verify = self.verify("baseline")
+        if verify.exit_code == ExitCode.UNREACHABLE_UPDATE_SERVER:
+            return Outcome.NEEDS_OPERATOR, network_cause(verify, plan)
+        verify_ok = verify.exit_code == ExitCode.OK
+        stop_reason = ""
+        for rung in plan.ladder:
+            if verify_ok and is_done(plan, self.ran_ok):
+                break
+            if verify_ok and not rung.required:
+                continue
+            if plan.operator_issue and not rung.required:
+                continue  # only what the findings demand; the rest is the operator's
+            if self._done_before(rung):
+                continue
+            result = self.rung(rung)
+            if result.exit_code == ExitCode.NEEDS_REPAIR_FIRST:
+                stop_reason = needs_source_cause(rung, result)
+                break
+            if result.exit_code == ExitCode.REFUSED:
+                stop_reason = f"{rung.script} refused: host busy ({'; '.join(result.messages)[:200]})"
+                break
+            self.diagnose(f"after {rung.rung}")
+            verify = self.verify(f"after {rung.rung}")
+            if verify.exit_code == ExitCode.UNREACHABLE_UPDATE_SERVER:
+                return Outcome.NEEDS_OPERATOR, network_cause(verify, plan)
+            verify_ok = verify.exit_code == ExitCode.OK
+        self._pay_owed_now()
+        pending = self.steps.read_boot()[1]
+        if pending:
+            self.reboot_host(f"pending reboot after repairs ({', '.join(pending)})")
+        if stop_reason:
+            return Outcome.NEEDS_OPERATOR, stop_reason
+        if plan.operator_issue:
+            return Outcome.NEEDS_OPERATOR, plan.operator_issue
+        if not verify_ok:
+            return Outcome.FAILED, f"updates still fail after the whole ladder: {verify_cause(verify)}"
+        if not is_done(plan, self.ran_ok):
+            missing = [s.rung for s in plan.steps if s.required and s.rung not in self.ran_ok]
+            return Outcome.FAILED, f"required steps did not succeed: {', '.join(missing)}"
+        if self.ran_order:
+            *tried, last = self.ran_order
+            return Outcome.REPAIRED, f"repaired by {last}" + (f" (after {', '.join(tried)})" if tried else "")
+        return Outcome.HEALTHY, "verify passed; nothing to repair"
+
+    def _done_before(self, planned: PlannedStep) -> bool:
+        """A rung that succeeded before a resume counts as run."""
+        if planned.rung not in self.done_before:
+            return False
+        self._ran(planned.rung)
+        return True
+
+    def _ran(self, rung: str) -> None:
+        self.ran_ok.add(rung)
+        self.ran_order.append(rung)
+
+    # --- steps --------------------------------------------------------------------------
+    def rung(self, planned: PlannedStep) -> StepResult:
+        if planned.rung == "restart":
+            self.reboot_host(planned.reason)
+            self._ran("restart")
+            return StepResult(self.name, "restart", ExitCode.OK, {"status": "ok", "facts": {}, "messages": []})
+        params = rung_params(planned.rung, self.policy)
+        result = self.steps.step(planned.script, params, reason=planned.reason, label=planned.rung)
+        if result.ok:
+            self._ran(planned.rung)
+        if result.reboot_required:
+            self.reboot_host(f"{planned.rung} asked for a restart")
+        return result
+
+    def diagnose(self, reason: str) -> StepResult:
+        result = self.steps.step("diagnose", {"ControllerUtc": iso_now()}, reason=reason)
+        if result.exit_code != ExitCode.OK or not result.facts:
+            raise HostFailed(Outcome.FAILED, f"diagnose failed (exit {result.exit_code}): "
+                             + "; ".join(result.messages or result.errors)[:300])
+        return result
+
+    def verify(self, reason: str) -> StepResult:
+        return self.steps.step("verify", {}, reason=reason)
+
+    # --- reboots and restores -----------------------------------------------------------
+    def reboot_host(self, reason: str) -> None:
+        refusal = reboot_refusal(self.policy, reason, roles=self.roles, reboots=self.reboots, now=dt.datetime.now())
+        if refusal is not None:
+            raise HostFailed(*refusal)
+        if self.ctx.cancelled:
+            raise Cancelled()
+        with self.ctx.reboot_slots(self.host):
+            transport = self.steps.connected
+            boot_before = read_boot(transport, self.ctx.run_id, self.options.reboot.probe_timeout)[0]
+            self.emit(ev.RebootStarted(self.ctx.run_id, self.name, reason=reason, boot_before=boot_before))
+            self.reboots += 1
+            try:
+                outcome = reboot(transport, run_id=self.ctx.run_id, reason=f"wuremote: {reason}",
+                                 settings=self.options.reboot, boot_before=boot_before)
+            except RebootError as exc:
+                self.emit(ev.RebootFinished(self.ctx.run_id, self.name, ok=False, message=str(exc)))
+                raise HostFailed(Outcome.FAILED, str(exc)) from None
+            self.steps.boot_seen = outcome.boot_after
+            self.emit(ev.RebootFinished(self.ctx.run_id, self.name, ok=True, duration=round(outcome.duration, 3),
+                                        boot_after=outcome.boot_after, message=f"back after {outcome.back_after:.1f} s"))
+
+    def _pay_owed_now(self) -> None:
+        while self.ledger.owed:
+            restore = self.ledger.owed[0]
+            result = self.steps.step(restore, {}, reason="owed restore")
+            if restore in self.ledger.owed:  # not settled: the restore failed
+                raise HostFailed(Outcome.FAILED, f"{restore} failed (exit {result.exit_code}): "
+                                 f"{'; '.join(result.messages)[:200]}; the on-host fail-safe restores by its deadline")
+            if result.reboot_required:
+                self.reboot_host(f"{restore} put services back")
+
+    def _pay_owed(self, outcome: Outcome, cause: str) -> tuple[Outcome, str]:
+        """On every path out: run owed restores, even after a failure or Ctrl-C."""
+        if not self.ledger.owed:
+            return outcome, cause
+        try:
+            self.steps.connected  # noqa: B018 - raises HostFailed("no connection") when none was opened
+            self._pay_owed_now()
+        except (TransportError, HostFailed, RebootError, Cancelled) as exc:
+            owed = ", ".join(self.ledger.owed)
+            return Outcome.FAILED, f"{cause}; owed {owed} did not run ({exc}); the on-host fail-safe restores by its deadline"
+        return outcome, cause

@@ -1,0 +1,144 @@
+"""A Source -> an Inventory, the same for every format: group order and precedence, the checks
+that need a host's merged vars, HostConfig records, passwords, and the hosts left out."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from .ansible import OPT_IN_HINT, Foreign, for_connection
+from .model import HostConfig, Inventory, InventoryError
+from .passwords import Passwords
+from .source import HostDef, Source
+from .vars import Var, control_char
+
+_CONTROLLER_PATHS = ("ca_file", "cert_pem", "cert_key_pem")  # files read on this machine, not the host
+
+
+def build(src: Source, environ: Mapping[str, str] | None, prompt: Callable[[str], str] | None) -> Inventory:
+    """The hosts ``src`` defines, checked, with their passwords (see passwords.py)."""
+    _check_names(src)
+    order = _group_order(src)
+    ancestors: dict[str, set[str]] = {}
+
+    def lineage(name: str) -> set[str]:
+        if name not in ancestors:
+            found = {name}
+            for parent in (g.name for g in src.groups.values() if any(c == name for c, _ in g.children)):
+                found |= lineage(parent)
+            ancestors[name] = found
+        return ancestors[name]
+
+    direct: dict[str, set[str]] = {}
+    for group in src.groups.values():
+        for member in group.hosts:
+            direct.setdefault(member, set()).update(lineage(group.name))
+    passwords = Passwords(os.environ if environ is None else environ, prompt)
+    hosts: list[HostConfig] = []
+    left_out: dict[str, str] = {}
+    foreign: dict[str, list[str]] = {}  # where ansible_connection is set -> hosts it leaves out
+    for host in src.hosts.values():
+        member_of = [name for name in order if name in direct.get(host.name, ())]
+        merged = _merged(src, host, member_of)
+        transport = merged.get("transport")
+        if transport is not None and isinstance(transport.value, Foreign):
+            # the value is not shown: a password slipped into this line must not reach a message
+            left_out[host.name] = (f"{transport.where}: {transport.written} is not winrm or psrp; "
+                                   "wuremote repairs Windows hosts only")
+            foreign.setdefault(transport.where, []).append(host.name)
+            continue
+        if src.ansible:
+            merged = for_connection(merged, transport.value if transport else HostConfig.transport)
+        config = _host_config(host, merged, tuple(member_of), src)
+        config.password = passwords.find(config, merged)
+        hosts.append(config)
+    if not hosts:
+        reason = f" ({next(iter(left_out.values()))})" if left_out else ""
+        raise InventoryError(f"{src.path}: no hosts to repair{reason}; define at least one Windows host")
+    usable = {config.name for config in hosts}
+    groups = {name: [h.name for h in src.hosts.values() if h.name in usable and name in direct.get(h.name, ())]
+              for name in src.groups}
+    warnings = passwords.warnings()
+    for where, names in foreign.items():
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        warnings.append(f"{where}: left out {len(names)} host(s) whose connection is not winrm or psrp: {shown}")
+    return Inventory(hosts=hosts, groups=groups, warnings=warnings, left_out=left_out)
+
+
+def _check_names(src: Source) -> None:
+    seen: dict[str, HostDef] = {}
+    for host in src.hosts.values():
+        if not host.name.strip():
+            raise InventoryError(f"{host.where}: a host without a name; give every host a name")
+        bad = control_char(host.name)
+        if bad is not None:
+            raise InventoryError(f"{host.where}: host name {host.name!r} holds the control character {bad!r} "
+                                 "(a line break or tab?); remove it")
+        other = seen.setdefault(host.name.lower(), host)
+        if other is not host:
+            raise InventoryError(f"{host.where}: host {host.name!r} is already defined as {other.name!r} at "
+                                 f"{other.where}; Windows names ignore case: keep one of them")
+
+
+def _group_order(src: Source) -> list[str]:
+    """Groups parents-first then alphabetical (Ansible's order); unknown children and cycles fail."""
+    parents: dict[str, list[str]] = {name: [] for name in src.groups}
+    for group in src.groups.values():
+        for child, where in group.children:
+            if child not in src.groups:
+                raise InventoryError(f"{where}: group {group.name!r} names child group {child!r}, which is not "
+                                     "defined; define that group or remove it from children")
+            parents[child].append(group.name)
+    depth: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> int:
+        if name in path:
+            cycle = " -> ".join(path[path.index(name):] + [name])
+            where = src.groups[name].where
+            raise InventoryError(f"{where}: group cycle {cycle}; a group cannot contain itself: remove one of "
+                                 "those children entries")
+        if name not in depth:
+            depth[name] = 1 + max((visit(parent, path + [name]) for parent in parents[name]), default=-1)
+        return depth[name]
+
+    for name in src.groups:
+        visit(name, [])
+    return sorted(src.groups, key=lambda name: (depth[name], name))
+
+
+def _merged(src: Source, host: HostDef, member_of: list[str]) -> dict[str, Var]:
+    """Ansible's precedence: inventory group vars, then group_vars/ files, then the host's own.
+
+    The native formats have no vars files, so for them it is [vars] < groups < host.
+    """
+    merged = dict(src.vars)
+    for name in member_of:
+        merged.update(src.groups[name].vars)
+    merged.update(src.file_vars)
+    for name in member_of:
+        merged.update(src.groups[name].file_vars)
+    merged.update(host.vars)
+    merged.update(host.file_vars)
+    return merged
+
+
+def _host_config(host: HostDef, merged: dict[str, Var], groups: tuple[str, ...], src: Source) -> HostConfig:
+    values = {name: var.value for name, var in merged.items() if name != "password"}
+    if src.paths_beside_file:
+        for name in _CONTROLLER_PATHS:
+            if name in merged and not Path(values[name]).is_absolute():
+                values[name] = str(Path(merged[name].where.rpartition(":")[0]).parent / values[name])
+    values["address"] = values.get("address") or host.name
+    config = HostConfig(name=host.name, groups=groups, source=host.where, **values)
+    # The transport's own rules (basic over http, certificate files), with the opt-in as this file spells
+    # it (the native spelling is the default); passwords are found later.
+    connection = config.connection
+    problem = (connection.problem(credentials=False, opt_in_hint=OPT_IN_HINT) if src.ansible
+               else connection.problem(credentials=False))
+    if problem is not None:
+        raise InventoryError(f"{host.where}: host {host.name}: {problem}")
+    if config.reboot == "window" and not config.maintenance_window:
+        raise InventoryError(f"{host.where}: host {host.name}: reboot window needs maintenance_window, "
+                             "e.g. 'Sat 01:00-05:00'; set it or choose reboot never/allowed")
+    return config

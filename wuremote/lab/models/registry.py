@@ -1,0 +1,154 @@
+"""The model registry: what every model module imports (StepContext, `model`, MODELS, Known).
+
+Kept apart from the package's __init__ so the model modules import it, not their own
+package, and the package imports them without an import cycle.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from ...contract.scripts import HEADER_START, ScriptHeaderError, ScriptMeta, parse_header, sha256_text, split_payload
+from ..engine import ErrorInfo, Run, Stop
+from ..host import Host
+
+# Recorded hashes of the shipped texts the lab knows.  Update them together with the model.
+PRELUDE_SHA256 = "2c3e775d3bc233c7f1cfa7208b621cfcc28c50215b9fcf11695de9201d0cbe9c"
+BOOTSTRAP_SHA256 = "30986d8c9cc67f85955aea604108f2680b2d413cb99f627972247e7f5a7b1645"
+
+
+@dataclass
+class StepContext:
+    host: Host
+    user: str
+    run: Run
+    params: dict[str, Any]
+    meta: ScriptMeta
+
+    def verbose(self, text: str) -> None:
+        self.run.emit("verbose", text)
+
+    def warning(self, text: str) -> None:
+        self.run.emit("warning", text)
+
+    def progress(self, activity: str, status: str, percent: int) -> None:
+        self.run.emit("progress", (activity, status, percent))
+
+    def finish(
+        self,
+        status: str,
+        exit_code: int,
+        *,
+        facts: dict[str, Any] | None = None,
+        changes: list[Any] | None = None,
+        messages: list[str] | None = None,
+        reboot_required: bool = False,
+    ) -> NoReturn:
+        """What Complete-WuStep does: one result (object, or marked JSON line) then `exit`."""
+        result = {
+            "wuremote_result": 1,
+            "step": self.meta.name,
+            "status": status,
+            "exit_code": exit_code,
+            "reboot_required": reboot_required,
+            "changes": list(changes or []),
+            "facts": dict(facts or {}),
+            "messages": list(messages or []),
+        }
+        marker = str(self.params.get("ResultMarker") or "")
+        if marker:
+            self.run.emit("stdout", f"{marker} {json.dumps(result, separators=(',', ':'))}\r\n")
+        else:
+            self.run.emit("output", result)
+        raise Stop(exit_code)
+
+
+ModelFn = Callable[[StepContext], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    sha256: str
+    fn: ModelFn
+
+
+MODELS: dict[str, Model] = {}
+
+
+def model(name: str, sha256: str) -> Callable[[ModelFn], ModelFn]:
+    def register(fn: ModelFn) -> ModelFn:
+        MODELS[name] = Model(name, sha256, fn)
+        return fn
+
+    return register
+
+
+@dataclass
+class Known:
+    """A recognised payload, ready to run with its bound parameters."""
+
+    text: str
+    params: dict[str, Any]
+
+    async def run(self, host: Host, user: str, run: Run) -> int:
+        try:
+            await self._run(host, user, run)
+        except Stop as stop:
+            run.finish(stop.exit_code if stop.failure is None else 1, stop.failure)
+        else:
+            run.finish(0)
+        assert run.exit_code is not None
+        return run.exit_code
+
+
+    async def _run(self, host: Host, user: str, run: Run) -> None:
+        script, prelude = split_payload(self.text)
+        try:
+            meta = parse_header(script)
+        except ScriptHeaderError as exc:
+            raise Stop(1, _lab_error(f"lab: the script's wuremote header does not parse: {exc}")) from None
+        entry = MODELS.get(meta.name)
+        digest = sha256_text(script)
+        if prelude is None or sha256_text(prelude) != PRELUDE_SHA256:
+            raise Stop(1, _lab_error("lab: this payload's prelude is not the one the lab models (update PRELUDE_SHA256 and the models together)"))
+        if entry is None or entry.sha256 != digest:
+            raise Stop(1, _lab_error(f"lab: no model for script {meta.name!r} v{meta.version} with sha256 {digest}; "
+                                     "a script edited without its lab model is refused (see wuremote/lab/models/)"))
+        host.state.scripts_run.append(meta.name)
+        await entry.fn(StepContext(host, user, run, self.params, meta))
+
+
+def _lab_error(message: str) -> ErrorInfo:
+    return ErrorInfo(message, category="NotImplemented", fqid="WuremoteLabUnknownScript",
+                     exception_type="System.NotSupportedException", command="wuremote-lab")
+
+
+def recognize_psrp(script: str, params: dict[str, Any]) -> Known | None:
+    """A wuremote step payload added with add_script, or None for any other text."""
+    if not script.startswith(HEADER_START):
+        return None
+    return Known(script, params)
+
+
+def is_bootstrap(text: str) -> bool:
+    return sha256_text(text) == BOOTSTRAP_SHA256
+
+
+def recognize_winrs(stdin: bytes) -> Known | None:
+    """The payload and parameters the wuremote bootstrap reads from stdin, or None."""
+    raw = stdin.decode("utf-8", errors="replace")
+    head, _, script = raw.partition("\n")
+    try:
+        params = json.loads(base64.b64decode(head.strip(), validate=True).decode("utf-8"))
+    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
+        params = None
+    if not isinstance(params, dict) or not script.startswith(HEADER_START):
+        return None
+    return Known(script, params)
+

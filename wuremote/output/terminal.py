@@ -1,0 +1,51 @@
+"""Text for a terminal: the run's summary, and the one escape every host-sent string goes through.
+
+Hosts send names, messages and causes: no control character, escape sequence or bidirectional
+override from a host reaches the operator's terminal unescaped.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def printable(text: str) -> str:
+    """No terminal escape sequence or control character from a host reaches the operator's terminal."""
+    return _UNPRINTABLE.sub(escape_char, text)
+
+
+def escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """A short summary for the terminal: the run, then one line per host (outcome, steps, cause)."""
+    run = report["run"]
+    if run["finished"] is None:
+        state = "did not finish (killed, or still running)"
+    else:
+        state = f"{'interrupted' if run['interrupted'] else 'finished'}, exit {run['exit_code']}"
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in run["counts"].items()) or "no hosts"
+    lines = [printable(f"run {run['id']} ({run['command']}) {state}: {counts}")]
+    width = max((len(printable(name)) for name in report["hosts"]), default=0)
+    for name, host in report["hosts"].items():
+        steps = ", ".join(_step_label(step) for step in host["steps"]) or "no steps"
+        reboots = f"; {host['reboots']} reboot{'s' if host['reboots'] != 1 else ''}" if host["reboots"] else ""
+        line = f"  {printable(name):<{width}}  {host['outcome']:<14}  {steps}{reboots}"
+        if host["cause"]:
+            line += f"  -- {host['cause']}"
+        lines.append(printable(line))
+    return "\n".join(lines) + "\n"
+
+
+def _step_label(step: dict[str, Any]) -> str:
+    label = step["name"] if step["attempt"] == 1 else f"{step['name']}#{step['attempt']}"
+    if step["status"] == "interrupted":
+        return f"{label}(interrupted)"
+    if step["exit_code"] is None:
+        return f"{label}({step['error_kind'] or step['status']})"
+    return label if step["exit_code"] == 0 else f"{label}({step['exit_code']})"
