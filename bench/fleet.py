@@ -18,8 +18,21 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchlib import Figure, at_most, cpu_seconds, info, lab_hosts, lab_process, own_cpu_seconds, own_peak_rss_mb, \
-    parser, peak_rss_mb, raise_open_files, report
+from benchlib import (
+    Figure,
+    at_most,
+    cpu_seconds,
+    info,
+    lab_hosts,
+    lab_process,
+    own_cpu_seconds,
+    own_peak_rss_mb,
+    parser,
+    peak_rss_mb,
+    raise_open_files,
+    report,
+)
+
 from wuremote.demo import check_expected
 from wuremote.engine.reboot import RebootSettings
 from wuremote.engine.runner import Runner, RunOptions

@@ -17,8 +17,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from benchlib import at_most, info, lab_hosts, lab_process, median, own_peak_rss_mb, parser, peak_rss_mb, percentile, \
-    raise_open_files, report
+from benchlib import (
+    at_most,
+    info,
+    lab_hosts,
+    lab_process,
+    median,
+    own_peak_rss_mb,
+    parser,
+    peak_rss_mb,
+    percentile,
+    raise_open_files,
+    report,
+)
+
 from wuremote.transport import TransportSettings, open_transport
 
 P99_TARGET_S = 1.0

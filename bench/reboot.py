@@ -17,9 +17,10 @@ from dataclasses import replace
 from typing import Any
 
 from benchlib import at_most, info, median, parser, report
+
 from wuremote.demo import demo_hosts
-from wuremote.lab.lab import Lab
 from wuremote.engine.reboot import RebootSettings, reboot
+from wuremote.lab.lab import Lab
 from wuremote.transport import TransportSettings, open_transport
 
 TARGET_S = 2.0

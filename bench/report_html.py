@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from wuremote.demo import demo_hosts, demo_options
+from wuremote.engine.runner import Runner
 from wuremote.lab.lab import Lab
 from wuremote.output.html import render_html
-from wuremote.engine.runner import Runner
 
 ROUNDS = 3
 

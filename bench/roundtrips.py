@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import winrm
+from benchlib import Figure, at_most, info, median, parser, report
 from pypsrp.client import Client
 
-from benchlib import Figure, at_most, info, median, parser, report
+from wuremote.contract.scripts import get_script
 from wuremote.demo import demo_hosts, demo_options
 from wuremote.lab.lab import Endpoint, Lab
 from wuremote.lab.scenarios import MIXED
-from wuremote.contract.scripts import get_script
 from wuremote.transport import TransportSettings, open_transport
 
 TIME_SCALE = 0.001

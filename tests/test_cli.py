@@ -97,6 +97,7 @@ def test_json_view_is_one_event_per_line(small_lab, tmp_path, capsys) -> None:
     assert {e["host"] for e in events if e["kind"] == "host-finished"} == {e.name for e in lab.endpoints}
 
 
+@pytest.mark.slow
 def test_repair_then_report(small_lab, tmp_path, capsys) -> None:
     lab, inventory = small_lab
     code = main(["repair", "-i", str(inventory), "--plain", "--state-dir", str(tmp_path)])
@@ -129,6 +130,7 @@ def test_wrong_password_fails_that_host_only_and_never_prints_it(small_lab, tmp_
             assert wrong.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_demo_repairs_the_mixed_fleet_and_says_where_the_artifacts_are(tmp_path, capsys) -> None:
     assert main(["demo", "--plain", "--state-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -16,16 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import fast_settings
 
 from wuremote import events as ev
 from wuremote.demo import demo_hosts, demo_options
-from wuremote.events import Event
-from wuremote.lab.lab import Lab
 from wuremote.engine.reboot import RebootSettings
 from wuremote.engine.runner import Runner, RunSummary
+from wuremote.events import Event
+from wuremote.lab.lab import Lab
 from wuremote.secret import Secret
-
-from conftest import fast_settings
 
 SCALE = 0.001
 OK = ("healthy", "repaired")
@@ -178,6 +177,7 @@ def test_slow_answers_still_finish_within_the_step_timeouts(fleet: Any, transpor
     assert summary.outcomes["slow01"] == "repaired", summary.causes["slow01"]
 
 
+@pytest.mark.slow
 @TRANSPORTS
 def test_slow_host_whose_step_keeps_polling_fails_it_as_timed_out(fleet: Any, transport: str) -> None:
     # Slow answers and long polls with nothing to say (an endless OperationTimeout storm): the
@@ -221,6 +221,7 @@ def test_shell_lost_before_a_step_is_replaced_and_the_step_sent_again(fleet: Any
     assert started(events, "lost01", "diagnose") >= 1 and failures(events, "lost01") == []
 
 
+@pytest.mark.slow
 @TRANSPORTS
 def test_idle_timeout_during_a_detached_step_recovers_its_state_from_the_host(fleet: Any, transport: str) -> None:
     lab, summary, events = fleet(transport, {"scenario": "component-store-corrupt", "name": "idle",
@@ -254,6 +255,7 @@ def test_reboot_mid_step_is_retried_once_after_the_host_is_back(fleet: Any, tran
 
 
 # --- a reboot that never comes back ---------------------------------------------------------
+@pytest.mark.slow
 @TRANSPORTS
 def test_reboot_that_never_comes_back_fails_after_the_reboot_timeout(fleet: Any, transport: str) -> None:
     lab, summary, _ = fleet(transport, {"scenario": "reboot-never-returns", "name": "gone"}, HEALTHY,

@@ -25,21 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import fast_settings
 
+from wuremote.contract.scripts import get_script
+from wuremote.engine.runner import Runner, RunOptions, RunSummary
 from wuremote.inventory import HostConfig
 from wuremote.lab import models
 from wuremote.lab.engine import Record, Stop
 from wuremote.lab.http import HttpRequest, HttpResponse
 from wuremote.lab.lab import Lab
 from wuremote.lab.service import WSManService
-from wuremote.engine.runner import Runner, RunOptions, RunSummary
+from wuremote.output.live import PlainView
 from wuremote.secret import Secret
-from wuremote.contract.scripts import get_script
 from wuremote.transport import TransportError, TransportSettings, open_transport
 from wuremote.transport.base import OUTPUT_CAP_BYTES
-from wuremote.output.live import PlainView
-
-from conftest import fast_settings
 
 LAB_SCALE = 0.001
 # Loopback answers come at once; these bounds only stop a loaded CI machine from turning slowness into failures.

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 from wuremote.cli import main
+from wuremote.contract.scripts import load_scripts
+from wuremote.engine.reboot import RebootSettings
+from wuremote.engine.runner import Runner, RunOptions
 from wuremote.inventory import HostConfig
 from wuremote.lab import models
 from wuremote.lab.lab import Lab
-from wuremote.engine.reboot import RebootSettings
-from wuremote.engine.runner import Runner, RunOptions
-from wuremote.contract.scripts import load_scripts
 from wuremote.secret import Secret
 from wuremote.transport import TransportSettings
 

@@ -13,16 +13,19 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from wuremote.engine.progress import progress_of
-from wuremote.store.journal import Journal
 from wuremote.lab.lab import Lab
+from wuremote.store.journal import Journal
 
 LAB_SCALE = 0.0005
+# Each test runs real controller processes for 5-12 s; their own bounded waits (journal events,
+# communicate()) add up past the suite's default timeout, so they report before it fires.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
@@ -42,12 +45,8 @@ def events_recorded(state: Path) -> list[tuple[str, str | None, str | None, str]
 
 
 def wait_until(state: Path, predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate(events_recorded(state)):
-            return
-        time.sleep(0.02)
-    raise AssertionError("the controller never got there")
+    wait_for(lambda: predicate(events_recorded(state)), timeout=timeout, interval=0.02,
+             what="the controller's journal never got there")
 
 
 def paused(rows) -> bool:

@@ -9,13 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import OPERATION_TIMEOUT, READ_TIMEOUT
 from pypsrp.client import Client
 
-from wuremote.inventory import (host_snapshot, HostConfig, Inventory, InventoryError, hosts_from_names, hosts_from_snapshot,
-                                load_inventory, select)
+from wuremote.inventory import (
+    HostConfig,
+    Inventory,
+    InventoryError,
+    host_snapshot,
+    hosts_from_names,
+    hosts_from_snapshot,
+    load_inventory,
+    select,
+)
 from wuremote.lab.lab import Lab
-
-from conftest import OPERATION_TIMEOUT, READ_TIMEOUT
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "Sup3r-s3cret!"  # must never appear in any repr, str or message

@@ -14,8 +14,8 @@ import pytest
 
 from wuremote import events as ev
 from wuremote.engine.progress import StepOutcome, progress_of
-from wuremote.store.journal import Journal, JournalError, UnknownRunError
 from wuremote.secret import Secret
+from wuremote.store.journal import Journal, JournalError, UnknownRunError
 
 RUN = "20261126-093700-ab12"
 

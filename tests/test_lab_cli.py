@@ -7,11 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import winrm
+from conftest import wait_for
 
 LAB = [sys.executable, "-m", "wuremote.lab"]
 
@@ -67,9 +67,7 @@ def test_lab_writes_state_and_inventory_answers_and_stops_on_sigterm(tmp_path: P
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        while not state_file.exists() and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.05)
+        wait_for(lambda: state_file.exists() or process.poll() is not None, interval=0.05, what="the lab's state file")
         state = json.loads(state_file.read_text(encoding="utf-8"))
         assert [h["name"] for h in state["hosts"]] == ["WULAB001", "WULAB002"]
         host = state["hosts"][0]

@@ -8,27 +8,25 @@ the PSHost's SetShouldExit.  Host conditions are set directly on the host model.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from conftest import edit_one_byte, held_clock, in_reboot, psrp_client, psrp_pool, wait_for
 from pypsrp.host import PSHost
 from pypsrp.powershell import PowerShell, RunspacePool
 
+from wuremote.contract.scripts import get_script, sha256_text
 from wuremote.lab.agent import AgentOutcome, agent_outcome
 from wuremote.lab.host import HostState, Service, default_services
 from wuremote.lab.lab import Endpoint, Lab
-from wuremote.contract.scripts import get_script, sha256_text
-
-from conftest import edit_one_byte, psrp_client, psrp_pool, wait_for
 
 TIME_SCALE = 0.0005  # DISM's 20 modelled minutes take 0.6 s
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with Lab(hosts=14, scenario="healthy", time_scale=TIME_SCALE) as running:
+    with Lab(hosts=15, scenario="healthy", time_scale=TIME_SCALE) as running:
         yield running
 
 
@@ -75,13 +73,30 @@ class Steps:
         assert code == 0, result["messages"]
         return result["facts"]
 
-    def wait_done(self, step: str, run_id: str, timeout: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            facts = self.poll(step, run_id)
-            if facts["state"] in ("finished", "interrupted") or time.monotonic() > deadline:
-                return facts
-            time.sleep(0.02)
+    def wait_done(self, step: str, run_id: str) -> dict[str, Any]:
+        last: dict[str, Any] = {}
+
+        def done() -> bool:
+            last.clear()
+            last.update(self.poll(step, run_id))
+            return last["state"] in ("finished", "interrupted")
+
+        wait_for(done, interval=0.02, what=f"{step} of {run_id} finished or interrupted")
+        return last
+
+
+def step_status(state: HostState, run_id: str, step: str) -> dict[str, Any]:
+    """The step's status.json as the host holds it ({} before detached-start staged it); read on the lab's loop."""
+    data = state.files.get(f"c:\\programdata\\wuremote\\runs\\{run_id}\\{step}\\status.json")
+    return {} if data is None else json.loads(data.decode("utf-8-sig"))
+
+
+def body_running(state: HostState, run_id: str, step: str, *, past: int = -1) -> Callable[[], bool]:
+    """`when` for held_clock: the step's body runs (and has reported more than `past` percent)."""
+    def now() -> bool:
+        status = step_status(state, run_id, step)
+        return status.get("state") == "running" and int(status.get("percent") or 0) > past
+    return now
 
 
 @pytest.fixture
@@ -103,24 +118,30 @@ def on(lab: Lab) -> Iterator[Callable[[int], tuple[Steps, HostState]]]:
 def test_dism_runs_detached_reports_progress_and_cleans_up(lab: Lab, on) -> None:
     steps, state = on(0)
     lab.call(setattr, state, "component_store", "repairable")
-    code, started = steps.start("dism", "run1")
-    assert code == 0 and started["facts"]["attached"] is False
-    assert started["facts"]["state"] in ("queued", "running")
-    assert lab.call(lambda: state.scheduled_tasks["wuremote-run1-dism"]["state"]) == "Running"
+    percents, transcript, offset, facts = [], "", 0, {}
 
-    code, refused = steps.call("detached-cleanup", RunId="run1", Step="dism")
-    assert code == 4 and refused["facts"]["state"] == "running"
-
-    percents, transcript, offset = [], "", 0
-    while True:
+    def poll() -> dict[str, Any]:
+        nonlocal transcript, offset, facts
         facts = steps.poll("dism", "run1", TranscriptOffset=offset)
         transcript += facts["transcript"]
         offset = facts["transcript_next_offset"]
         percents.append(facts["percent"])
-        if facts["state"] == "finished":
-            break
-        assert facts["state"] == "running" and facts["exit_code"] is None and facts["result"] is None
-        time.sleep(0.02)
+        if facts["state"] != "finished":
+            assert facts["state"] == "running" and facts["exit_code"] is None and facts["result"] is None
+        return facts
+
+    # DISM is held once it has reported a first percent, until the test has seen it there: the
+    # cleanup's refusal and the mid-way poll never race DISM's (scaled) 20 minutes.
+    with held_clock(lab, lab.host(lab.endpoints[0].name), when=body_running(state, "run1", "dism", past=0)):
+        code, started = steps.start("dism", "run1")
+        assert code == 0 and started["facts"]["attached"] is False
+        assert started["facts"]["state"] in ("queued", "running")
+        assert lab.call(lambda: state.scheduled_tasks["wuremote-run1-dism"]["state"]) == "Running"
+
+        code, refused = steps.call("detached-cleanup", RunId="run1", Step="dism")
+        assert code == 4 and refused["facts"]["state"] == "running"
+        wait_for(lambda: 0 < poll()["percent"] < 100, what="dism seen mid-way")
+    wait_for(lambda: poll()["state"] == "finished", what="dism finished")
     assert percents == sorted(percents) and any(0 < p < 100 for p in percents) and percents[-1] == 100
     assert facts["exit_code"] == 0
     assert facts["result"]["status"] == "ok" and facts["result"]["facts"]["corruption_repaired"] is True
@@ -138,14 +159,15 @@ def test_dism_runs_detached_reports_progress_and_cleans_up(lab: Lab, on) -> None
     assert steps.poll("dism", "run1")["state"] == "finished"  # status.json stays for the report
 
 
-def test_second_start_reattaches_and_never_runs_twice(on) -> None:
-    steps, _ = on(1)
-    _, first = steps.start("verify", "run2")
-    assert first["facts"]["state"] == "running" and first["facts"]["attached"] is False
-    code, again = steps.start("verify", "run2")
-    assert code == 0 and again["facts"]["attached"] is True
-    assert again["messages"] == ["already running: re-attached"]
-    assert again["facts"]["status"]["pid"] == first["facts"]["status"]["pid"]
+def test_second_start_reattaches_and_never_runs_twice(lab: Lab, on) -> None:
+    steps, state = on(1)
+    with held_clock(lab, lab.host(lab.endpoints[1].name), when=body_running(state, "run2", "verify")):  # verify runs on
+        _, first = steps.start("verify", "run2")
+        assert first["facts"]["state"] == "running" and first["facts"]["attached"] is False
+        code, again = steps.start("verify", "run2")
+        assert code == 0 and again["facts"]["attached"] is True
+        assert again["messages"] == ["already running: re-attached"]
+        assert again["facts"]["status"]["pid"] == first["facts"]["status"]["pid"]
     assert steps.wait_done("verify", "run2")["state"] == "finished"
     code, after = steps.start("verify", "run2")
     assert after["facts"]["attached"] is True and after["facts"]["state"] == "finished"
@@ -157,17 +179,25 @@ def test_reboot_mid_step_is_interrupted_never_success(lab: Lab, on) -> None:
     steps, state = on(2)
     host = lab.host(lab.endpoints[2].name)
     lab.call(setattr, state, "component_store", "repairable")
-    steps.start("dism", "run3")
-    wait_for(lambda: steps.poll("dism", "run3")["percent"] > 0)
-    steps.close()
-    assert lab.call(host.request_reboot)
-    wait_for(lambda: lab.call(lambda: state.reboots == 1 and host.up.is_set()))
+    mid_way = body_running(state, "run3", "dism", past=0)
+    # DISM is held mid-way (the restart is not): the host restarts under a DISM that cannot have ended.
+    with held_clock(lab, host, when=lambda: mid_way() and not in_reboot(host)()):
+        steps.start("dism", "run3")
+        wait_for(lambda: steps.poll("dism", "run3")["percent"] > 0)
+        steps.close()
+        assert lab.call(host.request_reboot)
+        wait_for(lambda: lab.call(lambda: state.reboots == 1 and host.up.is_set()))
 
     steps, _ = on(2)
     facts = steps.poll("dism", "run3")
     assert facts["state"] == "interrupted" and facts["reason"] == "the host restarted while the step ran"
     assert facts["exit_code"] is None and facts["result"] is None
-    time.sleep(20 * 60 * TIME_SCALE)  # past the end DISM would have reached: it died with the host
+    # The same DISM started now on a host that stays up: once it has ended, the interrupted one
+    # (further on when the held clock let go) would have ended too, had it survived the restart.
+    control, control_state = on(14)
+    lab.call(setattr, control_state, "component_store", "repairable")
+    control.start("dism", "run3")
+    assert control.wait_done("dism", "run3")["state"] == "finished"
     assert steps.poll("dism", "run3")["state"] == "interrupted"  # recorded by the first poll
     assert lab.call(lambda: state.component_store) == "repairable"
     _, again = steps.start("dism", "run3")

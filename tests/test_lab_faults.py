@@ -10,35 +10,37 @@ import pytest
 import requests
 import trustme
 import winrm.exceptions
+from conftest import held_clock, psrp_pool, psrp_wsman, winrm_protocol, winrm_session
 from pypsrp.exceptions import AuthenticationError, WSManFaultError
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.shell import Process, WinRS
 
 from wuremote.lab.lab import Endpoint, Lab
 
-from conftest import psrp_pool, psrp_wsman, winrm_protocol, winrm_session
-
 OPERATION_TIMEOUT_CODE = 2150858793
 QUOTA_CODE = 2150859173
 
 
 # --- long polls ------------------------------------------------------------------------------
-def test_pywinrm_receive_with_nothing_to_say_raises_operation_timeout(endpoint: Endpoint) -> None:
+def test_pywinrm_receive_with_nothing_to_say_raises_operation_timeout(lab: Lab, endpoint: Endpoint) -> None:
     protocol = winrm_protocol(endpoint, operation_timeout=1, read_timeout=4)
     shell_id = protocol.open_shell()
     try:
-        command_id = protocol.run_command(shell_id, "powershell -NoProfile -Command Start-Sleep -Seconds 600")
-        start = time.monotonic()
-        with pytest.raises(winrm.exceptions.WinRMOperationTimeoutError):
-            protocol.get_command_output_raw(shell_id, command_id)
-        assert 0.8 <= time.monotonic() - start < 3
-        protocol.cleanup_command(shell_id, command_id)  # the terminate signal ends the sleeping command
+        # The Start-Sleep cannot end while held: only the OperationTimeout can end the Receive.
+        with held_clock(lab, lab.host(endpoint.name)):
+            command_id = protocol.run_command(shell_id, "powershell -NoProfile -Command Start-Sleep -Seconds 600")
+            start = time.monotonic()
+            with pytest.raises(winrm.exceptions.WinRMOperationTimeoutError):
+                protocol.get_command_output_raw(shell_id, command_id)
+            assert time.monotonic() - start >= 0.8  # the lab waited the OperationTimeout out before its fault
+            protocol.cleanup_command(shell_id, command_id)  # the terminate signal ends the sleeping command
     finally:
         protocol.close_shell(shell_id)
 
 
-def test_operation_timeout_fault_code_over_pypsrp_winrs(endpoint: Endpoint) -> None:
-    with WinRS(psrp_wsman(endpoint, operation_timeout=1, read_timeout=4)) as shell:
+def test_operation_timeout_fault_code_over_pypsrp_winrs(lab: Lab, endpoint: Endpoint) -> None:
+    with held_clock(lab, lab.host(endpoint.name)), \
+            WinRS(psrp_wsman(endpoint, operation_timeout=1, read_timeout=4)) as shell:
         process = Process(shell, "powershell", ["-Command", "Start-Sleep -Seconds 600"], no_shell=False)
         process.begin_invoke()
         with pytest.raises(WSManFaultError) as info:
@@ -62,9 +64,8 @@ def test_pypsrp_poll_invoke_retries_the_timeout_quietly(endpoint: Endpoint) -> N
 def test_wrong_password_is_http_401_only(endpoint: Endpoint) -> None:
     with pytest.raises(winrm.exceptions.InvalidCredentialsError):
         winrm_protocol(endpoint, password="wrong").open_shell()
-    with pytest.raises(AuthenticationError):
-        with psrp_pool(endpoint, password="wrong"):
-            pass
+    with pytest.raises(AuthenticationError), psrp_pool(endpoint, password="wrong"):
+        pass
     response = requests.post(endpoint.url, data=b"<x/>", auth=(endpoint.username, "wrong"), verify=endpoint.ca_file, timeout=5)
     assert response.status_code == 401
     assert response.content == b""  # nothing but the 401: no fault, no hint
@@ -93,9 +94,8 @@ def test_http_without_allow_unencrypted_refuses_basic(http_listener_without_allo
     endpoint = http_listener_without_allow_unencrypted
     with pytest.raises(winrm.exceptions.InvalidCredentialsError):
         winrm_protocol(endpoint).open_shell()
-    with pytest.raises(AuthenticationError):
-        with RunspacePool(psrp_wsman(endpoint, encryption="never")):
-            pass
+    with pytest.raises(AuthenticationError), RunspacePool(psrp_wsman(endpoint, encryption="never")):
+        pass
     response = requests.post(endpoint.url, data=b"<x/>", auth=(endpoint.username, endpoint.password), timeout=5)
     assert response.status_code == 401
     offers = response.headers.get("WWW-Authenticate", "")
@@ -107,18 +107,16 @@ def test_untrusted_ca_is_an_ssl_error(endpoint: Endpoint, tmp_path: Path) -> Non
     trustme.CA().cert_pem.write_to_path(str(other_ca))
     with pytest.raises(requests.exceptions.SSLError):
         winrm_protocol(endpoint, ca_file=str(other_ca)).open_shell()
-    with pytest.raises(requests.exceptions.SSLError):
-        with psrp_pool(endpoint, ca_file=str(other_ca)):
-            pass
+    with pytest.raises(requests.exceptions.SSLError), psrp_pool(endpoint, ca_file=str(other_ca)):
+        pass
     # and the lab's own CA verifies it (hostname 127.0.0.1 is in the certificate)
     assert requests.post(endpoint.url, data=b"", verify=endpoint.ca_file, timeout=5).status_code == 401
 
 
 # --- the PowerShell endpoint -------------------------------------------------------------------
 def test_unknown_configuration_name(endpoint: Endpoint) -> None:
-    with pytest.raises(WSManFaultError) as info:
-        with RunspacePool(psrp_wsman(endpoint), configuration_name="Microsoft.Nope"):
-            pass
+    with pytest.raises(WSManFaultError) as info, RunspacePool(psrp_wsman(endpoint), configuration_name="Microsoft.Nope"):
+        pass
     assert info.value.code == 2150858811
     assert info.value.machine == endpoint.name
     assert info.value.reason == (

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import psrp_wsman, winrm_protocol
 from pypsrp.complex_objects import GenericComplexObject
 from pypsrp.host import PSHost
 from pypsrp.powershell import PowerShell, RunspacePool
 
 from wuremote.contract import scripts
 from wuremote.lab.lab import Lab
-
-from conftest import psrp_wsman, winrm_protocol
 
 TIME_SCALE = 0.001
 FLEET = """

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 
 import pytest
 import requests
 import winrm.exceptions
+from conftest import held_clock, in_reboot, port_open, psrp_pool, wait_for, winrm_protocol, winrm_session
 from pypsrp.exceptions import WSManFaultError
 from pypsrp.powershell import PowerShell
 
+from wuremote.lab.host import SHUTDOWN_GRACE_SECONDS
 from wuremote.lab.lab import Lab, LabError
 from wuremote.lab.scenarios import BUILTIN, MIXED, ScenarioError
-
-from conftest import port_open, psrp_pool, wait_for, winrm_protocol, winrm_session
 
 SHELL_NOT_FOUND = 2150858843
 
@@ -63,19 +62,23 @@ def test_reboot_as_clients_see_it(tmp_path: Path) -> None:
         old_pool.open()
         before = _last_boot(old_pool)
 
-        ps = PowerShell(old_pool)
-        ps.add_script("Restart-Computer -Force")
-        ps.invoke()
-        assert ps.streams.error == []
+        # The restart's waits (Windows stopping, then the boot) end when the test says so.
+        with held_clock(lab, host, when=in_reboot(host)) as clock:
+            ps = PowerShell(old_pool)
+            ps.add_script("Restart-Computer -Force")
+            ps.invoke()
+            assert ps.streams.error == []
+            clock.release()  # Windows has stopped its services: WinRM goes away
 
-        # while it restarts the port refuses connections
-        wait_for(lambda: not port_open(endpoint), timeout=5)
-        with pytest.raises(requests.exceptions.ConnectionError):
-            requests.post(endpoint.url, data=b"", verify=endpoint.ca_file, timeout=2)
-        with pytest.raises(socket.error):
-            socket.create_connection((endpoint.address, endpoint.port), timeout=1).close()
-        down_for = wait_for(lambda: port_open(endpoint), timeout=10)
-        assert down_for >= 0.5  # boot_seconds 100 at time scale 0.01
+            # while it restarts the port refuses connections
+            wait_for(lambda: not port_open(endpoint))
+            with pytest.raises(requests.exceptions.ConnectionError):
+                requests.post(endpoint.url, data=b"", verify=endpoint.ca_file, timeout=2)
+            with pytest.raises(socket.error):
+                socket.create_connection((endpoint.address, endpoint.port), timeout=1).close()
+            wait_for(lambda: len(clock.waits) == 2, what="the boot began")
+            assert clock.waits == [SHUTDOWN_GRACE_SECONDS, 100]  # the boot lasts the scenario's boot_seconds
+        wait_for(lambda: port_open(endpoint))
 
         # shells and pools of the old boot are gone, with the real fault
         with pytest.raises(winrm.exceptions.WSManFaultError) as winrs_fault:
@@ -105,22 +108,27 @@ def test_reboot_as_clients_see_it(tmp_path: Path) -> None:
 def test_reboot_that_never_comes_back() -> None:
     with Lab(hosts=1, scenario="reboot-never-returns", time_scale=0.01) as lab:
         endpoint = lab.endpoints[0]
+        host = lab.host(endpoint.name)
         assert winrm_session(endpoint).run_cmd("shutdown /r /t 0").status_code == 0
-        wait_for(lambda: not port_open(endpoint), timeout=5)
-        time.sleep(1.0)  # twice the modelled boot time
-        assert not port_open(endpoint)
+        wait_for(lambda: not port_open(endpoint))
+        wait_for(lambda: not lab.call(lambda: host.rebooting), what="the restart is over")  # it ended down
+        assert not port_open(endpoint) and not lab.call(host.up.is_set)
 
 
 def test_second_shutdown_while_one_is_scheduled_is_refused(fresh_lab: Lab) -> None:
     endpoint = fresh_lab.endpoints[0]
+    host = fresh_lab.host(endpoint.name)
     session = winrm_session(endpoint)
-    assert session.run_cmd("shutdown /r /t 60").status_code == 0  # 0.6 s away
-    second = session.run_cmd("shutdown /r /t 60")
-    assert second.status_code == 1190
-    assert b"A system shutdown has already been scheduled.(1190)" in second.std_err
-    assert session.run_cmd("shutdown /t 5").status_code == 87  # neither /r nor /s: the parameter is incorrect
-    wait_for(lambda: not port_open(endpoint), timeout=5)
-    wait_for(lambda: port_open(endpoint), timeout=10)
+    with held_clock(fresh_lab, host, when=in_reboot(host)) as clock:  # the restart waits for the test
+        assert session.run_cmd("shutdown /r /t 60").status_code == 0
+        second = session.run_cmd("shutdown /r /t 60")
+        assert second.status_code == 1190
+        assert b"A system shutdown has already been scheduled.(1190)" in second.std_err
+        assert session.run_cmd("shutdown /t 5").status_code == 87  # neither /r nor /s: the parameter is incorrect
+        assert clock.waits == [60]  # one restart, 60 s away
+        clock.release()
+        wait_for(lambda: not port_open(endpoint))
+    wait_for(lambda: port_open(endpoint))
 
 
 # --- scenarios -------------------------------------------------------------------------------------

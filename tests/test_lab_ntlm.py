@@ -14,6 +14,7 @@ import pytest
 import requests
 import winrm
 import winrm.exceptions
+from conftest import OPERATION_TIMEOUT, READ_TIMEOUT
 from pypsrp.client import Client
 from pypsrp.exceptions import AuthenticationError
 from pypsrp.powershell import PowerShell, RunspacePool
@@ -21,8 +22,6 @@ from pypsrp.shell import Process, WinRS
 from pypsrp.wsman import WSMan
 
 from wuremote.lab.lab import Endpoint, Lab
-
-from conftest import OPERATION_TIMEOUT, READ_TIMEOUT
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +116,8 @@ def test_the_soap_body_is_not_readable_on_the_wire(http_lab: Lab, ep: Endpoint) 
 # --- refusals ----------------------------------------------------------------------------------
 def test_wrong_password_is_401_for_both_clients(http_lab: Lab, ep: Endpoint) -> None:
     failures = http_lab.listener(ep.name).auth_failures
-    with pytest.raises(AuthenticationError):
-        with RunspacePool(wsman(ep, password="wrong")):
-            pass
+    with pytest.raises(AuthenticationError), RunspacePool(wsman(ep, password="wrong")):
+        pass
     with pytest.raises(winrm.exceptions.InvalidCredentialsError):
         pywinrm(ep, password="wrong").open_shell()
     assert http_lab.listener(ep.name).auth_failures == failures + 2
@@ -127,9 +125,8 @@ def test_wrong_password_is_401_for_both_clients(http_lab: Lab, ep: Endpoint) -> 
 
 def test_clear_body_after_an_ntlm_logon_is_refused_without_allow_unencrypted(http_lab: Lab, ep: Endpoint) -> None:
     plain = counts(http_lab, ep)[1]
-    with pytest.raises(AuthenticationError):
-        with RunspacePool(wsman(ep, encryption="never")):  # type: ignore[arg-type]
-            pass
+    with pytest.raises(AuthenticationError), RunspacePool(wsman(ep, encryption="never")):  # type: ignore[arg-type]
+        pass
     assert counts(http_lab, ep)[1] == plain  # the clear Create never reached the service
 
 

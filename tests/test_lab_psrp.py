@@ -7,14 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import edit_one_byte, held_clock, psrp_client, psrp_pool
 from pypsrp.complex_objects import PSInvocationState
 from pypsrp.host import PSHost
 from pypsrp.powershell import PowerShell
 
 from wuremote.contract import scripts
 from wuremote.lab.lab import Endpoint, Lab
-
-from conftest import edit_one_byte, psrp_client, psrp_pool
 
 
 def _host() -> PSHost:
@@ -145,28 +144,28 @@ def test_begin_poll_end_invoke(pool) -> None:
     assert ps.state == PSInvocationState.COMPLETED
 
 
-def test_poll_invoke_retries_operation_timeout_quietly(pool) -> None:
-    ps = PowerShell(pool)
-    ps.add_script("Start-Sleep -Seconds 300")  # 3 s at the suite's time scale
-    ps.begin_invoke()
-    ps.poll_invoke(timeout=1)  # the pipeline's first messages
-    start = time.monotonic()
-    ps.poll_invoke(timeout=1)  # nothing to say: the lab ends this long poll with the OperationTimeout fault
-    assert 0.8 <= time.monotonic() - start < 2.5
-    assert ps.state == PSInvocationState.RUNNING
-    assert ps.output == [] and ps.streams.error == []
-    ps.stop()
+def test_poll_invoke_retries_operation_timeout_quietly(lab: Lab, endpoint: Endpoint, pool) -> None:
+    with held_clock(lab, lab.host(endpoint.name)):  # the Start-Sleep cannot end while the test polls
+        ps = PowerShell(pool)
+        ps.add_script("Start-Sleep -Seconds 300")
+        ps.begin_invoke()
+        ps.poll_invoke(timeout=1)  # the pipeline's first messages
+        start = time.monotonic()
+        ps.poll_invoke(timeout=1)  # nothing to say: the lab ends this long poll with the OperationTimeout fault
+        assert time.monotonic() - start >= 0.8  # the lab waited the OperationTimeout out before its fault
+        assert ps.state == PSInvocationState.RUNNING  # the poll came back quietly while the script still runs
+        assert ps.output == [] and ps.streams.error == []
+        ps.stop()
 
 
-def test_stop_a_long_pipeline_and_reuse_the_pool(pool) -> None:
+def test_stop_a_long_pipeline_and_reuse_the_pool(lab: Lab, endpoint: Endpoint, pool) -> None:
     ps = PowerShell(pool)
     ps.add_script("Write-Output 'started'\nStart-Sleep -Seconds 600\nWrite-Output 'never'")
-    ps.begin_invoke()
-    while not ps.output:
-        ps.poll_invoke(timeout=1)
-    start = time.monotonic()
-    ps.stop()
-    assert time.monotonic() - start < 1.5
+    with held_clock(lab, lab.host(endpoint.name)):  # the Start-Sleep cannot end: stop() returns without waiting for it
+        ps.begin_invoke()
+        while not ps.output:
+            ps.poll_invoke(timeout=1)
+        ps.stop()
     assert ps.state == PSInvocationState.STOPPED
     assert ps.output == ["started"]
     again = PowerShell(pool)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import held_clock, in_reboot, port_open, psrp_wsman, wait_for, winrm_protocol
 from pypsrp.complex_objects import GenericComplexObject
 from pypsrp.host import PSHost
 from pypsrp.powershell import PowerShell, RunspacePool
@@ -25,8 +26,6 @@ from wuremote.contract import scripts
 from wuremote.lab.host import GIB, HostState
 from wuremote.lab.lab import Lab
 from wuremote.lab.scenarios import FIXTURE_SCENARIOS, fixture
-
-from conftest import port_open, psrp_wsman, wait_for, winrm_protocol
 
 TIME_SCALE = 0.001
 # One host per purpose (name prefix -> scenario); each test changes only its own hosts.
@@ -332,10 +331,12 @@ def test_vendor_command_must_exist_and_come_with_its_resume(lab: Lab) -> None:
 
 def test_defender_pause_is_restored_by_the_failsafe_when_no_resume_comes(lab: Lab) -> None:
     host = state(lab, "defender01")
-    code, result = run_step(lab, "defender01", "av-pause", FailSafeMinutes=10)  # 0.6 s at this time scale
-    assert code == 0 and {"kind": "defender-realtime", "from": "on", "to": "off"} in result["changes"]
-    assert not host.antivirus.defender_realtime and host.failsafe["av"]["defender_paused"] is True
-    wait_for(lambda: host.antivirus.defender_realtime, timeout=5)
+    # The fail-safe's wait for its deadline (10 minutes, 0.6 s here) ends when the test has looked.
+    with held_clock(lab, lab.host("defender01"), when=lambda: "av" in host.failsafe):
+        code, result = run_step(lab, "defender01", "av-pause", FailSafeMinutes=10)
+        assert code == 0 and {"kind": "defender-realtime", "from": "on", "to": "off"} in result["changes"]
+        assert not host.antivirus.defender_realtime and host.failsafe["av"]["defender_paused"] is True
+    wait_for(lambda: host.antivirus.defender_realtime)
     assert "av" not in host.failsafe
     code, resumed = run_step(lab, "defender01", "av-resume")
     assert code == 0 and resumed["messages"] == ["nothing was paused by wuremote"]
@@ -400,7 +401,7 @@ def test_clean_boot_failsafe_restores_at_the_first_boot_after_its_deadline(lab: 
         host_model.request_reboot(0)
 
     lab.call(jump_past_deadline_and_restart)
-    wait_for(lambda: host.reboots == 1 and port_open(lab.endpoint("bootfs01")), timeout=10)
+    wait_for(lambda: host.reboots == 1 and port_open(lab.endpoint("bootfs01")))
     assert host.services["fabrikamsync"].start_mode == "Automatic" and host.services["fabrikamsync"].status == "Running"
     assert "clean-boot" not in host.failsafe
 
@@ -436,26 +437,31 @@ def test_lock_take_release_show(lab: Lab) -> None:
 # --- restart -------------------------------------------------------------------------------------
 def test_restart_returns_the_boot_before_and_the_host_comes_back(lab: Lab) -> None:
     host = state(lab, "restart01")
+    model = lab.host("restart01")
     before = host.last_boot
-    lab.call(lambda: setattr(lab.host("restart01").state, "boot_seconds", 300.0))  # 0.3 s down at this time scale
-    code, result = run_step(lab, "restart01", "restart", Reason="test\nrestart", DelaySeconds=200)  # 0.2 s
-    assert code == 0 and result["reboot_required"] is True and result["facts"]["shutdown_exit_code"] == 0
-    assert result["facts"]["last_boot_utc"].startswith(before.strftime("%Y-%m-%dT%H:%M:%S"))
-    assert result["changes"] == [{"kind": "restart-scheduled", "reason": "wuremote: test restart"}]
+    lab.call(lambda: setattr(model.state, "boot_seconds", 300.0))
+    with held_clock(lab, model, when=in_reboot(model)) as clock:  # the restart waits for the test
+        code, result = run_step(lab, "restart01", "restart", Reason="test\nrestart", DelaySeconds=200)
+        assert code == 0 and result["reboot_required"] is True and result["facts"]["shutdown_exit_code"] == 0
+        assert result["facts"]["last_boot_utc"].startswith(before.strftime("%Y-%m-%dT%H:%M:%S"))
+        assert result["changes"] == [{"kind": "restart-scheduled", "reason": "wuremote: test restart"}]
 
-    code, second = run_step(lab, "restart01", "restart", Reason="again")
-    assert code == 0 and second["facts"]["shutdown_exit_code"] == 1190
-    assert "already scheduled or in progress" in second["messages"][0]
-    wait_for(lambda: not port_open(lab.endpoint("restart01")), timeout=5)
-    wait_for(lambda: port_open(lab.endpoint("restart01")), timeout=10)
+        code, second = run_step(lab, "restart01", "restart", Reason="again")
+        assert code == 0 and second["facts"]["shutdown_exit_code"] == 1190
+        assert "already scheduled or in progress" in second["messages"][0]
+        assert clock.waits == [200]  # one restart, DelaySeconds away
+        clock.release()
+        wait_for(lambda: not port_open(lab.endpoint("restart01")))
+    wait_for(lambda: port_open(lab.endpoint("restart01")))
     assert host.reboots == 1 and host.last_boot > before
 
 
 def test_a_restart_ends_servicing_so_reset_runs_after_it(lab: Lab) -> None:
     name = "fx-servicing-in-progress-01"
-    code, _ = run_step(lab, name, "restart", Reason="servicing", DelaySeconds=300)  # time to close the pool
-    assert code == 0
-    wait_for(lambda: state(lab, name).reboots == 1 and port_open(lab.endpoint(name)), timeout=10)
+    with held_clock(lab, lab.host(name), when=in_reboot(lab.host(name))):  # down only once the step has answered
+        code, _ = run_step(lab, name, "restart", Reason="servicing", DelaySeconds=300)
+        assert code == 0
+    wait_for(lambda: state(lab, name).reboots == 1 and port_open(lab.endpoint(name)))
     code, result = run_step(lab, name, "reset-components")
     assert code == 0 and result["facts"]["servicing"] == {"tiworker_running": False, "pending_xml": False}
 

@@ -8,11 +8,10 @@ import uuid
 import xml.etree.ElementTree as ET
 
 import requests
+from conftest import edit_one_byte, held_clock, in_reboot, port_open, wait_for, winrm_protocol, winrm_session
 
 from wuremote.contract import scripts
 from wuremote.lab.lab import Endpoint, Lab
-
-from conftest import edit_one_byte, port_open, wait_for, winrm_protocol, winrm_session
 
 NS = {
     "s": "http://www.w3.org/2003/05/soap-envelope",
@@ -99,7 +98,7 @@ def test_run_ps_start_sleep_is_scaled(endpoint: Endpoint) -> None:
     result = winrm_session(endpoint).run_ps("Start-Sleep -Seconds 50; Write-Output done")
     elapsed = time.monotonic() - start
     assert result.std_out == b"done\r\n"
-    assert 0.4 <= elapsed < 5  # 50 modelled seconds at time scale 0.01
+    assert 0.4 <= elapsed < 25  # 50 modelled seconds at time scale 0.01 (0.5 s), far from the 50 s unscaled
 
 
 def test_run_ps_of_3kb_script_is_too_long_for_cmd(endpoint: Endpoint) -> None:
@@ -172,7 +171,7 @@ def test_codepage_437_and_65001(endpoint: Endpoint) -> None:
         finally:
             protocol.close_shell(shell_id)
     assert outputs[437][0] == "café über\r\n".encode("cp437")
-    assert outputs[65001][0] == "café über\r\n".encode("utf-8")
+    assert outputs[65001][0] == "café über\r\n".encode()
     assert outputs[437][0] != outputs[65001][0]
 
 
@@ -362,16 +361,20 @@ def test_edited_boot_info_over_winrs_is_refused(endpoint: Endpoint) -> None:
 # --- reboot and reconnect --------------------------------------------------------------------------
 def _reboot_and_reconnect(lab: Lab, endpoint: Endpoint, command: str) -> None:
     host = lab.host(endpoint.name)
-    host.state.boot_seconds = 60  # 0.6 s at time scale 0.01: long enough to see the refusal
+    host.state.boot_seconds = 60
     before = host.state.last_boot
     session = winrm_session(endpoint)
-    if command.startswith("shutdown"):
-        result = session.run_cmd(command)
-    else:
-        result = session.run_ps(command)
-    assert result.status_code == 0, result.std_err
-    wait_for(lambda: not port_open(endpoint), timeout=5)
-    wait_for(lambda: port_open(endpoint), timeout=10)
+    # The restart's waits end when the test says so: the client reads its answer before WinRM
+    # goes, and the host stays down until the test has seen it down.
+    with held_clock(lab, host, when=in_reboot(host)) as clock:
+        if command.startswith("shutdown"):
+            result = session.run_cmd(command)
+        else:
+            result = session.run_ps(command)
+        assert result.status_code == 0, result.std_err
+        clock.release()
+        wait_for(lambda: not port_open(endpoint))
+    wait_for(lambda: port_open(endpoint))
     after = winrm_session(endpoint).run_ps("(Get-CimInstance Win32_OperatingSystem).LastBootUpTime")
     assert after.status_code == 0
     assert host.state.last_boot > before

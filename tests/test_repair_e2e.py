@@ -8,6 +8,7 @@ always run; reboot policy and caps hold; artifacts parse.
 from __future__ import annotations
 
 import json
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from importlib.resources import files
@@ -17,10 +18,10 @@ import pytest
 
 from wuremote import events as ev
 from wuremote.demo import demo_hosts, demo_options
-from wuremote.events import Event
-from wuremote.lab.lab import Lab
 from wuremote.engine.plan import LADDER
 from wuremote.engine.runner import Runner, RunSummary
+from wuremote.events import Event
+from wuremote.lab.lab import Lab
 
 LAB_SCALE = 0.002
 NOT_REPAIRS = {"lock", "diagnose", "verify", "boot-info", "detached-start", "detached-poll", "detached-cleanup",
@@ -52,7 +53,8 @@ def repair_steps(events: list[Event], host: str) -> list[str]:
     return steps
 
 
-@pytest.fixture(scope="module", params=["psrp", "winrm"])
+# The 13-host mixed run takes 10-15 s of real time: every test that reads it is slow.
+@pytest.fixture(scope="module", params=[pytest.param(t, marks=pytest.mark.slow) for t in ("psrp", "winrm")])
 def mixed_run(request, tmp_path_factory) -> tuple[Lab, RunSummary, list[Event], dict[str, str]]:
     with Lab(scenario="mixed", hosts=13, time_scale=LAB_SCALE) as lab:
         before = {e.name: lab.call(lambda n=e.name: {s.name: s.start_type for s in lab.host(n).state.services.values()})
@@ -162,6 +164,7 @@ def test_domain_controller_is_not_rebooted_unless_allowed(tmp_path) -> None:
     assert summary.outcomes[hosts[1].name] == "repaired"
 
 
+@pytest.mark.slow
 def test_reboot_cap_per_group_is_never_exceeded(tmp_path) -> None:
     seen: list[Event] = []
     with Lab(scenario="servicing-in-progress", hosts=4, time_scale=LAB_SCALE) as lab:
@@ -192,13 +195,37 @@ def test_max_fail_percent_stops_starting_new_hosts(tmp_path) -> None:
     assert summary.exit_code == 1
 
 
-def test_host_timeout_fails_the_slow_host_and_keeps_what_it_collected(tmp_path) -> None:
+class HostClock:
+    """The time module as the host's step runner sees it, whose monotonic clock can be moved on."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.skipped
+
+
+def test_host_timeout_fails_the_slow_host_and_keeps_what_it_collected(tmp_path, monkeypatch) -> None:
+    from wuremote.engine import steps as host_steps
+
+    # The host's clock passes its timeout the moment diagnose has finished, however fast or slow
+    # the machine: lock and diagnose always finish first, and the repair never does.
+    clock = HostClock()
+    monkeypatch.setattr(host_steps, "time", clock)
+
+    def past_the_timeout_after_diagnose(event: Event) -> None:
+        if isinstance(event, ev.StepFinished) and event.step == "diagnose":
+            clock.skipped = 2 * options.host_timeout
+
     with Lab(scenario="component-store-corrupt", hosts=1, time_scale=LAB_SCALE) as lab:
         options = demo_options(tmp_path)
-        options.host_timeout = 1.0
-        summary = Runner(demo_hosts(lab), options).run()
+        options.host_timeout = 60.0
+        summary = Runner(demo_hosts(lab), options, subscribers=[past_the_timeout_after_diagnose]).run()
     host = lab.endpoints[0].name
-    assert summary.outcomes[host] == "failed" and "host timeout" in summary.causes[host]
+    assert summary.outcomes[host] == "failed" and "host timeout (60 s) reached before" in summary.causes[host]
     report = json.loads(summary.report_json.read_text(encoding="utf-8"))
     assert [s["name"] for s in report["hosts"][host]["steps"]][:2] == ["lock", "diagnose"]
 

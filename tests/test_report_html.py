@@ -19,9 +19,9 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from wuremote.demo import demo_hosts, demo_options
+from wuremote.engine.runner import Runner
 from wuremote.lab.lab import Lab
 from wuremote.output.html import render_html
-from wuremote.engine.runner import Runner
 
 HOSTILE = "<script>alert(1)</script>"
 SCENARIOS = ("healthy", "servicing-in-progress", "wsus-unreachable", "corrupt-download-cache", "clock-skew")
@@ -179,7 +179,7 @@ def test_each_host_has_a_timeline_of_its_steps_and_reboots(real_run) -> None:
         assert len(reboots) == host["reboots"]
         for segment in segments:
             left, width = map(float, re.findall(r"[\d.]+(?=%)", segment.attrs["style"]))
-            assert 0 <= left and 0 < width and left + width <= 100.001
+            assert left >= 0 and width > 0 and left + width <= 100.001
     assert any(h["reboots"] for h in report["hosts"].values()), "the run should include a reboot"
 
 

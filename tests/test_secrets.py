@@ -20,17 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import fast_settings, refused_port
 
 from wuremote.cli import main
+from wuremote.engine.reboot import RebootSettings
+from wuremote.engine.runner import Runner, RunOptions
 from wuremote.inventory import HostConfig, Inventory, load_inventory
 from wuremote.lab import models
 from wuremote.lab.lab import LAB_USERNAME, Lab
-from wuremote.engine.reboot import RebootSettings
-from wuremote.engine.runner import Runner, RunOptions
 from wuremote.secret import Secret
 from wuremote.transport import TransportError, TransportSettings, open_transport
-
-from conftest import fast_settings, refused_port
 
 LAB_SCALE = 0.001
 # Loopback answers come at once; these bounds only stop a loaded CI machine from turning slowness into failures.
@@ -79,7 +78,7 @@ def reachable(obj: Any, seen: set[int] | None = None, depth: int = 0) -> Iterato
         return
     seen.add(id(obj))
     yield obj
-    if isinstance(obj, Secret) or isinstance(obj, (str, bytes, int, float, bool, type(None), Path)):
+    if isinstance(obj, (Secret, str, bytes, int, float, bool, type(None), Path)):
         return
     children: list[Any] = []
     if isinstance(obj, dict):
@@ -238,7 +237,7 @@ def test_runner_failures_and_their_exceptions_never_show_the_password(
 
 def test_secret_masks_every_way_it_is_turned_into_text() -> None:
     secret = Secret(CANARY)
-    for text in (str(secret), repr(secret), f"{secret}", f"{secret!r}", f"{secret:>40}", "%s %r" % (secret, secret),
+    for text in (str(secret), repr(secret), f"{secret}", f"{secret!r}", f"{secret:>40}", "%s %r" % (secret, secret),  # noqa: UP031 - %-formatting must mask too
                  str([secret]), str({"password": secret}), repr(HostConfig(name="h", address="h", password=secret))):
         assert_clean("a formatted Secret", text)
     assert secret.reveal() == CANARY and secret == Secret(CANARY) and secret != Secret(WRONG)

@@ -12,16 +12,17 @@ import os
 import signal
 import threading
 import xml.etree.ElementTree as ET
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
 
 from wuremote.cli import main
 from wuremote.demo import demo_hosts, demo_options
+from wuremote.engine.runner import Runner
 from wuremote.events import Event
 from wuremote.inventory import HostConfig
 from wuremote.lab.lab import Lab
-from wuremote.engine.runner import Runner
 from wuremote.shard import shard, shard_of
 
 LAB_SCALE = 0.002
@@ -45,6 +46,7 @@ def test_bad_shard_flag_is_exit_2(capsys) -> None:
     assert "K/N" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_shard_runs_merge_into_one_report(tmp_path, capsys) -> None:
     spec = tmp_path / "fleet.toml"
     spec.write_text('[[hosts]]\nscenario = "healthy"\ncount = 3\n\n[[hosts]]\nscenario = "corrupt-download-cache"\ncount = 3\n',
@@ -74,10 +76,11 @@ def test_shard_runs_merge_into_one_report(tmp_path, capsys) -> None:
     assert "also in" in capsys.readouterr().err
 
 
-@pytest.fixture
-def two_sites(tmp_path):
+@contextmanager
+def sites_cluster(scenario: str, hosts: int):
+    """A lab, a real scheduler and two worker processes (nannies) tagged as the sites paris and berlin."""
     distributed = pytest.importorskip("distributed")
-    with Lab(scenario="component-store-corrupt", hosts=4, time_scale=LAB_SCALE) as lab:
+    with Lab(scenario=scenario, hosts=hosts, time_scale=LAB_SCALE) as lab:
         env = {"WUREMOTE_PASSWORD": lab.endpoints[0].password}
         workers = {
             site: {"cls": distributed.Nanny, "options": {"nthreads": 8, "resources": {f"site-{site}": 100},
@@ -91,12 +94,19 @@ def two_sites(tmp_path):
                 yield lab, cluster, client
 
 
+@pytest.fixture
+def two_sites():
+    with sites_cluster("component-store-corrupt", 4) as running:
+        yield running
+
+
 def site_hosts(lab: Lab) -> list[HostConfig]:
     hosts = demo_hosts(lab)
     return [replace(h, password=None, password_env=None, site="paris" if i % 2 == 0 else "berlin")
             for i, h in enumerate(hosts)]
 
 
+@pytest.mark.slow
 def test_hosts_run_only_on_their_sites_workers(two_sites, tmp_path) -> None:
     lab, cluster, client = two_sites
     site_of_worker = {w.worker_address: name for name, w in cluster.workers.items()}
@@ -109,10 +119,11 @@ def test_hosts_run_only_on_their_sites_workers(two_sites, tmp_path) -> None:
         started = [e for e in seen if e.kind == "host-started" and e.host == host.name]
         assert started and site_of_worker[started[0].worker] == host.site
     report = json.loads(summary.report_json.read_text(encoding="utf-8"))
-    for name, host in report["hosts"].items():  # transcripts came back to the controller
+    for host in report["hosts"].values():  # transcripts came back to the controller
         assert all((summary.run_dir / s["transcript"]).is_file() for s in host["steps"])
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_dism_does_not_run_dism_twice(two_sites, tmp_path) -> None:
     lab, cluster, client = two_sites
     options = replace(demo_options(tmp_path), executor="dask", scheduler=cluster.scheduler_address)
@@ -133,3 +144,27 @@ def test_a_worker_killed_mid_dism_does_not_run_dism_twice(two_sites, tmp_path) -
     assert set(summary.outcomes.values()) == {"repaired"}
     bodies = lab.call(lambda: lab.host(victim.name).state.scripts_run.count("dism"))
     assert bodies == 1  # re-attached to the running DISM, never started a second one
+
+
+@pytest.mark.slow
+def test_a_reboot_group_cap_holds_across_dask_workers(tmp_path) -> None:
+    """reboot_group_cap on Dask: a cluster-wide semaphore per group (it once raised TypeError, failing every host)."""
+    with sites_cluster("servicing-in-progress", 3) as (lab, cluster, _):
+        options = replace(demo_options(tmp_path), executor="dask", scheduler=cluster.scheduler_address)
+        hosts = [replace(h, groups=("web",), reboot_group_cap=1) for h in site_hosts(lab)]
+        rebooting: set[str] = set()
+        most = 0
+        guard = threading.Lock()
+
+        def count(event: Event) -> None:
+            nonlocal most
+            with guard:
+                if event.kind == "reboot-started":
+                    rebooting.add(str(event.host))
+                    most = max(most, len(rebooting))
+                elif event.kind == "reboot-finished":
+                    rebooting.discard(str(event.host))
+
+        summary = Runner(hosts, options, subscribers=[count]).run()
+    assert set(summary.outcomes.values()) == {"repaired"}, summary.causes
+    assert most == 1

@@ -8,17 +8,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from conftest import edit_one_byte, fast_settings, psrp_pool, refused_port, wait_for
 from pypsrp.host import PSHost
 from pypsrp.powershell import PowerShell
 
+from wuremote.contract.scripts import get_script
 from wuremote.inventory import HostConfig
 from wuremote.lab.lab import Endpoint, Lab
-from wuremote.contract.scripts import get_script
 from wuremote.secret import Secret
 from wuremote.transport import StreamRecord, Transport, TransportError, TransportSettings, open_transport
 from wuremote.transport.psrp import progress_text, to_plain
-
-from conftest import edit_one_byte, fast_settings, psrp_pool, refused_port, wait_for
 
 TRANSPORTS = ("psrp", "winrm")
 TIME_SCALE = 0.001

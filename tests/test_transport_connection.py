@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import fast_settings
 
 from wuremote.contract.scripts import get_script
 from wuremote.demo import demo_hosts
 from wuremote.lab.lab import Lab
 from wuremote.transport import PSRPTransport, TransportError, WinRSTransport, open_transport
 from wuremote.transport.connection import Connection
-
-from conftest import fast_settings
 
 TIME_SCALE = 0.001
 TRANSPORTS = {"psrp": PSRPTransport, "winrm": WinRSTransport}
@@ -68,9 +67,8 @@ def test_a_probe_opens_once_and_the_transport_retries_again_after_it(kind: str, 
         transport = open_transport(connection(lab, kind), fast_settings(open_retries=2))
         try:
             before = lab.requests_served(endpoint.name)
-            with transport.probe():
-                with pytest.raises(TransportError) as caught:
-                    transport.run_step(get_script("boot-info"), {"RunId": "probe"}, timeout=10)
+            with transport.probe(), pytest.raises(TransportError) as caught:
+                transport.run_step(get_script("boot-info"), {"RunId": "probe"}, timeout=10)
             assert caught.value.code == BUSY_FAULT and caught.value.transient
             assert lab.requests_served(endpoint.name) - before == 1  # one attempt, so no sleep either
 

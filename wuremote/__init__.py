@@ -21,10 +21,10 @@ from ._version import __version__
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads each name on first use
     from .contract import ExitCode, Outcome, StepResult
-    from .events import Event
-    from .inventory import HostConfig, Inventory, InventoryError, load_inventory
     from .engine.reboot import RebootSettings
     from .engine.runner import Runner, RunOptions, RunSummary
+    from .events import Event
+    from .inventory import HostConfig, Inventory, InventoryError, load_inventory
     from .secret import Secret
     from .transport.base import TransportError
 
@@ -35,7 +35,10 @@ _EXPORTS = {
     "Event": "events", "Secret": "secret", "RebootSettings": "engine.reboot",
     "StepResult": "contract", "Outcome": "contract", "ExitCode": "contract", "TransportError": "transport.base",
 }
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [  # written out so tools see it; tests/test_packaging.py checks it matches _EXPORTS
+    "Event", "ExitCode", "HostConfig", "Inventory", "InventoryError", "Outcome", "RebootSettings", "RunOptions",
+    "RunSummary", "Runner", "Secret", "StepResult", "TransportError", "__version__", "load_inventory",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -285,7 +285,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _merge(run_dirs: list[str], out: Path) -> int:
-    import json
 
     from .output.merge import MergeError, load_run, merge_reports
     from .output.report import write_report_files

@@ -16,9 +16,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from .inventory import HostConfig
 from .engine.reboot import RebootSettings
 from .engine.runner import Runner, RunOptions, RunSummary
+from .inventory import HostConfig
 from .secret import Secret
 from .transport import TransportSettings
 

@@ -70,7 +70,7 @@ class DaskExecutor(Executor):
         self._pump.start()
 
     # --- the executor shape the runner uses ----------------------------------------------
-    def __enter__(self) -> "DaskExecutor":
+    def __enter__(self) -> DaskExecutor:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -141,7 +141,8 @@ class DaskExecutor(Executor):
         with self._lock:
             waiting = self._waiting.pop(host, None)
         if waiting is not None and not waiting.done():
-            reason = f"the Dask unit ended without finishing ({future.status}: {future.exception() if future.status == 'error' else 'cancelled'})"
+            why = future.exception() if future.status == "error" else "cancelled"
+            reason = f"the Dask unit ended without finishing ({future.status}: {why})"
             self.runner.emit(ev.HostFinished(self.runner.run_id, host, outcome=Outcome.FAILED, cause=reason))
             waiting.set_result((Outcome.FAILED, reason))
 

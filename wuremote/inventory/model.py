@@ -7,11 +7,11 @@ Connection (how to reach the host) and the engine's RepairPolicy (what a repair 
 
 from __future__ import annotations
 
-from ..contract.steps import OPT_IN_STEPS
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..contract.steps import OPT_IN_STEPS
 from ..secret import Secret
 from ..transport.connection import Connection
 
@@ -87,20 +87,12 @@ class HostConfig:
 
     @property
     def connection(self) -> Connection:
-        return Connection(name=self.name, address=self.address, port=self.port, scheme=self.scheme,
-                          transport=self.transport, auth=self.auth, cert_validation=self.cert_validation,
-                          ca_file=self.ca_file, username=self.username, password=self.password,
-                          allow_unencrypted_basic=self.allow_unencrypted_basic, proxy=self.proxy,
-                          cert_pem=self.cert_pem, cert_key_pem=self.cert_key_pem)
+        # Connection declares which of HostConfig's fields a transport sees (pyinfra's connectors own their host data).
+        return Connection(**{f.name: getattr(self, f.name) for f in fields(Connection)})
 
     @property
     def policy(self) -> RepairPolicy:
-        return RepairPolicy(reboot=self.reboot, maintenance_window=self.maintenance_window,
-                            reboot_group_cap=self.reboot_group_cap, allow_reboot_roles=self.allow_reboot_roles,
-                            max_reboots=self.max_reboots, opt_in=self.opt_in, kb=self.kb, kb_url=self.kb_url,
-                            kb_sha256=self.kb_sha256, dism_source=self.dism_source,
-                            exclude_services=self.exclude_services, vendor_av=self.vendor_av,
-                            step_options=self.step_options)
+        return RepairPolicy(**{f.name: getattr(self, f.name) for f in fields(RepairPolicy)})
 
     @property
     def effective_port(self) -> int:

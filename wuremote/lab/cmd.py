@@ -115,7 +115,8 @@ async def _powershell(host: Host, user: str, run: Run, rest: str, read_stdin: St
             try:
                 script = base64.b64decode(tokens[i + 1], validate=True).decode("utf-16-le")
             except (binascii.Error, UnicodeDecodeError):
-                return await console.fail_usage(run, "Cannot process the command because the value specified with -EncodedCommand is not properly encoded. The value must be Base64 encoded.")
+                return await console.fail_usage(run, "Cannot process the command because the value specified with "
+                                                     "-EncodedCommand is not properly encoded. The value must be Base64 encoded.")
             return await console.run_powershell_text(host, user, run, script, encoded=True, read_stdin=read_stdin)
         if option in ("command", "c"):
             remainder = " ".join(tokens[i + 1 :])

@@ -8,8 +8,8 @@ verbose and progress streams to stderr as CLIXML (`#< CLIXML`), which pywinrm's
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from xml.sax.saxutils import escape
 
 from . import models

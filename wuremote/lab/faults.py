@@ -90,7 +90,7 @@ class FaultPlan:
                          if getattr(self, f.name) != getattr(default, f.name))
 
     @classmethod
-    def from_table(cls, table: dict[str, Any]) -> "FaultPlan":
+    def from_table(cls, table: dict[str, Any]) -> FaultPlan:
         """A plan from a [hosts.faults] table; FaultPlanError names the first bad key (the caller adds file:line)."""
         known = {f.name: f for f in fields(cls)}
         values: dict[str, Any] = {}

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from . import wsman
 from .faults import Faults, Reset
-from .ntlm import CONTENT_TYPE as SEALED_CONTENT_TYPE, Acceptor, NtlmError, encrypted
+from .ntlm import CONTENT_TYPE as SEALED_CONTENT_TYPE
+from .ntlm import Acceptor, NtlmError, encrypted
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024

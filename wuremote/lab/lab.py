@@ -57,7 +57,7 @@ class Endpoint:
 
 
 class LabHost:
-    def __init__(self, spec: HostSpec, lab: "Lab", port: int, rng: random.Random) -> None:
+    def __init__(self, spec: HostSpec, lab: Lab, port: int, rng: random.Random) -> None:
         self.spec = spec
         self.model = Host(spec.build(), lab.time_scale, rng)
         self.service = WSManService(self.model)
@@ -131,7 +131,7 @@ class Lab:
         self._thread = threading.Thread(target=self.loop.run_forever, name="wuremote-lab", daemon=True)
 
     # --- life cycle ------------------------------------------------------------------------
-    def start(self) -> "Lab":
+    def start(self) -> Lab:
         self._thread.start()
         try:
             self.call(self._start_hosts)
@@ -166,7 +166,7 @@ class Lab:
             await lab_host.service.winrs.drop_all()
             await lab_host.service.psrp.drop_all()
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import spnego
-from spnego.exceptions import SpnegoError
 from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
+from spnego.exceptions import SpnegoError
 
 PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
 BOUNDARY = b"--Encrypted Boundary"

@@ -24,12 +24,14 @@ from psrpcore.types import (
     NETException,
     PSCustomObject,
     PSInvocationState,
+    add_note_property,
+)
+from psrpcore.types import (
     PSObject as CorePSObject,
 )
-from psrpcore.types import add_note_property
 
-from .engine import ErrorInfo, PSObject, Record, Run
 from . import wsman
+from .engine import ErrorInfo, PSObject, Record, Run
 from .host import Host
 from .psrp_commands import PipelineCommand, run_pipeline
 from .wsman import NS, Request, q
@@ -231,7 +233,8 @@ class PSRPService:
                 core.write_output(line)
         elif kind in ("stderr", "native-stderr"):
             for line in str(value).splitlines():
-                _write_error(core, ErrorInfo(line, fqid="NativeCommandError", exception_type="System.Management.Automation.RemoteException", command=""))
+                _write_error(core, ErrorInfo(line, fqid="NativeCommandError",
+                                             exception_type="System.Management.Automation.RemoteException", command=""))
         elif kind == "error":
             _write_error(core, value)
         elif kind == "warning":

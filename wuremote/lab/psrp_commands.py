@@ -161,7 +161,8 @@ def _fetch(host: Host, run: Run, args: list[Any]) -> None:
     path = _absolute(str(args[0]) if args else "")
     data = host.state.files.get(path.lower())
     if data is None:
-        raise Stop(1, ErrorInfo(f"The path at '{path}' does not exist", category="OperationStopped", fqid="The path at '{path}' does not exist",
+        raise Stop(1, ErrorInfo(f"The path at '{path}' does not exist", category="OperationStopped",
+                                fqid="The path at '{path}' does not exist",
                                 exception_type="System.Management.Automation.RuntimeException", command=""))
     run.emit("output", base64.b64encode(data).decode("ascii"))
     run.emit("output", hashlib.sha1(data).hexdigest())

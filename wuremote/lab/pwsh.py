@@ -190,7 +190,8 @@ async def run_statement(session: Session, statement: str) -> None:
     try:
         if lower in ("write-output", "echo"):
             for token in args:
-                if re.fullmatch(r"-(?:i|in|inp|inpu|input|inputo|inputob|inputobj|inputobje|inputobjec|inputobject|noenumerate):?", token, re.I):
+                if re.fullmatch(r"-(?:i|in|inp|inpu|input|inputo|inputob|inputobj|inputobje|inputobjec|inputobject"
+                                r"|noenumerate):?", token, re.I):
                     continue  # -InputObject X is the positional X; -NoEnumerate changes nothing for literals
                 run.emit("output", literal(token))
             return

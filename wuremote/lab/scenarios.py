@@ -43,8 +43,21 @@ else:  # pragma: no cover
 
 from ..contract import hresult
 from .faults import FaultPlan, FaultPlanError
-from .host import (BITS_DOWNLOADER, CATROOT2, DATASTORE, DOWNLOAD, GIB, SOFTWARE_DISTRIBUTION, Antivirus, Folder,
-                   HostState, Service, default_services, parse_windows_utc, windows_utc)
+from .host import (
+    BITS_DOWNLOADER,
+    CATROOT2,
+    DATASTORE,
+    DOWNLOAD,
+    GIB,
+    SOFTWARE_DISTRIBUTION,
+    Antivirus,
+    Folder,
+    HostState,
+    Service,
+    default_services,
+    parse_windows_utc,
+    windows_utc,
+)
 
 
 class ScenarioError(ValueError):
@@ -80,7 +93,7 @@ _W32TM_TIME = "%m/%d/%Y %I:%M:%S %p"  # "11/20/2025 9:58:12 AM", as w32tm /query
 _KB = re.compile(r"\bKB\d{6,8}\b")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fixture_text(name: str) -> str:
     return files("wuremote.lab").joinpath("fixtures").joinpath(f"{name}.json").read_text(encoding="utf-8")
 
@@ -311,7 +324,7 @@ def from_file(path: Path) -> list[HostSpec]:
     for index, group in enumerate(groups):
         start = starts[index] if index < len(starts) else 1
 
-        def line(key: str) -> int:
+        def line(key: str, start: int = start) -> int:
             return _line_of(text, key, start)
 
         if not isinstance(group, dict):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from . import wsman
 from .host import Host
 from .http import HttpRequest, HttpResponse
-from . import wsman
 from .psrp import PSRPService
 from .winrs import WinRSService
 

@@ -3,8 +3,9 @@
 The runner records an event *before* it does what the event announces (``step-started`` is
 written before the script is sent), so after a crash or a ``kill -9`` the journal says
 exactly where each host was (wuremote/engine/progress.py folds that into what ``wuremote
-resume`` continues from).  The journal holds events and run rows, and nothing else: SQLite only.  WAL with ``synchronous=FULL`` makes every committed event survive the
-process, and the machine too.
+resume`` continues from).  The journal holds events and run rows, and nothing else: SQLite
+only.  WAL with ``synchronous=FULL`` makes every committed event survive the process, and
+the machine too.
 
 A resumed run may append to the same run id: a second ``run-started`` marks the run running
 again and keeps the first options and inventory snapshot, so a fold sees the whole history.
@@ -29,6 +30,7 @@ from ..secret import Secret
 
 JOURNAL_FILE = "journal.sqlite3"
 
+_RUN_COLUMNS = "run_id, created, command, status, options_json, inventory_json"
 SCHEMA_VERSION = 2  # PRAGMA user_version; 0 is the first format (with a runs.plan_json column, always '{}')
 
 _SCHEMA = """
@@ -197,11 +199,11 @@ class Journal:
     def runs(self) -> list[RunRecord]:
         """Every run, newest first."""
         with self._lock:
-            rows = self._db.execute("SELECT run_id, created, command, status, options_json, inventory_json FROM runs ORDER BY created DESC, run_id DESC").fetchall()
+            rows = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created DESC, run_id DESC").fetchall()
         return [_run_record(row) for row in rows]
 
     def run(self, run_id: str) -> RunRecord:
-        row = self._query_one("SELECT run_id, created, command, status, options_json, inventory_json FROM runs WHERE run_id = ?", (run_id,))
+        row = self._query_one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
         if row is None:
             known = self._query_one("SELECT count(*) FROM runs", ())
             raise UnknownRunError(f"no run {run_id!r} in the journal {self.path} ({known[0] if known else 0} runs there); "

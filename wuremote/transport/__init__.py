@@ -54,8 +54,9 @@ def __getattr__(name: str) -> Any:
 def open_transport(host: Reachable | Connection, settings: TransportSettings | None = None) -> Transport:
     """The transport the inventory names for this host; nothing is sent until the first call.
 
-    ``host`` is an inventory HostConfig (the transport gets its ``connection``) or a Connection.  Raises TransportError(kind="config") for settings refused before connecting
-    (Basic over plain HTTP without allow_unencrypted_basic, certificate auth without its files...).
+    ``host`` is an inventory HostConfig (the transport gets its ``connection``) or a Connection.
+    Raises TransportError(kind="config") for settings refused before connecting (Basic over
+    plain HTTP without allow_unencrypted_basic, certificate auth without its files...).
     """
     connection = host if isinstance(host, Connection) else host.connection
     if connection.transport == "winrm":

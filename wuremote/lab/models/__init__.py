@@ -9,11 +9,21 @@ would.
 
 from __future__ import annotations
 
-from .registry import (BOOTSTRAP_SHA256, MODELS, PRELUDE_SHA256, Known, Model, ModelFn, StepContext, _lab_error,
-                       is_bootstrap, model, recognize_psrp, recognize_winrs)
-
 # Each module registers its models on import.
 from . import boot_info, detached, diagnose, failsafe, helpers, logs, long_steps, maintenance, reset_components  # noqa: F401
+from .registry import (
+                       BOOTSTRAP_SHA256,
+                       MODELS,
+                       PRELUDE_SHA256,
+                       Known,
+                       Model,
+                       ModelFn,
+                       StepContext,
+                       is_bootstrap,
+                       model,
+                       recognize_psrp,
+                       recognize_winrs,
+)
 
 __all__ = ["BOOTSTRAP_SHA256", "MODELS", "PRELUDE_SHA256", "Known", "Model", "ModelFn", "StepContext", "is_bootstrap",
            "model", "recognize_psrp", "recognize_winrs"]

@@ -25,9 +25,9 @@ from typing import Any
 from ...contract.scripts import ScriptHeaderError, parse_header, prelude_text, sha256_text, split_payload
 from ..engine import Run, Stop
 from ..host import Host, HostState, parse_windows_utc, windows_utc
-from .registry import MODELS, PRELUDE_SHA256, Known, StepContext, _lab_error, model
 from .helpers import NAME_PATTERN, param, require_elevated, switch
 from .long_steps import SYSTEM_USER, int_param, run_folder, text_param
+from .registry import MODELS, PRELUDE_SHA256, Known, StepContext, _lab_error, model
 
 STEP_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
 TASK_PATH = "\\wuremote\\"

@@ -9,10 +9,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ..host import (CATROOT2, DATASTORE, DOWNLOAD, GIB, SOFTWARE_DISTRIBUTION, HostState, expand, parse_windows_utc,
-                    windows_utc)
-from .registry import StepContext, model
+from ..host import CATROOT2, DATASTORE, DOWNLOAD, GIB, SOFTWARE_DISTRIBUTION, HostState, expand, parse_windows_utc, windows_utc
 from .helpers import param, pending_reboot
+from .registry import StepContext, model
 
 UPDATE_SERVICES = ("wuauserv", "bits", "cryptsvc", "msiserver", "trustedinstaller", "appidsvc", "usosvc")
 TROUBLESHOOTER_PACK = "%SystemRoot%\\diagnostics\\system\\WindowsUpdate"

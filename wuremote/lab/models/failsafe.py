@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..host import Host, HostState, windows_utc
-from .registry import StepContext, model
 from .helpers import param, require_elevated, strings, switch
+from .registry import StepContext, model
 
 TASK_PATH = "\\wuremote\\"
 # clean-boot's never-touch lists (the script's $ProtectedCompanies and $ProtectedNames) and the roles they stand for.

@@ -13,9 +13,9 @@ import datetime as dt
 from typing import Any
 
 from ..host import HostState, parse_windows_utc, windows_utc
-from .registry import StepContext, model
 from .helpers import require_elevated
 from .long_steps import SYSTEM_ROOT, int_param
+from .registry import StepContext, model
 
 MAX_EVENTS = 200  # Get-WinEvent -MaxEvents in the script
 ROUTINE_SESSIONS = 120  # older servicing sessions in each file: enough that the default tail is truncated

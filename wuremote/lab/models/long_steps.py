@@ -23,8 +23,8 @@ from ...contract import hresult
 from ..agent import agent_outcome, applicable_kbs, install_hresult, update_title
 from ..engine import ErrorInfo, Stop
 from ..host import HostState, windows_utc
-from .registry import StepContext, model
 from .helpers import param, require, require_elevated, switch
+from .registry import StepContext, model
 
 SYSTEM_USER = "SYSTEM"  # who a detached body runs as (the agent serves only it)
 PROGRAM_DATA = "C:\\ProgramData"

@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 from ..host import GIB, HostState, expand, parse_windows_utc
-from .registry import StepContext, model
 from .diagnose import TROUBLESHOOTER_PACK
 from .helpers import param, require_elevated, switch
+from .registry import StepContext, model
 
 COMPONENT_CLEANUP_SECONDS = 240.0  # modelled: /StartComponentCleanup takes minutes
 TROUBLESHOOTER_SECONDS = 90.0

@@ -116,7 +116,8 @@ class Known:
         entry = MODELS.get(meta.name)
         digest = sha256_text(script)
         if prelude is None or sha256_text(prelude) != PRELUDE_SHA256:
-            raise Stop(1, _lab_error("lab: this payload's prelude is not the one the lab models (update PRELUDE_SHA256 and the models together)"))
+            raise Stop(1, _lab_error("lab: this payload's prelude is not the one the lab models "
+                                     "(update PRELUDE_SHA256 and the models together)"))
         if entry is None or entry.sha256 != digest:
             raise Stop(1, _lab_error(f"lab: no model for script {meta.name!r} v{meta.version} with sha256 {digest}; "
                                      "a script edited without its lab model is refused (see wuremote/lab/models/)"))

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..host import (BITS_DOWNLOADER, CATROOT2, DATASTORE, DOWNLOAD, SOFTWARE_DISTRIBUTION, Folder, HostState, Service,
-                    expand)
-from .registry import StepContext, model
+from ..host import BITS_DOWNLOADER, CATROOT2, DATASTORE, DOWNLOAD, SOFTWARE_DISTRIBUTION, Folder, HostState, Service, expand
 from .helpers import param, require_elevated
 from .maintenance import remove_folder
+from .registry import StepContext, model
 
 RESET_SERVICES = ("wuauserv", "bits", "cryptsvc", "msiserver")
 UPDATE_SERVICES = ("wuauserv", "bits", "cryptsvc", "msiserver", "trustedinstaller", "appidsvc", "usosvc")
