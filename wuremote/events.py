@@ -154,9 +154,19 @@ class StepFinished(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class RebootStarted(Event):
+    """Journalled before the restart is asked for: resume compares the host's boot time with ``boot_before``."""
+
     kind: ClassVar[str] = "reboot-started"
     reason: str
     boot_before: str | None = None
+    rung: str | None = None  # "restart" when the restart is a rung of the plan (the pending-reboot gate)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RebootRequested(Event):
+    """The restart was sent to the host (it answered, or dropped the connection after the request went out)."""
+
+    kind: ClassVar[str] = "reboot-requested"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,7 +208,7 @@ class RunFinished(Event):
 # Every kind, in the order a host's life produces them.
 KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in (
     RunStarted, HostStarted, HostPlanned, SessionOpened, StepStarted, StepProgress, StepFinished, RebootStarted,
-    RebootFinished, HostMessage, SessionClosed, HostFinished, RunFinished)}
+    RebootRequested, RebootFinished, HostMessage, SessionClosed, HostFinished, RunFinished)}
 
 # What a journal row of an older version may lack for a field the class requires.
 _EMPTY: dict[str, Any] = {"command": "", "plan": {}, "text": "", "session": "", "percent": 0, "exit_code": None,

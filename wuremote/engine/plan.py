@@ -18,6 +18,7 @@ from ..inventory import RepairPolicy
 LADDER = ("troubleshooter", "reset-components:gentle", "reset-components:full", "dism", "sfc",
           "av-pause", "clean-boot", "install-kb")
 MAX_SKEW_SECONDS = 120
+GATES = ("cleanup", "sync-time", "restart")  # run before the ladder when a finding demands them
 # Steps whose own result is the repair: a finding that names one makes it required.
 FINDING_STEPS = ("cleanup", "sync-time", "reset-components:gentle", "dism", "clean-boot", "install-kb")
 

@@ -47,8 +47,12 @@ class HostProgress:
     finished: list[StepOutcome] = field(default_factory=list)  # every finished step, in order
     interrupted: InterruptedStep | None = None
     ledger: Ledger = field(default_factory=Ledger)
+    # Detached steps started and not collected (a result read back), by label: each resume
+    # re-attaches to them, however many times the controller was stopped in between.
+    detached_open: dict[str, InterruptedStep] = field(default_factory=dict)
     reboots: int = 0  # reboots that completed
-    reboot_in_flight: ev.RebootStarted | None = None  # asked for, with no reboot-finished yet
+    reboot_in_flight: ev.RebootStarted | None = None  # journalled, with no reboot-finished yet
+    reboot_requested: bool = False  # ... and the restart was sent (a reboot-requested after it)
     outcome: Outcome | None = None  # None while the host has not finished
     cause: str = ""
 
@@ -72,6 +76,8 @@ class HostProgress:
         elif isinstance(event, ev.StepStarted) and event.step:
             self.interrupted = InterruptedStep(event.step, event.attempt, event.idempotent, event.detached, event.time)
             self.ledger.started(event.step)
+            if event.detached:
+                self.detached_open[event.step] = self.interrupted
         elif isinstance(event, ev.StepFinished) and event.step:
             # A host runs one step at a time: this finish closes the open start of the same step.
             started = self.interrupted if self.interrupted and self.interrupted.name == event.step else None
@@ -80,12 +86,18 @@ class HostProgress:
             if started:
                 self.interrupted = None
             self.ledger.finished(event.step, event.exit_code)
+            if event.exit_code is not None:  # a result came back: nothing left running on the host
+                self.detached_open.pop(event.step, None)
         elif isinstance(event, ev.RebootStarted):
-            self.reboot_in_flight = event
+            self.reboot_in_flight, self.reboot_requested = event, False
+        elif isinstance(event, ev.RebootRequested):
+            self.reboot_requested = True
         elif isinstance(event, ev.RebootFinished):
-            self.reboot_in_flight = None
+            flight, self.reboot_in_flight, self.reboot_requested = self.reboot_in_flight, None, False
             if event.ok:
                 self.reboots += 1
+                if flight is not None and flight.rung:  # a restart rung counts as a step that ran ok
+                    self.finished.append(StepOutcome(flight.rung, 1, 0, "ok"))
         elif isinstance(event, ev.HostFinished):
             self.outcome, self.cause = event.outcome, event.cause
 

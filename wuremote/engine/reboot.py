@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,8 +106,12 @@ def _probe(transport: Transport, run_id: str, settings: RebootSettings) -> str:
 
 
 def reboot(transport: Transport, *, run_id: str, reason: str, settings: RebootSettings,
-           boot_before: str | None = None) -> RebootOutcome:
-    """Restart the host and return once it has booted again, is ready and stayed up."""
+           boot_before: str | None = None, on_requested: Callable[[], None] | None = None) -> RebootOutcome:
+    """Restart the host and return once it has booted again, is ready and stayed up.
+
+    ``on_requested`` runs once the restart has gone out (the journal's "reboot-requested"):
+    a controller stopped before it knows the restart never happened.
+    """
     started = time.monotonic()
     if boot_before is None:
         boot_before = read_boot(transport, run_id, settings.probe_timeout)[0]
@@ -120,6 +125,8 @@ def reboot(transport: Transport, *, run_id: str, reason: str, settings: RebootSe
         if exc.kind not in ("lost", "unreachable", "timeout"):
             raise RebootError("restart", str(exc)) from None
         # The host went down before the answer came back: the boot time below tells.
+    if on_requested is not None:
+        on_requested()
     transport.reset()
     boot_after = _wait_for_new_boot(transport, run_id, boot_before, settings, started)
     back_after = time.monotonic() - started

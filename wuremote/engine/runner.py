@@ -123,7 +123,8 @@ class Runner:
         outcomes: dict[str, Outcome] = {}
         causes: dict[str, str] = {}
         for name, progress in self.resume.items():
-            if progress.outcome is not None:
+            # A host the operator interrupted is resumable by definition; the others keep their end.
+            if progress.outcome is not None and progress.outcome is not Outcome.INTERRUPTED:
                 outcomes[name], causes[name] = progress.outcome, progress.cause
         todo = [h for h in self.hosts if h.name not in outcomes]
         failed = 0

@@ -18,11 +18,12 @@ from ..transport.base import TransportError
 from .context import Cancelled, HostContext, HostFailed
 from .findings import needs_source_cause, network_cause, prevention_findings, verify_cause
 from .ledger import Ledger
-from .plan import HostPlan, PlannedStep, is_done, plan_host, rung_params
+from .plan import GATES, LADDER, HostPlan, PlannedStep, is_done, plan_host, rung_params
 from .progress import HostProgress
 from .reboot import RebootError, read_boot, reboot, reboot_refusal, wait_until_back
 from .steps import StepRunner, iso_now
 
+RUNGS = frozenset(LADDER) | frozenset(GATES)  # what "repaired by" can name
 ROLE_FACTS = {"domain_controller": "domain-controller", "cluster_node": "cluster-node", "hyperv_host": "hyperv-host"}
 
 
@@ -37,15 +38,16 @@ class HostWalk:
         self.policy = host.policy
         self.progress = progress
         self.ledger = Ledger(list(progress.owed)) if progress else Ledger()
-        reattach = {progress.interrupted_step} if progress and progress.interrupted_step else set()
+        # Detached steps the stopped controller left on the host: re-attached, never started twice.
+        reattach = set(progress.detached_open) if progress else set()
         self.steps = StepRunner(ctx, host, self.ledger, reattach)
-        self.ran_ok: set[str] = set()
-        self.ran_order: list[str] = []  # repair rungs that succeeded, in the order they ran
+        # The outcome folds the whole run: rungs that succeeded before a stop count (and are not
+        # run again), so a host fixed before the kill ends "repaired by" what fixed it.
+        self.ran_order: list[str] = [s for s in progress.ok_steps if s in RUNGS] if progress else []
+        self.ran_ok: set[str] = set(self.ran_order)
+        self.done_before = set(self.ran_order)
         self.reboots = progress.reboots if progress else 0
         self.roles: set[str] = set()
-        # Rungs that succeeded before the controller stopped are not run again on resume, except
-        # the pausing ones: their owed restore runs first and undoes them.
-        self.done_before = {s for s in progress.ok_steps if s not in RESTORES} if progress else set()
 
     def emit(self, event: ev.Event) -> None:
         self.ctx.emit(event)
@@ -111,9 +113,20 @@ class HostWalk:
         flight = self.progress.reboot_in_flight if self.progress else None
         if flight is None or not flight.boot_before:
             return
+        assert self.progress is not None
         try:
-            boot = wait_until_back(self.steps.connected, run_id=self.ctx.run_id, boot_before=flight.boot_before,
-                                   settings=self.options.reboot)
+            boot = self.steps.read_boot()[0]
+        except TransportError:
+            boot = None  # down, or on its way back: wait for the new boot below
+        if boot is not None and boot == flight.boot_before and not self.progress.reboot_requested:
+            # The journal says the controller stopped before the restart went out: nothing to wait for.
+            self.emit(ev.RebootFinished(self.ctx.run_id, self.name, ok=False,
+                                        message="the restart was never sent (the controller stopped first); not waited for"))
+            return
+        try:
+            if boot is None or boot == flight.boot_before:
+                boot = wait_until_back(self.steps.connected, run_id=self.ctx.run_id, boot_before=flight.boot_before,
+                                       settings=self.options.reboot)
         except RebootError as exc:
             self.emit(ev.RebootFinished(self.ctx.run_id, self.name, ok=False, message=str(exc)))
             raise HostFailed(Outcome.FAILED, str(exc)) from None
@@ -150,7 +163,7 @@ class HostWalk:
         plan = plan_host(self.name, self.policy, facts)
         self._planned(plan)
         for gate in plan.gates:
-            if not self._done_before(gate):
+            if not self._done_before(gate, verify_ok=False):
                 self.rung(gate)
         verify = self.verify("baseline")
         if verify.exit_code == ExitCode.UNREACHABLE_UPDATE_SERVER:
@@ -164,7 +177,7 @@ class HostWalk:
                 continue
             if plan.operator_issue and not rung.required:
                 continue  # only what the findings demand; the rest is the operator's
-            if self._done_before(rung):
+            if self._done_before(rung, verify_ok=verify_ok):
                 continue
             result = self.rung(rung)
             if result.exit_code == ExitCode.NEEDS_REPAIR_FIRST:
@@ -196,11 +209,19 @@ class HostWalk:
             return Outcome.REPAIRED, f"repaired by {last}" + (f" (after {', '.join(tried)})" if tried else "")
         return Outcome.HEALTHY, "verify passed; nothing to repair"
 
-    def _done_before(self, planned: PlannedStep) -> bool:
-        """A rung that succeeded before a resume counts as run."""
+    def _done_before(self, planned: PlannedStep, *, verify_ok: bool) -> bool:
+        """A rung that succeeded before a resume counts as run.
+
+        A pausing rung (av-pause, clean-boot) was undone by its owed restore: it runs again only
+        if verify still fails, never just because the controller was stopped.
+        """
         if planned.rung not in self.done_before:
             return False
-        self._ran(planned.rung)
+        if planned.script in RESTORES and not verify_ok:
+            self.done_before.discard(planned.rung)
+            self.ran_ok.discard(planned.rung)
+            self.ran_order.remove(planned.rung)
+            return False
         return True
 
     def _ran(self, rung: str) -> None:
@@ -210,7 +231,7 @@ class HostWalk:
     # --- steps --------------------------------------------------------------------------
     def rung(self, planned: PlannedStep) -> StepResult:
         if planned.rung == "restart":
-            self.reboot_host(planned.reason)
+            self.reboot_host(planned.reason, rung=planned.rung)
             self._ran("restart")
             return StepResult(self.name, "restart", ExitCode.OK, {"status": "ok", "facts": {}, "messages": []})
         params = rung_params(planned.rung, self.policy)
@@ -232,7 +253,7 @@ class HostWalk:
         return self.steps.step("verify", {}, reason=reason)
 
     # --- reboots and restores -----------------------------------------------------------
-    def reboot_host(self, reason: str) -> None:
+    def reboot_host(self, reason: str, *, rung: str | None = None) -> None:
         refusal = reboot_refusal(self.policy, reason, roles=self.roles, reboots=self.reboots, now=dt.datetime.now())
         if refusal is not None:
             raise HostFailed(*refusal)
@@ -241,11 +262,12 @@ class HostWalk:
         with self.ctx.reboot_slots(self.host):
             transport = self.steps.connected
             boot_before = read_boot(transport, self.ctx.run_id, self.options.reboot.probe_timeout)[0]
-            self.emit(ev.RebootStarted(self.ctx.run_id, self.name, reason=reason, boot_before=boot_before))
+            self.emit(ev.RebootStarted(self.ctx.run_id, self.name, reason=reason, boot_before=boot_before, rung=rung))
             self.reboots += 1
             try:
                 outcome = reboot(transport, run_id=self.ctx.run_id, reason=f"wuremote: {reason}",
-                                 settings=self.options.reboot, boot_before=boot_before)
+                                 settings=self.options.reboot, boot_before=boot_before,
+                                 on_requested=lambda: self.emit(ev.RebootRequested(self.ctx.run_id, self.name)))
             except RebootError as exc:
                 self.emit(ev.RebootFinished(self.ctx.run_id, self.name, ok=False, message=str(exc)))
                 raise HostFailed(Outcome.FAILED, str(exc)) from None
