@@ -137,3 +137,69 @@ def test_a_restart_journalled_but_never_sent_is_not_waited_for(tmp_path: Path) -
         restarts = lab.call(lambda: lab.host(name).generation)
     assert resumed.outcomes[name] == "healthy", resumed.causes[name]
     assert restarts == 0  # nothing restarted it, and nothing waited for a restart that was never asked for
+
+
+def kill_then_resume(lab: Lab, tmp_path: Path, inventory_text: str, moment) -> tuple[Path, str]:  # noqa: ANN001
+    """Run the CLI, kill -9 it at `moment(rows)`, resume; the state dir and the resumed output."""
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text(inventory_text, encoding="utf-8")
+    env = {**os.environ, "WUREMOTE_PASSWORD": lab.endpoints[0].password}
+    state = tmp_path / "state"
+    process = start(["repair", "-i", str(inventory), "--plain", "--state-dir", str(state)], env)
+    wait_until(state, moment)
+    process.kill()
+    process.communicate(timeout=10)
+    resumed = start(["resume", run_id_of(state), "--plain", "--state-dir", str(state)], env)
+    out, _ = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, out
+    return state, out
+
+
+def causes(state: Path) -> dict[str, str]:
+    with Journal(state) as journal:
+        return {name: p.cause for name, p in progress_of(journal.events(run_id_of(state))).items()}
+
+
+def test_a_host_fixed_by_a_restart_before_the_kill_ends_repaired_by_it(tmp_path: Path) -> None:
+    with Lab(scenario="servicing-in-progress", hosts=1, time_scale=LAB_SCALE) as lab:
+        state, _ = kill_then_resume(lab, tmp_path, lab.inventory_toml(), lambda rows: any(
+            kind == "reboot-finished" and '"ok": true' in data for kind, _, _, data in rows))
+    assert list(outcomes(state).values()) == ["repaired"]
+    assert list(causes(state).values())[0].startswith("repaired by restart")
+
+
+def test_a_host_fixed_by_av_pause_before_the_kill_ends_repaired_by_it(tmp_path: Path) -> None:
+    tool = "C:\\\\Program Files\\\\Contoso\\\\Endpoint\\\\avctl.exe"
+    with Lab(scenario="av-interference", hosts=1, time_scale=LAB_SCALE) as lab:
+        inventory = lab.inventory_toml().replace(
+            "[vars]\n", "[vars]\nopt_in = [\"av-pause\"]\n"
+            f'vendor_av = {{ pause_command = "{tool}", pause_arguments = ["pause"], '
+            f'resume_command = "{tool}", resume_arguments = ["resume"] }}\n', 1)
+
+        def verified_after_the_pause(rows) -> bool:  # noqa: ANN001
+            paused = [i for i, (kind, _, step, data) in enumerate(rows)
+                      if kind == "step-finished" and step == "av-pause" and '"exit_code": 0' in data]
+            return bool(paused) and any(kind == "step-finished" and step == "verify" and '"exit_code": 0' in data
+                                        for kind, _, step, data in rows[paused[0]:])
+
+        state, _ = kill_then_resume(lab, tmp_path, inventory, verified_after_the_pause)
+        realtime = lab.call(lambda: lab.host(lab.endpoints[0].name).state.antivirus.realtime_enabled)
+    assert list(outcomes(state).values()) == ["repaired"]
+    assert "av-pause" in list(causes(state).values())[0]
+    assert realtime  # and the owed av-resume ran
+
+
+def test_a_clean_boot_interrupted_after_it_worked_is_restored_not_run_again(tmp_path: Path) -> None:
+    with Lab(scenario="third-party-service-conflict", hosts=1, time_scale=LAB_SCALE) as lab:
+        inventory = lab.inventory_toml().replace("[vars]\n", "[vars]\nopt_in = [\"clean-boot\"]\n", 1)
+
+        def clean_boot_worked(rows) -> bool:  # noqa: ANN001
+            return any(kind == "step-finished" and step == "clean-boot" and '"exit_code": 3010' in data
+                       for kind, _, step, data in rows)
+
+        state, _ = kill_then_resume(lab, tmp_path, inventory, clean_boot_worked)
+        boots = lab.call(lambda: lab.host(lab.endpoints[0].name).generation)
+    rows = events_recorded(state)
+    assert list(outcomes(state).values()) == ["repaired"]
+    assert [step for kind, _, step, _ in rows if kind == "step-started" and step == "clean-boot"] == ["clean-boot"]
+    assert boots <= 2  # clean-boot's restart and the restore's: as many as a run nobody stopped
