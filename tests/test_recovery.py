@@ -22,6 +22,7 @@ from wuremote.demo import demo_hosts, demo_options
 from wuremote.engine.progress import progress_of
 from wuremote.engine.reboot import RebootSettings
 from wuremote.engine.runner import Runner
+from wuremote.lab.faults import FaultPlan
 from wuremote.lab.host import HostState
 from wuremote.lab.lab import Lab
 from wuremote.store.journal import Journal
@@ -203,3 +204,169 @@ def test_a_clean_boot_interrupted_after_it_worked_is_restored_not_run_again(tmp_
     assert list(outcomes(state).values()) == ["repaired"]
     assert [step for kind, _, step, _ in rows if kind == "step-started" and step == "clean-boot"] == ["clean-boot"]
     assert boots <= 2  # clean-boot's restart and the restore's: as many as a run nobody stopped
+
+
+def test_a_pool_is_journalled_before_anything_runs_in_it(tmp_path: Path) -> None:
+    """A kill between the pool's Create and its first step's end left it open for hours (the
+    25-pool quota); the id is journalled as soon as the host answers, so resume deletes it."""
+    with Lab(scenario="healthy", hosts=1, time_scale=LAB_SCALE) as lab:
+        ran_when_journalled: list[list[str]] = []
+
+        def at_session_opened(event: ev.Event) -> None:  # the subscriber runs after the journal's commit
+            if isinstance(event, ev.SessionOpened):
+                ran_when_journalled.append(lab.call(lambda: list(lab.host(lab.endpoints[0].name).state.scripts_run)))
+
+        Runner(demo_hosts(lab), demo_options(tmp_path / "first"), subscribers=[at_session_opened]).run()
+        assert ran_when_journalled and ran_when_journalled[0] == []  # journalled before any script ran in it
+
+        inventory = tmp_path / "inventory.toml"
+        inventory.write_text(lab.inventory_toml(), encoding="utf-8")
+        env = {**os.environ, "WUREMOTE_PASSWORD": lab.endpoints[0].password}
+        state = tmp_path / "state"
+        process = start(["repair", "-i", str(inventory), "--plain", "--state-dir", str(state)], env)
+        wait_until(state, lambda rows: any(kind == "session-opened" for kind, *_ in rows))
+        process.kill()
+        process.communicate(timeout=10)
+        left = lab.call(lambda: lab.open_sessions(lab.endpoints[0].name))
+        resumed = start(["resume", run_id_of(state), "--plain", "--state-dir", str(state)], env)
+        out, _ = resumed.communicate(timeout=120)
+        assert resumed.returncode == 0, out
+        assert left <= 1 and lab.call(lambda: lab.open_sessions(lab.endpoints[0].name)) == 0
+
+
+# --- signals ----------------------------------------------------------------------------------
+def av_inventory(lab: Lab, tmp_path: Path) -> Path:
+    tool = "C:\\\\Program Files\\\\Contoso\\\\Endpoint\\\\avctl.exe"
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text(lab.inventory_toml().replace(
+        "[vars]\n", "[vars]\nopt_in = [\"av-pause\"]\n"
+        f'vendor_av = {{ pause_command = "{tool}", pause_arguments = ["pause"], '
+        f'resume_command = "{tool}", resume_arguments = ["resume"] }}\n', 1), encoding="utf-8")
+    return inventory
+
+
+def paused_rows(rows) -> bool:  # noqa: ANN001
+    return any(kind == "step-finished" and step == "av-pause" and '"exit_code": 0' in data for kind, _, step, data in rows)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_like_ctrl_c_with_the_restore_owed(tmp_path: Path, signum: int) -> None:
+    with Lab(scenario="av-interference", hosts=1, time_scale=LAB_SCALE) as lab:
+        inventory = av_inventory(lab, tmp_path)
+        env = {**os.environ, "WUREMOTE_PASSWORD": lab.endpoints[0].password}
+        state = tmp_path / "state"
+        process = start(["repair", "-i", str(inventory), "--plain", "--state-dir", str(state)], env)
+        wait_until(state, paused_rows)  # antivirus is paused on the host now: av-resume is owed
+        process.send_signal(signum)
+        out, _ = process.communicate(timeout=120)
+        realtime = lab.call(lambda: lab.host(lab.endpoints[0].name).state.antivirus.realtime_enabled)
+    assert process.returncode == 130, out
+    assert realtime  # the owed av-resume ran before the controller left
+    assert f"wuremote resume {run_id_of(state)}" in out
+    assert (state / "runs" / run_id_of(state) / "report.json").is_file()
+
+
+def test_a_stop_while_a_host_does_not_answer_ends_in_bounded_time_with_the_work_recorded(tmp_path: Path) -> None:
+    """Ctrl-C while the host holds DISM and then stops answering: the controller does not wait
+    for it past --stop-timeout; the report is written and the hint printed."""
+    with Lab(scenario="component-store-corrupt", hosts=1, time_scale=LAB_SCALE) as lab:
+        name = lab.endpoints[0].name
+        host = lab.host(name)
+        inventory = tmp_path / "inventory.toml"
+        inventory.write_text(lab.inventory_toml(), encoding="utf-8")
+        env = {**os.environ, "WUREMOTE_PASSWORD": lab.endpoints[0].password}
+        state = tmp_path / "state"
+        with held_clock(lab, host, when=dism_running(host.state)) as clock:
+            process = start(["repair", "-i", str(inventory), "--plain", "--state-dir", str(state),
+                             "--stop-timeout", "2"], env)
+            wait_until(state, started_dism)
+            wait_for(lambda: bool(clock.waits), what="DISM held mid-way on the host")
+            faults = lab.faults(name)
+            lab.call(lambda: setattr(faults, "plan", FaultPlan(slow_seconds=3600)))  # accepted, never answered
+            process.send_signal(signal.SIGINT)
+            out, _ = process.communicate(timeout=120)
+            lab.call(lambda: setattr(faults, "plan", FaultPlan()))
+    assert process.returncode == 130, out
+    assert f"wuremote resume {run_id_of(state)}" in out
+    assert (state / "runs" / run_id_of(state) / "report.json").is_file()
+
+
+# --- the state dir ----------------------------------------------------------------------------
+def _foreign(path: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE invoices (id INTEGER)")
+
+
+def _newer(path: Path) -> None:
+    import sqlite3
+
+    with Journal(path.parent):
+        pass
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.execute("PRAGMA journal_mode = DELETE")  # all in the one file, as a newer wuremote might leave it
+    db.close()
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"this is not a database\n" * 100)
+
+
+@pytest.mark.parametrize(("make", "said"), [(_foreign, "not a wuremote journal"), (_newer, "schema 99"),
+                                            (_garbage, "not a readable journal")])
+def test_a_state_dir_whose_journal_is_not_ours_is_one_line_exit_2_and_left_untouched(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], make, said: str) -> None:  # noqa: ANN001
+    from wuremote.cli import main
+
+    state = tmp_path / "state"
+    state.mkdir()
+    journal = state / "journal.sqlite3"
+    make(journal)
+    before = journal.read_bytes()
+    monkeypatch.setenv("WUREMOTE_PASSWORD", "pw")
+    assert main(["plan", "h1.example", "--user", "ops", "--plain", "--state-dir", str(state)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and said in err[0] and str(journal) in err[0]
+    assert journal.read_bytes() == before and sorted(p.name for p in state.iterdir()) == ["journal.sqlite3"]
+
+
+def test_a_full_disk_while_antivirus_is_paused_still_resumes_it_and_says_why(tmp_path: Path) -> None:
+    """The journal's file reaches its size limit (SQLITE_FULL, what a full disk gives) right after
+    av-pause: no new work starts, the owed av-resume runs, the run ends non-zero naming the cause."""
+    with Lab(scenario="av-interference", hosts=1, time_scale=LAB_SCALE) as lab:
+        hosts = [h.__class__(**{**h.__dict__, "opt_in": ("av-pause",)}) for h in demo_hosts(lab)]
+        runner: Runner
+
+        def fill_the_disk(event: ev.Event) -> None:
+            if isinstance(event, ev.StepFinished) and event.step == "av-pause" and event.exit_code == 0:
+                journal = runner.journal
+                with journal._lock:  # noqa: SLF001 - the test plays the disk
+                    pages = journal._db.execute("PRAGMA page_count").fetchone()[0]  # noqa: SLF001
+                    journal._db.execute(f"PRAGMA max_page_count = {pages}")  # noqa: SLF001
+
+        runner = Runner(hosts, demo_options(tmp_path), subscribers=[fill_the_disk])
+        summary = runner.run()
+        realtime = lab.call(lambda: lab.host(lab.endpoints[0].name).state.antivirus.realtime_enabled)
+    assert realtime  # av-resume ran although nothing more could be journalled
+    assert summary.journal_error and "full" in summary.journal_error
+    assert summary.exit_code != 0
+    assert summary.report_json.is_file()
+
+
+def test_resume_is_refused_while_the_runs_controller_is_alive(dism_lab, tmp_path: Path) -> None:
+    lab, inventory, env = dism_lab
+    host = lab.host(lab.endpoints[0].name)
+    state = tmp_path / "state"
+    with held_clock(lab, host, when=dism_running(host.state)) as clock:
+        first = start(["repair", "-i", str(inventory), "--plain", "--state-dir", str(state)], env)
+        wait_until(state, started_dism)
+        wait_for(lambda: bool(clock.waits), what="DISM held mid-way on the host")
+        second = start(["resume", run_id_of(state), "--plain", "--state-dir", str(state)], env)
+        out, _ = second.communicate(timeout=60)
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)
+    assert second.returncode == 2, out
+    assert f"pid {first.pid}" in out and "live controller" in out
+    assert dism_bodies(lab, lab.endpoints[0].name) == 1

@@ -10,9 +10,15 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from .store.journal import JournalError
+from .store.lock import RunLockedError
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -58,6 +64,7 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", type=Path, default=Path(".wuremote"),
                         help="journal and runs/<run-id>/ artifacts (default ./.wuremote)")
     parser.add_argument("--host-timeout", type=float, default=6 * 3600.0, help="seconds one host may take (default 6 h)")
+    _add_stop_timeout(parser)
     parser.add_argument("--shard", type=_shard, metavar="K/N",
                         help="only the K-th of N deterministic slices of the hosts (CI matrix jobs)")
     parser.add_argument("--executor", choices=("local", "dask"), default="local",
@@ -76,11 +83,17 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     bare.add_argument("--ca-file", help="CA bundle that signs the hosts' WinRM certificates")
 
 
+def _add_stop_timeout(parser: argparse.ArgumentParser, default: float | None = 30.0) -> None:
+    parser.add_argument("--stop-timeout", type=float, default=default, metavar="SECONDS",
+                        help="after Ctrl-C or SIGTERM: how long hosts get to run owed restores before they are "
+                             "recorded for resume and the run ends (default 30" + (")" if default else "; resume: the run's own)"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wuremote",
                                      description="Repair Windows Update on remote Windows hosts over WinRM/PSRP.",
                                      epilog="exit codes: 0 all healthy, 1 some hosts not healthy, 2 usage or input error, "
-                                            "130 interrupted")
+                                            "130 interrupted (Ctrl-C, SIGTERM, SIGHUP: `wuremote resume` continues)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, text in (("repair", "diagnose, walk the repair ladder, reboot when allowed, verify"),
                        ("check", "diagnose only: the prevention report; changes nothing"),
@@ -90,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run_id", metavar="RUN_ID")
     resume.add_argument("--state-dir", type=Path, default=Path(".wuremote"))
     resume.add_argument("--forks", type=_positive_int, default=None, help="default: the run's own")
+    _add_stop_timeout(resume, default=None)
     view = resume.add_mutually_exclusive_group()
     view.add_argument("--plain", action="store_true")
     view.add_argument("--json", action="store_true")
@@ -135,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             return run_demo(state_dir=args.state_dir, transport=args.transport, plain=args.plain)
-    except UsageError as exc:
+    except (UsageError, JournalError, RunLockedError) as exc:  # bad input or state dir: one line, nothing touched
         print(f"wuremote: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -205,23 +219,51 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--executor dask needs --scheduler ADDRESS (the Dask scheduler, e.g. tcp://sched:8786)")
     options = RunOptions(command=args.command, forks=args.forks, max_fail_percent=args.max_fail_percent,
                          state_dir=args.state_dir, host_timeout=args.host_timeout, executor=args.executor,
-                         scheduler=args.scheduler)
+                         scheduler=args.scheduler, stop_timeout=args.stop_timeout)
     subscribers, live = _views(args, [h.name for h in hosts])
     runner = Runner(hosts, options, subscribers=subscribers)
     return _execute(runner, live, args)
 
 
 def _execute(runner: Any, live: Any, args: argparse.Namespace) -> int:
-    if live is not None:
-        with live:
+    with _stop_signals_as_ctrl_c():
+        if live is not None:
+            with live:
+                summary = runner.run()
+        else:
             summary = runner.run()
-    else:
-        summary = runner.run()
     out = sys.stderr if getattr(args, "json", False) else sys.stdout
     print(f"run {summary.run_id}: report {summary.report_json}  junit {summary.junit_xml}", file=out)
+    if summary.journal_error:
+        print(f"wuremote: the journal could not be written: {summary.journal_error}", file=sys.stderr)
     if summary.interrupted:
         print(f"interrupted: continue with `wuremote resume {summary.run_id}`", file=out)
+    if summary.abandoned:
+        # Their threads still wait on hosts that do not answer; the journal and report are
+        # written, so leave without joining them (Python would wait for each at exit).
+        print(f"wuremote: {len(summary.abandoned)} host(s) did not finish within --stop-timeout; "
+              "their owed work is recorded for resume", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(summary.exit_code))
     return int(summary.exit_code)
+
+
+@contextmanager
+def _stop_signals_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (a CI job cancelled, `timeout`) and SIGHUP (the SSH session closed) stop a run as
+    Ctrl-C does: no new work, owed restores run, journal and report written, exit 130, resumable."""
+
+    def as_ctrl_c(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    wanted = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, as_ctrl_c) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -248,6 +290,8 @@ def _resume(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {"command": run.command, "state_dir": args.state_dir}
     if args.forks is not None:
         overrides["forks"] = args.forks
+    if args.stop_timeout is not None:
+        overrides["stop_timeout"] = args.stop_timeout
     options = RunOptions.from_snapshot(run.options or {}, **overrides)
     subscribers, live = _views(args, [h.name for h in hosts])
     runner = Runner(hosts, options, subscribers=subscribers, run_id=args.run_id, resume=progress)

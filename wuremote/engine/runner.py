@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import events as ev
@@ -24,10 +25,11 @@ from .._version import __version__
 from ..contract import Outcome, RunExit, run_exit_code
 from ..inventory import HostConfig, host_snapshot
 from ..output.report import write_report
-from ..store.journal import Journal
+from ..store.journal import Journal, JournalError
+from ..store.lock import ControllerLock
 from ..store.rundir import RunDir
 from .options import RunOptions
-from .progress import HostProgress
+from .progress import HostProgress, progress_of
 from .walk import HostWalk
 
 __all__ = ["Runner", "RunOptions", "RunSummary", "orphan_sessions"]
@@ -44,10 +46,13 @@ class RunSummary:
     report_json: Path
     junit_xml: Path
     interrupted: bool = False
+    journal_error: str | None = None  # the journal could not be written from some point on
+    abandoned: list[str] = field(default_factory=list)  # hosts still working when the stop's time ran out
 
     @property
     def exit_code(self) -> RunExit:
-        return run_exit_code(self.outcomes.values(), self.interrupted)
+        code = run_exit_code(self.outcomes.values(), self.interrupted)
+        return RunExit.NOT_ALL_WELL if code is RunExit.OK and self.journal_error else code
 
 
 class Runner:
@@ -69,6 +74,9 @@ class Runner:
         self._lock = threading.Lock()
         self._reboot_slots: dict[str, threading.BoundedSemaphore] = {}
         self.orphans: dict[str, list[str]] = {}  # host -> pools/shells a stopped controller left open
+        self.journal_error: str | None = None  # the journal's own words, once it could not be written
+        self._events_in_memory: list[ev.Event] = []  # the run's events from then on (and before)
+        self._abandoned: set[str] = set()  # hosts recorded as interrupted while their walk still ran
         for host in hosts:
             if host.policy.reboot_group_cap:
                 for group in host.groups:
@@ -76,7 +84,27 @@ class Runner:
 
     # --- the HostContext a walk sees ------------------------------------------------------
     def emit(self, event: ev.Event) -> None:
-        self.journal.record(event)  # committed before anyone acts on it (group commit across hosts)
+        if event.host is not None and event.host in self._abandoned:
+            return  # the run already recorded this host as interrupted and moved on
+        self._record(event)
+
+    def _record(self, event: ev.Event) -> None:
+        """Journal the event (committed before anyone acts on it), then tell the subscribers.
+
+        A journal that cannot be written (a full disk) stops new work, but never the owed
+        restores: the events go on in memory, the report is built from them, and the run ends
+        non-zero with the journal's own error.
+        """
+        if self.journal_error is None:
+            try:
+                self.journal.record(event)
+            except JournalError as exc:
+                self.journal_error = str(exc)
+                log.error("%s; no new work starts, owed restores still run, events are kept in memory", exc)
+                self._events_in_memory = self._safe_journal_events()
+                self.cancel()
+        if self.journal_error is not None:
+            self._events_in_memory.append(event)
         for subscriber in self.subscribers:
             try:
                 subscriber(event)
@@ -85,6 +113,16 @@ class Runner:
                     self._broken.add(id(subscriber))
                     log.exception("event subscriber %r failed on a %s event; its later failures are not logged",
                                   subscriber, event.kind)
+
+    def _events(self) -> list[ev.Event]:
+        """The run's events: from the journal, or from memory once the journal failed."""
+        return self._events_in_memory if self.journal_error is not None else self.journal.events(self.run_id)
+
+    def _safe_journal_events(self) -> list[ev.Event]:
+        try:
+            return self.journal.events(self.run_id)
+        except JournalError:
+            return []
 
     def write_artifact(self, relative: str, text: str) -> None:
         self.run_dir.write(relative, text)
@@ -114,6 +152,10 @@ class Runner:
     # --- the run ------------------------------------------------------------------------
     def run(self) -> RunSummary:
         self.run_dir.path.mkdir(parents=True, exist_ok=True)
+        with ControllerLock(self.run_dir.path):  # one live controller per run: refused while another works it
+            return self._run()
+
+    def _run(self) -> RunSummary:
         # Events live in the journal only (a thousand hosts' facts stay out of memory); the
         # report is built from it at the end.
         self.orphans = orphan_sessions(self.journal.events(self.run_id)) if self.resume else {}
@@ -126,33 +168,31 @@ class Runner:
             # A host the operator interrupted is resumable by definition; the others keep their end.
             if progress.outcome is not None and progress.outcome is not Outcome.INTERRUPTED:
                 outcomes[name], causes[name] = progress.outcome, progress.cause
-        todo = [h for h in self.hosts if h.name not in outcomes]
+        queue = [h for h in self.hosts if h.name not in outcomes]
+        pending: dict[Future[tuple[Outcome, str]], HostConfig] = {}
         failed = 0
-        with self._executor() as pool:
-            pending: dict[Future[tuple[Outcome, str]], HostConfig] = {}
-            queue = list(todo)
-            try:
-                while queue or pending:
-                    while queue and len(pending) < self.options.forks and not self._stop_new.is_set():
-                        host = queue.pop(0)
-                        pending[pool.submit(self._host, host)] = host
-                    if not pending:
-                        break
-                    done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        host = pending.pop(future)
-                        outcome, cause = future.result()
-                        outcomes[host.name], causes[host.name] = Outcome(outcome), cause
-                        if outcome.counts_as_failure:
-                            failed += 1
-                            if 100.0 * failed / max(1, len(self.hosts)) > self.options.max_fail_percent:
-                                self._stop_new.set()
-            except KeyboardInterrupt:
-                self.cancel()
-                for future, host in list(pending.items()):
-                    outcome, cause = future.result()  # workers finish their owed restores
-                    outcomes[host.name], causes[host.name] = outcome, cause
-                pending.clear()
+        pool = self._executor()
+        try:
+            while queue or pending:
+                while queue and len(pending) < self.options.forks and not self._stop_new.is_set():
+                    host = queue.pop(0)
+                    pending[pool.submit(self._host, host)] = host
+                if not pending:
+                    break
+                done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                for future in done:
+                    host = pending.pop(future)
+                    outcome, cause = future.result()
+                    outcomes[host.name], causes[host.name] = Outcome(outcome), cause
+                    if Outcome(outcome).counts_as_failure:
+                        failed += 1
+                        if 100.0 * failed / max(1, len(self.hosts)) > self.options.max_fail_percent:
+                            self._stop_new.set()
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP (the CLI raises it for them too)
+            self.cancel()
+            self._wind_down(pending, outcomes, causes)
+        finally:
+            pool.shutdown(wait=not self._abandoned, cancel_futures=True)
         for host in self.hosts:
             if host.name not in outcomes:
                 reason = "interrupted before it started" if self.cancelled else "not started: --max-fail-percent reached"
@@ -163,9 +203,40 @@ class Runner:
         self.emit(ev.RunFinished(self.run_id, exit_code=int(run_exit_code(outcomes.values(), interrupted)),
                                  counts={str(k): v for k, v in Counter(outcomes.values()).items()},
                                  interrupted=interrupted))
-        report_json, junit_xml = write_report(self.run_dir, self.journal.events(self.run_id))
+        report_json, junit_xml = write_report(self.run_dir, self._events())
         self.journal.close()
-        return RunSummary(self.run_id, outcomes, causes, self.run_dir.path, report_json, junit_xml, interrupted)
+        return RunSummary(self.run_id, outcomes, causes, self.run_dir.path, report_json, junit_xml, interrupted,
+                          journal_error=self.journal_error, abandoned=sorted(self._abandoned))
+
+    def _wind_down(self, pending: dict[Future[tuple[Outcome, str]], HostConfig], outcomes: dict[str, Outcome],
+                   causes: dict[str, str]) -> None:
+        """After a stop, hosts get ``stop_timeout`` seconds to run their owed restores and finish;
+        a host that has not answered by then (or at a second Ctrl-C) is recorded as interrupted
+        with its owed work, for ``resume``, and its thread is left behind."""
+        deadline = time.monotonic() + self.options.stop_timeout
+        while pending:
+            try:
+                done, _ = wait(pending, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                break  # a second Ctrl-C: stop waiting now; journal and report are still written
+            for future in done:
+                host = pending.pop(future)
+                outcome, cause = future.result()
+                outcomes[host.name], causes[host.name] = Outcome(outcome), cause
+            if time.monotonic() >= deadline:
+                break
+        if not pending:
+            return
+        with self._lock:
+            self._abandoned.update(host.name for host in pending.values())
+        owed = progress_of(self._events())
+        for host in pending.values():
+            left = owed[host.name].owed if host.name in owed else []
+            cause = (f"still working {self.options.stop_timeout:.0f} s after the stop; recorded for resume"
+                     + (f" (owed: {', '.join(left)})" if left else ""))
+            outcomes[host.name], causes[host.name] = Outcome.INTERRUPTED, cause
+            self._record(ev.HostFinished(self.run_id, host.name, outcome=Outcome.INTERRUPTED, cause=cause))
+        pending.clear()
 
     def _executor(self) -> Executor:
         """Where hosts run: controller threads, or a site-routing Dask executor (same submit/wait shape)."""

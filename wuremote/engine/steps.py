@@ -54,10 +54,12 @@ class StepRunner:
         self.boot_seen: str | None = None  # the host's boot time as last read: a change means it restarted
         self.deadline = time.monotonic() + self.options.host_timeout
         self._session: str | None = None
+        self._orphans_closed = False
 
     # --- the connection -----------------------------------------------------------------
     def open(self) -> Transport:
         self.transport = open_transport(self.host, self.options.transport)
+        self.transport.on_opened = self._opened
         return self.transport
 
     def close(self) -> None:
@@ -190,11 +192,15 @@ class StepRunner:
             raise Cancelled()
 
     # --- sessions: journalled so a resumed run can delete what a dead one left ----------
+    def _opened(self, session: str) -> None:
+        """The transport's callback: the host has just answered the pool's/shell's Create."""
+        self._session = session
+        self.emit(ev.SessionOpened(self.ctx.run_id, self.name, session=session))
+
     def _note_session(self) -> None:
-        session = self.connected.session_id
-        if session and session != self._session:
-            self._session = session
-            self.emit(ev.SessionOpened(self.ctx.run_id, self.name, session=session))
+        """After a script run on a fresh session: delete what a stopped controller left (each once)."""
+        if self._session is not None and not self._orphans_closed:
+            self._orphans_closed = True
             self._close_orphans()
 
     def _close_orphans(self) -> None:

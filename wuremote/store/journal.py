@@ -101,12 +101,21 @@ class Journal:
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"cannot open the journal {self.path}: {exc}; "
+                               "choose a writable --state-dir") from exc
+        try:
+            self._check_format()  # before anything is written: a file that is not ours stays as it was
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
             self._migrate()
-        except (OSError, sqlite3.Error) as exc:
+        except JournalError:
+            self._db.close()
+            raise
+        except sqlite3.Error as exc:
+            self._db.close()
             raise JournalError(f"cannot open the journal {self.path}: {exc}; "
                                "choose a writable --state-dir") from exc
         self._lock = threading.Lock()
@@ -114,6 +123,22 @@ class Journal:
         self._pending: list[_Pending] = []
         self._writing = False
         self._known_runs: set[str] = set()
+
+    def _check_format(self) -> None:
+        """Refuse, untouched, a file that is not a wuremote journal this version can read."""
+        try:
+            tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"{self.path} is not a readable journal ({exc}); it was left as it is: "
+                               "move it away or choose another --state-dir") from None
+        if tables - {"sqlite_sequence"} and not {"runs", "events"} <= tables:
+            raise JournalError(f"{self.path} is not a wuremote journal (tables: {', '.join(sorted(tables))[:120]}); "
+                               "it was left as it is: choose another --state-dir")
+        if version > SCHEMA_VERSION:
+            raise JournalError(f"{self.path} is a journal of schema {version}, written by a newer wuremote (this one "
+                               f"reads schema {SCHEMA_VERSION}); it was left as it is: upgrade wuremote or choose "
+                               "another --state-dir")
 
     def _migrate(self) -> None:
         """Bring a journal of the first format to this one (its plan_json column was never used)."""

@@ -57,10 +57,16 @@ TRANSIENT_FAULTS = frozenset({OPERATION_TIMEOUT_FAULT, SHELL_NOT_FOUND_FAULT, 21
 StreamCallback = Callable[[StreamRecord], None]
 
 
+# Told each pool/shell id as soon as the host has answered its Create: the journal records it
+# before anything runs in it, so a controller killed at any moment leaves nothing resume cannot delete.
+SessionCallback = Callable[[str], None]
+
+
 class Transport(Protocol):
     """One connection to one host, reused across steps."""
 
     host: str
+    on_opened: SessionCallback | None
 
     def run_step(self, script: StepScript, params: dict[str, Any], *, timeout: float,
                  on_stream: StreamCallback | None = None) -> StepResult:

@@ -35,6 +35,7 @@ from .base import (
     OPERATION_QUOTA_FAULT,
     OPERATION_TIMEOUT_FAULT,
     SHELL_NOT_FOUND_FAULT,
+    SessionCallback,
     StreamCallback,
     TransportError,
 )
@@ -188,6 +189,7 @@ class Session(Generic[C, H]):
         self.settings = settings or TransportSettings()
         self._handle: H | None = None
         self._probing = False
+        self.on_opened: SessionCallback | None = None
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(host={self.host!r}, address={self.connection.address!r}, "
@@ -290,6 +292,9 @@ class Session(Generic[C, H]):
         if self._handle is None:
             policy = PROBE_OPEN if self._probing else open_policy(self.settings)
             self._handle = policy(self._open)
+            session = self._id_of(self._handle)
+            if session and self.on_opened is not None:
+                self.on_opened(session)
         return self._handle
 
     def _open(self) -> H:
