@@ -370,3 +370,56 @@ def test_resume_is_refused_while_the_runs_controller_is_alive(dism_lab, tmp_path
     assert second.returncode == 2, out
     assert f"pid {first.pid}" in out and "live controller" in out
     assert dism_bodies(lab, lab.endpoints[0].name) == 1
+
+
+# --- every wait bounded -----------------------------------------------------------------------
+def test_host_timeout_holds_during_a_long_step(tmp_path: Path) -> None:
+    """--host-timeout used to be checked between steps only: a 60 s timeout took four minutes."""
+    with Lab(scenario="component-store-corrupt", hosts=1, time_scale=LAB_SCALE) as lab:
+        host = lab.host(lab.endpoints[0].name)
+        options = demo_options(tmp_path)
+        options.host_timeout = 3.0
+        with held_clock(lab, host, when=dism_running(host.state)):  # DISM does not end while the test holds it
+            summary = Runner(demo_hosts(lab), options).run()
+    cause = summary.causes[lab.endpoints[0].name]
+    assert summary.outcomes[lab.endpoints[0].name] == "failed"
+    assert "host timeout (3 s) reached during dism" in cause and "left running on the host" in cause
+
+
+def test_host_timeout_holds_during_a_restart(tmp_path: Path) -> None:
+    from conftest import in_reboot
+
+    with Lab(scenario="servicing-in-progress", hosts=1, time_scale=LAB_SCALE) as lab:
+        host = lab.host(lab.endpoints[0].name)
+        options = demo_options(tmp_path)
+        options.host_timeout = 4.0
+        with held_clock(lab, host, when=in_reboot(host)):  # the host does not come back while the test holds it
+            summary = Runner(demo_hosts(lab), options).run()
+    cause = summary.causes[lab.endpoints[0].name]
+    assert summary.outcomes[lab.endpoints[0].name] == "failed"
+    assert "host timeout (4 s) reached during the restart" in cause
+
+
+def test_a_host_that_stops_answering_mid_step_ends_unreachable_in_bounded_time_and_says_so(tmp_path: Path) -> None:
+    """The host goes silent while DISM runs: the operator reads "no answer since ..., retrying
+    (attempt N)", and after --no-answer-timeout the host ends unreachable with DISM left for
+    resume, instead of polling silently until DISM's own two-hour timeout."""
+    with Lab(scenario="component-store-corrupt", hosts=1, time_scale=LAB_SCALE) as lab:
+        name = lab.endpoints[0].name
+        host = lab.host(name)
+        listener = lab.listener(name)
+        options = demo_options(tmp_path)
+        options.no_answer_timeout = 3.0
+        seen: list[ev.Event] = []
+
+        def go_silent_once_dism_polls(event: ev.Event) -> None:
+            seen.append(event)
+            if isinstance(event, ev.StepProgress) and event.step == "dism" and listener.listening:
+                lab.call(listener.stop)  # the port refuses from now on: the host is gone
+
+        with held_clock(lab, host, when=dism_running(host.state)):
+            summary = Runner(demo_hosts(lab), options, subscribers=[go_silent_once_dism_polls]).run()
+    assert summary.outcomes[name] == "unreachable", summary.causes[name]
+    assert "no answer since" in summary.causes[name] and "left running on the host" in summary.causes[name]
+    said = [e.text for e in seen if isinstance(e, ev.HostMessage) and "no answer since" in e.text]
+    assert said and "retrying (attempt 1)" in said[0]

@@ -64,6 +64,9 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", type=Path, default=Path(".wuremote"),
                         help="journal and runs/<run-id>/ artifacts (default ./.wuremote)")
     parser.add_argument("--host-timeout", type=float, default=6 * 3600.0, help="seconds one host may take (default 6 h)")
+    parser.add_argument("--no-answer-timeout", type=float, default=600.0, metavar="SECONDS",
+                        help="a host that does not answer this long ends unreachable, its work recorded for resume "
+                             "(default 600)")
     _add_stop_timeout(parser)
     parser.add_argument("--shard", type=_shard, metavar="K/N",
                         help="only the K-th of N deterministic slices of the hosts (CI matrix jobs)")
@@ -219,7 +222,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--executor dask needs --scheduler ADDRESS (the Dask scheduler, e.g. tcp://sched:8786)")
     options = RunOptions(command=args.command, forks=args.forks, max_fail_percent=args.max_fail_percent,
                          state_dir=args.state_dir, host_timeout=args.host_timeout, executor=args.executor,
-                         scheduler=args.scheduler, stop_timeout=args.stop_timeout)
+                         scheduler=args.scheduler, stop_timeout=args.stop_timeout,
+                         no_answer_timeout=args.no_answer_timeout)
     subscribers, live = _views(args, [h.name for h in hosts])
     runner = Runner(hosts, options, subscribers=subscribers)
     return _execute(runner, live, args)

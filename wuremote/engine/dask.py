@@ -233,7 +233,8 @@ def run_unit(unit: dict[str, Any]) -> tuple[Outcome, str]:
         except Exception:  # noqa: BLE001 - never set: no detached step was under way
             inflight = None
         if inflight:
-            progress.interrupted = InterruptedStep(str(inflight), 1, idempotent=True, detached=True, started=time.time())
+            step = InterruptedStep(str(inflight), 1, idempotent=True, detached=True, started=time.time())
+            progress.interrupted = progress.detached_open[step.name] = step
     outcome, cause = HostWalk(context, host, progress).run()
     context.queue.put(("done", host.name, outcome, cause))
     return outcome, cause

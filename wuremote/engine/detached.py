@@ -84,18 +84,21 @@ class DetachedStep:
 
     def _poll_until_done(self) -> tuple[str, StepResult | None]:
         options = self.runner.options
-        deadline = time.monotonic() + max(30.0, self.script.meta.timeout * options.time_scale)
+        step_deadline = time.monotonic() + max(30.0, self.script.meta.timeout * options.time_scale)
+        deadline = min(step_deadline, self.runner.deadline)  # --host-timeout holds while the step runs
         offset = 0
         last: StepResult | None = None
         last_percent = -1
         interval = min(_FIRST_POLL, options.poll_interval)
+        silence = Silence(self.runner, self.script.meta.name)
         while True:
             if self.runner.ctx.cancelled:
                 raise Cancelled()
             if time.monotonic() > deadline:
-                raise HostFailed(Outcome.FAILED, f"{self.script.meta.name} still running after its timeout; left "
-                                 f"running on the host (task wuremote-{self.run_id}-{self.script.meta.name}); "
-                                 "nothing was stopped")
+                what = (f"{self.script.meta.name} still running after its timeout" if deadline == step_deadline
+                        else self.runner.host_timeout_cause(self.script.meta.name))
+                raise HostFailed(Outcome.FAILED, f"{what}; left running on the host "
+                                 f"(task wuremote-{self.run_id}-{self.script.meta.name}); nothing was stopped")
             time.sleep(interval)
             interval = min(interval * 1.5, options.poll_interval)
             try:
@@ -104,8 +107,10 @@ class DetachedStep:
             except TransportError as exc:
                 if exc.kind in ("auth", "tls"):
                     raise
+                silence.no_answer(exc, task=f"wuremote-{self.run_id}-{self.script.meta.name}")
                 self.runner.connected.reset()  # re-attach on a fresh connection; the task runs on
                 continue
+            silence.answered()
             last = poll
             facts = poll.facts
             text = facts.get("transcript")
@@ -131,3 +136,37 @@ class DetachedStep:
                                    "detached-cleanup")
         except TransportError:
             self.runner.message("warning", f"could not remove the finished {self.label} task; it is removed on the next run")
+
+
+class Silence:
+    """How long a host has not answered, said while it lasts and bounded by --no-answer-timeout.
+
+    A dead host or a flaky link used to read as forty silent minutes (polls retried until the
+    step's own timeout); now the operator sees "no answer since 08:13:29, retrying (attempt 3)"
+    and the host ends unreachable, its step left running and recorded for resume.
+    """
+
+    SAY_EVERY = 30.0  # seconds between two "no answer since" lines for one host
+
+    def __init__(self, runner: StepRunner, during: str) -> None:
+        self.runner = runner
+        self.during = during
+        self.attempts = 0
+        self.answered()
+
+    def answered(self) -> None:
+        self.attempts, self._said = 0, 0.0
+        self._last, self._last_wall = time.monotonic(), time.time()
+
+    def no_answer(self, error: TransportError, *, task: str) -> None:
+        now = time.monotonic()
+        self.attempts += 1
+        stamp = time.strftime("%H:%M:%S", time.localtime(self._last_wall))
+        if self.attempts == 1 or now - self._said >= self.SAY_EVERY:
+            self._said = now
+            self.runner.message("warning", f"no answer since {stamp}, retrying (attempt {self.attempts}): {error}")
+        limit = self.runner.options.no_answer_timeout
+        if now - self._last > limit:
+            raise HostFailed(Outcome.UNREACHABLE, f"no answer since {stamp} ({limit:.0f} s, {self.attempts} attempts) "
+                             f"during {self.during}; {task} left running on the host, `wuremote resume` re-attaches "
+                             f"({error})")

@@ -28,6 +28,7 @@ class RunOptions:
     time_scale: float = 1.0  # multiplies script timeouts (the lab's scaled hosts finish sooner)
     reboot: RebootSettings = field(default_factory=RebootSettings)
     transport: TransportSettings = field(default_factory=TransportSettings)
+    no_answer_timeout: float = 600.0  # a host silent this long ends unreachable, its owed work recorded for resume
     stop_timeout: float = 30.0  # after Ctrl-C/SIGTERM: seconds hosts get for owed restores before they are left for resume
     executor: str = "local"  # local (controller threads) | dask (site-routed workers)
     scheduler: str | None = None  # the Dask scheduler's address, for executor "dask"

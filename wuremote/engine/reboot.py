@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
@@ -33,6 +33,16 @@ class RebootSettings:
     readiness_timeout: float = 300.0
     stability_window: float = 10.0
     probe_timeout: float = 30.0  # one boot-info call while the host comes back
+
+    def within(self, seconds: float) -> RebootSettings:
+        """The same phases cut to fit in ``seconds`` (--host-timeout's rest, or how long a silent host is waited for)."""
+        left = max(1.0, seconds)
+        if self.shutdown_timeout + self.boot_timeout + self.readiness_timeout <= left:
+            return self
+        shutdown = min(self.shutdown_timeout, left)
+        boot = min(self.boot_timeout, max(1.0, left - shutdown))
+        return replace(self, shutdown_timeout=shutdown, boot_timeout=boot,
+                       readiness_timeout=min(self.readiness_timeout, max(1.0, left - shutdown - boot)))
 
 
 class RebootError(RuntimeError):

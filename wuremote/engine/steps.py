@@ -146,9 +146,20 @@ class StepRunner:
         self._finished(label, attempt, result)
         return result
 
+    @property
+    def time_left(self) -> float:
+        """Seconds until --host-timeout (negative once it has passed)."""
+        return self.deadline - time.monotonic()
+
+    def host_timeout_cause(self, during: str) -> str:
+        return f"host timeout ({self.options.host_timeout:.0f} s) reached during {during}"
+
     def run_script(self, script: StepScript, params: dict[str, Any], label: str) -> StepResult:
-        """One script run over the transport, no events: the building block of a step."""
-        timeout = max(5.0, script.meta.timeout * self.options.time_scale)
+        """One script run over the transport, no events: the building block of a step.
+
+        Its own timeout, cut to what is left of the host's: --host-timeout holds during a step too.
+        """
+        timeout = max(5.0, min(script.meta.timeout * self.options.time_scale, self.time_left))
         try:
             return self.connected.run_step(script, params, timeout=timeout, on_stream=self._on_stream(label))
         finally:
@@ -242,8 +253,16 @@ class StepRunner:
             if probe.kind in ("auth", "tls", "config") or self.boot_seen is None:
                 raise  # never reached in this run: it is down, not restarting
             transport.reset()
-            boot = wait_until_back(transport, run_id=self.ctx.run_id, boot_before=_NO_BOOT,
-                                   settings=self.options.reboot)
+            silent_since = time.strftime("%H:%M:%S")
+            self.message("warning", f"no answer since {silent_since}; waiting up to "
+                         f"{self.options.no_answer_timeout:.0f} s for {label}'s host")
+            try:
+                boot = wait_until_back(transport, run_id=self.ctx.run_id, boot_before=_NO_BOOT,
+                                       settings=self.options.reboot.within(self.options.no_answer_timeout))
+            except RebootError:
+                # Not a restart we know of: a host that stopped answering (said as such, not as a restart).
+                raise TransportError("unreachable", f"{self.name}: no answer since {silent_since} "
+                                     f"({self.options.no_answer_timeout:.0f} s) during {label}") from None
         rebooted = self.boot_seen is not None and boot != self.boot_seen
         if rebooted:
             self.message("warning", f"the host restarted during {label} (boot {self.boot_seen} -> {boot})")

@@ -81,11 +81,12 @@ class HostWalk:
         except Exception as exc:  # noqa: BLE001 - one host's bug must not stop the others
             outcome, cause = Outcome.FAILED, f"internal error: {type(exc).__name__}: {exc}"
         finally:
-            outcome, cause = self._pay_owed(outcome, cause)
+            answering = outcome is not Outcome.UNREACHABLE  # a silent host is not waited for again
+            outcome, cause = self._pay_owed(outcome, cause) if answering else (outcome, self._owed_left(cause))
             repairing = self.options.command == "repair"
             if outcome in (Outcome.FAILED, Outcome.NEEDS_OPERATOR) and self.steps.transport is not None and repairing:
                 self._collect_logs()
-            if locked:
+            if locked and answering:
                 try:
                     self._lock("release")
                 except (TransportError, HostFailed, Cancelled):
@@ -261,15 +262,18 @@ class HostWalk:
             raise Cancelled()
         with self.ctx.reboot_slots(self.host):
             transport = self.steps.connected
+            settings = self.options.reboot.within(self.steps.time_left)
             boot_before = read_boot(transport, self.ctx.run_id, self.options.reboot.probe_timeout)[0]
             self.emit(ev.RebootStarted(self.ctx.run_id, self.name, reason=reason, boot_before=boot_before, rung=rung))
             self.reboots += 1
             try:
                 outcome = reboot(transport, run_id=self.ctx.run_id, reason=f"wuremote: {reason}",
-                                 settings=self.options.reboot, boot_before=boot_before,
+                                 settings=settings, boot_before=boot_before,
                                  on_requested=lambda: self.emit(ev.RebootRequested(self.ctx.run_id, self.name)))
             except RebootError as exc:
                 self.emit(ev.RebootFinished(self.ctx.run_id, self.name, ok=False, message=str(exc)))
+                if settings != self.options.reboot:  # the wait was cut short by --host-timeout
+                    raise HostFailed(Outcome.FAILED, f"{self.steps.host_timeout_cause('the restart')}: {exc}") from None
                 raise HostFailed(Outcome.FAILED, str(exc)) from None
             self.steps.boot_seen = outcome.boot_after
             self.emit(ev.RebootFinished(self.ctx.run_id, self.name, ok=True, duration=round(outcome.duration, 3),
@@ -285,6 +289,12 @@ class HostWalk:
             if result.reboot_required:
                 self.reboot_host(f"{restore} put services back")
 
+    def _owed_left(self, cause: str) -> str:
+        if not self.ledger.owed:
+            return cause
+        return (f"{cause}; owed {', '.join(self.ledger.owed)} recorded for resume "
+                "(the on-host fail-safe restores by its deadline)")
+
     def _pay_owed(self, outcome: Outcome, cause: str) -> tuple[Outcome, str]:
         """On every path out: run owed restores, even after a failure or Ctrl-C."""
         if not self.ledger.owed:
@@ -296,3 +306,4 @@ class HostWalk:
             owed = ", ".join(self.ledger.owed)
             return Outcome.FAILED, f"{cause}; owed {owed} did not run ({exc}); the on-host fail-safe restores by its deadline"
         return outcome, cause
+

@@ -22,6 +22,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from ..contract import ExitCode
+from .terminal import without_bidi
 
 # Outcomes in the order a reader wants them: what needs attention first.
 OUTCOME_ORDER = ("failed", "unreachable", "needs-operator", "interrupted", "skipped", "repaired", "healthy",
@@ -33,7 +34,10 @@ _TRANSCRIPT_RE = re.compile(r"^transcripts/[^/]+/[^/]+\.log$")
 _MIN_SEGMENT = 0.25  # percent of the bar: a 50 ms step in a two-hour run stays visible
 
 _env = Environment(loader=PackageLoader("wuremote.output", "templates"), autoescape=select_autoescape(default=True),
-                   undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                   undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                   # Host-sent text never reorders the page: bidirectional controls shown as \uNNNN.
+                   finalize=lambda value: value if isinstance(value, Markup) or not isinstance(value, str)
+                   else without_bidi(value))
 # Our own CSS and script go in verbatim (escaping would break them); the page's Content-Security-Policy
 # allows that one script by its hash and loads nothing, so even a script smuggled past escaping would not run.
 _STYLE = Markup(_env.loader.get_source(_env, "report.css")[0])  # type: ignore[union-attr]

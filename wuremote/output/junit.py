@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from ..contract import ExitCode, Outcome
-from .terminal import escape_char
+from .terminal import escape_char, without_bidi
 
 # What XML 1.0 cannot hold at all (escaping does not help): C0 controls but tab, LF, CR;
 # surrogates; U+FFFE and U+FFFF.
@@ -102,4 +102,4 @@ def _reason(step: dict[str, Any]) -> str:
 
 def _xml(text: str) -> str:
     """Text XML 1.0 can hold: each forbidden character becomes a visible \\xNN or \\uNNNN (ElementTree escapes the rest)."""
-    return _XML_FORBIDDEN.sub(escape_char, str(text))
+    return without_bidi(_XML_FORBIDDEN.sub(escape_char, str(text)))

@@ -86,7 +86,7 @@ class PlainView:
         if not _news(event):
             return
         stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
-        who = event.host or "-"
+        who = printable(event.host or "-")
         with self._lock:
             self.stream.write(f"{stamp} {who} {describe(event)}\n")
             self.stream.flush()
@@ -180,7 +180,7 @@ class LiveView:
         for row in shown[:limit]:
             elapsed = f"{now - row.started:5.0f}s" if row.started and row.state in ("running", "rebooting") else ""
             bar: Any = ProgressBar(total=100, completed=row.percent, width=12) if row.percent is not None else ""
-            table.add_row(row.name, Text(row.state, style=STYLE.get(row.state, "")), row.step, elapsed,
+            table.add_row(printable(row.name), Text(row.state, style=STYLE.get(row.state, "")), row.step, elapsed,
                           str(row.reboots or ""), bar, row.message)
         if len(shown) > limit:
             table.add_row(f"... {len(shown) - limit} more", "", "", "", "", "", "")

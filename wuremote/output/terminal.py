@@ -9,12 +9,21 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+# Bidirectional controls (Unicode's "Trojan Source" set: ALM, LRM, RLM, LRE..RLO, LRI..PDI):
+# a host name with U+202E shows reversed and can pass for another host's.
+BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_UNPRINTABLE = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff{BIDI}]")
+_BIDI = re.compile(f"[{BIDI}]")
 
 
 def printable(text: str) -> str:
-    """No terminal escape sequence or control character from a host reaches the operator's terminal."""
+    """No terminal escape sequence, control or bidirectional character from a host reaches the operator's terminal."""
     return _UNPRINTABLE.sub(escape_char, text)
+
+
+def without_bidi(text: str) -> str:
+    """Bidirectional controls shown as \\uNNNN (for outputs that escape the rest themselves: XML, HTML)."""
+    return _BIDI.sub(escape_char, text)
 
 
 def escape_char(match: re.Match[str]) -> str:
