@@ -132,6 +132,9 @@ class HostWalk:
             self.emit(ev.RebootFinished(self.ctx.run_id, self.name, ok=False, message=str(exc)))
             raise HostFailed(Outcome.FAILED, str(exc)) from None
         self.reboots += 1
+        if flight.rung and flight.rung not in self.ran_ok:  # the restart rung the stopped controller began is done
+            self._ran(flight.rung)
+            self.done_before.add(flight.rung)
         self.emit(ev.RebootFinished(self.ctx.run_id, self.name, ok=True, boot_after=boot,
                                     message="back (restart begun before resume)"))
 
