@@ -66,13 +66,14 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     view = parser.add_mutually_exclusive_group()
     view.add_argument("--plain", action="store_true", help="one plain line per event instead of the live view")
     view.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
-    bare = parser.add_argument_group("connection for HOST arguments (an inventory sets these per host)")
-    bare.add_argument("--transport", choices=("psrp", "winrm"), default="psrp")
+    bare = parser.add_argument_group("connection (for HOST arguments; with -i, a flag given overrides the "
+                                     "inventory for every host the run takes, as Ansible's -u and -c do)")
+    bare.add_argument("--transport", choices=("psrp", "winrm"), help="default psrp")
     bare.add_argument("--auth", choices=("basic", "ntlm", "negotiate", "kerberos", "credssp", "certificate"),
-                      default="negotiate")
+                      help="default negotiate")
     bare.add_argument("--user", help="user name (password from WUREMOTE_PASSWORD or a prompt, never a flag)")
-    bare.add_argument("--scheme", choices=("https", "http"), default="https")
-    bare.add_argument("--port", type=_positive_int)
+    bare.add_argument("--scheme", choices=("https", "http"), help="default https")
+    bare.add_argument("--port", type=_positive_int, help="default 5986 for https, 5985 for http")
     bare.add_argument("--ca-file", help="CA bundle that signs the hosts' WinRM certificates")
 
 
@@ -154,32 +155,37 @@ def _prompt(username: str) -> str:
 
 
 def _hosts(args: argparse.Namespace) -> list[Any]:
-    from .inventory import InventoryError, hosts_from_names, load_inventory, select
+    """The hosts a run takes, every input checked before any connection (see inventory/targets.py)."""
+    from .inventory import InventoryError, find_passwords, hosts_from_names, load_inventory, select
+    from .inventory.targets import CONNECTION_FLAGS, apply_flags, preflight
 
     if args.inventory and args.hosts:
         raise UsageError("give HOST arguments or -i INVENTORY, not both")
     if not args.inventory and not args.hosts:
         raise UsageError("no hosts: give HOST arguments or -i INVENTORY (see `wuremote repair --help`)")
+    flags = {flag: getattr(args, flag) for flag in CONNECTION_FLAGS}
     try:
         if args.inventory:
-            inventory = load_inventory(args.inventory, environ=os.environ, prompt=_prompt)
+            inventory = load_inventory(args.inventory, environ=os.environ, passwords=False)
         else:
-            defaults = {"transport": args.transport, "auth": args.auth, "scheme": args.scheme}
-            for key, value in (("username", args.user), ("port", args.port), ("ca_file", args.ca_file)):
-                if value is not None:
-                    defaults[key] = value
-            inventory = hosts_from_names(args.hosts, defaults, environ=os.environ, prompt=_prompt)
+            inventory = hosts_from_names(args.hosts, {}, environ=os.environ, passwords=False)
+        for warning in inventory.warnings:
+            print(f"wuremote: warning: {warning}", file=sys.stderr)
+        del inventory.warnings[:]
         hosts = select(inventory, args.limit) if args.limit else inventory.hosts
+        if args.shard:
+            from .shard import shard
+
+            hosts = shard(hosts, *args.shard)
+        if not hosts:
+            raise UsageError(f"--limit {args.limit!r} matches no host in {args.inventory}")
+        hosts = apply_flags(hosts, flags)
+        find_passwords(inventory, hosts, os.environ, _prompt)
+        preflight(hosts)
     except InventoryError as exc:
         raise UsageError(str(exc)) from None
-    if args.shard:
-        from .shard import shard
-
-        hosts = shard(hosts, *args.shard)
     for warning in inventory.warnings:
         print(f"wuremote: warning: {warning}", file=sys.stderr)
-    if not hosts:
-        raise UsageError(f"--limit {args.limit!r} matches no host in {args.inventory}")
     return hosts
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..transport.connection import TRANSPORTS
 from .model import InventoryError
-from .passwords import PASSWORD_ENV
+from .passwords import Vaulted, vault_error
 from .vars import CONVERTERS, VAR_NAMES, BadValue, Var, as_text, read_var, unknown_name
 
 _ANSIBLE_NAMES = {
@@ -66,15 +66,18 @@ def ansible_var(name: str, value: Any, where: str) -> tuple[str, Var] | None:
     The key of an ansible_winrm_*/ansible_psrp_* var is "NATIVE@winrm"/"NATIVE@psrp": as in
     Ansible, it applies only to hosts of that connection and beats the generic name there.
     """
-    if isinstance(value, str) and value.startswith("$ANSIBLE_VAULT;"):
-        raise vault_error(where, name)
     native = _FROM_ANSIBLE.get(name)
     if native is None and name.startswith("wuremote_"):
         native = name[len("wuremote_"):]
         if native not in CONVERTERS:
             raise unknown_name(name, where, _WUREMOTE_NAMES)
     if native is None:
-        return None  # other ansible_* and the user's own vars belong to their playbooks
+        return None  # other ansible_* and the user's own vars belong to their playbooks (vaulted or not)
+    only = next((f"@{t}" for t in TRANSPORTS if name.startswith(f"ansible_{t}_")), "")
+    if is_vaulted(value):
+        if native != "password":  # only a password has another source (password_env, WUREMOTE_PASSWORD, prompt)
+            raise vault_error(where, name)
+        return native + only, Var(Vaulted(name), where, name)
     try:
         value = _ansible_value(native, value)
     except BadValue as exc:
@@ -83,7 +86,6 @@ def ansible_var(name: str, value: Any, where: str) -> tuple[str, Var] | None:
         return None
     if isinstance(value, Foreign):
         return native, Var(value, where, name)
-    only = next((f"@{t}" for t in TRANSPORTS if name.startswith(f"ansible_{t}_")), "")
     return native + only, read_var(native, value, where, name)
 
 
@@ -95,8 +97,12 @@ def for_connection(merged: dict[str, Var], transport: str) -> dict[str, Var]:
     return flat
 
 
-def vault_error(where: str, name: str | None = None) -> InventoryError:
-    """wuremote does not decrypt vault: say so, and where the password can come from instead."""
-    what = "ansible vault value" + (f" for {name}" if name else "")
-    return InventoryError(f"{where}: {what}: wuremote does not decrypt vault; "
-                          f"set password_env/{PASSWORD_ENV} or enter it at the prompt")
+def is_vaulted(value: Any) -> bool:
+    """A vault value as each form gives it: ``!vault`` in YAML, the vault text in INI, and
+    ``{"__ansible_vault": ...}`` in the JSON of ``ansible-inventory --list`` (Ansible's
+    AnsibleJSONEncoder writes vault values that way: lib/ansible/parsing/ajson.py)."""
+    if isinstance(value, Vaulted):
+        return True
+    if isinstance(value, str):
+        return value.lstrip().startswith("$ANSIBLE_VAULT;")
+    return isinstance(value, dict) and "__ansible_vault" in value

@@ -13,12 +13,13 @@ from .source import read_text
 
 
 def load_inventory(path: str | Path, *, environ: Mapping[str, str] | None = None,
-                   prompt: Callable[[str], str] | None = None) -> Inventory:
+                   prompt: Callable[[str], str] | None = None, passwords: bool = True) -> Inventory:
     """Read an inventory, its format chosen by the file's extension.
 
     Each host's password comes from its password_env variable, a password written in the
     inventory (a warning), WUREMOTE_PASSWORD, or `prompt(username)` (once per username), in
-    that order; variables are looked up in `environ` (os.environ when None).
+    that order; variables are looked up in `environ` (os.environ when None).  With
+    `passwords=False` none is looked up yet: `find_passwords` does it for the hosts a run takes.
     """
     path = Path(path)
     reader = READERS.get(path.suffix.lower())
@@ -28,4 +29,4 @@ def load_inventory(path: str | Path, *, environ: Mapping[str, str] | None = None
     src = reader(str(path), read_text(path))
     if src.ansible:
         read_vars_folders(src, path.parent)
-    return build(src, environ, prompt)
+    return build(src, environ, prompt, passwords=passwords)

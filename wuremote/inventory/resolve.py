@@ -9,15 +9,18 @@ from pathlib import Path
 
 from .ansible import OPT_IN_HINT, Foreign, for_connection
 from .model import HostConfig, Inventory, InventoryError
-from .passwords import Passwords
+from .passwords import Passwords, PasswordVars, plaintext_warnings
 from .source import HostDef, Source
 from .vars import Var, control_char
 
 _CONTROLLER_PATHS = ("ca_file", "cert_pem", "cert_key_pem")  # files read on this machine, not the host
 
 
-def build(src: Source, environ: Mapping[str, str] | None, prompt: Callable[[str], str] | None) -> Inventory:
-    """The hosts ``src`` defines, checked, with their passwords (see passwords.py)."""
+def build(src: Source, environ: Mapping[str, str] | None, prompt: Callable[[str], str] | None, *,
+          passwords: bool = True) -> Inventory:
+    """The hosts ``src`` defines, checked, with their passwords (see passwords.py).
+
+    ``passwords=False`` leaves them to ``find_passwords`` for the hosts a run takes."""
     _check_names(src)
     order = _group_order(src)
     ancestors: dict[str, set[str]] = {}
@@ -34,9 +37,9 @@ def build(src: Source, environ: Mapping[str, str] | None, prompt: Callable[[str]
     for group in src.groups.values():
         for member in group.hosts:
             direct.setdefault(member, set()).update(lineage(group.name))
-    passwords = Passwords(os.environ if environ is None else environ, prompt)
     hosts: list[HostConfig] = []
     left_out: dict[str, str] = {}
+    password_vars: dict[str, PasswordVars] = {}
     foreign: dict[str, list[str]] = {}  # where ansible_connection is set -> hosts it leaves out
     for host in src.hosts.values():
         member_of = [name for name in order if name in direct.get(host.name, ())]
@@ -51,7 +54,7 @@ def build(src: Source, environ: Mapping[str, str] | None, prompt: Callable[[str]
         if src.ansible:
             merged = for_connection(merged, transport.value if transport else HostConfig.transport)
         config = _host_config(host, merged, tuple(member_of), src)
-        config.password = passwords.find(config, merged)
+        password_vars[config.name] = PasswordVars.of(merged)
         hosts.append(config)
     if not hosts:
         reason = f" ({next(iter(left_out.values()))})" if left_out else ""
@@ -59,11 +62,24 @@ def build(src: Source, environ: Mapping[str, str] | None, prompt: Callable[[str]
     usable = {config.name for config in hosts}
     groups = {name: [h.name for h in src.hosts.values() if h.name in usable and name in direct.get(h.name, ())]
               for name in src.groups}
-    warnings = passwords.warnings()
+    warnings = plaintext_warnings(password_vars)
     for where, names in foreign.items():
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         warnings.append(f"{where}: left out {len(names)} host(s) whose connection is not winrm or psrp: {shown}")
-    return Inventory(hosts=hosts, groups=groups, warnings=warnings, left_out=left_out)
+    inventory = Inventory(hosts=hosts, groups=groups, warnings=warnings, left_out=left_out,
+                          password_vars=password_vars)
+    if passwords:
+        find_passwords(inventory, hosts, environ, prompt)
+    return inventory
+
+
+def find_passwords(inventory: Inventory, hosts: list[HostConfig], environ: Mapping[str, str] | None,
+                   prompt: Callable[[str], str] | None) -> None:
+    """Set the password of each of ``hosts`` (an inventory's, after --limit and any overrides)."""
+    passwords = Passwords(os.environ if environ is None else environ, prompt)
+    for config in hosts:
+        config.password = passwords.find(config, inventory.password_vars.get(config.name, PasswordVars()))
+    inventory.warnings.extend(passwords.warnings())
 
 
 def _check_names(src: Source) -> None:
