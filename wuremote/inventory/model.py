@@ -110,4 +110,5 @@ class Inventory:
     groups: dict[str, list[str]] = field(default_factory=dict)  # group -> member names, children's included
     warnings: list[str] = field(default_factory=list)
     left_out: dict[str, str] = field(default_factory=dict)  # non-Windows hosts (ansible_connection ssh...) -> why
+    left_out_groups: dict[str, list[str]] = field(default_factory=dict)  # group -> its left-out members
     password_vars: dict[str, PasswordVars] = field(default_factory=dict)  # host -> where its password comes from
