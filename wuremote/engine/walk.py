@@ -124,7 +124,8 @@ class HostWalk:
     def _lock(self, action: str) -> bool:
         result = self.steps.step("lock", {"Action": action}, reason=f"{action} the per-host lock")
         if action == "take" and result.exit_code == ExitCode.REFUSED:
-            raise HostFailed(Outcome.FAILED, f"another run holds the host lock: {'; '.join(result.messages)[:200]}")
+            # Not a failure of this host: it was never worked on (so no logs are collected either).
+            raise HostFailed(Outcome.SKIPPED, _held_lock(result.facts.get("holder"), self.name))
         if result.exit_code != ExitCode.OK:
             raise HostFailed(Outcome.FAILED, f"lock {action} failed (exit {result.exit_code})")
         return True
@@ -274,3 +275,12 @@ class HostWalk:
             owed = ", ".join(self.ledger.owed)
             return Outcome.FAILED, f"{cause}; owed {owed} did not run ({exc}); the on-host fail-safe restores by its deadline"
         return outcome, cause
+
+
+def _held_lock(holder: object, host: str) -> str:
+    """Who holds a host's lock, since when, and how to clear it if that run is gone."""
+    found = holder if isinstance(holder, dict) else {}
+    run_id, taken, expires = (str(found.get(key) or "?")[:64] for key in ("run_id", "taken_utc", "expires_utc"))
+    return (f"run {run_id} holds the host lock since {taken}; if that run is still going, let it finish. "
+            f"If it is gone, the lock expires at {expires}, or clear it now by deleting "
+            f"%ProgramData%\\wuremote\\lock.json on {host}")
