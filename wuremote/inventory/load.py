@@ -19,6 +19,7 @@ from .formats.group_vars import read_vars_folders
 from .model import Inventory, InventoryError
 from .resolve import build
 from .source import Source, read_text
+from .vars import Var
 
 ANSIBLE_INVENTORY = "ansible-inventory:"  # -i ansible-inventory:SOURCE
 # What Ansible skips in an inventory folder (lib/ansible/inventory/manager.py IGNORED_ALWAYS, and
@@ -29,7 +30,8 @@ _YAML_EXTS = (".yml", ".yaml", ".json")  # Ansible's yaml plugin takes these; th
 
 
 def load_inventory(path: str | Path, *, environ: Mapping[str, str] | None = None,
-                   prompt: Callable[[str], str] | None = None, passwords: bool = True) -> Inventory:
+                   prompt: Callable[[str], str] | None = None, passwords: bool = True,
+                   defaults: Mapping[str, Var] | None = None) -> Inventory:
     """Read an inventory: a file (format by extension), a folder, or ``ansible-inventory:SOURCE``.
 
     Each host's password comes from its password_env variable, a password written in the
@@ -47,7 +49,7 @@ def load_inventory(path: str | Path, *, environ: Mapping[str, str] | None = None
         src = _read_file(Path(path))
         if src.ansible and not src.merged_by_ansible:
             read_vars_folders(src, Path(path).parent)
-    return build(src, environ, prompt, passwords=passwords)
+    return build(src, environ, prompt, passwords=passwords, defaults=defaults)
 
 
 def _read_file(path: Path) -> Source:

@@ -17,10 +17,11 @@ _CONTROLLER_PATHS = ("ca_file", "cert_pem", "cert_key_pem")  # files read on thi
 
 
 def build(src: Source, environ: Mapping[str, str] | None, prompt: Callable[[str], str] | None, *,
-          passwords: bool = True) -> Inventory:
+          passwords: bool = True, defaults: Mapping[str, Var] | None = None) -> Inventory:
     """The hosts ``src`` defines, checked, with their passwords (see passwords.py).
 
-    ``passwords=False`` leaves them to ``find_passwords`` for the hosts a run takes."""
+    ``passwords=False`` leaves them to ``find_passwords`` for the hosts a run takes; ``defaults`` are
+    vars below everything the inventory sets (the config file's and WUREMOTE_* connection settings)."""
     _check_names(src)
     _take_priorities(src)
     order = _group_order(src)
@@ -44,7 +45,7 @@ def build(src: Source, environ: Mapping[str, str] | None, prompt: Callable[[str]
     foreign: dict[str, list[str]] = {}  # where ansible_connection is set -> hosts it leaves out
     for host in src.hosts.values():
         member_of = [name for name in order if name in direct.get(host.name, ())]
-        merged = _merged(src, host, member_of)
+        merged = {**(defaults or {}), **_merged(src, host, member_of)}
         transport = merged.get("transport")
         if transport is None and src.ansible:
             left_out[host.name] = (f"{host.where}: no ansible_connection, and Ansible's default is "

@@ -15,7 +15,7 @@ from typing import Any
 
 from .model import HostConfig, InventoryError
 from .passwords import PASSWORD_ENV
-from .vars import read_var
+from .vars import Var, read_var
 
 FLAG_WHERE = "command line"
 # The connection flags and the var each one sets.  As Ansible's -u/-c/-e, a flag given on the
@@ -25,6 +25,12 @@ FLAG_WHERE = "command line"
 CONNECTION_FLAGS = {"transport": "transport", "auth": "auth", "user": "username", "scheme": "scheme",
                     "port": "port", "ca_file": "ca_file"}
 _CONTROLLER_FILES = ("ca_file", "cert_pem", "cert_key_pem")
+
+
+def default_vars(values: Mapping[str, Any], origin: Mapping[str, str]) -> dict[str, Var]:
+    """Connection settings of the config file or WUREMOTE_* (named as the flags), as vars below the inventory's."""
+    return {CONNECTION_FLAGS[flag]: read_var(CONNECTION_FLAGS[flag], value, origin.get(flag, "defaults"), flag)
+            for flag, value in values.items() if flag in CONNECTION_FLAGS and value is not None}
 
 
 def flag_vars(flags: Mapping[str, Any]) -> dict[str, Any]:
