@@ -236,12 +236,28 @@ def test_transcripts_stay_under_the_run_dir_whatever_the_host_name(tmp_path: Pat
     assert lines[:3] == ["2026-11-26T09:37:00.000Z [output] searching", "2026-11-26T09:37:00.000Z [output] found 0",
                          "2026-11-26T09:37:01.000Z [error] boom"]
     assert "10 bytes of output dropped" in lines[3] and lines[4].endswith("[controller] error: connection reset")
-    assert lines[-2:] == ["----- the host's transcript -----", "host side"]
+    assert lines[5:7] == ["----- the host's transcript -----", "host side"]
+    assert lines[7:] == ["----- result -----", "verify: failed, exit code 1, 3.0 s"]
     assert not (tmp_path / "etc").exists()
 
     lost = run_dir.write(transcript_name("a/b", "dism"),
                          render_transcript(None, host_transcript=None, error="connection reset"))
-    assert lost.parent.parent == run_dir.path / "transcripts" and lost.read_text(encoding="utf-8").count("\n") == 1
+    assert lost.parent.parent == run_dir.path / "transcripts"
+    assert lost.read_text(encoding="utf-8").splitlines()[1:] == ["----- result -----", "no result: connection reset"]
+
+
+def test_a_transcript_is_plain_text_with_the_result_summarised_at_the_end(tmp_path: Path) -> None:
+    payload = {"wuremote_result": 1, "step": "verify", "status": "failed", "exit_code": 1,
+               "messages": ["search failed with 0x80070002"], "changes": [{"kind": "x"}], "facts": {"big": [1] * 50}}
+    result = StepResult("web01", "verify", 1, payload, started=T0, duration=2.0,
+                        streams=[StreamRecord(T0, "verbose", "searching"), StreamRecord(T0 + 1, "output", json.dumps(payload))])
+    text = render_transcript(result, host_transcript=None, error=None)
+    assert "{" not in text  # no JSON: the result object is in report.json
+    lines = text.splitlines()
+    assert lines[0] == "2026-11-26T09:37:00.000Z [verbose] searching"
+    assert lines[1] == "2026-11-26T09:37:01.000Z [output] result of verify: failed (exit 1); in full in report.json"
+    assert lines[2:] == ["----- result -----", "verify: failed, exit code 1, 2.0 s",
+                         "message: search failed with 0x80070002", "changes: 1 (listed in report.json)"]
 
 
 def test_safe_names_are_single_readable_components_and_never_collide() -> None:

@@ -320,11 +320,24 @@ def _execute(runner: Any, live: Any, args: argparse.Namespace) -> int:
             summary = runner.run()
     else:
         summary = runner.run()
+    _after_run(summary, live, args)
+    return int(summary.exit_code)
+
+
+def _after_run(summary: Any, live: Any, args: argparse.Namespace) -> None:
+    """The lines that end a run: after the live view, its per-host table (the live view shows only the
+    active and failed hosts); then where the artifacts are, all three; then how to continue."""
     out = sys.stderr if getattr(args, "json", False) else sys.stdout
-    print(f"run {summary.run_id}: report {summary.report_json}  junit {summary.junit_xml}", file=out)
+    if live is not None and summary.report_json.is_file():
+        import json
+
+        from .output.terminal import render_text
+
+        print(render_text(json.loads(summary.report_json.read_text(encoding="utf-8"))), file=out)
+    html = summary.run_dir / "report.html"
+    print(f"run {summary.run_id}: report {summary.report_json}  junit {summary.junit_xml}  html {html}", file=out)
     if summary.interrupted:
         print(f"interrupted: continue with `{_resume_hint(summary.run_id, args.state_dir)}`", file=out)
-    return int(summary.exit_code)
 
 
 def _resume(args: argparse.Namespace) -> int:

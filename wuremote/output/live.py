@@ -75,6 +75,14 @@ def _news(event: ev.Event) -> bool:
         isinstance(event, ev.SessionClosed) and event.orphan)
 
 
+def middle(name: str, width: int) -> str:
+    """A name cut in the middle (web-paris-0017 -> web-pa…0017): fleet names differ at their ends."""
+    if len(name) <= width:
+        return name
+    tail = (width - 1) // 2
+    return name[:width - 1 - tail] + "…" + name[len(name) - tail:]
+
+
 class PlainView:
     """One line per event: for pipes, CI logs, and --plain."""
 
@@ -126,7 +134,9 @@ class LiveView:
         self.title = title
         self.rows = {name: HostRow(name) for name in hosts}
         self._lock = threading.Lock()
-        self._live = Live(self._render(), console=console, refresh_per_second=4, transient=False,
+        # transient: the live table is erased when the run ends or is interrupted, so no stale header or
+        # half-drawn table stays above what follows (the per-host summary, the artifacts, the resume hint).
+        self._live = Live(self._render(), console=console, refresh_per_second=4, transient=True,
                           get_renderable=self._render)
 
     def __enter__(self) -> LiveView:
@@ -155,7 +165,14 @@ class LiveView:
                 row.reboots += 1
             elif isinstance(event, ev.HostFinished):
                 row.state, row.step, row.percent = event.outcome.value, "", None
-            row.message = describe(event)
+            # a finished host's state column already says its outcome: the last event is its cause
+            # (and a step's progress is in the step column: the last event is what the step says it does)
+            if isinstance(event, ev.HostFinished):
+                row.message = printable(event.cause)
+            elif isinstance(event, ev.StepProgress) and event.message:
+                row.message = printable(event.message)
+            else:
+                row.message = describe(event)
 
     def _render(self) -> Group:
         with self._lock:
@@ -166,11 +183,18 @@ class LiveView:
         summary = Text(f"{self.title}  ")
         for state in sorted(counts, key=lambda s: list(STYLE).index(s) if s in STYLE else 99):
             summary.append(f"{state} {counts[state]}  ", style=STYLE.get(state, ""))
-        table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-        fixed = (("host", 16), ("state", 15), ("step", 24), ("time", 6), ("boots", 6), ("progress", 12))
-        for column, width in fixed:
-            table.add_column(column, width=width, no_wrap=True, overflow="ellipsis")
-        last = max(20, self.console.width - sum(w for _, w in fixed) - len(fixed) - 1)
+        width = self.console.width
+        names = max((len(r.name) for r in rows), default=4)
+        host_width = max(4, min(names, 24 if width >= 100 else 16))
+        wide = width >= 110  # the progress bar and the reboot count get columns of their own
+        columns = [("host", host_width), ("state", 14), ("step", 24 if wide else 18), ("time", 5)]
+        if wide:
+            columns += [("boots", 5), ("progress", 12)]
+        # collapse_padding: one space between columns, so the widths below add up to the terminal's
+        table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold", collapse_padding=True)
+        for column, size in columns:
+            table.add_column(column, width=size, no_wrap=True, overflow="ellipsis")
+        last = max(10, width - sum(size for _, size in columns) - len(columns) - 1)
         table.add_column("last event", width=last, no_wrap=True, overflow="ellipsis")
         shown = [r for r in rows if r.state in ("running", "rebooting") or r.state in
                  ("failed", "unreachable", "needs-operator", "interrupted")]
@@ -178,10 +202,18 @@ class LiveView:
         limit = max(5, self.console.size.height - 6)
         now = time.time()
         for row in shown[:limit]:
-            elapsed = f"{now - row.started:5.0f}s" if row.started and row.state in ("running", "rebooting") else ""
-            bar: Any = ProgressBar(total=100, completed=row.percent, width=12) if row.percent is not None else ""
-            table.add_row(row.name, Text(row.state, style=STYLE.get(row.state, "")), row.step, elapsed,
-                          str(row.reboots or ""), bar, row.message)
+            elapsed = f"{now - row.started:4.0f}s" if row.started and row.state in ("running", "rebooting") else ""
+            step = row.step
+            if not wide and row.percent is not None:
+                step = f"{row.step} {row.percent}%"
+            if not wide and row.reboots:
+                step = f"{step} [{row.reboots} boot]" if step else f"[{row.reboots} boot]"
+            cells: list[Any] = [middle(row.name, host_width), Text(row.state, style=STYLE.get(row.state, "")), step,
+                                elapsed]
+            if wide:
+                bar: Any = ProgressBar(total=100, completed=row.percent, width=12) if row.percent is not None else ""
+                cells += [str(row.reboots or ""), bar]
+            table.add_row(*cells, row.message)
         if len(shown) > limit:
-            table.add_row(f"... {len(shown) - limit} more", "", "", "", "", "", "")
+            table.add_row(f"... {len(shown) - limit} more", *[""] * len(columns))
         return Group(summary, table)
