@@ -43,7 +43,7 @@ def _result_object(line: str) -> dict[str, Any] | None:
         return None
     try:
         found = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # a host may send anything, nested past Python's limit too
         return None
     return found if isinstance(found, dict) and RESULT_KEY in found else None
 
