@@ -89,14 +89,20 @@ class PlainView:
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
         self._lock = threading.Lock()
+        self._plans: dict[str, str] = {}  # host -> the plan line already printed
 
     def __call__(self, event: ev.Event) -> None:
         if not _news(event):
             return
         stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
         who = event.host or "-"
+        text = describe(event)
+        if isinstance(event, ev.HostPlanned) and event.host:
+            self._plans[event.host] = event.text
+        elif isinstance(event, ev.HostFinished) and event.host and self._plans.get(event.host) == event.cause:
+            text = f"{event.outcome.value.upper()} (the plan above)"  # `plan` ends on its plan: printed once
         with self._lock:
-            self.stream.write(f"{stamp} {who} {describe(event)}\n")
+            self.stream.write(f"{stamp} {who} {text}\n")
             self.stream.flush()
 
 
