@@ -16,7 +16,7 @@ from ..inventory import HostConfig
 from ..store.rundir import logs_name
 from ..transport.base import TransportError
 from .context import Cancelled, HostContext, HostFailed
-from .findings import needs_source_cause, network_cause, prevention_findings, verify_cause
+from .findings import needs_source_cause, network_cause, prevention_findings, problems_of, verify_cause
 from .ledger import Ledger
 from .plan import HostPlan, PlannedStep, is_done, plan_host, rung_params
 from .progress import HostProgress
@@ -142,6 +142,8 @@ class HostWalk:
         findings = prevention_findings(self.diagnose("prevention report").facts)
         for finding in findings:
             self.steps.message("warning", finding)
+        if problems_of(findings):  # the check found something to act on: the run exits 1, the host fails in junit
+            return Outcome.NEEDS_OPERATOR, "; ".join(findings)
         return Outcome.CHECKED, "; ".join(findings) or "nothing to report"
 
     def _repair(self) -> tuple[Outcome, str]:
