@@ -67,6 +67,8 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     view = parser.add_mutually_exclusive_group()
     view.add_argument("--plain", action="store_true", help="one plain line per event instead of the live view")
     view.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="plain lines, and each step's streams (verbose, warnings, output) as it ends")
     bare = parser.add_argument_group("connection (for HOST arguments; with -i, a flag given overrides the "
                                      "inventory for every host the run takes, as Ansible's -u and -c do)")
     bare.add_argument("--transport", choices=("psrp", "winrm"), help="default psrp")
@@ -285,10 +287,12 @@ def _runs(args: argparse.Namespace) -> int:
 
 def _views(args: argparse.Namespace, hosts: list[str]) -> tuple[list[Any], Any]:
     """Subscribers for the chosen view, and the live view's context (or None)."""
-    from .output.live import JsonView, LiveView, PlainView
+    from .output.live import JsonView, LiveView, PlainView, VerboseView
 
     if args.json:
         return [JsonView(sys.stdout)], None
+    if getattr(args, "verbose", False):
+        return [VerboseView(sys.stdout, args.state_dir)], None
     if args.plain or not sys.stdout.isatty():
         return [PlainView(sys.stdout)], None
     from rich.console import Console

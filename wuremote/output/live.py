@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console, Group
@@ -21,6 +22,7 @@ from rich.text import Text
 
 from .. import events as ev
 from ..contract import Outcome
+from ..store.rundir import RunDir
 from .terminal import printable
 
 STYLE = {Outcome.HEALTHY: "green", Outcome.REPAIRED: "green", Outcome.PLANNED: "cyan", Outcome.CHECKED: "cyan",
@@ -103,6 +105,37 @@ class PlainView:
             text = f"{event.outcome.value.upper()} (the plan above)"  # `plan` ends on its plan: printed once
         with self._lock:
             self.stream.write(f"{stamp} {who} {text}\n")
+            self.stream.flush()
+
+
+class VerboseView(PlainView):
+    """-v: the plain lines, and after each step the streams it sent (from its transcript), indented.
+
+    Streams reach the controller when the step's call ends (a detached step's progress comes as it goes)."""
+
+    MAX_LINES = 200  # per step; the transcript keeps them all
+
+    def __init__(self, stream: IO[str], state_dir: Path) -> None:
+        super().__init__(stream)
+        self.state_dir = Path(state_dir)
+        self.run_dir: Path | None = None
+
+    def __call__(self, event: ev.Event) -> None:
+        super().__call__(event)
+        if isinstance(event, ev.RunStarted):
+            self.run_dir = RunDir(self.state_dir, event.run_id).path
+        if not isinstance(event, ev.StepFinished) or not event.transcript or self.run_dir is None:
+            return
+        try:
+            text = (self.run_dir / event.transcript).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return
+        lines = text.split("\n----- result -----")[0].splitlines()
+        shown = [f"    {printable(line)}" for line in lines[:self.MAX_LINES]]
+        if len(lines) > self.MAX_LINES:
+            shown.append(f"    ... {len(lines) - self.MAX_LINES} more lines in {event.transcript}")
+        with self._lock:
+            self.stream.write("".join(line + "\n" for line in shown))
             self.stream.flush()
 
 
