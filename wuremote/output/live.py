@@ -222,7 +222,10 @@ class LiveView:
         summary = Text(f"{self.title}  ")
         for state in sorted(counts, key=lambda s: list(STYLE).index(s) if s in STYLE else 99):
             summary.append(f"{state} {counts[state]}  ", style=STYLE.get(state, ""))
-        width = self.console.width
+        # one column short of the terminal: a full-width last line leaves the cursor in the pending-wrap
+        # column, where the ^C a terminal echoes wraps to a new line, and erasing the view on exit would
+        # then leave its first line (the header) behind
+        width = self.console.width - 1
         names = max((len(r.name) for r in rows), default=4)
         host_width = max(4, min(names, 24 if width >= 100 else 16))
         wide = width >= 110  # the progress bar and the reboot count get columns of their own
