@@ -196,3 +196,11 @@ def test_verbose_shows_each_steps_streams_as_it_ends(lab_inventory, tmp_path, ca
     streamed = [line for line in out[at + 1:at + 40] if line.startswith("    ")]
     assert any("[verbose]" in line for line in streamed), out[at:at + 40]
     assert not any("wuremote_result" in line for line in out)  # the result object stays in report.json
+
+
+def test_very_verbose_shows_the_wsman_exchange_without_the_password(lab_inventory, tmp_path, capsys) -> None:
+    lab, inventory = lab_inventory
+    assert main(["check", "-i", str(inventory), "-vv", "--state-dir", str(tmp_path / "s")]) == 0
+    captured = capsys.readouterr()
+    assert "wsman Sending message" in captured.err and "<s:Envelope" in captured.err
+    assert lab.credentials.password not in captured.out + captured.err

@@ -67,8 +67,9 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     view = parser.add_mutually_exclusive_group()
     view.add_argument("--plain", action="store_true", help="one plain line per event instead of the live view")
     view.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="plain lines, and each step's streams (verbose, warnings, output) as it ends")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v: plain lines, and each step's streams as it ends; -vv: also the WS-Man "
+                             "messages (PSRP) on stderr, passwords masked")
     bare = parser.add_argument_group("connection (for HOST arguments; with -i, a flag given overrides the "
                                      "inventory for every host the run takes, as Ansible's -u and -c do)")
     bare.add_argument("--transport", choices=("psrp", "winrm"), help="default psrp")
@@ -315,7 +316,15 @@ def _run(args: argparse.Namespace) -> int:
                          scheduler=args.scheduler)
     subscribers, live = _views(args, [h.name for h in hosts])
     runner = Runner(hosts, options, subscribers=subscribers)
-    return _execute(runner, live, args)
+    if args.verbose < 2:
+        return _execute(runner, live, args)
+    from .wsman_trace import stop_trace, trace_wsman
+
+    trace = trace_wsman(h.password for h in hosts if h.password is not None)
+    try:
+        return _execute(runner, live, args)
+    finally:
+        stop_trace(trace)
 
 
 def _execute(runner: Any, live: Any, args: argparse.Namespace) -> int:
