@@ -192,9 +192,11 @@ def compare(source: Path, cwd: Path) -> tuple[Inventory, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("source", ["hosts.yml", "hosts.ini", "."])
-def test_the_shipped_ansible_inventories_read_as_ansible_reads_them(source: str) -> None:
+def test_the_shipped_ansible_inventories_read_as_ansible_reads_them(source: str, tmp_path: Path) -> None:
     folder = REPO / "inventory" / "ansible"
-    ours, _ = compare(folder / source, folder)
+    before = sorted(p.name for p in folder.rglob("*"))
+    ours, _ = compare(folder / source, tmp_path)  # Ansible's home, temp files and its JSON go to tmp_path
+    assert sorted(p.name for p in folder.rglob("*")) == before  # the shipped folder is left as it was
     assert "build01" in ours.left_out and "web04" in {h.name for h in ours.hosts}
 
 
