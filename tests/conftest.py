@@ -265,3 +265,72 @@ def fast_settings(**overrides: Any) -> Any:
     values: dict[str, Any] = {"connect_timeout": 2.0, "operation_timeout": 1, "read_timeout": 4,
                               "open_retries": 1, "backoff": 0.01}
     return TransportSettings(**{**values, **overrides})
+
+
+# --- every report written in the suite validates against its schema ---------------------------
+_REPORT_PROBLEMS: list[str] = []
+
+
+def _report_validator() -> Any:
+    import json
+    from importlib.resources import files
+
+    import jsonschema
+
+    schema = json.loads(files("wuremote.output").joinpath("report_schema.json").read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _schema_problem(report: Any, validator: Any, where: str) -> str | None:
+    error = next(iter(validator.iter_errors(report)), None)
+    if error is None:
+        return None
+    return f"{where}: {'/'.join(map(str, error.absolute_path))}: {error.message}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reports_follow_their_schema() -> Iterator[None]:
+    """Every report.json written in-process (e2e, fault matrix, resume, merge, the CLI) is checked against
+    report_schema.json as it is written; the test that wrote it fails at its teardown (below)."""
+    import json
+
+    from wuremote.output import report as report_module
+
+    validator = _report_validator()
+    original = report_module.write_report_files
+
+    def checked(folder: Any, report: dict[str, Any]) -> None:
+        problem = _schema_problem(json.loads(json.dumps(report)), validator, f"{folder}/report.json")
+        if problem is not None:
+            _REPORT_PROBLEMS.append(problem)
+        original(folder, report)
+
+    report_module.write_report_files = checked  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        report_module.write_report_files = original  # type: ignore[assignment]
+
+
+@pytest.fixture(autouse=True)
+def _no_report_broke_its_schema(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test: no report written in-process broke the schema, nor any report.json a wuremote
+    subprocess left under the test's tmp_path (the kill -9 and resume tests)."""
+    import json
+
+    tmp_path = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    problems = list(_REPORT_PROBLEMS)
+    del _REPORT_PROBLEMS[:]
+    if tmp_path is not None:
+        validator = _report_validator()
+        for path in tmp_path.rglob("report.json"):
+            if (path.parent / "junit.xml").is_file():  # written by wuremote, not a test's hand-made file
+                try:
+                    report = json.loads(path.read_text(encoding="utf-8"))
+                except ValueError:
+                    continue
+                problem = _schema_problem(report, validator, str(path))
+                if problem is not None:
+                    problems.append(problem)
+    assert not problems, problems

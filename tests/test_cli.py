@@ -89,7 +89,8 @@ def test_plan_sends_no_host_changing_script(small_lab, tmp_path, capsys) -> None
 
 def test_json_view_is_one_event_per_line(small_lab, tmp_path, capsys) -> None:
     lab, inventory = small_lab
-    assert main(["check", "-i", str(inventory), "--json", "--state-dir", str(tmp_path)]) == 0
+    # 1: the check finds the corrupt host's recorded update failure, a problem (test_check_exit.py)
+    assert main(["check", "-i", str(inventory), "--json", "--state-dir", str(tmp_path)]) == 1
     lines = capsys.readouterr().out.strip().splitlines()
     events = [json.loads(line) for line in lines]
     kinds = [e["kind"] for e in events]
@@ -123,7 +124,7 @@ def test_wrong_password_fails_that_host_only_and_never_prints_it(small_lab, tmp_
     assert main(["check", "-i", str(bad), "--plain", "--state-dir", str(state)]) == 1
     captured = capsys.readouterr()
     assert f"{first} UNREACHABLE: {first}: authentication failed" in captured.out
-    assert f"{second} CHECKED" in captured.out
+    assert f"{second} NEEDS-OPERATOR: last update failure 0x80070002" in captured.out
     assert wrong not in captured.out + captured.err
     for path in state.rglob("*"):
         if path.is_file():

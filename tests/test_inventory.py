@@ -270,7 +270,7 @@ def test_ansible_non_windows_hosts_are_left_out_and_named(tmp_path: Path) -> Non
     assert inventory.left_out["tux1"] == (f"{path}:31: ansible_connection is not winrm or psrp; "
                                           "wuremote repairs Windows hosts only")
     assert any(w.startswith(f"{path}:31: left out 2 host(s)") and "tux1, tux2" in w for w in inventory.warnings)
-    with pytest.raises(InventoryError, match=r"'tux1' matches no host or group \(.*ansible_connection is not winrm or psrp"):
+    with pytest.raises(InventoryError, match=r"'tux1' names only hosts wuremote leaves out \(1: .*ansible_connection is not winrm or psrp"):
         select(inventory, "tux1")
 
 
@@ -278,6 +278,7 @@ def test_group_vars_and_host_vars_beside_the_inventory(tmp_path: Path) -> None:
     path = write(tmp_path, "hosts.yml", """
 all:
   vars:
+    ansible_connection: psrp
     wuremote_site: inventory-all
   children:
     web:
@@ -300,7 +301,7 @@ all:
 
 
 def test_group_vars_file_beats_inventory_group_vars_as_in_ansible(tmp_path: Path) -> None:
-    path = write(tmp_path, "hosts.yml", "web:\n  hosts:\n    w1:\n  vars:\n    ansible_port: 1111\n")
+    path = write(tmp_path, "hosts.yml", "web:\n  hosts:\n    w1:\n  vars:\n    ansible_port: 1111\n    ansible_connection: psrp\n")
     write(tmp_path, "group_vars/all.yaml", "ansible_port: 2222\n")
     assert load(path).hosts[0].port == 2222
 
@@ -308,7 +309,7 @@ def test_group_vars_file_beats_inventory_group_vars_as_in_ansible(tmp_path: Path
 def test_ansible_yaml_merge_keys_and_unsafe(tmp_path: Path) -> None:
     path = write(tmp_path, "hosts.yaml", """
 defaults: &defaults
-  vars: {ansible_port: 6000}
+  vars: {ansible_port: 6000, ansible_connection: psrp}
 web:
   <<: *defaults
   hosts:
@@ -400,7 +401,8 @@ ERRORS = [
     ("inv.csv", "name,port\na,\u00b2\n", 2, ["port must be a whole number from 1 to 65535"]),
     ("inv.csv", "name\na\nb\na\n", 4, ["host 'a' is already defined at", "one row per host"]),
     ("inv.csv", "name,port\na,1,2\n", 2, ["3 cells but 2 columns", "quote cells"]),
-    ("hosts.yml", "web:\n  hosts:\n    a:\n      ansible_password: !vault |\n        $ANSIBLE_VAULT;1.1;AES256\n", 4,
+    ("hosts.yml", "web:\n  hosts:\n    a:\n      ansible_connection: psrp\n      ansible_user: u\n"
+                  "      ansible_password: !vault |\n        $ANSIBLE_VAULT;1.1;AES256\n", 6,
      ["ansible vault value for ansible_password: wuremote does not decrypt vault",
       "set password_env/WUREMOTE_PASSWORD or enter it at the prompt"]),
     ("hosts.yml", "web:\n  hosts:\n    a:\n      wuremote_reeboot: never\n", 4,
@@ -408,7 +410,8 @@ ERRORS = [
     ("hosts.yml", "web:\n  hostz:\n    a:\n", 2, ["unknown group key 'hostz'"]),
     ("hosts.yml", "web:\n  hosts:\n    a:\n      ansible_winrm_transport: digest\n", 4,
      ["ansible_winrm_transport must be one of basic"]),
-    ("hosts.yml", "web:\n  hosts:\n    a:\n      ansible_psrp_protocol: http\n      ansible_psrp_auth: basic\n", 3,
+    ("hosts.yml", "web:\n  hosts:\n    a:\n      ansible_connection: psrp\n      ansible_psrp_protocol: http\n"
+                  "      ansible_psrp_auth: basic\n", 3,
      ["auth basic over scheme http", "wuremote_allow_unencrypted_basic: true"]),
     ("hosts.yml", "web:\n  hosts: [a, b]\n", 2, ["web's hosts must be a mapping of names"]),
     ("hosts.yml", "web:\n  hosts:\n    a:\n  vars: {x: [1, 2}\n", 4, ["fix the YAML syntax"]),
@@ -490,7 +493,7 @@ def test_password_env_not_set_is_an_error(tmp_path: Path) -> None:
 
 def test_plaintext_password_warns_naming_the_file_and_never_shows(tmp_path: Path) -> None:
     path = write(tmp_path, "hosts.yml", "web:\n  hosts:\n    a:\n    b:\n")
-    vars_file = write(tmp_path, "group_vars/web.yml", f"ansible_password: '{SECRET}'\n")
+    vars_file = write(tmp_path, "group_vars/web.yml", f"ansible_password: '{SECRET}'\nansible_connection: psrp\n")
     inventory = load(path)
     assert all(h.password.reveal() == SECRET for h in inventory.hosts)
     assert len(inventory.warnings) == 1 and inventory.warnings[0].startswith(f"{vars_file}:1: a plaintext password")

@@ -153,7 +153,7 @@ def test_junit_has_a_suite_per_host_and_the_right_failures_errors_and_skips(tmp_
     root = ET.parse(junit_path).getroot()
     suites = {suite.get("name"): suite for suite in root.iter("testsuite")}
     assert list(suites) == ["web01", "web02", "db01", "dc01", "app01", "late"]
-    assert junit_counts(root) == (18, 4, 2, 2)  # every host ends with an "outcome" testcase
+    assert junit_counts(root) == (18, 3, 0, 2)  # every host ends with an "outcome" testcase, the verdict
     # web02 ended repaired: its first verify failing is the ladder at work, not a CI failure
     assert junit_counts(suites["web02"]) == (6, 0, 0, 1)
     names = [case.get("name") for case in suites["web02"].iter("testcase")]
@@ -162,15 +162,36 @@ def test_junit_has_a_suite_per_host_and_the_right_failures_errors_and_skips(tmp_
     assert suites["db01"].find("testcase[@name='outcome']/failure").get("type") == "needs-operator"
     assert {case.get("classname") for case in suites["web02"].iter("testcase")} == {"web02"}
 
-    failure = suites["db01"].find("testcase[@name='verify']/failure")
-    assert failure is not None and failure.get("type") == "exit 7"
-    assert "0x8024402C WU_E_PT_WINHTTP_NAME_NOT_RESOLVED" in (failure.text or "")
+    # a step of a host that did not end well is detail of its one failing outcome case
+    detail = suites["db01"].find("testcase[@name='verify']/system-out")
+    assert detail is not None and "exit code 7 on the way to needs-operator" in (detail.text or "")
+    assert "0x8024402C WU_E_PT_WINHTTP_NAME_NOT_RESOLVED" in (detail.text or "")
     assert suites["db01"].find("properties/property[@name='outcome']").get("value") == "needs-operator"  # type: ignore[union-attr]
-    assert suites["dc01"].find("testcase/error").get("type") == "unreachable"  # type: ignore[union-attr]
-    assert suites["app01"].find("testcase[@name='dism']/error") is not None
+    assert suites["dc01"].find("testcase[@name='outcome']/failure").get("type") == "unreachable"  # type: ignore[union-attr]
+    assert suites["app01"].find("testcase[@name='outcome']/failure").get("type") == "interrupted"  # type: ignore[union-attr]
     assert suites["late"].find("testcase[@name='outcome']/skipped") is not None
     out = suites["web02"].find("testcase[@name='verify#2']/system-out")
     assert out is not None and out.text == "transcript: transcripts/web02/verify-2.log"
+
+
+def test_junit_fails_exactly_one_testcase_per_unhealthy_host(tmp_path: Path) -> None:
+    """Four hosts that failed after verify failed three or four times each: four failing testcases, not 14."""
+    names = ["h1", "h2", "h3", "h4"]
+    run = RunScript(names)
+    for index, name in enumerate(names):
+        run.host(name)
+        for attempt in range(1, 4 + index % 2):
+            run.step(name, "verify", 1, attempt=attempt, hresults=["0x80070002"])
+        run.finish(name, "failed", "verify still fails after the last rung")
+    run.add(RUN_FINISHED, exit_code=1, counts={"failed": 4}, interrupted=False)
+    _, junit_path = write_report(RunDir(tmp_path, RUN), run.events)
+    root = ET.parse(junit_path).getroot()
+    failing = [(case.get("classname"), case.get("name")) for case in root.iter("testcase")
+               if case.find("failure") is not None or case.find("error") is not None]
+    assert failing == [(name, "outcome") for name in names]
+    assert junit_counts(root)[1:3] == (4, 0)
+    # the step cases stay, for the detail
+    assert [c.get("name") for c in root.find("testsuite").iter("testcase")] == ["verify", "verify#2", "verify#3", "outcome"]
 
 
 def hostile_events() -> list[Event]:
@@ -192,9 +213,11 @@ def test_hostile_host_names_and_messages_still_give_well_formed_files(tmp_path: 
     root = ET.parse(junit_path).getroot()  # raises on anything XML 1.0 forbids
     names = [suite.get("name") for suite in root.iter("testsuite")]
     assert names[0] == HOSTILE and names[1].startswith("bad <tag> & \"quote\" \\x00nul \\x1b[31mred")
-    failure = root.find("testsuite/testcase/failure")
-    assert failure is not None and "<tag>" in failure.get("message", "") and "\\x0c" in (failure.text or "")
-    assert junit_counts(root) == (4, 4, 0, 0)
+    failure = root.find("testsuite/testcase[@name='outcome']/failure")
+    assert failure is not None and "<tag>" in failure.get("message", "")
+    detail = root.find("testsuite/testcase[@name='verify']/system-out")
+    assert detail is not None and "\\x0c" in (detail.text or "")
+    assert junit_counts(root) == (4, 2, 0, 0)
 
     text = render_text(report)
     assert "\x1b" not in text and "\x07" not in text and "\x00" not in text
@@ -213,12 +236,28 @@ def test_transcripts_stay_under_the_run_dir_whatever_the_host_name(tmp_path: Pat
     assert lines[:3] == ["2026-11-26T09:37:00.000Z [output] searching", "2026-11-26T09:37:00.000Z [output] found 0",
                          "2026-11-26T09:37:01.000Z [error] boom"]
     assert "10 bytes of output dropped" in lines[3] and lines[4].endswith("[controller] error: connection reset")
-    assert lines[-2:] == ["----- the host's transcript -----", "host side"]
+    assert lines[5:7] == ["----- the host's transcript -----", "host side"]
+    assert lines[7:] == ["----- result -----", "verify: failed, exit code 1, 3.0 s"]
     assert not (tmp_path / "etc").exists()
 
     lost = run_dir.write(transcript_name("a/b", "dism"),
                          render_transcript(None, host_transcript=None, error="connection reset"))
-    assert lost.parent.parent == run_dir.path / "transcripts" and lost.read_text(encoding="utf-8").count("\n") == 1
+    assert lost.parent.parent == run_dir.path / "transcripts"
+    assert lost.read_text(encoding="utf-8").splitlines()[1:] == ["----- result -----", "no result: connection reset"]
+
+
+def test_a_transcript_is_plain_text_with_the_result_summarised_at_the_end(tmp_path: Path) -> None:
+    payload = {"wuremote_result": 1, "step": "verify", "status": "failed", "exit_code": 1,
+               "messages": ["search failed with 0x80070002"], "changes": [{"kind": "x"}], "facts": {"big": [1] * 50}}
+    result = StepResult("web01", "verify", 1, payload, started=T0, duration=2.0,
+                        streams=[StreamRecord(T0, "verbose", "searching"), StreamRecord(T0 + 1, "output", json.dumps(payload))])
+    text = render_transcript(result, host_transcript=None, error=None)
+    assert "{" not in text  # no JSON: the result object is in report.json
+    lines = text.splitlines()
+    assert lines[0] == "2026-11-26T09:37:00.000Z [verbose] searching"
+    assert lines[1] == "2026-11-26T09:37:01.000Z [output] result of verify: failed (exit 1); in full in report.json"
+    assert lines[2:] == ["----- result -----", "verify: failed, exit code 1, 2.0 s",
+                         "message: search failed with 0x80070002", "changes: 1 (listed in report.json)"]
 
 
 def test_safe_names_are_single_readable_components_and_never_collide() -> None:

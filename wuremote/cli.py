@@ -58,31 +58,36 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("hosts", nargs="*", metavar="HOST", help="host names or addresses (or use -i)")
     parser.add_argument("-i", "--inventory", type=Path, help="inventory file: TOML, CSV, Ansible YAML or INI")
     parser.add_argument("--limit", metavar="PATTERN", help="only hosts/groups matching PATTERN (a,b,web*,!db01)")
-    parser.add_argument("--forks", type=_positive_int, default=20, help="hosts worked on at once (default 20)")
-    parser.add_argument("--max-fail-percent", type=_percent, default=100.0,
+    parser.add_argument("--list-hosts", action="store_true",
+                        help="print the hosts this would take and how each is reached; connect to none")
+    parser.add_argument("--forks", type=_positive_int, help="hosts worked on at once (default 20)")
+    parser.add_argument("--max-fail-percent", type=_percent,
                         help="stop starting new hosts once this share has failed (default 100: never)")
-    parser.add_argument("--state-dir", type=Path, default=Path(".wuremote"),
-                        help="journal and runs/<run-id>/ artifacts (default ./.wuremote)")
-    parser.add_argument("--host-timeout", type=float, default=6 * 3600.0, help="seconds one host may take (default 6 h)")
+    parser.add_argument("--state-dir", type=Path, help="journal and runs/<run-id>/ artifacts (default ./.wuremote)")
+    parser.add_argument("--host-timeout", type=float, help="seconds one host may take (default 6 h)")
     parser.add_argument("--no-answer-timeout", type=float, default=600.0, metavar="SECONDS",
                         help="a host that does not answer this long ends unreachable, its work recorded for resume "
                              "(default 600)")
     _add_stop_timeout(parser)
     parser.add_argument("--shard", type=_shard, metavar="K/N",
                         help="only the K-th of N deterministic slices of the hosts (CI matrix jobs)")
-    parser.add_argument("--executor", choices=("local", "dask"), default="local",
+    parser.add_argument("--executor", choices=("local", "dask"),
                         help="where hosts are worked on: controller threads, or Dask workers in their sites")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="the Dask scheduler (tcp://host:8786), for --executor dask")
     view = parser.add_mutually_exclusive_group()
     view.add_argument("--plain", action="store_true", help="one plain line per event instead of the live view")
     view.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
-    bare = parser.add_argument_group("connection for HOST arguments (an inventory sets these per host)")
-    bare.add_argument("--transport", choices=("psrp", "winrm"), default="psrp")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v: plain lines, and each step's streams as it ends; -vv: also the WS-Man "
+                             "messages (PSRP) on stderr, passwords masked")
+    bare = parser.add_argument_group("connection (for HOST arguments; with -i, a flag given overrides the "
+                                     "inventory for every host the run takes, as Ansible's -u and -c do)")
+    bare.add_argument("--transport", choices=("psrp", "winrm"), help="default psrp")
     bare.add_argument("--auth", choices=("basic", "ntlm", "negotiate", "kerberos", "credssp", "certificate"),
-                      default="negotiate")
+                      help="default negotiate")
     bare.add_argument("--user", help="user name (password from WUREMOTE_PASSWORD or a prompt, never a flag)")
-    bare.add_argument("--scheme", choices=("https", "http"), default="https")
-    bare.add_argument("--port", type=_positive_int)
+    bare.add_argument("--scheme", choices=("https", "http"), help="default https")
+    bare.add_argument("--port", type=_positive_int, help="default 5986 for https, 5985 for http")
     bare.add_argument("--ca-file", help="CA bundle that signs the hosts' WinRM certificates")
 
 
@@ -96,7 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wuremote",
                                      description="Repair Windows Update on remote Windows hosts over WinRM/PSRP.",
                                      epilog="exit codes: 0 all healthy, 1 some hosts not healthy, 2 usage or input error, "
-                                            "130 interrupted (Ctrl-C, SIGTERM, SIGHUP: `wuremote resume` continues)")
+                                            "130 interrupted (Ctrl-C, SIGTERM, SIGHUP: `wuremote resume` continues).  "
+                                            "Defaults: wuremote.toml here or "
+                                            "$XDG_CONFIG_HOME/wuremote/config.toml, and WUREMOTE_* variables")
+    parser.add_argument("--version", action="version", version=_version_text())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, text in (("repair", "diagnose, walk the repair ladder, reboot when allowed, verify"),
                        ("check", "diagnose only: the prevention report; changes nothing"),
@@ -104,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_target_arguments(commands.add_parser(name, help=text, description=text))
     resume = commands.add_parser("resume", help="continue an interrupted run from its journal")
     resume.add_argument("run_id", metavar="RUN_ID")
-    resume.add_argument("--state-dir", type=Path, default=Path(".wuremote"))
+    resume.add_argument("--state-dir", type=Path, help="default ./.wuremote")
     resume.add_argument("--forks", type=_positive_int, default=None, help="default: the run's own")
     _add_stop_timeout(resume, default=None)
     view = resume.add_mutually_exclusive_group()
@@ -113,11 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="print (or re-render) a run's report; `report merge RUN_DIR...` combines shards",
                                  usage="wuremote report RUN_ID [--rerender] | wuremote report merge RUN_DIR... [--out DIR]")
     report.add_argument("target", nargs="+", metavar="RUN_ID | merge RUN_DIR...")
-    report.add_argument("--state-dir", type=Path, default=Path(".wuremote"))
+    report.add_argument("--state-dir", type=Path, help="default ./.wuremote")
     report.add_argument("--rerender", action="store_true", help="write report.json, junit.xml and report.html again "
                                                                 "from the journal")
     report.add_argument("--out", type=Path, default=Path("merged-report"),
                         help="for merge: the folder for the combined report.json, junit.xml and report.html")
+    runs = commands.add_parser("runs", help="the runs of a state dir: id, command, started, outcomes, resumable")
+    runs.add_argument("--state-dir", type=Path, help="default ./.wuremote")
+    completion = commands.add_parser("completion", help="print a shell completion script: "
+                                                        "eval \"$(wuremote completion bash)\"")
+    completion.add_argument("shell", choices=("bash", "zsh"))
     demo = commands.add_parser("demo", help="start an embedded lab of broken hosts and repair them all")
     demo.add_argument("--state-dir", type=Path, default=None, help="where the demo's artifacts go (default: a temp dir)")
     demo.add_argument("--transport", choices=("psrp", "winrm"), default="psrp")
@@ -133,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _apply_defaults(args)
         if args.command == "lab":
             from .lab.__main__ import run
 
@@ -143,6 +157,13 @@ def main(argv: list[str] | None = None) -> int:
             return _resume(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "runs":
+            return _runs(args)
+        if args.command == "completion":
+            from .completion import script
+
+            print(script(build_parser(), args.shell))
+            return EXIT_OK
         if args.command == "demo":
             from .lab.__main__ import missing_extra
 
@@ -171,41 +192,126 @@ def _prompt(username: str) -> str:
 
 
 def _hosts(args: argparse.Namespace) -> list[Any]:
-    from .inventory import InventoryError, hosts_from_names, load_inventory, select
+    """The hosts a run takes, every input checked before any connection (see inventory/targets.py)."""
+    from .inventory import InventoryError, find_passwords, hosts_from_names, load_inventory, select
+    from .inventory.targets import CONNECTION_FLAGS, apply_flags, default_vars, preflight
 
     if args.inventory and args.hosts:
         raise UsageError("give HOST arguments or -i INVENTORY, not both")
     if not args.inventory and not args.hosts:
         raise UsageError("no hosts: give HOST arguments or -i INVENTORY (see `wuremote repair --help`)")
+    flags = {flag: getattr(args, flag) for flag in CONNECTION_FLAGS}
     try:
+        low = default_vars(args.defaults.values, args.defaults.origin)  # config file and WUREMOTE_*: below the inventory
         if args.inventory:
-            inventory = load_inventory(args.inventory, environ=os.environ, prompt=_prompt)
+            inventory = load_inventory(args.inventory, environ=os.environ, passwords=False, defaults=low)
         else:
-            defaults = {"transport": args.transport, "auth": args.auth, "scheme": args.scheme}
-            for key, value in (("username", args.user), ("port", args.port), ("ca_file", args.ca_file)):
-                if value is not None:
-                    defaults[key] = value
-            inventory = hosts_from_names(args.hosts, defaults, environ=os.environ, prompt=_prompt)
+            inventory = hosts_from_names(args.hosts, {}, environ=os.environ, passwords=False, low=low)
+        for warning in inventory.warnings:
+            print(f"wuremote: warning: {warning}", file=sys.stderr)
+        del inventory.warnings[:]
         hosts = select(inventory, args.limit) if args.limit else inventory.hosts
+        if args.shard:
+            from .shard import shard
+
+            hosts = shard(hosts, *args.shard)
+        if not hosts:
+            raise UsageError(f"--limit {args.limit!r} matches no host in {args.inventory}")
+        hosts = apply_flags(hosts, flags)
+        if not args.list_hosts:  # listing connects to nothing, so it needs no password
+            find_passwords(inventory, hosts, os.environ, _prompt)
+            preflight(hosts)
     except InventoryError as exc:
         raise UsageError(str(exc)) from None
-    if args.shard:
-        from .shard import shard
-
-        hosts = shard(hosts, *args.shard)
     for warning in inventory.warnings:
         print(f"wuremote: warning: {warning}", file=sys.stderr)
-    if not hosts:
-        raise UsageError(f"--limit {args.limit!r} matches no host in {args.inventory}")
     return hosts
+
+
+def _version_text() -> str:
+    import platform
+
+    from ._version import __version__
+
+    return f"wuremote {__version__} (Python {platform.python_version()})"
+
+
+def _apply_defaults(args: argparse.Namespace) -> None:
+    """Options not given as flags: from WUREMOTE_* variables, then the config file, then built-in defaults
+    (config.py).  ``args.defaults`` keeps the connection settings found, which sit below the inventory."""
+    from .config import SETTINGS, ConfigError, Defaults, load_defaults
+
+    if args.command in (None, "lab", "demo", "completion"):
+        args.defaults = Defaults({}, {}, None)
+        return
+    try:
+        found = load_defaults(Path.cwd(), os.environ)
+    except (ConfigError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    args.defaults = found
+    for key, setting in SETTINGS.items():
+        if setting.connection or not hasattr(args, key) or getattr(args, key) is not None:
+            continue
+        if args.command == "resume" and key == "forks":  # resume keeps the run's own unless --forks is given
+            continue
+        if key == "inventory" and getattr(args, "hosts", None):
+            continue
+        setattr(args, key, found.values.get(key, setting.default))
+
+
+def _host_listing(hosts: list[Any]) -> str:
+    """--list-hosts: each host the run would take and how it would be reached (no password is looked up)."""
+    from .output.terminal import printable
+
+    rows = [("host", "address", "connection", "user", "groups")]
+    for host in hosts:
+        rows.append((host.name, f"{host.address}:{host.effective_port}",
+                     f"{host.transport} {host.scheme} {host.auth}", host.username or "-", ",".join(host.groups) or "-"))
+    widths = [max(len(printable(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(printable(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines + [f"{len(hosts)} host(s); no connection made"])
+
+
+def _require_journal(state_dir: Path, run_id: str | None = None) -> None:
+    """A state dir without a journal is a typo, not a place to start an empty one."""
+    from .store.journal import JOURNAL_FILE
+
+    if not (state_dir / JOURNAL_FILE).is_file():
+        what = f"no run {run_id!r}: " if run_id else ""
+        raise UsageError(f"{what}{state_dir} holds no wuremote journal ({JOURNAL_FILE}); pass the --state-dir "
+                         "the run used (`wuremote runs --state-dir DIR` lists its runs)")
+
+
+def _resume_hint(run_id: str, state_dir: Path) -> str:
+    """The command that continues a run, with its --state-dir when it is not the default."""
+    from .config import SETTINGS
+
+    where = "" if Path(state_dir) == SETTINGS["state_dir"].default else f" --state-dir {state_dir}"
+    return f"wuremote resume {run_id}{where}"
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from .output.terminal import runs_table
+    from .store.journal import Journal, JournalError
+
+    _require_journal(args.state_dir)
+    try:
+        with Journal(args.state_dir) as journal:
+            rows = [(run, journal.events(run.run_id)) for run in journal.runs()]
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    print(runs_table(rows))
+    return EXIT_OK
 
 
 def _views(args: argparse.Namespace, hosts: list[str]) -> tuple[list[Any], Any]:
     """Subscribers for the chosen view, and the live view's context (or None)."""
-    from .output.live import JsonView, LiveView, PlainView
+    from .output.live import JsonView, LiveView, PlainView, VerboseView
 
     if args.json:
         return [JsonView(sys.stdout)], None
+    if getattr(args, "verbose", False):
+        return [VerboseView(sys.stdout, args.state_dir)], None
     if args.plain or not sys.stdout.isatty():
         return [PlainView(sys.stdout)], None
     from rich.console import Console
@@ -218,6 +324,9 @@ def _run(args: argparse.Namespace) -> int:
     from .engine.runner import Runner, RunOptions
 
     hosts = _hosts(args)
+    if args.list_hosts:
+        print(_host_listing(hosts))
+        return EXIT_OK
     if args.executor == "dask" and not args.scheduler:
         raise UsageError("--executor dask needs --scheduler ADDRESS (the Dask scheduler, e.g. tcp://sched:8786)")
     options = RunOptions(command=args.command, forks=args.forks, max_fail_percent=args.max_fail_percent,
@@ -226,7 +335,15 @@ def _run(args: argparse.Namespace) -> int:
                          no_answer_timeout=args.no_answer_timeout)
     subscribers, live = _views(args, [h.name for h in hosts])
     runner = Runner(hosts, options, subscribers=subscribers)
-    return _execute(runner, live, args)
+    if args.verbose < 2:
+        return _execute(runner, live, args)
+    from .wsman_trace import stop_trace, trace_wsman
+
+    trace = trace_wsman(h.password for h in hosts if h.password is not None)
+    try:
+        return _execute(runner, live, args)
+    finally:
+        stop_trace(trace)
 
 
 def _execute(runner: Any, live: Any, args: argparse.Namespace) -> int:
@@ -236,12 +353,7 @@ def _execute(runner: Any, live: Any, args: argparse.Namespace) -> int:
                 summary = runner.run()
         else:
             summary = runner.run()
-    out = sys.stderr if getattr(args, "json", False) else sys.stdout
-    print(f"run {summary.run_id}: report {summary.report_json}  junit {summary.junit_xml}", file=out)
-    if summary.journal_error:
-        print(f"wuremote: the journal could not be written: {summary.journal_error}", file=sys.stderr)
-    if summary.interrupted:
-        print(f"interrupted: continue with `wuremote resume {summary.run_id}`", file=out)
+    _after_run(summary, live, args)
     if summary.abandoned:
         # Their threads still wait on hosts that do not answer; the journal and report are
         # written, so leave without joining them (Python would wait for each at exit).
@@ -251,6 +363,24 @@ def _execute(runner: Any, live: Any, args: argparse.Namespace) -> int:
         sys.stderr.flush()
         os._exit(int(summary.exit_code))
     return int(summary.exit_code)
+
+
+def _after_run(summary: Any, live: Any, args: argparse.Namespace) -> None:
+    """The lines that end a run: after the live view, its per-host table (the live view shows only the
+    active and failed hosts); then where the artifacts are, all three; then how to continue."""
+    out = sys.stderr if getattr(args, "json", False) else sys.stdout
+    if live is not None and summary.report_json.is_file():
+        import json
+
+        from .output.terminal import render_text
+
+        print(render_text(json.loads(summary.report_json.read_text(encoding="utf-8"))), file=out)
+    html = summary.run_dir / "report.html"
+    print(f"run {summary.run_id}: report {summary.report_json}  junit {summary.junit_xml}  html {html}", file=out)
+    if summary.journal_error:
+        print(f"wuremote: the journal could not be written: {summary.journal_error}", file=sys.stderr)
+    if summary.interrupted:
+        print(f"interrupted: continue with `{_resume_hint(summary.run_id, args.state_dir)}`", file=out)
 
 
 @contextmanager
@@ -275,6 +405,7 @@ def _resume(args: argparse.Namespace) -> int:
     from .engine.runner import Runner, RunOptions
     from .store.journal import Journal, JournalError
 
+    _require_journal(args.state_dir, args.run_id)
     journal = Journal(args.state_dir)
     try:
         run = journal.run(args.run_id)
@@ -283,6 +414,9 @@ def _resume(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     finally:
         journal.close()
+    if run.status == "finished":  # nothing to continue: no password is asked for, the summary is shown
+        print(f"run {args.run_id} finished already; nothing to resume. Its report:")
+        return _report(argparse.Namespace(target=[args.run_id], state_dir=args.state_dir, rerender=False))
     from .inventory import InventoryError, hosts_from_snapshot
 
     try:
@@ -315,6 +449,7 @@ def _report(args: argparse.Namespace) -> int:
     from .store.rundir import RunDir
 
     run_id = args.target[0]
+    _require_journal(args.state_dir, run_id)
     journal = Journal(args.state_dir)
     try:
         journal.run(run_id)

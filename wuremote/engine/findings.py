@@ -15,6 +15,14 @@ from .plan import HostPlan, PlannedStep
 _HEX = re.compile(r"0x[0-9A-Fa-f]{8}")
 
 
+WSUS_SOURCE = "updates from WSUS"  # information about the host, not a problem on it
+
+
+def problems_of(findings: list[str]) -> list[str]:
+    """The findings that are problems (`check` ends such a host needs-operator, exit 1), not information."""
+    return [finding for finding in findings if not finding.startswith(WSUS_SOURCE)]
+
+
 def prevention_findings(facts: dict[str, Any]) -> list[str]:
     """What `wuremote check` reports: the recipe's prevention advice, host by host."""
     findings = []
@@ -29,7 +37,7 @@ def prevention_findings(facts: dict[str, Any]) -> list[str]:
         findings.append(f"reboot pending: {', '.join(pending)}")
     source = facts.get("update_source") or {}
     if source.get("kind") == "wsus":
-        findings.append(f"updates from WSUS {source.get('wsus_server')}")
+        findings.append(f"{WSUS_SOURCE} {source.get('wsus_server')}")
     failures = facts.get("update_failures") or []
     if failures:
         newest = failures[0]

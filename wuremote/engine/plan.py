@@ -51,9 +51,19 @@ class HostPlan:
 
     @property
     def text(self) -> str:
-        """One line for people: the steps in order (* = required), and what verify may confirm."""
+        """One line for people: what runs for sure, what runs only while verify fails, what verify may confirm.
+
+        A host that shows no failure is planned as what would run on it: verify, and nothing else unless
+        verify fails (the ladder is then in the report's plan, not on this line)."""
+        if not any(s.required for s in self.steps) and not self.blocker and not self.operator_issue:
+            return "plan: verify only (no failure recorded; the ladder is climbed only if verify fails)"
         steps = [s.rung + ("*" if s.required else "") for s in self.steps]
         text = "plan: " + (" -> ".join(steps) if steps else "verify only")
+        if any(s.required for s in self.steps) and any(not s.required for s in self.steps):
+            text += " (* runs: a recorded failure needs it; the others only while verify fails)"
+        elif steps:
+            text += " (* runs: a recorded failure needs it)" if any(s.required for s in self.steps) else (
+                " (each only while verify fails)")
         if self.blocker:
             text += f" (if verify confirms: {self.blocker})"
         if self.operator_issue:

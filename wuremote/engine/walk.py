@@ -16,7 +16,7 @@ from ..inventory import HostConfig
 from ..store.rundir import logs_name
 from ..transport.base import TransportError
 from .context import Cancelled, HostContext, HostFailed
-from .findings import needs_source_cause, network_cause, prevention_findings, verify_cause
+from .findings import needs_source_cause, network_cause, prevention_findings, problems_of, verify_cause
 from .ledger import Ledger
 from .plan import GATES, LADDER, HostPlan, PlannedStep, is_done, plan_host, rung_params
 from .progress import HostProgress
@@ -141,7 +141,8 @@ class HostWalk:
     def _lock(self, action: str) -> bool:
         result = self.steps.step("lock", {"Action": action}, reason=f"{action} the per-host lock")
         if action == "take" and result.exit_code == ExitCode.REFUSED:
-            raise HostFailed(Outcome.FAILED, f"another run holds the host lock: {'; '.join(result.messages)[:200]}")
+            # Not a failure of this host: it was never worked on (so no logs are collected either).
+            raise HostFailed(Outcome.SKIPPED, _held_lock(result.facts.get("holder"), self.name))
         if result.exit_code != ExitCode.OK:
             raise HostFailed(Outcome.FAILED, f"lock {action} failed (exit {result.exit_code})")
         return True
@@ -158,6 +159,8 @@ class HostWalk:
         findings = prevention_findings(self.diagnose("prevention report").facts)
         for finding in findings:
             self.steps.message("warning", finding)
+        if problems_of(findings):  # the check found something to act on: the run exits 1, the host fails in junit
+            return Outcome.NEEDS_OPERATOR, "; ".join(findings)
         return Outcome.CHECKED, "; ".join(findings) or "nothing to report"
 
     def _repair(self) -> tuple[Outcome, str]:
@@ -310,3 +313,11 @@ class HostWalk:
             return Outcome.FAILED, f"{cause}; owed {owed} did not run ({exc}); the on-host fail-safe restores by its deadline"
         return outcome, cause
 
+
+def _held_lock(holder: object, host: str) -> str:
+    """Who holds a host's lock, since when, and how to clear it if that run is gone."""
+    found = holder if isinstance(holder, dict) else {}
+    run_id, taken, expires = (str(found.get(key) or "?")[:64] for key in ("run_id", "taken_utc", "expires_utc"))
+    return (f"run {run_id} holds the host lock since {taken}; if that run is still going, let it finish. "
+            f"If it is gone, the lock expires at {expires}, or clear it now by deleting "
+            f"%ProgramData%\\wuremote\\lock.json on {host}")

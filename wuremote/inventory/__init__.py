@@ -17,6 +17,7 @@ formats for users.  Where each change goes:
     load.py         load_inventory: pick the reader by the file's extension
     names.py        hosts named on the command line, or recorded in a run's journal
     limit.py        --limit: choosing among the loaded hosts
+    targets.py      the hosts a run takes: connection flags over the inventory, inputs checked before connecting
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .model import (
 from .names import host_snapshot, hosts_from_names, hosts_from_snapshot
 from .passwords import PASSWORD_ENV
 from .ranges import MAX_RANGE
+from .resolve import find_passwords
 from .vars import VAR_NAMES
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "Inventory",
     "InventoryError",
     "RepairPolicy",
+    "find_passwords",
     "host_snapshot",
     "hosts_from_names",
     "hosts_from_snapshot",

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..transport.connection import TRANSPORTS
+from ..transport.connection import AUTHS, TRANSPORTS
 from .model import InventoryError
-from .passwords import PASSWORD_ENV
+from .passwords import Vaulted, vault_error
 from .vars import CONVERTERS, VAR_NAMES, BadValue, Var, as_text, read_var, unknown_name
 
 _ANSIBLE_NAMES = {
@@ -35,6 +35,12 @@ _ANSIBLE_NAMES = {
 _FROM_ANSIBLE = {alias: native for native, aliases in _ANSIBLE_NAMES.items() for alias in aliases}
 _WUREMOTE_NAMES = tuple(f"wuremote_{name}" for name in VAR_NAMES)
 OPT_IN_HINT = "wuremote_allow_unencrypted_basic: true"  # the opt-in to basic over http, as an Ansible var
+# A host without ansible_connection is not a Windows host: Ansible's default connection plugin is ssh
+# (lib/ansible/config/base.yml, DEFAULT_TRANSPORT: default ssh).
+DEFAULT_CONNECTION = "ssh"
+GROUP_PRIORITY = "ansible_group_priority"  # a group's own setting, read from the inventory file only
+# Ansible's winrm auth names -> ours; plaintext/ssl are Basic (pywinrm's names).
+_WINRM_AUTH = {"plaintext": "basic", "ssl": "basic"}
 
 
 @dataclass(frozen=True)
@@ -53,11 +59,29 @@ def _ansible_value(native: str, value: Any) -> Any:
         connection = as_text(value).lower().rsplit(".", 1)[-1]  # ansible.builtin.psrp -> psrp
         return connection if connection in TRANSPORTS else Foreign(connection)
     if native == "auth":
-        first = value[0] if isinstance(value, list) and value else value  # a list of transports: the first
-        return {"plaintext": "basic", "ssl": "basic"}.get(str(first).lower(), first)
+        return _first_usable_auth(value)
     if native == "allow_unencrypted_basic":  # message_encryption never = the opt-in to basic over http
         return True if str(value).lower() == "never" else _SKIP
     return value
+
+
+def _first_usable_auth(value: Any) -> Any:
+    """ansible_winrm_transport is a list (``ntlm,kerberos`` or ``[ntlm, kerberos]``: Ansible's option is
+    ``type: list``, lib/ansible/plugins/connection/winrm.py, and a text is split on commas) that the
+    winrm plugin tries in order; wuremote authenticates one way, the first item it supports."""
+    items = [str(item).strip() for item in (value if isinstance(value, list) else str(value).split(","))]
+    names = [_WINRM_AUTH.get(item.lower(), item.lower()) for item in items if item]
+    return next((name for name in names if name in AUTHS), names[0] if names else value)
+
+
+def scheme_from_port(merged: dict[str, Var]) -> dict[str, Var]:
+    """No scheme set and port 5985: http, as both of Ansible's Windows connection plugins decide
+    (lib/ansible/plugins/connection/winrm.py: "scheme should default to http if not set and the port is
+    5985 otherwise https"; ansible.builtin.psrp: protocol "https if port is not defined or is not 5985")."""
+    port = merged.get("port")
+    if "scheme" in merged or port is None or port.value != 5985:
+        return merged
+    return {**merged, "scheme": Var("http", port.where, port.written)}
 
 
 def ansible_var(name: str, value: Any, where: str) -> tuple[str, Var] | None:
@@ -66,15 +90,24 @@ def ansible_var(name: str, value: Any, where: str) -> tuple[str, Var] | None:
     The key of an ansible_winrm_*/ansible_psrp_* var is "NATIVE@winrm"/"NATIVE@psrp": as in
     Ansible, it applies only to hosts of that connection and beats the generic name there.
     """
-    if isinstance(value, str) and value.startswith("$ANSIBLE_VAULT;"):
-        raise vault_error(where, name)
+    if name == GROUP_PRIORITY:
+        try:
+            return name, Var(int(value), where, name)
+        except (TypeError, ValueError):
+            raise InventoryError(f"{where}: {name} must be a whole number (a higher one wins over "
+                                 "groups of the same depth)") from None
     native = _FROM_ANSIBLE.get(name)
     if native is None and name.startswith("wuremote_"):
         native = name[len("wuremote_"):]
         if native not in CONVERTERS:
             raise unknown_name(name, where, _WUREMOTE_NAMES)
     if native is None:
-        return None  # other ansible_* and the user's own vars belong to their playbooks
+        return None  # other ansible_* and the user's own vars belong to their playbooks (vaulted or not)
+    only = next((f"@{t}" for t in TRANSPORTS if name.startswith(f"ansible_{t}_")), "")
+    if is_vaulted(value):
+        if native != "password":  # only a password has another source (password_env, WUREMOTE_PASSWORD, prompt)
+            raise vault_error(where, name)
+        return native + only, Var(Vaulted(name), where, name)
     try:
         value = _ansible_value(native, value)
     except BadValue as exc:
@@ -83,7 +116,6 @@ def ansible_var(name: str, value: Any, where: str) -> tuple[str, Var] | None:
         return None
     if isinstance(value, Foreign):
         return native, Var(value, where, name)
-    only = next((f"@{t}" for t in TRANSPORTS if name.startswith(f"ansible_{t}_")), "")
     return native + only, read_var(native, value, where, name)
 
 
@@ -95,8 +127,12 @@ def for_connection(merged: dict[str, Var], transport: str) -> dict[str, Var]:
     return flat
 
 
-def vault_error(where: str, name: str | None = None) -> InventoryError:
-    """wuremote does not decrypt vault: say so, and where the password can come from instead."""
-    what = "ansible vault value" + (f" for {name}" if name else "")
-    return InventoryError(f"{where}: {what}: wuremote does not decrypt vault; "
-                          f"set password_env/{PASSWORD_ENV} or enter it at the prompt")
+def is_vaulted(value: Any) -> bool:
+    """A vault value as each form gives it: ``!vault`` in YAML, the vault text in INI, and
+    ``{"__ansible_vault": ...}`` in the JSON of ``ansible-inventory --list`` (Ansible's
+    AnsibleJSONEncoder writes vault values that way: lib/ansible/parsing/ajson.py)."""
+    if isinstance(value, Vaulted):
+        return True
+    if isinstance(value, str):
+        return value.lstrip().startswith("$ANSIBLE_VAULT;")
+    return isinstance(value, dict) and "__ansible_vault" in value

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..contract.steps import OPT_IN_STEPS
 from ..secret import Secret
 from ..transport.connection import Connection
+
+if TYPE_CHECKING:
+    from .passwords import PasswordVars
 
 REBOOT_POLICIES = ("never", "allowed", "window")
 OPT_INS = OPT_IN_STEPS  # one place: the step contract
@@ -107,3 +110,5 @@ class Inventory:
     groups: dict[str, list[str]] = field(default_factory=dict)  # group -> member names, children's included
     warnings: list[str] = field(default_factory=list)
     left_out: dict[str, str] = field(default_factory=dict)  # non-Windows hosts (ansible_connection ssh...) -> why
+    left_out_groups: dict[str, list[str]] = field(default_factory=dict)  # group -> its left-out members
+    password_vars: dict[str, PasswordVars] = field(default_factory=dict)  # host -> where its password comes from

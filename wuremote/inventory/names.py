@@ -11,11 +11,12 @@ from .passwords import PASSWORD_ENV
 from .ranges import expand
 from .resolve import build
 from .source import Source
-from .vars import read_var
+from .vars import Var, read_var
 
 
 def hosts_from_names(names: list[str], defaults: dict[str, Any], *, environ: Mapping[str, str] | None = None,
-                     prompt: Callable[[str], str] | None = None) -> Inventory:
+                     prompt: Callable[[str], str] | None = None, passwords: bool = True,
+                     low: Mapping[str, Var] | None = None) -> Inventory:
     """Hosts named on the command line (`wuremote repair HOST HOST`), `defaults` being their vars."""
     where = "command line"
     src = Source(where)
@@ -28,7 +29,7 @@ def hosts_from_names(names: list[str], defaults: dict[str, Any], *, environ: Map
             if name in src.hosts:
                 raise InventoryError(f"{where}: host {name!r} is named twice; name each host once")
             src.host(name, where)
-    return build(src, environ, prompt)
+    return build(src, environ, prompt, passwords=passwords, defaults=low)
 
 
 def host_snapshot(host: HostConfig) -> dict[str, Any]:

@@ -7,18 +7,23 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from .ansible import OPT_IN_HINT, Foreign, for_connection
+from .ansible import DEFAULT_CONNECTION, GROUP_PRIORITY, OPT_IN_HINT, Foreign, for_connection, scheme_from_port
 from .model import HostConfig, Inventory, InventoryError
-from .passwords import Passwords
+from .passwords import Passwords, PasswordVars, plaintext_warnings
 from .source import HostDef, Source
 from .vars import Var, control_char
 
 _CONTROLLER_PATHS = ("ca_file", "cert_pem", "cert_key_pem")  # files read on this machine, not the host
 
 
-def build(src: Source, environ: Mapping[str, str] | None, prompt: Callable[[str], str] | None) -> Inventory:
-    """The hosts ``src`` defines, checked, with their passwords (see passwords.py)."""
+def build(src: Source, environ: Mapping[str, str] | None, prompt: Callable[[str], str] | None, *,
+          passwords: bool = True, defaults: Mapping[str, Var] | None = None) -> Inventory:
+    """The hosts ``src`` defines, checked, with their passwords (see passwords.py).
+
+    ``passwords=False`` leaves them to ``find_passwords`` for the hosts a run takes; ``defaults`` are
+    vars below everything the inventory sets (the config file's and WUREMOTE_* connection settings)."""
     _check_names(src)
+    _take_priorities(src)
     order = _group_order(src)
     ancestors: dict[str, set[str]] = {}
 
@@ -34,14 +39,19 @@ def build(src: Source, environ: Mapping[str, str] | None, prompt: Callable[[str]
     for group in src.groups.values():
         for member in group.hosts:
             direct.setdefault(member, set()).update(lineage(group.name))
-    passwords = Passwords(os.environ if environ is None else environ, prompt)
     hosts: list[HostConfig] = []
     left_out: dict[str, str] = {}
+    password_vars: dict[str, PasswordVars] = {}
     foreign: dict[str, list[str]] = {}  # where ansible_connection is set -> hosts it leaves out
     for host in src.hosts.values():
         member_of = [name for name in order if name in direct.get(host.name, ())]
-        merged = _merged(src, host, member_of)
+        merged = {**(defaults or {}), **_merged(src, host, member_of)}
         transport = merged.get("transport")
+        if transport is None and src.ansible:
+            left_out[host.name] = (f"{host.where}: no ansible_connection, and Ansible's default is "
+                                   f"{DEFAULT_CONNECTION}; set ansible_connection: psrp (or winrm) for Windows hosts")
+            foreign.setdefault(f"{src.path} (no ansible_connection: {DEFAULT_CONNECTION})", []).append(host.name)
+            continue
         if transport is not None and isinstance(transport.value, Foreign):
             # the value is not shown: a password slipped into this line must not reach a message
             left_out[host.name] = (f"{transport.where}: {transport.written} is not winrm or psrp; "
@@ -49,9 +59,9 @@ def build(src: Source, environ: Mapping[str, str] | None, prompt: Callable[[str]
             foreign.setdefault(transport.where, []).append(host.name)
             continue
         if src.ansible:
-            merged = for_connection(merged, transport.value if transport else HostConfig.transport)
+            merged = scheme_from_port(for_connection(merged, transport.value if transport else HostConfig.transport))
         config = _host_config(host, merged, tuple(member_of), src)
-        config.password = passwords.find(config, merged)
+        password_vars[config.name] = PasswordVars.of(merged)
         hosts.append(config)
     if not hosts:
         reason = f" ({next(iter(left_out.values()))})" if left_out else ""
@@ -59,11 +69,26 @@ def build(src: Source, environ: Mapping[str, str] | None, prompt: Callable[[str]
     usable = {config.name for config in hosts}
     groups = {name: [h.name for h in src.hosts.values() if h.name in usable and name in direct.get(h.name, ())]
               for name in src.groups}
-    warnings = passwords.warnings()
+    left_out_groups = {name: [h for h in left_out if name in direct.get(h, ())] for name in src.groups}
+    warnings = src.warnings + plaintext_warnings(password_vars)
     for where, names in foreign.items():
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        warnings.append(f"{where}: left out {len(names)} host(s) whose connection is not winrm or psrp: {shown}")
-    return Inventory(hosts=hosts, groups=groups, warnings=warnings, left_out=left_out)
+        warnings.append(f"{where}: left out {len(names)} host(s) whose connection is not winrm or psrp "
+                        f"(not Windows): {shown}")
+    inventory = Inventory(hosts=hosts, groups=groups, warnings=warnings, left_out=left_out,
+                          left_out_groups={k: v for k, v in left_out_groups.items() if v}, password_vars=password_vars)
+    if passwords:
+        find_passwords(inventory, hosts, environ, prompt)
+    return inventory
+
+
+def find_passwords(inventory: Inventory, hosts: list[HostConfig], environ: Mapping[str, str] | None,
+                   prompt: Callable[[str], str] | None) -> None:
+    """Set the password of each of ``hosts`` (an inventory's, after --limit and any overrides)."""
+    passwords = Passwords(os.environ if environ is None else environ, prompt)
+    for config in hosts:
+        config.password = passwords.find(config, inventory.password_vars.get(config.name, PasswordVars()))
+    inventory.warnings.extend(passwords.warnings())
 
 
 def _check_names(src: Source) -> None:
@@ -81,8 +106,22 @@ def _check_names(src: Source) -> None:
                                  f"{other.where}; Windows names ignore case: keep one of them")
 
 
+def _take_priorities(src: Source) -> None:
+    """ansible_group_priority is a group's own setting, not a var: set in a group's inventory vars it orders
+    that group (Ansible's Group.set_variable, lib/ansible/inventory/group.py); anywhere else it sets nothing."""
+    for group in src.groups.values():
+        found = group.vars.pop(GROUP_PRIORITY, None)
+        if found is not None:
+            group.priority = found.value
+        group.file_vars.pop(GROUP_PRIORITY, None)
+    for table in [src.vars, src.file_vars] + [h.vars for h in src.hosts.values()] + [h.file_vars for h in src.hosts.values()]:
+        table.pop(GROUP_PRIORITY, None)
+
+
 def _group_order(src: Source) -> list[str]:
-    """Groups parents-first then alphabetical (Ansible's order); unknown children and cycles fail."""
+    """Groups parents-first, then by ansible_group_priority, then alphabetical; unknown children and cycles fail.
+
+    Ansible's order: lib/ansible/inventory/helpers.py ``sort_groups``, ``(g.depth, g.priority, g.name)``."""
     parents: dict[str, list[str]] = {name: [] for name in src.groups}
     for group in src.groups.values():
         for child, where in group.children:
@@ -104,7 +143,7 @@ def _group_order(src: Source) -> list[str]:
 
     for name in src.groups:
         visit(name, [])
-    return sorted(src.groups, key=lambda name: (depth[name], name))
+    return sorted(src.groups, key=lambda name: (depth[name], src.groups[name].priority, name))
 
 
 def _merged(src: Source, host: HostDef, member_of: list[str]) -> dict[str, Var]:

@@ -27,17 +27,20 @@ class GroupDef:
     children: list[tuple[str, str]] = field(default_factory=list)  # (child, where it is named)
     vars: dict[str, Var] = field(default_factory=dict)
     file_vars: dict[str, Var] = field(default_factory=dict)  # group_vars/ (Ansible)
+    priority: int = 1  # ansible_group_priority: orders groups of the same depth (Ansible's default 1)
 
 
 @dataclass
 class Source:
     path: str
     ansible: bool = False
+    merged_by_ansible: bool = False  # `ansible-inventory --list` JSON: vars already merged, no vars folders
     paths_beside_file: bool = False  # relative ca_file etc. from the file's folder; Ansible's: from the cwd
     vars: dict[str, Var] = field(default_factory=dict)
     file_vars: dict[str, Var] = field(default_factory=dict)  # group_vars/all
     hosts: dict[str, HostDef] = field(default_factory=dict)
     groups: dict[str, GroupDef] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what a reader wants the user to see
 
     def host(self, name: str, where: str) -> HostDef:
         found = self.hosts.get(name)

@@ -23,7 +23,7 @@ from .faults import Faults
 from .host import Host
 from .http import Credentials, Listener
 from .ntlm import write_store
-from .scenarios import HostSpec, resolve
+from .scenarios import HostSpec, _fixture_text, resolve
 from .service import WSManService
 from .tls import LabCA
 
@@ -260,6 +260,34 @@ class Lab:
         lines.append("")
         for endpoint in self.endpoints:
             lines += [f'[hosts."{endpoint.name}"]', 'address = "127.0.0.1"', f"port = {endpoint.port}",
-                      f"# scenario: {endpoint.scenario}", ""]
+                      f"# scenario: {endpoint.scenario}", *_scenario_vars(endpoint.scenario), ""]
         return "\n".join(lines)
 
+
+_LAB_AV_TOOL = "C:\\\\Program Files\\\\Contoso\\\\Endpoint\\\\avctl.exe"  # the lab's antivirus vendor tool (TOML-escaped)
+# What a scenario's host needs from the inventory for `wuremote repair -i` to end it as `wuremote demo`
+# does (the demo opts every host in to everything; this inventory opts in only the hosts that need it).
+_SCENARIO_VARS: dict[str, tuple[str, ...]] = {
+    "av-interference": (
+        "# the antivirus holds the update files: only the opt-in av-pause step repairs this host",
+        'opt_in = ["av-pause"]',
+        f'vendor_av = {{ pause_command = "{_LAB_AV_TOOL}", pause_arguments = ["pause"], '
+        f'resume_command = "{_LAB_AV_TOOL}", resume_arguments = ["resume"] }}'),
+    "third-party-service-conflict": (
+        "# a third-party service breaks the update: only the opt-in clean-boot step repairs this host",
+        'opt_in = ["clean-boot"]'),
+}
+
+
+def _scenario_vars(scenario: str) -> list[str]:
+    """The inventory lines a scenario's host needs (opt-ins, the KB to install), each with its reason."""
+    lines = list(_SCENARIO_VARS.get(scenario, ()))
+    try:
+        expect = json.loads(_fixture_text(scenario)).get("expect") or {}
+    except (OSError, ValueError):
+        expect = {}
+    kb = expect.get("install_kb")
+    if kb:
+        lines += [f"# only installing {kb} by hand repairs this host: install-kb needs the KB named",
+                  f'kb = "{kb}"', f'kb_url = "https://download.lab.invalid/{kb}.msu"']
+    return lines

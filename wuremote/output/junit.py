@@ -1,8 +1,9 @@
 """junit.xml from report.json: a testsuite per host, a testcase per step run, and one "outcome" case.
 
-A CI job reads the "outcome" case first: exactly the hosts that did not end well fail it.  A
-step that failed on the way to a repair (the first verify, a rung that did not help) is what
-climbing the ladder looks like: it passes, with what happened in system-out.
+The "outcome" case is the verdict: exactly one failing testcase per host that did not end well,
+and none for the others (a CI job counts hosts, not verify attempts).  The step cases are the
+detail: a step that failed (the first verify, a rung that did not help, a step of a host that
+then failed) passes, with what happened in system-out; a step that did not apply is skipped.
 """
 
 from __future__ import annotations
@@ -30,8 +31,14 @@ def junit(report: dict[str, Any]) -> ET.Element:
             ET.SubElement(properties, "property", name=key, value=_xml(host[key] or ""))
         counts = dict.fromkeys(totals, 0)
         ended_well = Outcome(host["outcome"]).ended_well
-        for step in host["steps"] + [_host_case(host)]:
-            verdict = _add_case(suite, name, step, on_the_way=ended_well and step["name"] != "outcome")
+        for step in host["steps"]:
+            verdict = _add_case(suite, name, step, detail="before the host was repaired" if ended_well
+                                else f"on the way to {host['outcome']} (see the outcome testcase)")
+            counts["tests"] += 1
+            if verdict != "passed":
+                counts[verdict] += 1
+        for step in [_host_case(host)]:
+            verdict = _add_case(suite, name, step)
             counts["tests"] += 1
             if verdict != "passed":
                 counts[verdict] += 1
@@ -53,21 +60,20 @@ def _host_case(host: dict[str, Any]) -> dict[str, Any]:
             "hresults": [], "transcript": None}
 
 
-def _add_case(suite: ET.Element, host: str, step: dict[str, Any], *, on_the_way: bool = False) -> str:
+def _add_case(suite: ET.Element, host: str, step: dict[str, Any], *, detail: str | None = None) -> str:
     """One testcase; returns its verdict: passed, failures, errors or skipped.
 
-    ``on_the_way``: the host ended healthy or repaired, so a step that failed before the repair
-    (the first verify, a rung that did not help) is what climbing the ladder looks like, not a
-    failure for a CI job; it passes with what happened in system-out.
+    ``detail`` (a step case, not the outcome): a step that failed is detail of the host's
+    verdict, not a verdict of its own; it passes with what happened, and ``detail``, in system-out.
     """
     name = step["name"] if step["attempt"] == 1 else f"{step['name']}#{step['attempt']}"
     case = ET.SubElement(suite, "testcase", classname=_xml(host), name=_xml(name),
                          time=f"{step['duration'] or 0:.3f}")
     reason = _reason(step)
     exit_code = step["exit_code"]
-    if on_the_way and not ExitCode.is_ok(exit_code) and exit_code != ExitCode.NOT_APPLICABLE:
+    if detail is not None and not ExitCode.is_ok(exit_code) and exit_code != ExitCode.NOT_APPLICABLE:
         what = f"exit code {exit_code}" if exit_code is not None else (step["error_kind"] or step["status"])
-        ET.SubElement(case, "system-out").text = _xml(f"{what} before the host was repaired\n{reason}".rstrip()
+        ET.SubElement(case, "system-out").text = _xml(f"{what} {detail}\n{reason}".rstrip()
                                                       + (f"\ntranscript: {step['transcript']}" if step["transcript"] else ""))
         return "passed"
     if exit_code == ExitCode.NOT_APPLICABLE:

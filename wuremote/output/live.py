@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console, Group
@@ -21,6 +22,7 @@ from rich.text import Text
 
 from .. import events as ev
 from ..contract import Outcome
+from ..store.rundir import RunDir
 from .terminal import printable
 
 STYLE = {Outcome.HEALTHY: "green", Outcome.REPAIRED: "green", Outcome.PLANNED: "cyan", Outcome.CHECKED: "cyan",
@@ -75,20 +77,65 @@ def _news(event: ev.Event) -> bool:
         isinstance(event, ev.SessionClosed) and event.orphan)
 
 
+def middle(name: str, width: int) -> str:
+    """A name cut in the middle (web-paris-0017 -> web-pa…0017): fleet names differ at their ends."""
+    if len(name) <= width:
+        return name
+    tail = (width - 1) // 2
+    return name[:width - 1 - tail] + "…" + name[len(name) - tail:]
+
+
 class PlainView:
     """One line per event: for pipes, CI logs, and --plain."""
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
         self._lock = threading.Lock()
+        self._plans: dict[str, str] = {}  # host -> the plan line already printed
 
     def __call__(self, event: ev.Event) -> None:
         if not _news(event):
             return
         stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
         who = printable(event.host or "-")
+        text = describe(event)
+        if isinstance(event, ev.HostPlanned) and event.host:
+            self._plans[event.host] = event.text
+        elif isinstance(event, ev.HostFinished) and event.host and self._plans.get(event.host) == event.cause:
+            text = f"{event.outcome.value.upper()} (the plan above)"  # `plan` ends on its plan: printed once
         with self._lock:
-            self.stream.write(f"{stamp} {who} {describe(event)}\n")
+            self.stream.write(f"{stamp} {who} {text}\n")
+            self.stream.flush()
+
+
+class VerboseView(PlainView):
+    """-v: the plain lines, and after each step the streams it sent (from its transcript), indented.
+
+    Streams reach the controller when the step's call ends (a detached step's progress comes as it goes)."""
+
+    MAX_LINES = 200  # per step; the transcript keeps them all
+
+    def __init__(self, stream: IO[str], state_dir: Path) -> None:
+        super().__init__(stream)
+        self.state_dir = Path(state_dir)
+        self.run_dir: Path | None = None
+
+    def __call__(self, event: ev.Event) -> None:
+        super().__call__(event)
+        if isinstance(event, ev.RunStarted):
+            self.run_dir = RunDir(self.state_dir, event.run_id).path
+        if not isinstance(event, ev.StepFinished) or not event.transcript or self.run_dir is None:
+            return
+        try:
+            text = (self.run_dir / event.transcript).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return
+        lines = text.split("\n----- result -----")[0].splitlines()
+        shown = [f"    {printable(line)}" for line in lines[:self.MAX_LINES]]
+        if len(lines) > self.MAX_LINES:
+            shown.append(f"    ... {len(lines) - self.MAX_LINES} more lines in {event.transcript}")
+        with self._lock:
+            self.stream.write("".join(line + "\n" for line in shown))
             self.stream.flush()
 
 
@@ -126,7 +173,9 @@ class LiveView:
         self.title = title
         self.rows = {name: HostRow(name) for name in hosts}
         self._lock = threading.Lock()
-        self._live = Live(self._render(), console=console, refresh_per_second=4, transient=False,
+        # transient: the live table is erased when the run ends or is interrupted, so no stale header or
+        # half-drawn table stays above what follows (the per-host summary, the artifacts, the resume hint).
+        self._live = Live(self._render(), console=console, refresh_per_second=4, transient=True,
                           get_renderable=self._render)
 
     def __enter__(self) -> LiveView:
@@ -155,7 +204,14 @@ class LiveView:
                 row.reboots += 1
             elif isinstance(event, ev.HostFinished):
                 row.state, row.step, row.percent = event.outcome.value, "", None
-            row.message = describe(event)
+            # a finished host's state column already says its outcome: the last event is its cause
+            # (and a step's progress is in the step column: the last event is what the step says it does)
+            if isinstance(event, ev.HostFinished):
+                row.message = printable(event.cause)
+            elif isinstance(event, ev.StepProgress) and event.message:
+                row.message = printable(event.message)
+            else:
+                row.message = describe(event)
 
     def _render(self) -> Group:
         with self._lock:
@@ -166,11 +222,21 @@ class LiveView:
         summary = Text(f"{self.title}  ")
         for state in sorted(counts, key=lambda s: list(STYLE).index(s) if s in STYLE else 99):
             summary.append(f"{state} {counts[state]}  ", style=STYLE.get(state, ""))
-        table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-        fixed = (("host", 16), ("state", 15), ("step", 24), ("time", 6), ("boots", 6), ("progress", 12))
-        for column, width in fixed:
-            table.add_column(column, width=width, no_wrap=True, overflow="ellipsis")
-        last = max(20, self.console.width - sum(w for _, w in fixed) - len(fixed) - 1)
+        # one column short of the terminal: a full-width last line leaves the cursor in the pending-wrap
+        # column, where the ^C a terminal echoes wraps to a new line, and erasing the view on exit would
+        # then leave its first line (the header) behind
+        width = self.console.width - 1
+        names = max((len(r.name) for r in rows), default=4)
+        host_width = max(4, min(names, 24 if width >= 100 else 16))
+        wide = width >= 110  # the progress bar and the reboot count get columns of their own
+        columns = [("host", host_width), ("state", 14), ("step", 24 if wide else 18), ("time", 5)]
+        if wide:
+            columns += [("boots", 5), ("progress", 12)]
+        # collapse_padding: one space between columns, so the widths below add up to the terminal's
+        table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold", collapse_padding=True)
+        for column, size in columns:
+            table.add_column(column, width=size, no_wrap=True, overflow="ellipsis")
+        last = max(10, width - sum(size for _, size in columns) - len(columns) - 1)
         table.add_column("last event", width=last, no_wrap=True, overflow="ellipsis")
         shown = [r for r in rows if r.state in ("running", "rebooting") or r.state in
                  ("failed", "unreachable", "needs-operator", "interrupted")]
@@ -178,10 +244,18 @@ class LiveView:
         limit = max(5, self.console.size.height - 6)
         now = time.time()
         for row in shown[:limit]:
-            elapsed = f"{now - row.started:5.0f}s" if row.started and row.state in ("running", "rebooting") else ""
-            bar: Any = ProgressBar(total=100, completed=row.percent, width=12) if row.percent is not None else ""
-            table.add_row(printable(row.name), Text(row.state, style=STYLE.get(row.state, "")), row.step, elapsed,
-                          str(row.reboots or ""), bar, row.message)
+            elapsed = f"{now - row.started:4.0f}s" if row.started and row.state in ("running", "rebooting") else ""
+            step = row.step
+            if not wide and row.percent is not None:
+                step = f"{row.step} {row.percent}%"
+            if not wide and row.reboots:
+                step = f"{step} [{row.reboots} boot]" if step else f"[{row.reboots} boot]"
+            cells: list[Any] = [middle(printable(row.name), host_width), Text(row.state, style=STYLE.get(row.state, "")), step,
+                                elapsed]
+            if wide:
+                bar: Any = ProgressBar(total=100, completed=row.percent, width=12) if row.percent is not None else ""
+                cells += [str(row.reboots or ""), bar]
+            table.add_row(*cells, row.message)
         if len(shown) > limit:
-            table.add_row(f"... {len(shown) - limit} more", "", "", "", "", "", "")
+            table.add_row(f"... {len(shown) - limit} more", *[""] * len(columns))
         return Group(summary, table)

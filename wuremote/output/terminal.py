@@ -58,3 +58,34 @@ def _step_label(step: dict[str, Any]) -> str:
     if step["exit_code"] is None:
         return f"{label}({step['error_kind'] or step['status']})"
     return label if step["exit_code"] == 0 else f"{label}({step['exit_code']})"
+
+
+def runs_table(runs: list[tuple[Any, list[Any]]]) -> str:
+    """`wuremote runs`: one line per run of a state dir, newest first: id, command, started (local time),
+    status, outcome counts, and whether `wuremote resume` has anything to continue.
+
+    ``runs`` holds (store.journal.RunRecord, its events)."""
+    import time
+
+    from .. import events as ev
+
+    header = ("run id", "command", "started", "status", "outcomes", "resumable")
+    rows: list[tuple[str, ...]] = []
+    for run, events in runs:
+        finished = next((e for e in reversed(events) if isinstance(e, ev.RunFinished)), None)
+        counts: dict[str, int] = {}
+        for event in events:
+            if isinstance(event, ev.HostFinished):
+                counts[event.outcome.value] = counts.get(event.outcome.value, 0) + 1
+        if finished is not None:
+            counts = {str(k): int(v) for k, v in finished.counts.items()}
+        status = run.status if run.status != "running" or finished else "running or killed"
+        shown = ", ".join(f"{outcome} {n}" for outcome, n in sorted(counts.items())) or "-"
+        resumable = "no" if run.status == "finished" else "yes"
+        rows.append((run.run_id, run.command, time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created)),
+                     status, shown, resumable))
+    if not rows:
+        return "no runs in this state dir"
+    widths = [max(len(printable(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(printable(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+                     for row in [header, *rows])

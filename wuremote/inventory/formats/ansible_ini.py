@@ -22,6 +22,25 @@ def _value(text: str) -> Any:
         return text
 
 
+def _warn_lost_backslashes(src: Source, line: str, tokens: list[str], where: str) -> None:
+    """A backslash outside quotes in a host line escapes the next character and is dropped: Ansible splits
+    host lines with shlex (lib/ansible/plugins/inventory/ini.py, ``_parse_host_definition``), so
+    ``ansible_user=CORP\\dbadmin`` reads as ``CORPdbadmin``.  wuremote reads it the same way, and says so
+    (naming the var, never the value: it may be a password)."""
+    if "\\" not in line:
+        return
+    try:
+        kept = shlex.split(line.replace("\\", "\\\\"), comments=True)
+    except ValueError:
+        return
+    for token, whole in zip(tokens[1:], kept[1:]):
+        if token.count("\\") < whole.count("\\") / 2:  # quoted backslashes survive; bare ones are halved or lost
+            name = token.partition("=")[0]
+            src.warnings.append(f"{where}: {name}: a backslash outside quotes in a host line is dropped, as "
+                                "Ansible drops it (CORP\\user reads as CORPuser); write CORP\\\\user, quote the "
+                                "value, or set it in a [group:vars] section or host_vars/")
+
+
 _HOST = re.compile(r"^((?:[^:\[\]]|\[[^\]]*\])+)(?::(\d+))?$")  # name, name:port, web[01:20]:5986
 
 
@@ -68,6 +87,7 @@ def read_ini(path: str, text: str) -> Source:
             except ValueError:
                 raise InventoryError(f"{where}: unbalanced quotes or a trailing backslash in a host line; close the "
                                      "quote (a backslash escapes the next character: write CORP\\\\user)") from None
+            _warn_lost_backslashes(src, line, tokens, where)
             match = _HOST.match(tokens[0])
             if match is None:
                 raise InventoryError(f"{where}: {tokens[0]!r} is not a host name or range; write NAME, NAME:PORT or "

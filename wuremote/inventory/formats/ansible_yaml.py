@@ -7,9 +7,9 @@ from typing import Any
 
 import yaml
 
-from ..ansible import ansible_var, vault_error
+from ..ansible import ansible_var
 from ..model import InventoryError
-from ..passwords import PASSWORD_ENV
+from ..passwords import PASSWORD_ENV, Vaulted
 from ..ranges import expand
 from ..source import Source
 from ..vars import Var, unknown_name
@@ -22,7 +22,7 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
 
 
 def _construct_vault(loader: _Loader, node: yaml.Node) -> Any:
-    raise vault_error(f"{loader.path}:{node.start_mark.line + 1}")
+    return Vaulted("!vault")  # ansible_var names the var; a vault value elsewhere is refused there
 
 
 _Loader.add_constructor("!vault", _construct_vault)
@@ -64,8 +64,6 @@ class YamlDoc:
     def ansible_vars(self, node: yaml.Node | None, what: str) -> dict[str, Var]:
         found: dict[str, Var] = {}
         for name, value, where in self.items(node, what):
-            if value.tag == "!vault":
-                raise vault_error(where, name)
             pair = ansible_var(name, self.loader.construct_object(value, deep=True), where)
             if pair is not None:
                 found[pair[0]] = pair[1]
