@@ -197,6 +197,12 @@ def default_services() -> dict[str, Service]:
 
 SHUTDOWN_GRACE_SECONDS = 5.0  # modelled time from a restart request until WinRM stops answering
 
+# shutdown.exe's exit codes are Win32 error codes (Microsoft, "System Error Codes (1000-1299)",
+# learn.microsoft.com/windows/win32/debug/system-error-codes--1000-1299-).
+ERROR_SHUTDOWN_IN_PROGRESS = 1115  # "A system shutdown is in progress."
+ERROR_NO_SHUTDOWN_IN_PROGRESS = 1116  # "Unable to abort the system shutdown because no shutdown was in progress."
+ERROR_SHUTDOWN_IS_SCHEDULED = 1190  # "A system shutdown has already been scheduled."
+
 
 class Host:
     """One emulated host: its state, its scaled clock, and its reboot."""
@@ -211,6 +217,8 @@ class Host:
         self._on_down: list[Callable[[], Awaitable[None]]] = []
         self._on_up: list[Callable[[], Awaitable[None]]] = []
         self._reboot_task: asyncio.Task[None] | None = None
+        self._shutdown_action = "restart"  # what the scheduled or running shutdown ends in: restart | poweroff
+        self._shutdown_started = False  # past its /t delay: no longer abortable (1115, not 1190)
         self._task_actions: dict[str, Callable[[], object]] = {}
         self._task_timers: dict[str, asyncio.Task[None]] = {}
 
@@ -234,19 +242,50 @@ class Host:
 
     def request_reboot(self, delay_model_seconds: float = 0.0) -> bool:
         """Start a restart; False if one is already under way (Windows: 1115/1190)."""
+        return self.shutdown_exe("restart", delay_model_seconds) == 0
+
+    def shutdown_exe(self, action: str, delay_model_seconds: float = 0.0) -> int:
+        """What `shutdown.exe /r` (action "restart") or `/s` ("poweroff") `/t N` answers.
+
+        Windows keeps one system shutdown at a time: while one is scheduled (its /t delay
+        running) another request fails with 1190, once it has begun with 1115 (the codes Ansible's
+        win_reboot handles, plugins/plugin_utils/_reboot.py, _perform_reboot).  A shutdown
+        scheduled by someone else may be hours away, or a power-off.
+        """
         if self.rebooting:
-            return False
+            return ERROR_SHUTDOWN_IN_PROGRESS if self._shutdown_started else ERROR_SHUTDOWN_IS_SCHEDULED
+        self._shutdown_action = action
+        self._shutdown_started = False
         self._reboot_task = asyncio.get_running_loop().create_task(self._reboot(delay_model_seconds))
-        return True
+        return 0
+
+    def shutdown_abort(self) -> int:
+        """What `shutdown.exe /a` answers: a scheduled shutdown is cancelled (0); with none
+        scheduled, 1116.  One already begun cannot be aborted: the lab answers 1115 (an assumption;
+        Microsoft documents /a only as "aborts a system shutdown ... during the time-out period")."""
+        if not self.rebooting:
+            return ERROR_NO_SHUTDOWN_IN_PROGRESS
+        if self._shutdown_started:
+            return ERROR_SHUTDOWN_IN_PROGRESS
+        assert self._reboot_task is not None
+        self._reboot_task.cancel()
+        self._reboot_task = None
+        return 0
+
+    @property
+    def shutdown_scheduled(self) -> str | None:
+        """The action of the shutdown scheduled or under way ("restart" | "poweroff"), or None."""
+        return self._shutdown_action if self.rebooting else None
 
     async def _reboot(self, delay_model_seconds: float) -> None:
         # Even `shutdown /r /t 0` leaves WinRM up for the seconds Windows takes to stop services,
         # long enough for the client to read the command's end and close its shell.
         await self.sleep(max(delay_model_seconds, SHUTDOWN_GRACE_SECONDS))
+        self._shutdown_started = True
         self.up.clear()
         for callback in self._on_down:
             await callback()
-        if self.state.reboot_never_returns:
+        if self.state.reboot_never_returns or self._shutdown_action == "poweroff":
             return
         await self.sleep(self.state.boot_seconds)
         self.boot()

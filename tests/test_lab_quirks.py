@@ -1,0 +1,61 @@
+"""Windows behaviours the repair scripts met wrongly (issue 13), modelled in the lab and run end to
+end: the orchestrator, real HTTPS, pypsrp and pywinrm, the shipped scripts, one host per case.
+
+Each quirk names its source where the lab models it (wuremote/lab/host.py and the models); these
+tests show what a user sees on such a host: the outcome, the host left as it should be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from wuremote import events as ev
+from wuremote.demo import demo_hosts, demo_options
+from wuremote.engine.runner import Runner, RunSummary
+from wuremote.events import Event
+from wuremote.lab.host import Host
+from wuremote.lab.lab import Lab
+
+LAB_SCALE = 0.002
+TRANSPORTS = ("psrp", "winrm")
+HOURS = 3600.0
+
+
+def run_one(tmp_path: Path, transport: str, scenario: str, setup: Callable[[Host], object] | None = None,
+            ) -> tuple[Lab, Host, RunSummary, list[Event]]:
+    """Repairs one lab host whose model `setup` changed first; returns the lab (stopped) and what was seen."""
+    seen: list[Event] = []
+    with Lab(scenario=scenario, hosts=1, time_scale=LAB_SCALE) as lab:
+        host = lab.host(lab.endpoints[0].name)
+        if setup is not None:
+            lab.call(setup, host)
+        hosts = [replace(h) for h in demo_hosts(lab, transport)]
+        summary = Runner(hosts, demo_options(tmp_path / "state"), subscribers=[seen.append]).run()
+        after = lab.call(lambda: (host.up.is_set(), host.shutdown_scheduled))
+    host.test_after = after  # type: ignore[attr-defined]
+    return lab, host, summary, seen
+
+
+def step_results(seen: list[Event], step: str) -> list[ev.StepFinished]:
+    return [e for e in seen if isinstance(e, ev.StepFinished) and e.step == step]
+
+
+# --- item 4: a shutdown someone else scheduled (1190) ------------------------------------------
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("action", ["poweroff", "restart"])
+def test_a_shutdown_scheduled_hours_away_is_aborted_and_our_restart_happens_now(tmp_path, transport, action) -> None:
+    def pending_reboot_and_a_far_shutdown(host: Host) -> None:
+        host.state.pending_reboot.add("cbs-reboot-pending")  # the plan restarts before repairs
+        assert host.shutdown_exe(action, 48 * HOURS) == 0  # another tool's `shutdown /s|/r /t 172800`
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "healthy", pending_reboot_and_a_far_shutdown)
+    name = host.name
+    assert summary.outcomes[name] in ("healthy", "repaired"), summary.causes[name]
+    assert host.state.reboots == 1  # restarted now, by us, not hours later
+    up, scheduled = host.test_after  # type: ignore[attr-defined]
+    assert up and scheduled is None  # nothing left that powers the host off later
+    assert len([e for e in seen if isinstance(e, ev.RebootFinished)]) == 1
