@@ -163,20 +163,63 @@ function Get-WuLastBootUtc {
     $os.LastBootUpTime.ToUniversalTime().ToString('o')
 }
 
+function Get-WuUpdateAgentRebootRequired {
+    <#
+    The update agent's own answer (Microsoft.Update.SystemInfo.RebootRequired, which Ansible's
+    win_updates reads after installing: ansible.windows plugins/modules/win_updates.ps1). $false
+    when the agent cannot be asked (COM blocked, e.g. under Constrained Language): the registry
+    signals beside it still speak.
+    #>
+    [CmdletBinding()]
+    param()
+    try {
+        [bool](New-Object -ComObject 'Microsoft.Update.SystemInfo').RebootRequired
+    }
+    catch {
+        Write-Verbose ('update agent reboot state not read: {0}' -f $_.Exception.Message)
+        $false
+    }
+}
+
+function Get-WuConfigMgrRebootPending {
+    <#
+    ConfigMgr's reboot state: CCM_ClientUtilities.DetermineIfRebootPending (ReturnValue 0 and
+    RebootPending or IsHardRebootPending), as DSC's xPendingReboot reads it
+    (dsccommunity/xPendingReboot MSFT_xPendingReboot.psm1). $false without a ConfigMgr client.
+    #>
+    [CmdletBinding()]
+    param()
+    try {
+        $answer = Invoke-CimMethod -Namespace 'root\ccm\ClientSDK' -ClassName 'CCM_ClientUtilities' -MethodName 'DetermineIfRebootPending'
+        ([int]$answer.ReturnValue -eq 0) -and ([bool]$answer.RebootPending -or [bool]$answer.IsHardRebootPending)
+    }
+    catch {
+        # No ConfigMgr client (the namespace is absent) is the common case.
+        Write-Verbose ('ConfigMgr reboot state not read: {0}' -f $_.Exception.Message)
+        $false
+    }
+}
+
 function Get-WuPendingReboot {
-    <# Every pending-reboot signal by name (empty when none). #>
+    <#
+    The pending-reboot signals that earn a restart, by name (empty when none): CBS RebootPending,
+    Windows Update RebootRequired (registry or the agent's SystemInfo), ConfigMgr's reboot state
+    and a pending computer rename (the checks of DSC's xPendingReboot). PendingFileRenameOperations
+    is not one of them: security agents and installers rewrite it at every boot, so a host that
+    restarts for it restarts forever (chocolatey/choco#1768; imabdk/Toast-Notification-Script#40).
+    Test-WuPendingFileRename reports it on its own.
+    #>
     [CmdletBinding()]
     param()
     $signals = New-Object -TypeName System.Collections.Generic.List[string]
     if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending') {
         $signals.Add('cbs-reboot-pending')
     }
-    if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired') {
+    if ((Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired') -or (Get-WuUpdateAgentRebootRequired)) {
         $signals.Add('wu-reboot-required')
     }
-    $renames = Get-WuRegistryValue -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' -Name 'PendingFileRenameOperations'
-    if ($null -ne $renames -and @($renames).Count -gt 0) {
-        $signals.Add('pending-file-rename')
+    if (Get-WuConfigMgrRebootPending) {
+        $signals.Add('configmgr-reboot-pending')
     }
     $active = Get-WuRegistryValue -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ActiveComputerName' -Name 'ComputerName' -Default ''
     $pending = Get-WuRegistryValue -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ComputerName' -Name 'ComputerName' -Default ''
@@ -184,6 +227,14 @@ function Get-WuPendingReboot {
         $signals.Add('pending-computer-rename')
     }
     , $signals.ToArray()
+}
+
+function Test-WuPendingFileRename {
+    <# True when PendingFileRenameOperations holds entries: reported, never a reason to restart (see Get-WuPendingReboot). #>
+    [CmdletBinding()]
+    param()
+    $renames = Get-WuRegistryValue -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' -Name 'PendingFileRenameOperations'
+    $null -ne $renames -and @($renames | Where-Object -FilterScript { $_ }).Count -gt 0
 }
 
 function Invoke-WuNative {

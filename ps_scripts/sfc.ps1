@@ -79,6 +79,9 @@ function Read-LogFrom {
 
 $offset = Get-FileLength -Path $cbsLog
 $pendingBefore = @(Get-WuPendingReboot)
+# A file rename that appears while sfc repairs is sfc's own (files in use are replaced at the next
+# start): it earns this step's 3010, though a rename alone never earns a restart elsewhere.
+$renameBefore = [bool](Test-WuPendingFileRename)
 $previousEncoding = $null
 try {
     try {
@@ -147,7 +150,8 @@ switch ($verdict) {
     'repaired' {
         $changes = @([pscustomobject]@{ kind = 'system-files-repaired'; count = $repaired.Count })
         $newSignals = @(Get-WuPendingReboot | Where-Object -FilterScript { $pendingBefore -notcontains $_ })
-        if ($newSignals.Count -gt 0) {
+        $newRename = (-not $renameBefore) -and [bool](Test-WuPendingFileRename)
+        if ($newSignals.Count -gt 0 -or $newRename) {
             $status = 'reboot-required'
             $exitCode = 3010
             $rebootRequired = $true

@@ -72,7 +72,7 @@ def test_fact_value_types(name):
         assert failure["event_id"] in (20, 25, 31)
         assert failure["hresult"] is None or HRESULT_RE.match(failure["hresult"])
         assert ISO_O.match(failure["time_utc"])
-    assert set(facts["pending_reboot"]) <= {"cbs-reboot-pending", "wu-reboot-required", "pending-file-rename", "pending-computer-rename"}
+    assert set(facts["pending_reboot"]) <= {"cbs-reboot-pending", "wu-reboot-required", "configmgr-reboot-pending", "pending-computer-rename"}
     assert facts["update_source"]["kind"] in ("windows-update", "wsus", "configmgr")
     assert facts["errors"] == []
 

@@ -59,3 +59,28 @@ def test_a_shutdown_scheduled_hours_away_is_aborted_and_our_restart_happens_now(
     up, scheduled = host.test_after  # type: ignore[attr-defined]
     assert up and scheduled is None  # nothing left that powers the host off later
     assert len([e for e in seen if isinstance(e, ev.RebootFinished)]) == 1
+
+
+# --- item 8: PendingFileRenameOperations rewritten at every boot --------------------------------
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_file_rename_an_agent_rewrites_at_every_boot_earns_no_restart(tmp_path, transport) -> None:
+    def agent_rewrites_renames(host: Host) -> None:
+        host.state.agent_rewrites_file_renames = True
+        host.state.pending_reboot.add("pending-file-rename")  # as the agent left it at the last boot
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "healthy", agent_rewrites_renames)
+    assert summary.outcomes[host.name] == "healthy", summary.causes[host.name]
+    assert host.state.reboots == 0
+    assert not [e for e in seen if isinstance(e, ev.RebootStarted)]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_real_pending_reboot_beside_a_rewritten_rename_restarts_once(tmp_path, transport) -> None:
+    def cbs_pending_and_agent_renames(host: Host) -> None:
+        host.state.agent_rewrites_file_renames = True
+        host.state.pending_reboot.update({"pending-file-rename", "cbs-reboot-pending"})
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "healthy", cbs_pending_and_agent_renames)
+    assert summary.outcomes[host.name] in ("healthy", "repaired"), summary.causes[host.name]
+    assert host.state.reboots == 1  # the CBS restart, and no second one for the rename the agent wrote again
+    assert host.state.pending_reboot == {"pending-file-rename"}

@@ -112,6 +112,9 @@ function Set-WuFixtureMocks {
     Mock Start-Transcript { $null }
     Mock Stop-Transcript { $null }
     Mock Test-WuElevated { [bool]$script:WuFixture.cmdlets.elevated }
+    # The runner's own update agent and ConfigMgr state must not leak into a test.
+    Mock Get-WuUpdateAgentRebootRequired { $false }
+    Mock Get-WuConfigMgrRebootPending { $false }
     Mock Protect-WuStateRoot { $null = New-Item -ItemType Directory -Path (Join-Path -Path $env:ProgramData -ChildPath 'wuremote') -Force; Join-Path -Path $env:ProgramData -ChildPath 'wuremote' }
     Mock Get-CimInstance -ParameterFilter { $ClassName -eq 'Win32_OperatingSystem' } {
         $os = $script:WuFixture.cmdlets.Win32_OperatingSystem

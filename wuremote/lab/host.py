@@ -143,6 +143,10 @@ class HostState:
     servicing_in_progress: bool = False  # TiWorker running with WinSxS\pending.xml
     antivirus: Antivirus = field(default_factory=Antivirus)
     pending_reboot: set[str] = field(default_factory=set)
+    # A security agent or installer that writes PendingFileRenameOperations again at every boot
+    # (chocolatey/choco#1768: "pending file rename ... is not cleared"; imabdk/Toast-Notification-
+    # Script#40: the value "full with entries from our Endpoint Protection" daily).
+    agent_rewrites_file_renames: bool = False
     last_boot: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3))
     unexpected_shutdowns_30d: int = 0  # System event 6008
     update_source: str = "windows-update"  # windows-update | wsus | configmgr
@@ -300,6 +304,8 @@ class Host:
         state.reboots += 1
         state.last_boot = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=state.clock_skew_seconds)
         state.pending_reboot.clear()
+        if state.agent_rewrites_file_renames:
+            state.pending_reboot.add("pending-file-rename")
         state.servicing_in_progress = False
         for service in state.services.values():
             effective = service.effective_start_type

@@ -15,8 +15,11 @@ from ..host import ERROR_SHUTDOWN_IN_PROGRESS, ERROR_SHUTDOWN_IS_SCHEDULED, pars
 from .registry import StepContext, model
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # Test-WuName
-# Get-WuPendingReboot's order.
-PENDING_SIGNALS = ("cbs-reboot-pending", "wu-reboot-required", "pending-file-rename", "pending-computer-rename")
+# Get-WuPendingReboot's order: the signals that earn a restart.
+PENDING_SIGNALS = ("cbs-reboot-pending", "wu-reboot-required", "configmgr-reboot-pending", "pending-computer-rename")
+# PendingFileRenameOperations holding entries: in HostState.pending_reboot as Windows has it, but
+# reported apart (Test-WuPendingFileRename) and never a reason to restart.
+FILE_RENAME = "pending-file-rename"
 
 
 def param(ctx: StepContext, name: str, default: Any = None) -> Any:
@@ -39,8 +42,13 @@ def strings(ctx: StepContext, name: str) -> list[str]:
 
 def pending_reboot(ctx: StepContext) -> list[str]:
     """Get-WuPendingReboot: every pending-reboot signal by name, in the prelude's order."""
-    signals = ctx.host.state.pending_reboot
+    signals = ctx.host.state.pending_reboot - {FILE_RENAME}
     return [name for name in PENDING_SIGNALS if name in signals] + sorted(signals - set(PENDING_SIGNALS))
+
+
+def file_rename_pending(ctx: StepContext) -> bool:
+    """Test-WuPendingFileRename."""
+    return FILE_RENAME in ctx.host.state.pending_reboot
 
 
 def require_elevated(ctx: StepContext) -> None:

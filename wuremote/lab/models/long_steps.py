@@ -181,7 +181,7 @@ SFC_SECONDS = 15 * 60
 CBS_LOG = f"{SYSTEM_ROOT}\\Logs\\CBS\\CBS.log"
 
 
-@model("sfc", sha256="0ab810e78a2f97729e872570c103c4697dcce06853c4e179aa5ef890ad19d88f")
+@model("sfc", sha256="d0f727e21d7cbd0b52afcc592d1b8ccd38710f89558cb0893d5e56aaa3735aa8")
 async def sfc(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
