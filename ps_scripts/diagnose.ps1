@@ -281,6 +281,21 @@ Read-FactGroup -Name 'update_failures' -Reader {
     , $rows.ToArray()
 }
 
+Read-FactGroup -Name 'last_verify_ok_utc' -Reader {
+    # Written by verify -RecordSuccess once a run's demanded repairs all passed; failures recorded
+    # before it do not demand their repair again. ConvertFrom-Json in 5.1 keeps it a string.
+    $record = Read-WuJsonFile -Path (Join-Path -Path (Get-WuStateRoot) -ChildPath 'verify-ok.json')
+    if ($null -eq $record) {
+        return $null
+    }
+    [string]$record.utc
+}
+
+Read-FactGroup -Name 'installed_kbs' -Reader {
+    # Win32_QuickFixEngineering through Get-HotFix: an inventory KB already installed needs no install-kb.
+    , @(Get-HotFix | ForEach-Object -Process { ([string]$_.HotFixID).ToUpperInvariant() } | Where-Object -FilterScript { $_ -match '^KB\d+$' } | Sort-Object -Unique)
+}
+
 Read-FactGroup -Name 'antivirus' -Reader {
     $products = 'unknown'
     if ([int]$os.ProductType -eq 1) {

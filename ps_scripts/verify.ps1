@@ -20,6 +20,11 @@
     The network list mirrors wuremote/hresult.py (category "network"); a test keeps them equal.
 .PARAMETER Install
     Also install what was downloaded (reboot then decided by the agent).
+.PARAMETER RecordSuccess
+    On success, record the time in %ProgramData%\wuremote\verify-ok.json (wuremote's own state,
+    like its transcripts; not a change to the host). The controller asks for it once every repair
+    the findings demanded has run, so an update failure recorded before it is history, not a
+    reason to repair again (diagnose reports it as last_verify_ok_utc).
 .NOTES
     Exit codes: 0 search and download succeeded (or nothing applicable), 3010 installed and a
     reboot is needed (-Install), 1 agent broken (facts.failures), 5 not elevated,
@@ -29,7 +34,8 @@
 param(
     [string]$RunId = '',
     [string]$ResultMarker = '',
-    [switch]$Install
+    [switch]$Install,
+    [switch]$RecordSuccess
 )
 # wuremote-prelude
 $null = Start-WuTranscript -Step 'verify' -RunId $RunId
@@ -102,24 +108,37 @@ try {
         $facts['searched'] = [int]$search.Updates.Count
         $facts['updates'] = @(foreach ($update in $search.Updates) { [string]$update.Title })
         $toDownload = New-Object -ComObject 'Microsoft.Update.UpdateColl'
+        $facts['already_downloaded'] = 0
         foreach ($update in $search.Updates) {
             if (-not $update.EulaAccepted) {
                 $update.AcceptEula()
             }
+            # An update already in the download cache (IUpdate.IsDownloaded, Microsoft's wuapi
+            # reference) is not fetched again: a repeat verify costs the fleet no download.
+            if ($update.IsDownloaded) {
+                $facts['already_downloaded'] = $facts['already_downloaded'] + 1
+                $facts['downloaded'] = $facts['downloaded'] + 1
+            }
             $null = $toDownload.Add($update)
         }
-        if ($toDownload.Count -gt 0) {
+        $toFetch = New-Object -ComObject 'Microsoft.Update.UpdateColl'
+        foreach ($update in $search.Updates) {
+            if (-not $update.IsDownloaded) {
+                $null = $toFetch.Add($update)
+            }
+        }
+        if ($toFetch.Count -gt 0) {
             $downloader = $session.CreateUpdateDownloader()
-            $downloader.Updates = $toDownload
+            $downloader.Updates = $toFetch
             try {
                 $download = $downloader.Download()
-                for ($i = 0; $i -lt $toDownload.Count; $i++) {
+                for ($i = 0; $i -lt $toFetch.Count; $i++) {
                     $one = $download.GetUpdateResult($i)
                     if ([int]$one.ResultCode -eq 2 -or [int]$one.ResultCode -eq 3) {
                         $facts['downloaded'] = $facts['downloaded'] + 1
                     }
                     else {
-                        Add-Failure -Phase 'download' -HResult ([long]$one.HResult) -Title ([string]$toDownload.Item($i).Title)
+                        Add-Failure -Phase 'download' -HResult ([long]$one.HResult) -Title ([string]$toFetch.Item($i).Title)
                     }
                 }
             }
@@ -178,6 +197,11 @@ elseif ($network.Count -gt 0) {
 elseif ($facts.ContainsKey('reboot_required') -and $facts['reboot_required']) {
     $status = 'reboot-required'
     $exitCode = 3010
+}
+if ($RecordSuccess -and $exitCode -eq 0) {
+    $recordedUtc = Get-WuNowUtc
+    Write-WuJsonFile -Path (Join-Path -Path (Get-WuStateRoot) -ChildPath 'verify-ok.json') -InputObject ([pscustomobject]@{ utc = $recordedUtc; run_id = $RunId })
+    $facts['recorded_utc'] = $recordedUtc
 }
 Complete-WuStep -Step 'verify' -Status $status -ExitCode $exitCode -Facts $facts -Messages $messages `
     -RebootRequired ($exitCode -eq 3010) -ResultMarker $ResultMarker

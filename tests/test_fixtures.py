@@ -22,7 +22,7 @@ UPDATE_SERVICES = ["wuauserv", "bits", "cryptsvc", "msiserver", "trustedinstalle
 TOP = {"schema", "scenario", "description", "repaired_by", "expect", "facts", "cmdlets"}
 FACT_KEYS = {
     "os", "roles", "services", "policy_readable", "clock", "disk", "folders", "pending_reboot", "servicing",
-    "update_source", "update_failures", "antivirus", "troubleshooter", "unexpected_shutdowns_30d", "elevated", "errors",
+    "update_source", "update_failures", "last_verify_ok_utc", "installed_kbs", "antivirus", "troubleshooter", "unexpected_shutdowns_30d", "elevated", "errors",
 }
 START_TYPES = {"Automatic", "AutomaticDelayed", "Manual", "Disabled", "Absent"}
 HRESULT_RE = re.compile(r"^0x[0-9A-F]{8}$")

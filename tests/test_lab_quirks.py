@@ -84,3 +84,39 @@ def test_a_real_pending_reboot_beside_a_rewritten_rename_restarts_once(tmp_path,
     assert summary.outcomes[host.name] in ("healthy", "repaired"), summary.causes[host.name]
     assert host.state.reboots == 1  # the CBS restart, and no second one for the rename the agent wrote again
     assert host.state.pending_reboot == {"pending-file-rename"}
+
+
+# --- repeat runs change nothing ----------------------------------------------------------------
+# Scripts that read, or keep wuremote's own bookkeeping (its lock, the detached-step plumbing).
+READ_ONLY = {"lock", "diagnose", "verify", "boot-info", "detached-start", "detached-poll", "detached-cleanup",
+             "collect-logs"}
+
+
+def _fleet(lab: Lab, state_dir: Path, transport: str) -> tuple[RunSummary, list[Event], list[str]]:
+    seen: list[Event] = []
+    sent_before = {e.name: len(lab.host(e.name).state.scripts_run) for e in lab.endpoints}
+    summary = Runner(demo_hosts(lab, transport), demo_options(state_dir), subscribers=[seen.append]).run()
+    sent = [script for e in lab.endpoints for script in lab.host(e.name).state.scripts_run[sent_before[e.name]:]]
+    return summary, seen, sent
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_second_repair_of_the_mixed_lab_changes_nothing(tmp_path, transport) -> None:
+    import json
+
+    with Lab(scenario="mixed", hosts=13, time_scale=LAB_SCALE) as lab:
+        first, _, _ = _fleet(lab, tmp_path / "first", transport)
+        ended_well = {h for h, o in first.outcomes.items() if o in ("healthy", "repaired")}
+        assert len(ended_well) >= 10, first.outcomes
+        second, seen, _ = _fleet(lab, tmp_path / "second", transport)
+        sent = {e.name: lab.call(lambda n=e.name: list(lab.host(n).state.scripts_run)) for e in lab.endpoints}
+    report = json.loads(second.report_json.read_text(encoding="utf-8"))
+    for host in sorted(ended_well):
+        assert second.outcomes[host] == "healthy", f"{host}: {second.outcomes[host]}: {second.causes[host]}"
+        assert report["hosts"][host]["changed"] is False, host
+        finished = [e.step for e in seen if e.host == host and isinstance(e, ev.StepFinished)]
+        assert set(finished) <= READ_ONLY, f"{host} ran {finished}"
+    for host in first.outcomes:  # a host left for the operator is not changed behind the operator's back either
+        assert report["hosts"][host]["changed"] is False or host not in ended_well
+    assert sent  # the lab saw the scripts it was sent

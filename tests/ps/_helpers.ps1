@@ -173,6 +173,7 @@ function Set-WuFixtureMocks {
         }
     }
     Mock Get-MpComputerStatus { $script:WuFixture.cmdlets.'Get-MpComputerStatus' }
+    Mock Get-HotFix { @($script:WuFixture.cmdlets.Win32_QuickFixEngineering) }
     Mock Get-Module -ParameterFilter { $Name -eq 'TroubleshootingPack' } {
         if ($script:WuFixture.cmdlets.TroubleshootingPack_module) {
             [pscustomobject]@{ Name = 'TroubleshootingPack' }

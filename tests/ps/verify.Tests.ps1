@@ -51,4 +51,23 @@ Describe 'verify' {
         $run.ExitCode | Should -Be 1
         $run.Result.facts.failures[0].hresult | Should -Be '0x80070422'
     }
+
+    It 'records a pass with -RecordSuccess, so older failures demand no repair next run' {
+        Set-WuFixtureMocks -Fixture (Get-WuFixture -Scenario 'healthy')
+        $run = Invoke-WuTestStep -Path $script:Payload -Parameters @{ RecordSuccess = $true }
+        $run.ExitCode | Should -Be 0
+        $record = Get-Content -LiteralPath (Join-Path -Path $env:ProgramData -ChildPath 'wuremote\verify-ok.json') -Raw | ConvertFrom-Json
+        [string]$record.utc | Should -Be ([string]$run.Result.facts.recorded_utc)
+    }
+
+    It 'records nothing when verify fails' {
+        Set-WuFixtureMocks -Fixture (Get-WuFixture -Scenario 'disabled-services')
+        $okPath = Join-Path -Path $env:ProgramData -ChildPath 'wuremote\verify-ok.json'
+        if (Test-Path -LiteralPath $okPath) {
+            Remove-Item -LiteralPath $okPath  # TestDrive lasts the whole file: the pass above wrote one
+        }
+        $run = Invoke-WuTestStep -Path $script:Payload -Parameters @{ RecordSuccess = $true }
+        $run.ExitCode | Should -Be 1
+        Test-Path -LiteralPath (Join-Path -Path $env:ProgramData -ChildPath 'wuremote\verify-ok.json') | Should -BeFalse
+    }
 }

@@ -162,6 +162,11 @@ class HostState:
     # 25 search, 31 download), hresult ("0x%08X" or None), message}.
     update_history: list[dict[str, object]] = field(default_factory=list)
     installed_kbs: set[str] = field(default_factory=set)
+    # Updates in SoftwareDistribution\Download: IUpdate.IsDownloaded is true for them and verify
+    # does not fetch them again (Microsoft, IUpdate::get_IsDownloaded, learn.microsoft.com/windows/
+    # win32/api/wuapi/nf-wuapi-iupdate-get_isdownloaded).
+    downloaded_kbs: set[str] = field(default_factory=set)
+    verify_ok_utc: str | None = None  # %ProgramData%\wuremote\verify-ok.json (verify -RecordSuccess)
     manual_kb: str | None = None  # a KB that installs only by hand
     troubleshooter_available: bool = True
     scheduled_tasks: dict[str, dict[str, object]] = field(default_factory=dict)

@@ -21,7 +21,7 @@ FAILURE_DAYS = 30
 PRODUCT_STATE_ON, PRODUCT_STATE_OFF = 397568, 393472
 
 
-@model("diagnose", sha256="a56086e5f2caa51ae0c1ff6c8f7b1389eec5bae8be72518747cc7c1ef4630128")
+@model("diagnose", sha256="05c8c725a59d36e5bf6a01503a32eb3fcc1b6c47a634908726a0f845acdb8568")
 async def diagnose(ctx: StepContext) -> None:
     state = ctx.host.state
     ctx.verbose("reading services, clock, disk, servicing, update source, antivirus")
@@ -47,6 +47,8 @@ async def diagnose(ctx: StepContext) -> None:
         },
         "update_source": _update_source(state),
         "update_failures": _failures(state),
+        "last_verify_ok_utc": state.verify_ok_utc,
+        "installed_kbs": sorted(kb.upper() for kb in state.installed_kbs),
         "antivirus": _antivirus(state),
         "troubleshooter": {"available": state.troubleshooter_available, "path": expand(TROUBLESHOOTER_PACK)},
         "unexpected_shutdowns_30d": state.unexpected_shutdowns_30d,

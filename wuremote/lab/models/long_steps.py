@@ -352,7 +352,7 @@ def _history_message(phase: str, code: str, title: str) -> str:
     return f"Installation Failure: Windows failed to install the following update with error {code}: {title}."
 
 
-@model("verify", sha256="62181fd0f0a365d3a4112a092151714fa12e6925de50b0630c662ade3ca98f1c")
+@model("verify", sha256="c6121f26e7422eea89ff707f9ad56d0d8c641bad0ff6ced21f74f73e225a7224")
 async def verify(ctx: StepContext) -> None:
     install = switch(ctx, "Install")
     require_elevated(ctx)
@@ -380,14 +380,18 @@ async def verify(ctx: StepContext) -> None:
         titles = [update_title(kb) for kb in kbs]
         ctx.progress("verify", "searched", 30)
         facts.update({"search_result_code": 2, "searched": len(kbs), "updates": titles})
-        if kbs:
+        fetch = [kb for kb in kbs if kb not in state.downloaded_kbs]
+        facts["already_downloaded"] = len(kbs) - len(fetch)
+        facts["downloaded"] = facts["already_downloaded"]
+        if fetch:
             await ctx.host.sleep(DOWNLOAD_SECONDS)
             download = outcome.download if as_system else 0x80070005
-            for title in titles:
+            for kb in fetch:
                 if download is None:
                     facts["downloaded"] += 1
+                    state.downloaded_kbs.add(kb)
                 else:
-                    add_failure("download", download, title)
+                    add_failure("download", download, update_title(kb))
             ctx.progress("verify", "downloaded", 70)
         if install and facts["downloaded"] > 0 and not failures:
             await ctx.host.sleep(INSTALL_AGENT_SECONDS)
@@ -417,4 +421,6 @@ async def verify(ctx: StepContext) -> None:
         ctx.finish("failed", 7, facts=facts, messages=messages)
     if facts.get("reboot_required"):
         ctx.finish("reboot-required", 3010, facts=facts, messages=messages, reboot_required=True)
+    if switch(ctx, "RecordSuccess"):
+        state.verify_ok_utc = facts["recorded_utc"] = windows_utc(state.clock)
     ctx.finish("ok", 0, facts=facts, messages=messages)
