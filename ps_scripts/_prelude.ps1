@@ -237,6 +237,36 @@ function Test-WuPendingFileRename {
     $null -ne $renames -and @($renames | Where-Object -FilterScript { $_ }).Count -gt 0
 }
 
+function Wait-WuServicingIdle {
+    <#
+    Waits (bounded) until none of -ProcessName runs; returns '' then, or what still runs at the
+    deadline. Busy is decided from real signals: another DISM (DismHost) or sfc, never TiWorker
+    alone. TiWorker is the Windows Modules Installer's worker, started on demand by
+    TrustedInstaller for any servicing query (an update scan included, so verify's own search
+    starts it) and left to idle out; a running TiWorker with no WinSxS\pending.xml is no pending
+    operation. The callers check pending.xml themselves.
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string[]]$ProcessName,
+        [ValidateRange(0, 3600)][int]$WaitSeconds = 120
+    )
+    $deadline = [DateTime]::UtcNow.AddSeconds($WaitSeconds)
+    while ($true) {
+        # None of them running is the normal answer, not an error.
+        $running = @(Get-Process -Name $ProcessName -ErrorAction SilentlyContinue)
+        if ($running.Count -eq 0) {
+            return ''
+        }
+        $what = ($running | ForEach-Object -Process { '{0} ({1})' -f $_.ProcessName, $_.Id }) -join ', '
+        if ([DateTime]::UtcNow -ge $deadline) {
+            return $what
+        }
+        Write-Verbose ('waiting for {0} to end' -f $what)
+        Start-Sleep -Seconds 5
+    }
+}
+
 function Invoke-WuNative {
     <#
     Runs a native program with an argument array (never a command string) and returns its exit

@@ -26,7 +26,8 @@
 [CmdletBinding()]
 param(
     [string]$RunId = '',
-    [string]$ResultMarker = ''
+    [string]$ResultMarker = '',
+    [ValidateRange(0, 1800)][int]$BusyWaitSeconds = 300
 )
 # wuremote-prelude
 $null = Start-WuTranscript -Step 'sfc' -RunId $RunId
@@ -39,11 +40,11 @@ if (Test-Path -LiteralPath (Join-Path -Path $env:SystemRoot -ChildPath 'WinSxS\p
     Complete-WuStep -Step 'sfc' -Status 'failed' -ExitCode 4 -Facts $facts -ResultMarker $ResultMarker `
         -Messages @('a system repair is pending a reboot (pending.xml): reboot, then run sfc')
 }
-# No other sfc/TiWorker is the normal case.
-$busy = @(Get-Process -Name 'sfc', 'TiWorker' -ErrorAction SilentlyContinue)
-if ($busy.Count -gt 0) {
+# Another sfc or a DISM at work, after a bounded wait; TiWorker alone is not busy (Wait-WuServicingIdle).
+$busyWith = Wait-WuServicingIdle -ProcessName @('sfc', 'DismHost') -WaitSeconds $BusyWaitSeconds
+if ($busyWith) {
     Complete-WuStep -Step 'sfc' -Status 'failed' -ExitCode 4 -Facts $facts -ResultMarker $ResultMarker `
-        -Messages @('another sfc or servicing operation is running; left alone (never stopped)')
+        -Messages @(('another sfc or DISM is running ({0}); left alone (never stopped)' -f $busyWith))
 }
 
 function Get-FileLength {

@@ -120,3 +120,16 @@ def test_a_second_repair_of_the_mixed_lab_changes_nothing(tmp_path, transport) -
     for host in first.outcomes:  # a host left for the operator is not changed behind the operator's back either
         assert report["hosts"][host]["changed"] is False or host not in ended_well
     assert sent  # the lab saw the scripts it was sent
+
+
+# --- item 6: TiWorker lingering after verify's own scan ----------------------------------------
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_tiworker_left_by_the_scan_does_not_stop_the_ladder(tmp_path, transport) -> None:
+    def tiworker_lingers(host: Host) -> None:
+        host.state.tiworker_lingers_after_scan = True
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "corrupt-download-cache", tiworker_lingers)
+    assert host.state.tiworker_running  # the baseline verify left it running, as on the hosts of issue 13
+    assert summary.outcomes[host.name] == "repaired", summary.causes[host.name]
+    resets = [e for e in seen if isinstance(e, ev.StepFinished) and e.step.startswith("reset-components")]
+    assert resets and all(e.exit_code == 0 for e in resets), [(e.step, e.exit_code) for e in resets]

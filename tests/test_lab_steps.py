@@ -464,7 +464,7 @@ def test_a_restart_ends_servicing_so_reset_runs_after_it(lab: Lab) -> None:
         assert code == 0
     wait_for(lambda: state(lab, name).reboots == 1 and port_open(lab.endpoint(name)))
     code, result = run_step(lab, name, "reset-components")
-    assert code == 0 and result["facts"]["servicing"] == {"tiworker_running": False, "pending_xml": False}
+    assert code == 0 and result["facts"]["servicing"] == {"pending_xml": False}
 
 
 # --- WinRS ---------------------------------------------------------------------------------------

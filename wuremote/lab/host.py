@@ -141,6 +141,12 @@ class HostState:
     download_cache_corrupt: bool = False
     catroot_corrupt: bool = False
     servicing_in_progress: bool = False  # TiWorker running with WinSxS\pending.xml
+    dism_running: bool = False  # a DISM at work (DismHost.exe)
+    # TiWorker (the Windows Modules Installer's worker) running with no operation pending: started
+    # on demand for any servicing query and left to idle out.  With `tiworker_lingers_after_scan`
+    # every update search (verify) leaves it running, as issue 13 reports of real hosts.
+    tiworker_running: bool = False
+    tiworker_lingers_after_scan: bool = False
     antivirus: Antivirus = field(default_factory=Antivirus)
     pending_reboot: set[str] = field(default_factory=set)
     # A security agent or installer that writes PendingFileRenameOperations again at every boot
@@ -311,7 +317,7 @@ class Host:
         state.pending_reboot.clear()
         if state.agent_rewrites_file_renames:
             state.pending_reboot.add("pending-file-rename")
-        state.servicing_in_progress = False
+        state.servicing_in_progress = state.dism_running = state.tiworker_running = False
         for service in state.services.values():
             effective = service.effective_start_type
             service.status = "Running" if effective == "Automatic" or (

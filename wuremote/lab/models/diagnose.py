@@ -41,9 +41,9 @@ async def diagnose(ctx: StepContext) -> None:
         "folders": _folders(state),
         "pending_reboot": pending_reboot(ctx),
         "servicing": {
-            "tiworker_running": state.servicing_in_progress,
+            "tiworker_running": state.servicing_in_progress or state.tiworker_running,
             "pending_xml": state.servicing_in_progress,
-            "in_progress": state.servicing_in_progress,
+            "in_progress": state.servicing_in_progress or state.tiworker_running,  # the script's "TiWorker or pending.xml"
         },
         "update_source": _update_source(state),
         "update_failures": _failures(state),

@@ -122,17 +122,17 @@ NEEDS_SOURCE = {
 SOURCE_PATTERN = r'^$|^((wim|esd):([A-Za-z]:)?[^":]+:\d{1,3}|[A-Za-z]:\\[^"]*|\\\\[^"]+)$'
 
 
-@model("dism", sha256="aa9b7df552834663e040eb26f26c7a90bc94cda5e55e5c84ef64e54391ec88b7")
+@model("dism", sha256="18e8d65ef078c34c5713be3fe45c5749b976dedf1355aa869f7714e068be0f5b")
 async def dism(ctx: StepContext) -> None:
     source = text_param(ctx, "Source", SOURCE_PATTERN)
     limit_access = bool(param(ctx, "LimitAccess", True))
     require_elevated(ctx)
     state = ctx.host.state
     facts: dict[str, Any] = {"source": source, "limit_access": limit_access and bool(source)}
-    if state.servicing_in_progress:
-        facts["busy_processes"] = ["TiWorker (5012)"]
+    if state.dism_running:  # still running after the script's bounded wait (the wait itself is not modelled)
+        facts["busy_processes"] = "DismHost (5012)"
         ctx.finish("failed", 4, facts=facts,
-                   messages=["another servicing operation is running; left alone (never stopped): try again when it ends"])
+                   messages=["another DISM is running; left alone (never stopped): try again when it ends"])
     if source:
         match = re.match(r"^(wim|esd):(.+):(\d{1,3})$", source, re.IGNORECASE)
         source_path = match.group(2) if match else source
@@ -144,11 +144,11 @@ async def dism(ctx: StepContext) -> None:
     fails = store == "needs-source" and not source
     seconds = DISM_SECONDS["repairable" if repairs else store]
     lines = DISM_BANNER + [f"Image Version: 10.0.{state.build}.{state.ubr}", ""]
-    state.servicing_in_progress = True  # DismHost and TiWorker run while DISM works
+    state.servicing_in_progress = state.dism_running = True  # DismHost and TiWorker run while DISM works
     try:
         await _native_progress(ctx, "dism", lines, seconds, until=NEEDS_SOURCE_AT if fails else 100.0)
     finally:
-        state.servicing_in_progress = False
+        state.servicing_in_progress = state.dism_running = False
     if fails:
         code = 0x800F081F
         tail = ["Error: 0x800f081f", "", "The source files could not be found.",
@@ -181,7 +181,7 @@ SFC_SECONDS = 15 * 60
 CBS_LOG = f"{SYSTEM_ROOT}\\Logs\\CBS\\CBS.log"
 
 
-@model("sfc", sha256="d0f727e21d7cbd0b52afcc592d1b8ccd38710f89558cb0893d5e56aaa3735aa8")
+@model("sfc", sha256="39f280aaca0ed4ddf872e05ec422e8481c79fe0b9f833655aa54f3860bc069c1")
 async def sfc(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
@@ -373,6 +373,8 @@ async def verify(ctx: StepContext) -> None:
                             "run verify through detached-start")
     outcome = agent_outcome(state)
     await ctx.host.sleep(SEARCH_SECONDS)
+    if state.tiworker_lingers_after_scan:
+        state.tiworker_running = True  # the scan's servicing query started it; it idles out later
     if outcome.search is not None:
         add_failure("search", outcome.search)
     else:
