@@ -313,18 +313,57 @@ function ConvertTo-WuHexHResult {
     '0x{0:X8}' -f ($Code -band [long]4294967295)
 }
 
+function Get-WuInnermostException {
+    <# The exception at the bottom of an error record's chain: a .NET call's own exception arrives
+    wrapped (MethodInvocationException), so its type is read here, not matched by a typed catch. #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][System.Management.Automation.ErrorRecord]$ErrorRecord)
+    $exception = $ErrorRecord.Exception
+    while ($null -ne $exception.InnerException) {
+        $exception = $exception.InnerException
+    }
+    $exception
+}
+
 function Write-WuTextFile {
-    <# Writes text atomically (temp file then rename); .ps1 files get a BOM so Windows PowerShell 5.1 reads them as UTF-8. #>
+    <#
+    Writes text atomically: a temp file, then one [IO.File]::Replace (or Move when the file is new).
+    Move-Item -Force is not atomic: on an existing destination Windows PowerShell's
+    FileSystemProvider.MoveFileInfoItem deletes it and then moves, so a reader in between finds no
+    file. Replace fails while a reader holds the file without delete sharing (Get-Content does):
+    retried for a bounded time. .ps1 files get a BOM so Windows PowerShell 5.1 reads them as UTF-8.
+    #>
     [CmdletBinding()]
     param(
         [Parameter(Mandatory = $true)][string]$Path,
         [Parameter(Mandatory = $true)][AllowEmptyString()][string]$Text,
-        [switch]$Bom
+        [switch]$Bom,
+        [ValidateRange(1, 600)][int]$Attempts = 100
     )
     $encoding = New-Object -TypeName System.Text.UTF8Encoding -ArgumentList ([bool]$Bom)
     $temp = '{0}.tmp-{1}' -f $Path, $PID
     [System.IO.File]::WriteAllText($temp, $Text, $encoding)
-    Move-Item -LiteralPath $temp -Destination $Path -Force
+    for ($attempt = 1; $true; $attempt++) {
+        try {
+            if ([System.IO.File]::Exists($Path)) {
+                # [NullString]::Value: PowerShell would pass $null to a string parameter as ''.
+                [System.IO.File]::Replace($temp, $Path, [NullString]::Value)
+            }
+            else {
+                [System.IO.File]::Move($temp, $Path)
+            }
+            return
+        }
+        catch {
+            $inner = Get-WuInnermostException -ErrorRecord $_
+            $sharing = $inner -is [System.IO.IOException] -or $inner -is [System.UnauthorizedAccessException]
+            if (-not $sharing -or $attempt -ge $Attempts) {
+                [System.IO.File]::Delete($temp)
+                throw
+            }
+            Start-Sleep -Milliseconds 100
+        }
+    }
 }
 
 function Write-WuJsonFile {
@@ -336,14 +375,52 @@ function Write-WuJsonFile {
     Write-WuTextFile -Path $Path -Text ($InputObject | ConvertTo-Json -Depth 8)
 }
 
+function Read-WuSharedText {
+    <#
+    A file's text, opened with ReadWrite and Delete sharing so that a writer's Replace never fails
+    (nor waits) because of this reader; $null when the file does not exist. A sharing violation
+    from a writer that did not share is retried for a bounded time.
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Path,
+        [ValidateRange(1, 600)][int]$Attempts = 50
+    )
+    $share = [System.IO.FileShare]::ReadWrite -bor [System.IO.FileShare]::Delete
+    for ($attempt = 1; $true; $attempt++) {
+        try {
+            $stream = [System.IO.FileStream]::new($Path, [System.IO.FileMode]::Open, [System.IO.FileAccess]::Read, $share)
+        }
+        catch {
+            $inner = Get-WuInnermostException -ErrorRecord $_
+            if ($inner -is [System.IO.FileNotFoundException] -or $inner -is [System.IO.DirectoryNotFoundException]) {
+                return $null
+            }
+            if (-not ($inner -is [System.IO.IOException]) -or $attempt -ge $Attempts) {
+                throw
+            }
+            Start-Sleep -Milliseconds 100
+            continue
+        }
+        $reader = New-Object -TypeName System.IO.StreamReader -ArgumentList @($stream, [System.Text.Encoding]::UTF8)
+        try {
+            return $reader.ReadToEnd()
+        }
+        finally {
+            $reader.Dispose()
+        }
+    }
+}
+
 function Read-WuJsonFile {
-    <# The parsed JSON file, or $null when it does not exist. #>
+    <# The parsed JSON file, or $null when it does not exist (read with delete sharing: Read-WuSharedText). #>
     [CmdletBinding()]
     param([Parameter(Mandatory = $true)][string]$Path)
-    if (-not (Test-Path -LiteralPath $Path -PathType Leaf)) {
+    $text = Read-WuSharedText -Path $Path
+    if ($null -eq $text) {
         return $null
     }
-    Get-Content -LiteralPath $Path -Raw -Encoding UTF8 | ConvertFrom-Json
+    $text | ConvertFrom-Json
 }
 
 function ConvertTo-WuHashtable {
@@ -579,14 +656,65 @@ $folder = $PSScriptRoot
 $statusPath = Join-Path -Path $folder -ChildPath 'status.json'
 $utf8 = New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false
 
+# Atomic writes and delete-sharing reads, as the prelude's Write-WuTextFile / Read-WuSharedText
+# (Move-Item -Force deletes then moves; Get-Content does not share delete): a poll reading
+# status.json at any instant neither fails this runner nor finds the file missing.
 function Save-RunnerJson {
     param([string]$Path, [object]$InputObject)
     $temp = '{0}.tmp-{1}' -f $Path, $PID
     [System.IO.File]::WriteAllText($temp, ($InputObject | ConvertTo-Json -Depth 8), $utf8)
-    Move-Item -LiteralPath $temp -Destination $Path -Force
+    for ($attempt = 1; $true; $attempt++) {
+        try {
+            if ([System.IO.File]::Exists($Path)) {
+                [System.IO.File]::Replace($temp, $Path, [NullString]::Value)
+            }
+            else {
+                [System.IO.File]::Move($temp, $Path)
+            }
+            return
+        }
+        catch {
+            $inner = $_.Exception
+            while ($null -ne $inner.InnerException) {
+                $inner = $inner.InnerException
+            }
+            if (-not ($inner -is [System.IO.IOException] -or $inner -is [System.UnauthorizedAccessException]) -or $attempt -ge 100) {
+                throw
+            }
+            Start-Sleep -Milliseconds 100
+        }
+    }
 }
 
-$status = Get-Content -LiteralPath $statusPath -Raw -Encoding UTF8 | ConvertFrom-Json
+function Read-RunnerJson {
+    param([string]$Path)
+    $share = [System.IO.FileShare]::ReadWrite -bor [System.IO.FileShare]::Delete
+    for ($attempt = 1; $true; $attempt++) {
+        try {
+            $stream = [System.IO.FileStream]::new($Path, [System.IO.FileMode]::Open, [System.IO.FileAccess]::Read, $share)
+            break
+        }
+        catch {
+            $inner = $_.Exception
+            while ($null -ne $inner.InnerException) {
+                $inner = $inner.InnerException
+            }
+            if (-not ($inner -is [System.IO.IOException]) -or $attempt -ge 50) {
+                throw
+            }
+            Start-Sleep -Milliseconds 100
+        }
+    }
+    $reader = New-Object -TypeName System.IO.StreamReader -ArgumentList @($stream, [System.Text.Encoding]::UTF8)
+    try {
+        $reader.ReadToEnd() | ConvertFrom-Json
+    }
+    finally {
+        $reader.Dispose()
+    }
+}
+
+$status = Read-RunnerJson -Path $statusPath
 $status.state = 'running'
 $status.pid = $PID
 $status.started = [DateTime]::UtcNow.ToString('o')
@@ -624,7 +752,7 @@ finally {
     if ($null -ne $result) {
         Save-RunnerJson -Path (Join-Path -Path $folder -ChildPath 'result.json') -InputObject $result
     }
-    $status = Get-Content -LiteralPath $statusPath -Raw -Encoding UTF8 | ConvertFrom-Json
+    $status = Read-RunnerJson -Path $statusPath
     $status.state = 'finished'
     $status.exit_code = $exitCode
     $status.finished = [DateTime]::UtcNow.ToString('o')
