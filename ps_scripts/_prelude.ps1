@@ -50,6 +50,15 @@ function Start-WuTranscript {
         [Parameter(Mandatory = $true)][string]$Step,
         [string]$RunId = ''
     )
+    # Every step starts here. Under Constrained Language (WDAC/AppLocker) the .NET calls the steps
+    # make (System.IO.File, Console, COM) fail half-way (Microsoft, about_Language_Modes), so a
+    # step refuses first, through code that language mode allows; $ResultMarker is the calling
+    # step's own parameter.
+    $languageMode = Get-WuLanguageMode
+    if ($languageMode -ne 'FullLanguage') {
+        Complete-WuStep -Step $Step -Status 'failed' -ExitCode 1 -ResultMarker $ResultMarker -Facts @{ language_mode = $languageMode } `
+            -Messages @(('PowerShell runs in {0} on this host (WDAC/AppLocker): wuremote''s steps need FullLanguage; nothing was changed' -f $languageMode))
+    }
     $runPart = 'adhoc'
     if ($RunId) { $runPart = $RunId }
     $folder = Join-Path -Path (Get-WuStateRoot) -ChildPath ('runs\{0}\{1}' -f $runPart, $Step)
@@ -88,7 +97,11 @@ function Complete-WuStep {
         facts           = $Facts
         messages        = @($Messages)
     }
-    if ($ResultMarker) {
+    if ($ResultMarker -and (Get-WuLanguageMode) -ne 'FullLanguage') {
+        # [Console] is not callable in Constrained Language: the line goes through the output stream.
+        Write-Output ('{0} {1}' -f $ResultMarker, ($result | ConvertTo-Json -Compress -Depth 8))
+    }
+    elseif ($ResultMarker) {
         [Console]::Out.WriteLine(('{0} {1}' -f $ResultMarker, ($result | ConvertTo-Json -Compress -Depth 8)))
     }
     else {
@@ -123,6 +136,13 @@ function Assert-WuElevated {
         Complete-WuStep -Step $Step -Status 'not-elevated' -ExitCode 5 -ResultMarker $ResultMarker `
             -Messages @('this step needs an elevated (administrator) session; nothing was changed')
     }
+}
+
+function Get-WuLanguageMode {
+    <# This session's language mode (FullLanguage, ConstrainedLanguage under WDAC/AppLocker). #>
+    [CmdletBinding()]
+    param()
+    [string]$ExecutionContext.SessionState.LanguageMode
 }
 
 function Test-WuName {
@@ -774,38 +794,89 @@ function Get-WuFailSafePath {
     Join-Path -Path $folder -ChildPath ('{0}.json' -f $Kind)
 }
 
+function Get-WuLoaderCommand {
+    <#
+    The -EncodedCommand text that runs a staged script of ours as a script block once its sha256
+    matches. A Group Policy execution policy (MachinePolicy/UserPolicy) outranks the command
+    line's -ExecutionPolicy (Process scope) and blocks an unsigned -File; a command is not a
+    script file, so policy does not apply to it (Microsoft, about_Execution_Policies: "Execution
+    policy precedence", and "The execution policy ... doesn't restrict ... commands"). The text
+    run is our own file, written by this prelude and checked by hash: no controller value.
+    -EncodedCommand takes base64 of UTF-16LE (Microsoft, about_PowerShell_exe).
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Path,
+        [Parameter(Mandatory = $true)][ValidatePattern('^[0-9a-f]{64}$')][string]$Hash
+    )
+    $loader = @'
+$ErrorActionPreference = 'Stop'
+$text = [System.IO.File]::ReadAllText('WU-PATH')
+$sha = [System.Security.Cryptography.SHA256]::Create()
+$hash = -join ($sha.ComputeHash([System.Text.Encoding]::UTF8.GetBytes($text)) | ForEach-Object -Process { $_.ToString('x2') })
+if ($hash -ne 'WU-SHA256') {
+    exit 1
+}
+& ([scriptblock]::Create($text))
+'@
+    $loader = $loader.Replace('WU-PATH', $Path.Replace("'", "''")).Replace('WU-SHA256', $Hash)
+    [Convert]::ToBase64String([System.Text.Encoding]::Unicode.GetBytes($loader))
+}
+
+function Get-WuTextHash {
+    <# Lower-case hex sha256 of a text's UTF-8 bytes (what Get-WuLoaderCommand's loader compares). #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][AllowEmptyString()][string]$Text)
+    $sha = [System.Security.Cryptography.SHA256]::Create()
+    -join ($sha.ComputeHash([System.Text.Encoding]::UTF8.GetBytes($Text)) | ForEach-Object -Process { $_.ToString('x2') })
+}
+
 function Register-WuFailSafe {
     <#
     Registers a SYSTEM task that runs the restore function at the deadline (and at start-up,
-    doing nothing before the deadline). The task's script is built from the text of this
-    prelude's own restore functions and a constant call: no controller value enters it.
+    doing nothing before the deadline), then proves it can run here: the task is started at
+    once, and its script (before the deadline it only writes failsafe\<kind>.probe.json) must
+    answer within -ProbeSeconds, in FullLanguage. A task that cannot run (a Group Policy
+    execution policy, Constrained Language under WDAC/AppLocker, a broken task scheduler) is
+    removed and this throws, so the caller changes nothing: a fail-safe that would never fire is
+    no fail-safe. The task's script is built from the text of this prelude's own functions and a
+    constant call: no controller value enters it. The caller records the state (with its
+    deadline) first: the probe run reads it.
     #>
     [CmdletBinding()]
     param(
         [Parameter(Mandatory = $true)][ValidateSet('av', 'clean-boot')][string]$Kind,
         [Parameter(Mandatory = $true)][datetime]$DeadlineUtc,
-        [Parameter(Mandatory = $true)][ValidateSet('Restore-WuAvState', 'Restore-WuStartTypes')][string]$RestoreFunction
+        [Parameter(Mandatory = $true)][ValidateSet('Restore-WuAvState', 'Restore-WuStartTypes')][string]$RestoreFunction,
+        [ValidateRange(5, 600)][int]$ProbeSeconds = 60
     )
     $helpers = @('Get-WuStateRoot', 'Get-WuRegistryValue', 'Get-WuSystemTool', 'Invoke-WuNative',
-        'Set-WuServiceStartType', 'Get-WuFailSafePath', 'Read-WuJsonFile', 'Write-WuTextFile', 'Write-WuJsonFile', $RestoreFunction)
+        'Set-WuServiceStartType', 'Get-WuFailSafePath', 'Get-WuInnermostException', 'Read-WuSharedText',
+        'Read-WuJsonFile', 'Write-WuTextFile', 'Write-WuJsonFile', $RestoreFunction)
     $builder = New-Object -TypeName System.Text.StringBuilder
     $null = $builder.AppendLine('$ErrorActionPreference = ''Stop''')
     foreach ($name in $helpers) {
         $definition = (Get-Command -Name $name -CommandType Function).Definition
         $null = $builder.AppendLine(('function {0} {{{1}}}' -f $name, $definition))
     }
-    $null = $builder.AppendLine(('$state = Read-WuJsonFile -Path (Get-WuFailSafePath -Kind ''{0}'')' -f $Kind))
+    $null = $builder.AppendLine(('$statePath = Get-WuFailSafePath -Kind ''{0}''' -f $Kind))
+    $null = $builder.AppendLine('$probe = @{ utc = [DateTime]::UtcNow.ToString(''o''); language_mode = [string]$ExecutionContext.SessionState.LanguageMode }')
+    $null = $builder.AppendLine('Write-WuJsonFile -Path ($statePath -replace ''\.json$'', ''.probe.json'') -InputObject $probe')
+    $null = $builder.AppendLine('$state = Read-WuJsonFile -Path $statePath')
     $null = $builder.AppendLine('if ($null -eq $state) { exit 0 }')
     $null = $builder.AppendLine('if ([DateTime]::UtcNow -lt ([DateTime]::Parse($state.deadline_utc)).ToUniversalTime()) { exit 0 }')
     $null = $builder.AppendLine(('{0} -Reason ''fail-safe deadline passed''' -f $RestoreFunction))
+    $text = $builder.ToString()
 
     $null = Protect-WuStateRoot
     $folder = Join-Path -Path (Get-WuStateRoot) -ChildPath 'failsafe'
     $scriptPath = Join-Path -Path $folder -ChildPath ('restore-{0}.ps1' -f $Kind)
-    Write-WuTextFile -Path $scriptPath -Text $builder.ToString() -Bom
+    $probePath = Join-Path -Path $folder -ChildPath ('{0}.probe.json' -f $Kind)
+    Write-WuTextFile -Path $scriptPath -Text $text -Bom
 
     $powershell = Join-Path -Path $PSHOME -ChildPath 'powershell.exe'
-    $action = New-ScheduledTaskAction -Execute $powershell -Argument ('-NoProfile -NonInteractive -ExecutionPolicy Bypass -File "{0}"' -f $scriptPath)
+    $encoded = Get-WuLoaderCommand -Path $scriptPath -Hash (Get-WuTextHash -Text $text)
+    $action = New-ScheduledTaskAction -Execute $powershell -Argument ('-NoProfile -NonInteractive -EncodedCommand {0}' -f $encoded)
     $triggers = @(
         (New-ScheduledTaskTrigger -Once -At $DeadlineUtc.ToLocalTime()),
         (New-ScheduledTaskTrigger -AtStartup)
@@ -815,6 +886,31 @@ function Register-WuFailSafe {
     $taskName = 'wuremote-failsafe-{0}' -f $Kind
     $null = Register-ScheduledTask -TaskName $taskName -TaskPath $script:WuTaskPath -Action $action -Trigger $triggers `
         -Principal $principal -Settings $settings -Force
+
+    # The probe: the task's own run, now, must answer.
+    if (Test-Path -LiteralPath $probePath) {
+        Remove-Item -LiteralPath $probePath -Force
+    }
+    Start-ScheduledTask -TaskPath $script:WuTaskPath -TaskName $taskName
+    $until = [DateTime]::UtcNow.AddSeconds($ProbeSeconds)
+    while (-not (Test-Path -LiteralPath $probePath) -and [DateTime]::UtcNow -lt $until) {
+        Start-Sleep -Milliseconds 500
+    }
+    $answer = Read-WuJsonFile -Path $probePath
+    if ($null -eq $answer -or [string]$answer.language_mode -ne 'FullLanguage') {
+        $lastResult = ''
+        # The task's record is only read to explain the refusal; its absence changes nothing.
+        $info = Get-ScheduledTaskInfo -TaskPath $script:WuTaskPath -TaskName $taskName -ErrorAction SilentlyContinue
+        if ($null -ne $info) {
+            $lastResult = (' (task last result 0x{0:X8})' -f ([long]$info.LastTaskResult -band [long]4294967295))
+        }
+        $mode = 'no answer'
+        if ($null -ne $answer) {
+            $mode = 'it runs in {0}' -f $answer.language_mode
+        }
+        $null = Unregister-WuFailSafe -Kind $Kind
+        throw ('the fail-safe task cannot run on this host: {0}{1}; check the execution policy (Get-ExecutionPolicy -List) and the language mode (WDAC/AppLocker); nothing was changed' -f $mode, $lastResult)
+    }
     $taskName
 }
 

@@ -58,9 +58,18 @@ $deadline = [DateTime]::UtcNow.AddMinutes($FailSafeMinutes)
 
 $existing = Read-WuJsonFile -Path $statePath
 if ($null -ne $existing -and -not $ListOnly) {
-    $null = Register-WuFailSafe -Kind 'clean-boot' -DeadlineUtc $deadline -RestoreFunction 'Restore-WuStartTypes'
+    # The new deadline first: the fail-safe's probe run reads it.
     $existing.deadline_utc = $deadline.ToString('o')
     Write-WuJsonFile -Path $statePath -InputObject $existing
+    try {
+        $null = Register-WuFailSafe -Kind 'clean-boot' -DeadlineUtc $deadline -RestoreFunction 'Restore-WuStartTypes'
+    }
+    catch {
+        # No fail-safe can run here any more: put the start types back now.
+        $facts['restored'] = Restore-WuStartTypes -Reason 'fail-safe cannot run'
+        Complete-WuStep -Step 'clean-boot' -Status 'failed' -ExitCode 1 -Facts $facts -ResultMarker $ResultMarker `
+            -Messages @(('{0}; start types put back' -f $_.Exception.Message))
+    }
     $facts['state'] = $existing
     Complete-WuStep -Step 'clean-boot' -Status 'ok' -ExitCode 0 -Facts $facts -ResultMarker $ResultMarker `
         -Messages @('clean boot already active (recorded by wuremote); fail-safe deadline extended')
@@ -192,7 +201,15 @@ Write-WuJsonFile -Path $statePath -InputObject ([ordered]@{
         deadline_utc = $deadline.ToString('o')
         services     = $candidates.ToArray()
     })
-$facts['failsafe_task'] = Register-WuFailSafe -Kind 'clean-boot' -DeadlineUtc $deadline -RestoreFunction 'Restore-WuStartTypes'
+try {
+    $facts['failsafe_task'] = Register-WuFailSafe -Kind 'clean-boot' -DeadlineUtc $deadline -RestoreFunction 'Restore-WuStartTypes'
+}
+catch {
+    # Register-WuFailSafe proved its task cannot run (and removed it): refuse before changing anything.
+    Remove-Item -LiteralPath $statePath -Force
+    Complete-WuStep -Step 'clean-boot' -Status 'failed' -ExitCode 1 -Facts $facts -ResultMarker $ResultMarker `
+        -Messages @(('refused: {0}' -f $_.Exception.Message))
+}
 $facts['deadline_utc'] = $deadline.ToString('o')
 $changes = New-Object -TypeName System.Collections.Generic.List[object]
 try {

@@ -296,6 +296,20 @@ Read-FactGroup -Name 'installed_kbs' -Reader {
     , @(Get-HotFix | ForEach-Object -Process { ([string]$_.HotFixID).ToUpperInvariant() } | Where-Object -FilterScript { $_ -match '^KB\d+$' } | Sort-Object -Unique)
 }
 
+Read-FactGroup -Name 'powershell' -Reader {
+    # What decides whether our scheduled tasks can run: a Group Policy execution policy outranks
+    # -ExecutionPolicy Bypass; Constrained Language (WDAC/AppLocker) refuses the .NET calls our
+    # scripts make (Microsoft, about_Execution_Policies and about_Language_Modes).
+    $policies = [ordered]@{}
+    foreach ($row in @(Get-ExecutionPolicy -List)) {
+        $policies[[string]$row.Scope] = [string]$row.ExecutionPolicy
+    }
+    @{
+        language_mode      = Get-WuLanguageMode
+        execution_policies = $policies
+    }
+}
+
 Read-FactGroup -Name 'antivirus' -Reader {
     $products = 'unknown'
     if ([int]$os.ProductType -eq 1) {

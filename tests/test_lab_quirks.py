@@ -133,3 +133,48 @@ def test_a_tiworker_left_by_the_scan_does_not_stop_the_ladder(tmp_path, transpor
     assert summary.outcomes[host.name] == "repaired", summary.causes[host.name]
     resets = [e for e in seen if isinstance(e, ev.StepFinished) and e.step.startswith("reset-components")]
     assert resets and all(e.exit_code == 0 for e in resets), [(e.step, e.exit_code) for e in resets]
+
+
+# --- item 2: execution policy by Group Policy, Constrained Language ------------------------------
+def run_direct(lab: Lab, transport: str, step: str, **params: object) -> tuple[int, dict[str, object], list[str]]:
+    """One step over the real transport, outside a run: exit code, facts, messages."""
+    from wuremote.contract.scripts import get_script
+    from wuremote.transport import open_transport
+
+    [config] = demo_hosts(lab, transport)
+    connection = open_transport(config, demo_options(Path(".")).transport)
+    try:
+        result = connection.run_step(get_script(step), {"RunId": "quirks", **params}, timeout=60)
+    finally:
+        connection.close()
+    return result.exit_code, dict(result.facts), list(result.messages)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_under_an_allsigned_group_policy_the_failsafe_still_restores_defender(transport) -> None:
+    from conftest import held_clock, wait_for
+
+    with Lab(scenario="healthy", hosts=1, time_scale=LAB_SCALE) as lab:
+        host = lab.host(lab.endpoints[0].name)
+        lab.call(lambda: setattr(host.state, "execution_policy_gpo", "AllSigned"))
+        # The fail-safe's wait for its deadline ends only once the test has looked at the paused host.
+        with held_clock(lab, host, when=lambda: "av" in host.state.failsafe):
+            code, facts, messages = run_direct(lab, transport, "av-pause", FailSafeMinutes=10)
+            assert code == 0, messages
+            assert not host.state.antivirus.defender_realtime
+            assert host.state.scheduled_tasks["wuremote-failsafe-av"]["action"] == "encoded-command"
+        # No av-resume comes: the fail-safe task, which policy does not block, turns Defender back on.
+        wait_for(lambda: lab.call(lambda: host.state.antivirus.defender_realtime))
+        assert "av" not in host.state.failsafe
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_under_constrained_language_every_step_refuses_before_changing_anything(transport) -> None:
+    with Lab(scenario="healthy", hosts=1, time_scale=LAB_SCALE) as lab:
+        host = lab.host(lab.endpoints[0].name)
+        lab.call(lambda: setattr(host.state, "language_mode", "ConstrainedLanguage"))
+        code, facts, messages = run_direct(lab, transport, "av-pause", FailSafeMinutes=10)
+        assert code == 1 and facts["language_mode"] == "ConstrainedLanguage"
+        assert "FullLanguage" in messages[0] and "nothing was changed" in messages[0]
+        assert host.state.antivirus.defender_realtime and not host.state.failsafe
+        assert "wuremote-failsafe-av" not in host.state.scheduled_tasks

@@ -174,6 +174,8 @@ function Set-WuFixtureMocks {
     }
     Mock Get-MpComputerStatus { $script:WuFixture.cmdlets.'Get-MpComputerStatus' }
     Mock Get-HotFix { @($script:WuFixture.cmdlets.Win32_QuickFixEngineering) }
+    Mock Get-WuLanguageMode { [string]$script:WuFixture.cmdlets.powershell.LanguageMode }
+    Mock Get-ExecutionPolicy -ParameterFilter { $List } { @($script:WuFixture.cmdlets.powershell.ExecutionPolicyList) }
     Mock Get-Module -ParameterFilter { $Name -eq 'TroubleshootingPack' } {
         if ($script:WuFixture.cmdlets.TroubleshootingPack_module) {
             [pscustomobject]@{ Name = 'TroubleshootingPack' }

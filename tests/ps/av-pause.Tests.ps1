@@ -46,4 +46,19 @@ Describe 'av-pause' {
         $run.ExitCode | Should -Be 1
         Should -Invoke Register-WuFailSafe -Times 0 -Exactly
     }
+
+    It 'refuses and changes nothing when the fail-safe task cannot run on the host' {
+        Set-WuFixtureMocks -Fixture (Get-WuFixture -Scenario 'healthy')
+        $statePath = Join-Path -Path $env:ProgramData -ChildPath 'wuremote\failsafe\av.json'
+        if (Test-Path -LiteralPath $statePath) {
+            Remove-Item -LiteralPath $statePath  # TestDrive lasts the whole file: an earlier test paused
+        }
+        Mock Register-WuFailSafe { throw 'the fail-safe task cannot run on this host: no answer (task last result 0x800710E0)' }
+        Mock Get-MpComputerStatus { [pscustomobject]@{ RealTimeProtectionEnabled = $true; IsTamperProtected = $false } }
+        $run = Invoke-WuTestStep -Path $script:Payload
+        $run.ExitCode | Should -Be 1
+        @($run.Result.messages) -join ' ' | Should -Match 'refused: the fail-safe task cannot run'
+        Should -Invoke Set-MpPreference -Times 0 -Exactly
+        Test-Path -LiteralPath $statePath | Should -BeFalse
+    }
 }

@@ -180,9 +180,28 @@ class HostState:
     failsafe: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: dict[str, object] | None = None
     reboot_never_returns: bool = False
+    # PowerShell policy: an execution policy set by Group Policy (MachinePolicy) outranks the
+    # command line's -ExecutionPolicy Bypass (Process scope), so under AllSigned an unsigned
+    # `-File x.ps1` does not run, while a command (-EncodedCommand) is no script file and is not
+    # subject to it (Microsoft, about_Execution_Policies: "Execution policy precedence").  Under
+    # WDAC/AppLocker enforcement PowerShell runs in ConstrainedLanguage, where .NET types outside
+    # an allowed list (System.IO.File, Console) cannot be called (Microsoft, about_Language_Modes).
+    execution_policy_gpo: str | None = None  # e.g. "AllSigned"; None: not set by policy
+    language_mode: str = "FullLanguage"  # FullLanguage | ConstrainedLanguage
     boot_seconds: float = 45.0  # modelled time a restart takes
     reboots: int = 0
     scripts_run: list[str] = field(default_factory=list, repr=False, compare=False)  # scripts received, in order
+
+    def task_action_runs(self, action: str) -> bool:
+        """Whether a SYSTEM task's PowerShell action gets to run our script to its end.
+
+        "file": `powershell -ExecutionPolicy Bypass -File unsigned.ps1`; "encoded-command": a
+        hash-checking loader passed with -EncodedCommand.  Either needs FullLanguage, since our
+        scripts call .NET (System.IO.File) that Constrained Language refuses.
+        """
+        if self.language_mode != "FullLanguage":
+            return False
+        return not (action == "file" and self.execution_policy_gpo in ("AllSigned", "Restricted"))
 
     @property
     def clock(self) -> dt.datetime:
@@ -359,7 +378,11 @@ class Host:
         return parse_windows_utc(str(self.state.scheduled_tasks[name]["deadline_utc"]))
 
     def _run_task(self, name: str) -> None:
-        self.state.scheduled_tasks[name]["last_run_utc"] = windows_utc(self.state.clock)
+        task = self.state.scheduled_tasks[name]
+        task["last_run_utc"] = windows_utc(self.state.clock)
+        if not self.state.task_action_runs(str(task.get("action", "file"))):
+            task["last_result"] = 1  # powershell.exe refused the script: nothing ran
+            return
         self._task_actions[name]()
 
     async def shutdown(self) -> None:

@@ -285,7 +285,10 @@ async def detached_start(ctx: StepContext) -> None:
         "action": f'powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File "{folder}\\runner.ps1"',
         "description": f"wuremote detached step {step} of run {run_id}",
     }
-    _live(host)[name] = asyncio.get_running_loop().create_task(_run_body(host, run_id, step))
+    if state.task_action_runs("file"):
+        _live(host)[name] = asyncio.get_running_loop().create_task(_run_body(host, run_id, step))
+    else:  # powershell.exe refuses runner.ps1 (policy or language mode): the step stays queued
+        state.scheduled_tasks[name].update(state="Ready", last_result=1)
 
     waited = 0.0
     current = detached_state(host, run_id, step)

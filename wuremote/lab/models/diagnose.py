@@ -21,7 +21,7 @@ FAILURE_DAYS = 30
 PRODUCT_STATE_ON, PRODUCT_STATE_OFF = 397568, 393472
 
 
-@model("diagnose", sha256="05c8c725a59d36e5bf6a01503a32eb3fcc1b6c47a634908726a0f845acdb8568")
+@model("diagnose", sha256="ca770691b31dd1687a5f3412ddd0ca382cbf0b14d38abbe48daed804cf52706c")
 async def diagnose(ctx: StepContext) -> None:
     state = ctx.host.state
     ctx.verbose("reading services, clock, disk, servicing, update source, antivirus")
@@ -49,6 +49,9 @@ async def diagnose(ctx: StepContext) -> None:
         "update_failures": _failures(state),
         "last_verify_ok_utc": state.verify_ok_utc,
         "installed_kbs": sorted(kb.upper() for kb in state.installed_kbs),
+        "powershell": {"language_mode": state.language_mode, "execution_policies": {
+            "MachinePolicy": state.execution_policy_gpo or "Undefined", "UserPolicy": "Undefined", "Process": "Undefined",
+            "CurrentUser": "Undefined", "LocalMachine": "RemoteSigned"}},
         "antivirus": _antivirus(state),
         "troubleshooter": {"available": state.troubleshooter_available, "path": expand(TROUBLESHOOTER_PACK)},
         "unexpected_shutdowns_30d": state.unexpected_shutdowns_30d,

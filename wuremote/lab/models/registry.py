@@ -18,7 +18,7 @@ from ..engine import ErrorInfo, Run, Stop
 from ..host import Host
 
 # Recorded hashes of the shipped texts the lab knows.  Update them together with the model.
-PRELUDE_SHA256 = "b502fe4bed4b34b31a671af554db03aa6557f2acf2d62d52c6bd495c90f38ca0"
+PRELUDE_SHA256 = "ea84169065d078499061bbb4abcecda8b8a8ccae718833a3d295ec5bf9f19657"
 BOOTSTRAP_SHA256 = "30986d8c9cc67f85955aea604108f2680b2d413cb99f627972247e7f5a7b1645"
 
 
@@ -79,6 +79,8 @@ class Model:
 
 
 MODELS: dict[str, Model] = {}
+# The steps that do not start with Start-WuTranscript (so not with its language-mode refusal).
+PRELUDE_SKIPS_TRANSCRIPT = frozenset({"detached-poll", "detached-cleanup"})
 
 
 def model(name: str, sha256: str) -> Callable[[ModelFn], ModelFn]:
@@ -122,7 +124,13 @@ class Known:
             raise Stop(1, _lab_error(f"lab: no model for script {meta.name!r} v{meta.version} with sha256 {digest}; "
                                      "a script edited without its lab model is refused (see wuremote/lab/models/)"))
         host.state.scripts_run.append(meta.name)
-        await entry.fn(StepContext(host, user, run, self.params, meta))
+        ctx = StepContext(host, user, run, self.params, meta)
+        if host.state.language_mode != "FullLanguage" and meta.name not in PRELUDE_SKIPS_TRANSCRIPT:
+            # Start-WuTranscript's refusal: under Constrained Language every step stops there.
+            ctx.finish("failed", 1, facts={"language_mode": host.state.language_mode}, messages=[
+                f"PowerShell runs in {host.state.language_mode} on this host (WDAC/AppLocker): wuremote's steps need "
+                "FullLanguage; nothing was changed"])
+        await entry.fn(ctx)
 
 
 def _lab_error(message: str) -> ErrorInfo:
