@@ -663,16 +663,18 @@ function Get-WuDetachedState {
 function Get-WuDetachedRunnerText {
     <#
     The constant runner a detached task executes (written as runner.ps1 beside the staged
-    body). It reads params.json, runs step.ps1 with those parameters bound, and records the
-    exit code and the body's result object. No value from the controller is part of its text.
+    body, started by Get-WuLoaderCommand's -EncodedCommand loader with -Folder). It checks
+    step.ps1 against the hash detached-start recorded, runs it with params.json bound in a child
+    powershell.exe, and records the exit code and the body's result. No value from the
+    controller is part of its text.
     #>
     [CmdletBinding()]
     param()
     @'
 [CmdletBinding()]
-param()
+param([string]$Folder = $PSScriptRoot)
 $ErrorActionPreference = 'Stop'
-$folder = $PSScriptRoot
+$folder = $Folder
 $statusPath = Join-Path -Path $folder -ChildPath 'status.json'
 $utf8 = New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false
 
@@ -745,22 +747,58 @@ $exitCode = 1
 $result = $null
 $failure = ''
 try {
-    $parameters = @{}
-    $raw = Get-Content -LiteralPath (Join-Path -Path $folder -ChildPath 'params.json') -Raw -Encoding UTF8 | ConvertFrom-Json
-    foreach ($property in $raw.PSObject.Properties) {
-        $value = $property.Value
-        if ($value -is [System.Array]) {
-            $value = [string[]]@($value | ForEach-Object -Process { [string]$_ })
-        }
-        $parameters[$property.Name] = $value
+    # The body runs in a child powershell.exe started with -EncodedCommand (a Group Policy
+    # execution policy does not block a command, only script files: about_Execution_Policies),
+    # as the WinRS bootstrap runs a step: one script block, parameters bound, its `exit` the
+    # child's exit code, its result one marked JSON line on stdout.
+    $text = [System.IO.File]::ReadAllText((Join-Path -Path $folder -ChildPath 'step.ps1'))
+    $sha = [System.Security.Cryptography.SHA256]::Create()
+    $hash = -join ($sha.ComputeHash([System.Text.Encoding]::UTF8.GetBytes($text)) | ForEach-Object -Process { $_.ToString('x2') })
+    $recorded = Read-RunnerJson -Path $statusPath
+    if ($hash -ne [string]$recorded.step_sha256) {
+        throw 'step.ps1 does not match the hash detached-start recorded; not run'
     }
-    $parameters['ResultMarker'] = ''
+    $marker = 'WURESULT-{0}' -f [guid]::NewGuid().ToString('N')
+    $loader = @(
+        '$ErrorActionPreference = ''Stop'''
+        'try { [Console]::OutputEncoding = [System.Text.Encoding]::UTF8 } catch { $null = $_ }'
+        '$folder = ''WU-FOLDER'''
+        '$text = [System.IO.File]::ReadAllText((Join-Path -Path $folder -ChildPath ''step.ps1''))'
+        '$sha = [System.Security.Cryptography.SHA256]::Create()'
+        '$hash = -join ($sha.ComputeHash([System.Text.Encoding]::UTF8.GetBytes($text)) | ForEach-Object -Process { $_.ToString(''x2'') })'
+        'if ($hash -ne ''WU-SHA256'') { exit 1 }'
+        '$parameters = @{}'
+        '$raw = [System.IO.File]::ReadAllText((Join-Path -Path $folder -ChildPath ''params.json'')) | ConvertFrom-Json'
+        'foreach ($property in $raw.PSObject.Properties) {'
+        '    $value = $property.Value'
+        '    if ($value -is [System.Array]) { $value = [string[]]@($value | ForEach-Object -Process { [string]$_ }) }'
+        '    $parameters[$property.Name] = $value'
+        '}'
+        '$parameters[''ResultMarker''] = ''WU-MARKER'''
+        '& ([scriptblock]::Create($text)) @parameters'
+        'exit $LASTEXITCODE'
+    ) -join "`n"
+    $loader = $loader.Replace('WU-FOLDER', $folder.Replace("'", "''")).Replace('WU-SHA256', $hash).Replace('WU-MARKER', $marker)
+    $encoded = [Convert]::ToBase64String([System.Text.Encoding]::Unicode.GetBytes($loader))
+    $powershell = Join-Path -Path $PSHOME -ChildPath 'powershell.exe'
+    try {
+        # The child's marked line is UTF-8: decode it as such (a task may have no console to set).
+        [Console]::OutputEncoding = [System.Text.Encoding]::UTF8
+    }
+    catch {
+        Write-Verbose ('console encoding left as is: {0}' -f $_.Exception.Message)
+    }
+    # Windows PowerShell 5.1 turns a native program's stderr lines into error records: 'Stop'
+    # would throw on the first one, so the preference is relaxed for this call only.
+    $ErrorActionPreference = 'Continue'
     $global:LASTEXITCODE = 1
-    $output = & (Join-Path -Path $folder -ChildPath 'step.ps1') @parameters
+    $lines = @(& $powershell -NoProfile -NonInteractive -EncodedCommand $encoded 2>&1)
     $exitCode = $LASTEXITCODE
-    foreach ($item in @($output)) {
-        if ($null -ne $item -and $item.PSObject.Properties.Name -contains 'wuremote_result') {
-            $result = $item
+    $ErrorActionPreference = 'Stop'
+    foreach ($line in $lines) {
+        $lineText = [string]$line
+        if ($lineText.StartsWith($marker + ' ')) {
+            $result = $lineText.Substring($marker.Length + 1) | ConvertFrom-Json
         }
     }
 }
@@ -807,7 +845,8 @@ function Get-WuLoaderCommand {
     [CmdletBinding()]
     param(
         [Parameter(Mandatory = $true)][string]$Path,
-        [Parameter(Mandatory = $true)][ValidatePattern('^[0-9a-f]{64}$')][string]$Hash
+        [Parameter(Mandatory = $true)][ValidatePattern('^[0-9a-f]{64}$')][string]$Hash,
+        [string]$Folder = ''
     )
     $loader = @'
 $ErrorActionPreference = 'Stop'
@@ -819,6 +858,10 @@ if ($hash -ne 'WU-SHA256') {
 }
 & ([scriptblock]::Create($text))
 '@
+    if ($Folder) {
+        $call = '& ([scriptblock]::Create($text)) -Folder ''{0}''' -f $Folder.Replace("'", "''")
+        $loader = $loader.Replace('& ([scriptblock]::Create($text))', $call)
+    }
     $loader = $loader.Replace('WU-PATH', $Path.Replace("'", "''")).Replace('WU-SHA256', $Hash)
     [Convert]::ToBase64String([System.Text.Encoding]::Unicode.GetBytes($loader))
 }

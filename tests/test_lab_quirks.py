@@ -178,3 +178,14 @@ def test_under_constrained_language_every_step_refuses_before_changing_anything(
         assert "FullLanguage" in messages[0] and "nothing was changed" in messages[0]
         assert host.state.antivirus.defender_realtime and not host.state.failsafe
         assert "wuremote-failsafe-av" not in host.state.scheduled_tasks
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_under_an_allsigned_group_policy_detached_steps_still_start(tmp_path, transport) -> None:
+    def allsigned(host: Host) -> None:
+        host.state.execution_policy_gpo = "AllSigned"
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "corrupt-download-cache", allsigned)
+    assert summary.outcomes[host.name] == "repaired", summary.causes[host.name]
+    verifies = step_results(seen, "verify")
+    assert verifies and verifies[-1].exit_code == 0

@@ -44,3 +44,17 @@ Describe 'Write-WuTextFile and Read-WuSharedText' {
         Read-WuSharedText -Path (Join-Path -Path $TestDrive -ChildPath 'absent.json') | Should -BeNullOrEmpty
     }
 }
+
+Describe 'Get-WuLoaderCommand' {
+    It 'runs the staged script as a command, whatever the script-file policy, and only while its hash matches' {
+        $path = Join-Path -Path $TestDrive -ChildPath 'staged.ps1'
+        Write-WuTextFile -Path $path -Text 'exit 7' -Bom
+        $encoded = Get-WuLoaderCommand -Path $path -Hash (Get-WuTextHash -Text 'exit 7')
+        $powershell = Join-Path -Path $PSHOME -ChildPath 'powershell.exe'
+        & $powershell -NoProfile -NonInteractive -ExecutionPolicy Restricted -EncodedCommand $encoded
+        $LASTEXITCODE | Should -Be 7
+        Write-WuTextFile -Path $path -Text 'exit 9' -Bom
+        & $powershell -NoProfile -NonInteractive -EncodedCommand $encoded
+        $LASTEXITCODE | Should -Be 1
+    }
+}
