@@ -634,6 +634,23 @@ function Get-WuDetachedState {
         $bootNow = Get-WuLastBootUtc
         # A vanished process is exactly what this check looks for.
         $process = Get-Process -Id ([int]$status.pid) -ErrorAction SilentlyContinue
+        # Windows reuses process ids: a live process with the runner's id but another start time
+        # is not the runner (Process.StartTime). Unreadable start time: keep the process.
+        $recordedStart = $null
+        if ($status.PSObject.Properties.Name -contains 'pid_started' -and $status.pid_started) {
+            $recordedStart = ([DateTime]::Parse([string]$status.pid_started)).ToUniversalTime()
+        }
+        if ($null -ne $process -and $null -ne $recordedStart) {
+            try {
+                $actualStart = ([DateTime]$process.StartTime).ToUniversalTime()
+                if ([math]::Abs(($actualStart - $recordedStart).TotalSeconds) -gt 2) {
+                    $process = $null
+                }
+            }
+            catch {
+                Write-Verbose ('start time of process {0} not read: {1}' -f $status.pid, $_.Exception.Message)
+            }
+        }
         if ($status.boot_utc -and ([DateTime]::Parse($bootNow)).ToUniversalTime() -gt ([DateTime]::Parse([string]$status.boot_utc)).ToUniversalTime().AddMinutes(1)) {
             $effective = 'interrupted'
             $reason = 'the host restarted while the step ran'
@@ -739,6 +756,7 @@ function Read-RunnerJson {
 $status = Read-RunnerJson -Path $statusPath
 $status.state = 'running'
 $status.pid = $PID
+$status | Add-Member -NotePropertyName 'pid_started' -NotePropertyValue ((Get-Process -Id $PID).StartTime.ToUniversalTime().ToString('o')) -Force
 $status.started = [DateTime]::UtcNow.ToString('o')
 $status.boot_utc = (Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')
 Save-RunnerJson -Path $statusPath -InputObject $status

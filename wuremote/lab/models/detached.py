@@ -171,7 +171,8 @@ async def _run_body(host: Host, run_id: str, step: str) -> None:
     await host.sleep(RUNNER_START_SECONDS)
     pid = host.rng.randrange(1000, 30000, 4)
     status = _read_json(state, status_path) or {}
-    status.update(state="running", pid=pid, started=windows_utc(state.clock), boot_utc=windows_utc(state.last_boot))
+    status.update(state="running", pid=pid, pid_started=windows_utc(state.clock), started=windows_utc(state.clock),
+                  boot_utc=windows_utc(state.last_boot))
     _write_json(state, status_path, status)
 
     run = _BodyRun(state, folder)
