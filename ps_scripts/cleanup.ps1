@@ -108,7 +108,12 @@ try {
     $facts['temp_items_kept'] = $kept
 
     # --- old wuremote backups ---
+    # A backup's age is the UTC stamp in its name (<folder>.wuremote-yyyyMMddTHHmmssZ[-n], as
+    # reset-components names it), never its CreationTime: a rename keeps the folder's creation
+    # time (Microsoft, "File Times": renaming or moving within a volume preserves file times), so a
+    # backup made minutes ago of a years-old folder would look years old. No stamp: not pruned.
     $backupCutoff = (Get-Date).AddDays(-$BackupAgeDays)
+    $backupCutoffUtc = [DateTime]::UtcNow.AddDays(-$BackupAgeDays)
     $sd = Join-Path -Path $env:SystemRoot -ChildPath 'SoftwareDistribution'
     $parents = @($env:SystemRoot, $sd, (Join-Path -Path $env:SystemRoot -ChildPath 'System32'), (Join-Path -Path $env:ProgramData -ChildPath 'Microsoft\Network'))
     foreach ($parent in $parents) {
@@ -116,7 +121,12 @@ try {
             continue
         }
         $backups = @(Get-ChildItem -LiteralPath $parent -Directory -Force |
-                Where-Object -FilterScript { $_.Name -like '*.wuremote-*' -and $_.CreationTime -lt $backupCutoff })
+                Where-Object -FilterScript { $_.Name -match '\.wuremote-(\d{8}T\d{6}Z)(-\d+)?$' } |
+                Where-Object -FilterScript {
+                    $stamp = [DateTime]::ParseExact(($_.Name -replace '^.*\.wuremote-(\d{8}T\d{6}Z)(-\d+)?$', '$1'), 'yyyyMMddTHHmmssZ',
+                        [System.Globalization.CultureInfo]::InvariantCulture, [System.Globalization.DateTimeStyles]'AssumeUniversal, AdjustToUniversal')
+                    $stamp -lt $backupCutoffUtc
+                })
         foreach ($item in $backups) {
             $null = Remove-OldItem -Item $item -Kind 'backup-removed'
         }

@@ -7,6 +7,7 @@ tests show what a user sees on such a host: the outcome, the host left as it sho
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -189,3 +190,19 @@ def test_under_an_allsigned_group_policy_detached_steps_still_start(tmp_path, tr
     assert summary.outcomes[host.name] == "repaired", summary.causes[host.name]
     verifies = step_results(seen, "verify")
     assert verifies and verifies[-1].exit_code == 0
+
+
+# --- item 11: a rename keeps the folder's creation time ------------------------------------------
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_cleanup_keeps_a_backup_made_minutes_ago_of_an_old_folder(transport) -> None:
+    with Lab(scenario="corrupt-download-cache", hosts=1, time_scale=LAB_SCALE) as lab:
+        host = lab.host(lab.endpoints[0].name)
+        code, _, messages = run_direct(lab, transport, "reset-components", Level="gentle")
+        assert code == 0, messages
+        backups = lab.call(lambda: sorted(k for k in host.state.folders if ".wuremote-" in k))
+        # The DataStore folder is years old; its backup, renamed now, keeps that creation time.
+        month_ago = host.state.clock - dt.timedelta(days=30)
+        assert backups and all(lab.call(lambda k=k: host.state.folders[k].created) < month_ago for k in backups)
+        code, facts, messages = run_direct(lab, transport, "cleanup")
+        assert code == 0, messages
+        assert lab.call(lambda: sorted(k for k in host.state.folders if ".wuremote-" in k)) == backups

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from typing import Any
 
@@ -32,7 +33,7 @@ def remove_folder(state: HostState, key: str) -> int:
     return freed
 
 
-@model("cleanup", sha256="2c53d9eb752566763549d97d8d173bf33e6b59e66b4dd84a8e03aab9d31adf0c")
+@model("cleanup", sha256="c2dafd8deadec8c587aa3913b320edcfeac034baf2387a0f892417a734fd635a")
 async def cleanup(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
@@ -62,8 +63,9 @@ async def cleanup(ctx: StepContext) -> None:
         changes.append({"kind": "temp-removed", "path": expand("%SystemRoot%\\Temp\\*")})
     facts["temp_items_kept"] = 0
 
+    # By the UTC stamp in the backup's name: a rename keeps the folder's creation time (Folder.created).
     cutoff = state.clock - dt.timedelta(days=int(param(ctx, "BackupAgeDays", 7)))
-    for key in sorted(k for k, folder in state.folders.items() if ".wuremote-" in k.split("\\")[-1] and folder.created < cutoff):
+    for key in sorted(k for k in state.folders if (stamp := backup_stamp(k)) is not None and stamp < cutoff):
         if key in state.folders:
             remove_folder(state, key)
             changes.append({"kind": "backup-removed", "path": expand(key)})
@@ -164,3 +166,14 @@ async def troubleshooter(ctx: StepContext) -> None:
     unfixed = [c["name"] for c in causes if c["status"] in ("Not Fixed", "Detected")]
     messages = [f"root causes left unfixed: {'; '.join(unfixed)}"] if unfixed else []
     ctx.finish("ok", 0, facts=facts, messages=messages)
+
+
+BACKUP_NAME = re.compile(r"\.wuremote-(\d{8}T\d{6}Z)(-\d+)?$")
+
+
+def backup_stamp(key: str) -> dt.datetime | None:
+    """The UTC time in a backup folder's name (reset-components: <leaf>.wuremote-yyyyMMddTHHmmssZ[-n])."""
+    match = BACKUP_NAME.search(key.split("\\")[-1])
+    if match is None:
+        return None
+    return dt.datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
