@@ -102,10 +102,22 @@ $changes.Add([pscustomobject]@{ kind = 'failsafe-registered'; task = $facts['fai
 
 $couldNot = $null
 try {
+    $mp = $null
     # The Defender module is absent where Defender is not installed; that is checked, not an error.
     if (Get-Command -Name 'Get-MpComputerStatus' -ErrorAction SilentlyContinue) {
-        $mp = Get-MpComputerStatus
-        $facts['defender_before'] = @{ realtime_enabled = [bool]$mp.RealTimeProtectionEnabled; tamper_protected = [bool]$mp.IsTamperProtected }
+        try {
+            $mp = Get-MpComputerStatus
+        }
+        catch {
+            # With a third-party antivirus active, Defender's service does not run and the cmdlet
+            # fails (0x800106BA): Defender has nothing to pause, and the vendor pause still runs.
+            $facts['defender_error'] = $_.Exception.Message
+        }
+    }
+    if ($null -ne $mp) {
+        # IsTamperProtected is absent on older Defender platforms: read it only where it exists (StrictMode).
+        $tamper = $mp.PSObject.Properties.Name -contains 'IsTamperProtected' -and [bool]$mp.IsTamperProtected
+        $facts['defender_before'] = @{ realtime_enabled = [bool]$mp.RealTimeProtectionEnabled; tamper_protected = $tamper }
         if ($mp.RealTimeProtectionEnabled) {
             Set-MpPreference -DisableRealtimeMonitoring $true
             $after = Get-MpComputerStatus

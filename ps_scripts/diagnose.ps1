@@ -318,8 +318,18 @@ Read-FactGroup -Name 'antivirus' -Reader {
             })
     }
     $defender = @{ present = $false; realtime_enabled = $null; tamper_protected = $null; running_mode = $null }
+    $mp = $null
     if (Get-Command -Name 'Get-MpComputerStatus' -ErrorAction SilentlyContinue) { # absent on hosts without the Defender module
-        $mp = Get-MpComputerStatus
+        try {
+            $mp = Get-MpComputerStatus
+        }
+        catch {
+            # Defender's service not running (0x800106BA, a third-party antivirus active) must not
+            # lose the whole antivirus group: Defender is there but not running.
+            $defender = @{ present = $true; realtime_enabled = $false; tamper_protected = $null; running_mode = 'Not running' }
+        }
+    }
+    if ($null -ne $mp) {
         $mode = $null
         if ($mp.PSObject.Properties.Name -contains 'AMRunningMode') {
             $mode = [string]$mp.AMRunningMode

@@ -206,3 +206,18 @@ def test_cleanup_keeps_a_backup_made_minutes_ago_of_an_old_folder(transport) -> 
         code, facts, messages = run_direct(lab, transport, "cleanup")
         assert code == 0, messages
         assert lab.call(lambda: sorted(k for k in host.state.folders if ".wuremote-" in k)) == backups
+
+
+# --- item 10: a third-party antivirus that stops Defender's service ------------------------------
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_third_party_antivirus_that_stops_defender_is_still_paused_and_diagnosed(tmp_path, transport) -> None:
+    def defender_stopped(host: Host) -> None:
+        host.state.antivirus.defender_service_running = False
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "av-interference", defender_stopped)
+    assert summary.outcomes[host.name] == "repaired", summary.causes[host.name]
+    [pause] = step_results(seen, "av-pause")
+    assert pause.exit_code == 0
+    diagnosed = [e for e in step_results(seen, "diagnose") if e.facts]
+    assert diagnosed and diagnosed[0].facts["antivirus"]["defender"]["running_mode"] == "Not running"
+    assert host.state.antivirus.realtime_enabled  # resumed afterwards

@@ -74,10 +74,14 @@ class Antivirus:
     interferes: bool = False  # blocks the update agent while its real-time scanning is on
     defender_present: bool = True
     control_path: str | None = None  # a third-party product's command-line tool (its pause/resume commands)
+    # Some third-party products stop Defender's service outright; then Get-MpComputerStatus fails
+    # with HRESULT 0x800106BA (scipag/HardeningKitty#52 with CrowdStrike; microsoft/CSS-Exchange#1514,
+    # #1703, #2297: "If 3rd party AV disabled Microsoft Defender you got an error").
+    defender_service_running: bool = True
 
     @property
     def defender_realtime(self) -> bool:
-        return self.defender_present and not self.third_party and self.realtime_enabled
+        return self.defender_present and self.defender_service_running and not self.third_party and self.realtime_enabled
 
     @property
     def defender_mode(self) -> str | None:

@@ -21,7 +21,7 @@ FAILURE_DAYS = 30
 PRODUCT_STATE_ON, PRODUCT_STATE_OFF = 397568, 393472
 
 
-@model("diagnose", sha256="ca770691b31dd1687a5f3412ddd0ca382cbf0b14d38abbe48daed804cf52706c")
+@model("diagnose", sha256="0c3618f40d91780c2b54bee697680751b78dd3798a4c4013eaf93cf7fd1fc140")
 async def diagnose(ctx: StepContext) -> None:
     state = ctx.host.state
     ctx.verbose("reading services, clock, disk, servicing, update source, antivirus")
@@ -180,7 +180,9 @@ def _antivirus(state: HostState) -> dict[str, Any]:
     if product_type(state) == "workstation":
         products = [{"name": av.product, "product_state": PRODUCT_STATE_ON if av.realtime_enabled else PRODUCT_STATE_OFF}]
     defender: dict[str, Any] = {"present": False, "realtime_enabled": None, "tamper_protected": None, "running_mode": None}
-    if av.defender_present:
+    if av.defender_present and not av.defender_service_running:  # Get-MpComputerStatus fails (0x800106BA)
+        defender = {"present": True, "realtime_enabled": False, "tamper_protected": None, "running_mode": "Not running"}
+    elif av.defender_present:
         defender = {"present": True, "realtime_enabled": av.defender_realtime,
                     "tamper_protected": av.tamper_protection, "running_mode": av.defender_mode}
     return {"products": products, "defender": defender}

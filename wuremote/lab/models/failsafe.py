@@ -135,7 +135,7 @@ def _deadline(ctx: StepContext, default_minutes: int) -> dt.datetime:
     return ctx.host.state.clock + dt.timedelta(minutes=int(param(ctx, "FailSafeMinutes", default_minutes)))
 
 
-@model("av-pause", sha256="9649bcbd24c23bac5c3ec14fbce50cf2f5343edee66edc05b60c8a7b6883e7ef")
+@model("av-pause", sha256="1d8c8b169639db0e7477e8e0e847e144302bf7fc8c5d64719a45eb0ac29fe0c1")
 async def av_pause(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
@@ -176,7 +176,9 @@ async def av_pause(ctx: StepContext) -> None:
                                       "deadline_utc": record["deadline_utc"]}]
     could_not = None
     av = state.antivirus
-    if av.defender_present:
+    if av.defender_present and not av.defender_service_running:  # Get-MpComputerStatus throws; nothing of Defender's to pause
+        facts["defender_error"] = "Operation failed with the following error: 0x800106ba"
+    elif av.defender_present:
         facts["defender_before"] = {"realtime_enabled": av.defender_realtime, "tamper_protected": av.tamper_protection}
         if av.defender_realtime:
             if not av.tamper_protection:  # tamper protection ignores Set-MpPreference without a word
