@@ -20,6 +20,12 @@
     The network list mirrors wuremote/hresult.py (category "network"); a test keeps them equal.
 .PARAMETER Install
     Also install what was downloaded (reboot then decided by the agent).
+.PARAMETER CategoryNames
+    Only updates in one of these categories are downloaded ('*': all). The default is Ansible's
+    win_updates' default category_names (Critical Updates, Security Updates, Update Rollups), so
+    a verify across the fleet does not fetch feature updates, drivers or optional packages.
+.PARAMETER IncludeOptional
+    Also optional updates (BrowseOnly), which are skipped by default (win_updates' skip_optional).
 .PARAMETER RecordSuccess
     On success, record the time in %ProgramData%\wuremote\verify-ok.json (wuremote's own state,
     like its transcripts; not a change to the host). The controller asks for it once every repair
@@ -35,7 +41,9 @@ param(
     [string]$RunId = '',
     [string]$ResultMarker = '',
     [switch]$Install,
-    [switch]$RecordSuccess
+    [switch]$RecordSuccess,
+    [ValidateCount(1, 20)][string[]]$CategoryNames = @('Critical Updates', 'Security Updates', 'Update Rollups'),
+    [switch]$IncludeOptional
 )
 # wuremote-prelude
 $null = Start-WuTranscript -Step 'verify' -RunId $RunId
@@ -103,13 +111,33 @@ try {
         Add-Failure -Phase 'search' -HResult (Get-ComHResult -Exception $_.Exception)
     }
     if ($null -ne $search) {
-        # ResultCode: 2 succeeded, 3 succeeded with errors, 4 failed, 5 aborted.
+        # OperationResultCode: 2 succeeded, 3 succeeded with errors, 4 failed, 5 aborted
+        # (Microsoft wuapi; win_updates fails a search that is neither 2 nor 3). A search that
+        # did not succeed but did not throw is a failure, not an empty success.
         $facts['search_result_code'] = [int]$search.ResultCode
+        if ([int]$search.ResultCode -ne 2 -and [int]$search.ResultCode -ne 3) {
+            Add-Failure -Phase 'search' -HResult ([long]0x8024FFFF) -Title ('search ended with result code {0}' -f [int]$search.ResultCode)
+            $search = $null
+        }
+    }
+    if ($null -ne $search) {
         $facts['searched'] = [int]$search.Updates.Count
         $facts['updates'] = @(foreach ($update in $search.Updates) { [string]$update.Title })
         $toDownload = New-Object -ComObject 'Microsoft.Update.UpdateColl'
         $facts['already_downloaded'] = 0
+        $facts['skipped'] = @()
+        $selected = New-Object -TypeName System.Collections.Generic.List[object]
         foreach ($update in $search.Updates) {
+            $categories = @($update.Categories | ForEach-Object -Process { [string]$_.Name })
+            $inCategory = $CategoryNames -contains '*' -or @($categories | Where-Object -FilterScript { $CategoryNames -contains $_ }).Count -gt 0
+            if (-not $inCategory -or ($update.BrowseOnly -and -not $IncludeOptional)) {
+                $facts['skipped'] += [string]$update.Title
+                continue
+            }
+            $selected.Add($update)
+        }
+        $facts['selected'] = $selected.Count
+        foreach ($update in $selected) {
             if (-not $update.EulaAccepted) {
                 $update.AcceptEula()
             }
@@ -122,7 +150,7 @@ try {
             $null = $toDownload.Add($update)
         }
         $toFetch = New-Object -ComObject 'Microsoft.Update.UpdateColl'
-        foreach ($update in $search.Updates) {
+        foreach ($update in $selected) {
             if (-not $update.IsDownloaded) {
                 $null = $toFetch.Add($update)
             }
@@ -173,7 +201,7 @@ catch {
     Add-Failure -Phase 'agent' -HResult (Get-ComHResult -Exception $_.Exception)
 }
 finally {
-    if ($null -ne $session) {
+    if ($null -ne $session -and [System.Runtime.InteropServices.Marshal]::IsComObject($session)) {
         $null = [System.Runtime.InteropServices.Marshal]::ReleaseComObject($session)
     }
 }

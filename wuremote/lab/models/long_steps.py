@@ -352,7 +352,7 @@ def _history_message(phase: str, code: str, title: str) -> str:
     return f"Installation Failure: Windows failed to install the following update with error {code}: {title}."
 
 
-@model("verify", sha256="c6121f26e7422eea89ff707f9ad56d0d8c641bad0ff6ced21f74f73e225a7224")
+@model("verify", sha256="96d4999f1014417caaaf44312dd2512b275a2df82a2eb7642ca6b732d1316edd")
 async def verify(ctx: StepContext) -> None:
     install = switch(ctx, "Install")
     require_elevated(ctx)
@@ -382,6 +382,8 @@ async def verify(ctx: StepContext) -> None:
         titles = [update_title(kb) for kb in kbs]
         ctx.progress("verify", "searched", 30)
         facts.update({"search_result_code": 2, "searched": len(kbs), "updates": titles})
+        # Every update the lab offers is a security update: selected by verify's default categories.
+        facts.update({"selected": len(kbs), "skipped": []})
         fetch = [kb for kb in kbs if kb not in state.downloaded_kbs]
         facts["already_downloaded"] = len(kbs) - len(fetch)
         facts["downloaded"] = facts["already_downloaded"]
