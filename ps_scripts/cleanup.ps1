@@ -1,16 +1,18 @@
 # wuremote-script
 # name: cleanup
-# version: 1
+# version: 2
 # reboot: never
-# timeout: 3600
+# timeout: 7200
 # idempotent: yes
-# detached: no
+# detached: yes
 # opt-in: no
 # end-wuremote-script
 <#
 .SYNOPSIS
     Frees space on the system drive: component-store cleanup, old temp files, old wuremote
-    backups and run folders. Reports bytes freed.
+    backups and run folders. Reports bytes freed. Runs detached (a scheduled task as SYSTEM):
+    /StartComponentCleanup can take over an hour on 2012 R2/2016, and a process started from a
+    WinRM shell dies with the shell's job object when the connection drops or times out.
 .DESCRIPTION
     - DISM /Online /Cleanup-Image /StartComponentCleanup (superseded components). /ResetBase is
       added only with -ResetBase: it makes installed updates impossible to uninstall.

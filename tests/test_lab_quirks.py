@@ -221,3 +221,14 @@ def test_a_third_party_antivirus_that_stops_defender_is_still_paused_and_diagnos
     diagnosed = [e for e in step_results(seen, "diagnose") if e.facts]
     assert diagnosed and diagnosed[0].facts["antivirus"]["defender"]["running_mode"] == "Not running"
     assert host.state.antivirus.realtime_enabled  # resumed afterwards
+
+
+# --- item 7: component-store cleanup outlives the WinRM shell ----------------------------------
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_cleanup_runs_detached_so_a_dropped_shell_cannot_kill_its_dism(tmp_path, transport) -> None:
+    lab, host, summary, seen = run_one(tmp_path, transport, "low-disk")
+    assert summary.outcomes[host.name] == "repaired", summary.causes[host.name]
+    sent = host.state.scripts_run
+    first = sent.index("cleanup")
+    assert "detached-start" in sent[:first]  # staged and started as a SYSTEM task, then run by its runner
+    assert "detached-cleanup" in sent[first:]

@@ -33,7 +33,7 @@ def remove_folder(state: HostState, key: str) -> int:
     return freed
 
 
-@model("cleanup", sha256="c2dafd8deadec8c587aa3913b320edcfeac034baf2387a0f892417a734fd635a")
+@model("cleanup", sha256="459aeb4afa35fb43ce7476e5bdaaa22b4dad3ebdae39a0ff93578018cddb298d")
 async def cleanup(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
