@@ -480,6 +480,13 @@ function ConvertTo-WuStartType {
     if ($Service.PSObject.Properties.Name -contains 'DelayedAutoStart') {
         $delayed = [bool]$Service.DelayedAutoStart
     }
+    elseif ([string]$Service.StartMode -eq 'Auto') {
+        # Win32_Service has no DelayedAutoStart before Windows Server 2016 (issue 13): read the
+        # service's DelayedAutostart value, which `sc.exe config <name> start= delayed-auto` sets,
+        # so a delayed start is recorded, and restored, exactly on 2012 R2.
+        $key = 'HKLM:\SYSTEM\CurrentControlSet\Services\{0}' -f $Service.Name
+        $delayed = [int](Get-WuRegistryValue -Path $key -Name 'DelayedAutostart' -Default 0) -eq 1
+    }
     switch ([string]$Service.StartMode) {
         'Auto' {
             if ($delayed) {

@@ -190,7 +190,7 @@ function Set-WuFixtureMocks {
                 if ($ArgumentList -contains '/query') {
                     return [pscustomobject]@{ ExitCode = $script:WuFixture.cmdlets.w32tm_status.exit_code; Output = @($script:WuFixture.cmdlets.w32tm_status.output) }
                 }
-                $key = 'w32tm.exe /resync /force'
+                $key = 'w32tm.exe /resync'
             }
             'dism.exe' {
                 if ($ArgumentList -contains '/RestoreHealth') {

@@ -58,3 +58,11 @@ Describe 'Get-WuLoaderCommand' {
         $LASTEXITCODE | Should -Be 1
     }
 }
+
+Describe 'ConvertTo-WuStartType' {
+    It 'reads DelayedAutostart from the registry where Win32_Service has no DelayedAutoStart (before Server 2016)' {
+        Mock Get-WuRegistryValue -ParameterFilter { $Name -eq 'DelayedAutostart' } { 1 }
+        ConvertTo-WuStartType -Service ([pscustomobject]@{ Name = 'usosvc'; StartMode = 'Auto' }) | Should -Be 'AutomaticDelayed'
+        ConvertTo-WuStartType -Service ([pscustomobject]@{ Name = 'usosvc'; StartMode = 'Auto'; DelayedAutoStart = $false }) | Should -Be 'Automatic'
+    }
+}

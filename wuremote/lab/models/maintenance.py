@@ -76,7 +76,7 @@ async def cleanup(ctx: StepContext) -> None:
     ctx.finish("ok", 0, facts=facts, changes=changes, messages=messages)
 
 
-@model("sync-time", sha256="186a07a38dbb470b0bd115963f46c052e6efea77b1b00d582e0442b1465f37c7")
+@model("sync-time", sha256="50cbdd8912e6da92cf7e6f96a5579ed71bdc23cb0f5c4a76bffbedce3918ef8a")
 async def sync_time(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
@@ -116,7 +116,7 @@ async def sync_time(ctx: StepContext) -> None:
     elif facts["domain_member"]:
         messages.append("domain member: time configuration left to the domain hierarchy")
 
-    ctx.verbose("w32tm /resync /force")
+    ctx.verbose("w32tm /resync")
     await ctx.host.sleep(3.0)
     state.clock_skew_seconds = ctx.host.rng.uniform(-0.05, 0.05)
     state.last_time_sync = state.clock
