@@ -232,3 +232,22 @@ def test_cleanup_runs_detached_so_a_dropped_shell_cannot_kill_its_dism(tmp_path,
     first = sent.index("cleanup")
     assert "detached-start" in sent[:first]  # staged and started as a SYSTEM task, then run by its runner
     assert "detached-cleanup" in sent[first:]
+
+
+# --- item 9: security software no vendor list names --------------------------------------------
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_clean_boot_keeps_a_launch_protected_service_of_an_unknown_vendor(tmp_path, transport) -> None:
+    from wuremote.lab.host import Service
+
+    def unknown_edr(host: Host) -> None:
+        edr = Service("northwindedr", "Northwind Endpoint Defense", "Automatic", "Running",
+                      company="Northwind Security Ltd.", role="third-party", launch_protected=True)
+        host.state.services["northwindedr"] = edr
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "third-party-service-conflict", unknown_edr)
+    assert summary.outcomes[host.name] == "repaired", summary.causes[host.name]
+    [clean] = step_results(seen, "clean-boot")
+    disabled = {c.get("name") for c in clean.changes if isinstance(c, dict)}
+    assert "northwindedr" not in disabled and "fabrikamsync" in disabled
+    kept = {k["name"]: k["kept_because"] for k in clean.facts["kept"]}
+    assert kept["northwindedr"].startswith("launch-protected")

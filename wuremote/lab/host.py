@@ -46,6 +46,10 @@ class Service:
     role: str = "system"  # system | third-party | edr | backup | guest-tools | networking | storage
     stop_refuses: bool = False  # hangs in StopPending, as a wedged service does
     delayed_start: bool = False  # Automatic with DelayedAutoStart (Win32_Service: Auto + DelayedAutoStart)
+    # Launched as a protected process (antimalware light: the service key's LaunchProtected); the
+    # SCM lets only the service itself change its configuration (Microsoft, "Protecting
+    # anti-malware services").  Security software of any vendor, named in no list.
+    launch_protected: bool = False
 
     @property
     def start_mode(self) -> str:

@@ -239,7 +239,7 @@ def _protected_reason(name: str, company: str, role: str, excluded: set[str]) ->
     return f"protected vendor ({vendor})" if vendor else None
 
 
-@model("clean-boot", sha256="46909eefa1268feefa184abeea406a14c16e11f2728a05af53b73c882fc44276")
+@model("clean-boot", sha256="abbf4bc849766b04e1cf95645f2e264d1e1a3c0a89738ccf1eacaa428f3403d7")
 async def clean_boot(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
@@ -268,6 +268,8 @@ async def clean_boot(ctx: StepContext) -> None:
         entry: dict[str, Any] = {"name": service.name, "display_name": service.display_name, "publisher": service.company,
                                  "original_start_type": service.start_mode, "original_state": service.status}
         reason = _protected_reason(name, service.company, service.role, excluded)
+        if reason is None and service.launch_protected:
+            reason = "launch-protected service (LaunchProtected 3)"
         if reason:
             kept.append(dict(entry, kept_because=reason))
         else:
