@@ -173,7 +173,7 @@ function Set-WuFixtureMocks {
         }
     }
     Mock Get-MpComputerStatus { $script:WuFixture.cmdlets.'Get-MpComputerStatus' }
-    Mock Get-HotFix { @($script:WuFixture.cmdlets.Win32_QuickFixEngineering) }
+    Mock Get-HotFix { @($script:WuFixture.cmdlets.Win32_QuickFixEngineering) | Where-Object -FilterScript { -not $Id -or @($Id) -contains $_.HotFixID } }
     Mock Get-WuLanguageMode { [string]$script:WuFixture.cmdlets.powershell.LanguageMode }
     Mock Get-ExecutionPolicy -ParameterFilter { $List } { @($script:WuFixture.cmdlets.powershell.ExecutionPolicyList) }
     Mock Get-Module -ParameterFilter { $Name -eq 'TroubleshootingPack' } {
