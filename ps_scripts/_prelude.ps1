@@ -50,6 +50,15 @@ function Start-WuTranscript {
         [Parameter(Mandatory = $true)][string]$Step,
         [string]$RunId = ''
     )
+    # Every step starts here. Under Constrained Language (WDAC/AppLocker) the .NET calls the steps
+    # make (System.IO.File, Console, COM) fail half-way (Microsoft, about_Language_Modes), so a
+    # step refuses first, through code that language mode allows; $ResultMarker is the calling
+    # step's own parameter.
+    $languageMode = Get-WuLanguageMode
+    if ($languageMode -ne 'FullLanguage') {
+        Complete-WuStep -Step $Step -Status 'failed' -ExitCode 1 -ResultMarker $ResultMarker -Facts @{ language_mode = $languageMode } `
+            -Messages @(('PowerShell runs in {0} on this host (WDAC/AppLocker): wuremote''s steps need FullLanguage; nothing was changed' -f $languageMode))
+    }
     $runPart = 'adhoc'
     if ($RunId) { $runPart = $RunId }
     $folder = Join-Path -Path (Get-WuStateRoot) -ChildPath ('runs\{0}\{1}' -f $runPart, $Step)
@@ -88,7 +97,11 @@ function Complete-WuStep {
         facts           = $Facts
         messages        = @($Messages)
     }
-    if ($ResultMarker) {
+    if ($ResultMarker -and (Get-WuLanguageMode) -ne 'FullLanguage') {
+        # [Console] is not callable in Constrained Language: the line goes through the output stream.
+        Write-Output ('{0} {1}' -f $ResultMarker, ($result | ConvertTo-Json -Compress -Depth 8))
+    }
+    elseif ($ResultMarker) {
         [Console]::Out.WriteLine(('{0} {1}' -f $ResultMarker, ($result | ConvertTo-Json -Compress -Depth 8)))
     }
     else {
@@ -123,6 +136,13 @@ function Assert-WuElevated {
         Complete-WuStep -Step $Step -Status 'not-elevated' -ExitCode 5 -ResultMarker $ResultMarker `
             -Messages @('this step needs an elevated (administrator) session; nothing was changed')
     }
+}
+
+function Get-WuLanguageMode {
+    <# This session's language mode (FullLanguage, ConstrainedLanguage under WDAC/AppLocker). #>
+    [CmdletBinding()]
+    param()
+    [string]$ExecutionContext.SessionState.LanguageMode
 }
 
 function Test-WuName {
@@ -163,20 +183,63 @@ function Get-WuLastBootUtc {
     $os.LastBootUpTime.ToUniversalTime().ToString('o')
 }
 
+function Get-WuUpdateAgentRebootRequired {
+    <#
+    The update agent's own answer (Microsoft.Update.SystemInfo.RebootRequired, which Ansible's
+    win_updates reads after installing: ansible.windows plugins/modules/win_updates.ps1). $false
+    when the agent cannot be asked (COM blocked, e.g. under Constrained Language): the registry
+    signals beside it still speak.
+    #>
+    [CmdletBinding()]
+    param()
+    try {
+        [bool](New-Object -ComObject 'Microsoft.Update.SystemInfo').RebootRequired
+    }
+    catch {
+        Write-Verbose ('update agent reboot state not read: {0}' -f $_.Exception.Message)
+        $false
+    }
+}
+
+function Get-WuConfigMgrRebootPending {
+    <#
+    ConfigMgr's reboot state: CCM_ClientUtilities.DetermineIfRebootPending (ReturnValue 0 and
+    RebootPending or IsHardRebootPending), as DSC's xPendingReboot reads it
+    (dsccommunity/xPendingReboot MSFT_xPendingReboot.psm1). $false without a ConfigMgr client.
+    #>
+    [CmdletBinding()]
+    param()
+    try {
+        $answer = Invoke-CimMethod -Namespace 'root\ccm\ClientSDK' -ClassName 'CCM_ClientUtilities' -MethodName 'DetermineIfRebootPending'
+        ([int]$answer.ReturnValue -eq 0) -and ([bool]$answer.RebootPending -or [bool]$answer.IsHardRebootPending)
+    }
+    catch {
+        # No ConfigMgr client (the namespace is absent) is the common case.
+        Write-Verbose ('ConfigMgr reboot state not read: {0}' -f $_.Exception.Message)
+        $false
+    }
+}
+
 function Get-WuPendingReboot {
-    <# Every pending-reboot signal by name (empty when none). #>
+    <#
+    The pending-reboot signals that earn a restart, by name (empty when none): CBS RebootPending,
+    Windows Update RebootRequired (registry or the agent's SystemInfo), ConfigMgr's reboot state
+    and a pending computer rename (the checks of DSC's xPendingReboot). PendingFileRenameOperations
+    is not one of them: security agents and installers rewrite it at every boot, so a host that
+    restarts for it restarts forever (chocolatey/choco#1768; imabdk/Toast-Notification-Script#40).
+    Test-WuPendingFileRename reports it on its own.
+    #>
     [CmdletBinding()]
     param()
     $signals = New-Object -TypeName System.Collections.Generic.List[string]
     if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending') {
         $signals.Add('cbs-reboot-pending')
     }
-    if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired') {
+    if ((Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired') -or (Get-WuUpdateAgentRebootRequired)) {
         $signals.Add('wu-reboot-required')
     }
-    $renames = Get-WuRegistryValue -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' -Name 'PendingFileRenameOperations'
-    if ($null -ne $renames -and @($renames).Count -gt 0) {
-        $signals.Add('pending-file-rename')
+    if (Get-WuConfigMgrRebootPending) {
+        $signals.Add('configmgr-reboot-pending')
     }
     $active = Get-WuRegistryValue -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ActiveComputerName' -Name 'ComputerName' -Default ''
     $pending = Get-WuRegistryValue -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ComputerName' -Name 'ComputerName' -Default ''
@@ -184,6 +247,44 @@ function Get-WuPendingReboot {
         $signals.Add('pending-computer-rename')
     }
     , $signals.ToArray()
+}
+
+function Test-WuPendingFileRename {
+    <# True when PendingFileRenameOperations holds entries: reported, never a reason to restart (see Get-WuPendingReboot). #>
+    [CmdletBinding()]
+    param()
+    $renames = Get-WuRegistryValue -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' -Name 'PendingFileRenameOperations'
+    $null -ne $renames -and @($renames | Where-Object -FilterScript { $_ }).Count -gt 0
+}
+
+function Wait-WuServicingIdle {
+    <#
+    Waits (bounded) until none of -ProcessName runs; returns '' then, or what still runs at the
+    deadline. Busy is decided from real signals: another DISM (DismHost) or sfc, never TiWorker
+    alone. TiWorker is the Windows Modules Installer's worker, started on demand by
+    TrustedInstaller for any servicing query (an update scan included, so verify's own search
+    starts it) and left to idle out; a running TiWorker with no WinSxS\pending.xml is no pending
+    operation. The callers check pending.xml themselves.
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string[]]$ProcessName,
+        [ValidateRange(0, 3600)][int]$WaitSeconds = 120
+    )
+    $deadline = [DateTime]::UtcNow.AddSeconds($WaitSeconds)
+    while ($true) {
+        # None of them running is the normal answer, not an error.
+        $running = @(Get-Process -Name $ProcessName -ErrorAction SilentlyContinue)
+        if ($running.Count -eq 0) {
+            return ''
+        }
+        $what = ($running | ForEach-Object -Process { '{0} ({1})' -f $_.ProcessName, $_.Id }) -join ', '
+        if ([DateTime]::UtcNow -ge $deadline) {
+            return $what
+        }
+        Write-Verbose ('waiting for {0} to end' -f $what)
+        Start-Sleep -Seconds 5
+    }
 }
 
 function Invoke-WuNative {
@@ -232,18 +333,57 @@ function ConvertTo-WuHexHResult {
     '0x{0:X8}' -f ($Code -band [long]4294967295)
 }
 
+function Get-WuInnermostException {
+    <# The exception at the bottom of an error record's chain: a .NET call's own exception arrives
+    wrapped (MethodInvocationException), so its type is read here, not matched by a typed catch. #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][System.Management.Automation.ErrorRecord]$ErrorRecord)
+    $exception = $ErrorRecord.Exception
+    while ($null -ne $exception.InnerException) {
+        $exception = $exception.InnerException
+    }
+    $exception
+}
+
 function Write-WuTextFile {
-    <# Writes text atomically (temp file then rename); .ps1 files get a BOM so Windows PowerShell 5.1 reads them as UTF-8. #>
+    <#
+    Writes text atomically: a temp file, then one [IO.File]::Replace (or Move when the file is new).
+    Move-Item -Force is not atomic: on an existing destination Windows PowerShell's
+    FileSystemProvider.MoveFileInfoItem deletes it and then moves, so a reader in between finds no
+    file. Replace fails while a reader holds the file without delete sharing (Get-Content does):
+    retried for a bounded time. .ps1 files get a BOM so Windows PowerShell 5.1 reads them as UTF-8.
+    #>
     [CmdletBinding()]
     param(
         [Parameter(Mandatory = $true)][string]$Path,
         [Parameter(Mandatory = $true)][AllowEmptyString()][string]$Text,
-        [switch]$Bom
+        [switch]$Bom,
+        [ValidateRange(1, 600)][int]$Attempts = 100
     )
     $encoding = New-Object -TypeName System.Text.UTF8Encoding -ArgumentList ([bool]$Bom)
     $temp = '{0}.tmp-{1}' -f $Path, $PID
     [System.IO.File]::WriteAllText($temp, $Text, $encoding)
-    Move-Item -LiteralPath $temp -Destination $Path -Force
+    for ($attempt = 1; $true; $attempt++) {
+        try {
+            if ([System.IO.File]::Exists($Path)) {
+                # [NullString]::Value: PowerShell would pass $null to a string parameter as ''.
+                [System.IO.File]::Replace($temp, $Path, [NullString]::Value)
+            }
+            else {
+                [System.IO.File]::Move($temp, $Path)
+            }
+            return
+        }
+        catch {
+            $inner = Get-WuInnermostException -ErrorRecord $_
+            $sharing = $inner -is [System.IO.IOException] -or $inner -is [System.UnauthorizedAccessException]
+            if (-not $sharing -or $attempt -ge $Attempts) {
+                [System.IO.File]::Delete($temp)
+                throw
+            }
+            Start-Sleep -Milliseconds 100
+        }
+    }
 }
 
 function Write-WuJsonFile {
@@ -255,14 +395,52 @@ function Write-WuJsonFile {
     Write-WuTextFile -Path $Path -Text ($InputObject | ConvertTo-Json -Depth 8)
 }
 
+function Read-WuSharedText {
+    <#
+    A file's text, opened with ReadWrite and Delete sharing so that a writer's Replace never fails
+    (nor waits) because of this reader; $null when the file does not exist. A sharing violation
+    from a writer that did not share is retried for a bounded time.
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Path,
+        [ValidateRange(1, 600)][int]$Attempts = 50
+    )
+    $share = [System.IO.FileShare]::ReadWrite -bor [System.IO.FileShare]::Delete
+    for ($attempt = 1; $true; $attempt++) {
+        try {
+            $stream = [System.IO.FileStream]::new($Path, [System.IO.FileMode]::Open, [System.IO.FileAccess]::Read, $share)
+        }
+        catch {
+            $inner = Get-WuInnermostException -ErrorRecord $_
+            if ($inner -is [System.IO.FileNotFoundException] -or $inner -is [System.IO.DirectoryNotFoundException]) {
+                return $null
+            }
+            if (-not ($inner -is [System.IO.IOException]) -or $attempt -ge $Attempts) {
+                throw
+            }
+            Start-Sleep -Milliseconds 100
+            continue
+        }
+        $reader = New-Object -TypeName System.IO.StreamReader -ArgumentList @($stream, [System.Text.Encoding]::UTF8)
+        try {
+            return $reader.ReadToEnd()
+        }
+        finally {
+            $reader.Dispose()
+        }
+    }
+}
+
 function Read-WuJsonFile {
-    <# The parsed JSON file, or $null when it does not exist. #>
+    <# The parsed JSON file, or $null when it does not exist (read with delete sharing: Read-WuSharedText). #>
     [CmdletBinding()]
     param([Parameter(Mandatory = $true)][string]$Path)
-    if (-not (Test-Path -LiteralPath $Path -PathType Leaf)) {
+    $text = Read-WuSharedText -Path $Path
+    if ($null -eq $text) {
         return $null
     }
-    Get-Content -LiteralPath $Path -Raw -Encoding UTF8 | ConvertFrom-Json
+    $text | ConvertFrom-Json
 }
 
 function ConvertTo-WuHashtable {
@@ -301,6 +479,13 @@ function ConvertTo-WuStartType {
     $delayed = $false
     if ($Service.PSObject.Properties.Name -contains 'DelayedAutoStart') {
         $delayed = [bool]$Service.DelayedAutoStart
+    }
+    elseif ([string]$Service.StartMode -eq 'Auto') {
+        # Win32_Service has no DelayedAutoStart before Windows Server 2016 (issue 13): read the
+        # service's DelayedAutostart value, which `sc.exe config <name> start= delayed-auto` sets,
+        # so a delayed start is recorded, and restored, exactly on 2012 R2.
+        $key = 'HKLM:\SYSTEM\CurrentControlSet\Services\{0}' -f $Service.Name
+        $delayed = [int](Get-WuRegistryValue -Path $key -Name 'DelayedAutostart' -Default 0) -eq 1
     }
     switch ([string]$Service.StartMode) {
         'Auto' {
@@ -456,6 +641,23 @@ function Get-WuDetachedState {
         $bootNow = Get-WuLastBootUtc
         # A vanished process is exactly what this check looks for.
         $process = Get-Process -Id ([int]$status.pid) -ErrorAction SilentlyContinue
+        # Windows reuses process ids: a live process with the runner's id but another start time
+        # is not the runner (Process.StartTime). Unreadable start time: keep the process.
+        $recordedStart = $null
+        if ($status.PSObject.Properties.Name -contains 'pid_started' -and $status.pid_started) {
+            $recordedStart = ([DateTime]::Parse([string]$status.pid_started)).ToUniversalTime()
+        }
+        if ($null -ne $process -and $null -ne $recordedStart) {
+            try {
+                $actualStart = ([DateTime]$process.StartTime).ToUniversalTime()
+                if ([math]::Abs(($actualStart - $recordedStart).TotalSeconds) -gt 2) {
+                    $process = $null
+                }
+            }
+            catch {
+                Write-Verbose ('start time of process {0} not read: {1}' -f $status.pid, $_.Exception.Message)
+            }
+        }
         if ($status.boot_utc -and ([DateTime]::Parse($bootNow)).ToUniversalTime() -gt ([DateTime]::Parse([string]$status.boot_utc)).ToUniversalTime().AddMinutes(1)) {
             $effective = 'interrupted'
             $reason = 'the host restarted while the step ran'
@@ -485,29 +687,83 @@ function Get-WuDetachedState {
 function Get-WuDetachedRunnerText {
     <#
     The constant runner a detached task executes (written as runner.ps1 beside the staged
-    body). It reads params.json, runs step.ps1 with those parameters bound, and records the
-    exit code and the body's result object. No value from the controller is part of its text.
+    body, started by Get-WuLoaderCommand's -EncodedCommand loader with -Folder). It checks
+    step.ps1 against the hash detached-start recorded, runs it with params.json bound in a child
+    powershell.exe, and records the exit code and the body's result. No value from the
+    controller is part of its text.
     #>
     [CmdletBinding()]
     param()
     @'
 [CmdletBinding()]
-param()
+param([string]$Folder = $PSScriptRoot)
 $ErrorActionPreference = 'Stop'
-$folder = $PSScriptRoot
+$folder = $Folder
 $statusPath = Join-Path -Path $folder -ChildPath 'status.json'
 $utf8 = New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false
 
+# Atomic writes and delete-sharing reads, as the prelude's Write-WuTextFile / Read-WuSharedText
+# (Move-Item -Force deletes then moves; Get-Content does not share delete): a poll reading
+# status.json at any instant neither fails this runner nor finds the file missing.
 function Save-RunnerJson {
     param([string]$Path, [object]$InputObject)
     $temp = '{0}.tmp-{1}' -f $Path, $PID
     [System.IO.File]::WriteAllText($temp, ($InputObject | ConvertTo-Json -Depth 8), $utf8)
-    Move-Item -LiteralPath $temp -Destination $Path -Force
+    for ($attempt = 1; $true; $attempt++) {
+        try {
+            if ([System.IO.File]::Exists($Path)) {
+                [System.IO.File]::Replace($temp, $Path, [NullString]::Value)
+            }
+            else {
+                [System.IO.File]::Move($temp, $Path)
+            }
+            return
+        }
+        catch {
+            $inner = $_.Exception
+            while ($null -ne $inner.InnerException) {
+                $inner = $inner.InnerException
+            }
+            if (-not ($inner -is [System.IO.IOException] -or $inner -is [System.UnauthorizedAccessException]) -or $attempt -ge 100) {
+                throw
+            }
+            Start-Sleep -Milliseconds 100
+        }
+    }
 }
 
-$status = Get-Content -LiteralPath $statusPath -Raw -Encoding UTF8 | ConvertFrom-Json
+function Read-RunnerJson {
+    param([string]$Path)
+    $share = [System.IO.FileShare]::ReadWrite -bor [System.IO.FileShare]::Delete
+    for ($attempt = 1; $true; $attempt++) {
+        try {
+            $stream = [System.IO.FileStream]::new($Path, [System.IO.FileMode]::Open, [System.IO.FileAccess]::Read, $share)
+            break
+        }
+        catch {
+            $inner = $_.Exception
+            while ($null -ne $inner.InnerException) {
+                $inner = $inner.InnerException
+            }
+            if (-not ($inner -is [System.IO.IOException]) -or $attempt -ge 50) {
+                throw
+            }
+            Start-Sleep -Milliseconds 100
+        }
+    }
+    $reader = New-Object -TypeName System.IO.StreamReader -ArgumentList @($stream, [System.Text.Encoding]::UTF8)
+    try {
+        $reader.ReadToEnd() | ConvertFrom-Json
+    }
+    finally {
+        $reader.Dispose()
+    }
+}
+
+$status = Read-RunnerJson -Path $statusPath
 $status.state = 'running'
 $status.pid = $PID
+$status | Add-Member -NotePropertyName 'pid_started' -NotePropertyValue ((Get-Process -Id $PID).StartTime.ToUniversalTime().ToString('o')) -Force
 $status.started = [DateTime]::UtcNow.ToString('o')
 $status.boot_utc = (Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')
 Save-RunnerJson -Path $statusPath -InputObject $status
@@ -516,22 +772,58 @@ $exitCode = 1
 $result = $null
 $failure = ''
 try {
-    $parameters = @{}
-    $raw = Get-Content -LiteralPath (Join-Path -Path $folder -ChildPath 'params.json') -Raw -Encoding UTF8 | ConvertFrom-Json
-    foreach ($property in $raw.PSObject.Properties) {
-        $value = $property.Value
-        if ($value -is [System.Array]) {
-            $value = [string[]]@($value | ForEach-Object -Process { [string]$_ })
-        }
-        $parameters[$property.Name] = $value
+    # The body runs in a child powershell.exe started with -EncodedCommand (a Group Policy
+    # execution policy does not block a command, only script files: about_Execution_Policies),
+    # as the WinRS bootstrap runs a step: one script block, parameters bound, its `exit` the
+    # child's exit code, its result one marked JSON line on stdout.
+    $text = [System.IO.File]::ReadAllText((Join-Path -Path $folder -ChildPath 'step.ps1'))
+    $sha = [System.Security.Cryptography.SHA256]::Create()
+    $hash = -join ($sha.ComputeHash([System.Text.Encoding]::UTF8.GetBytes($text)) | ForEach-Object -Process { $_.ToString('x2') })
+    $recorded = Read-RunnerJson -Path $statusPath
+    if ($hash -ne [string]$recorded.step_sha256) {
+        throw 'step.ps1 does not match the hash detached-start recorded; not run'
     }
-    $parameters['ResultMarker'] = ''
+    $marker = 'WURESULT-{0}' -f [guid]::NewGuid().ToString('N')
+    $loader = @(
+        '$ErrorActionPreference = ''Stop'''
+        'try { [Console]::OutputEncoding = [System.Text.Encoding]::UTF8 } catch { $null = $_ }'
+        '$folder = ''WU-FOLDER'''
+        '$text = [System.IO.File]::ReadAllText((Join-Path -Path $folder -ChildPath ''step.ps1''))'
+        '$sha = [System.Security.Cryptography.SHA256]::Create()'
+        '$hash = -join ($sha.ComputeHash([System.Text.Encoding]::UTF8.GetBytes($text)) | ForEach-Object -Process { $_.ToString(''x2'') })'
+        'if ($hash -ne ''WU-SHA256'') { exit 1 }'
+        '$parameters = @{}'
+        '$raw = [System.IO.File]::ReadAllText((Join-Path -Path $folder -ChildPath ''params.json'')) | ConvertFrom-Json'
+        'foreach ($property in $raw.PSObject.Properties) {'
+        '    $value = $property.Value'
+        '    if ($value -is [System.Array]) { $value = [string[]]@($value | ForEach-Object -Process { [string]$_ }) }'
+        '    $parameters[$property.Name] = $value'
+        '}'
+        '$parameters[''ResultMarker''] = ''WU-MARKER'''
+        '& ([scriptblock]::Create($text)) @parameters'
+        'exit $LASTEXITCODE'
+    ) -join "`n"
+    $loader = $loader.Replace('WU-FOLDER', $folder.Replace("'", "''")).Replace('WU-SHA256', $hash).Replace('WU-MARKER', $marker)
+    $encoded = [Convert]::ToBase64String([System.Text.Encoding]::Unicode.GetBytes($loader))
+    $powershell = Join-Path -Path $PSHOME -ChildPath 'powershell.exe'
+    try {
+        # The child's marked line is UTF-8: decode it as such (a task may have no console to set).
+        [Console]::OutputEncoding = [System.Text.Encoding]::UTF8
+    }
+    catch {
+        Write-Verbose ('console encoding left as is: {0}' -f $_.Exception.Message)
+    }
+    # Windows PowerShell 5.1 turns a native program's stderr lines into error records: 'Stop'
+    # would throw on the first one, so the preference is relaxed for this call only.
+    $ErrorActionPreference = 'Continue'
     $global:LASTEXITCODE = 1
-    $output = & (Join-Path -Path $folder -ChildPath 'step.ps1') @parameters
+    $lines = @(& $powershell -NoProfile -NonInteractive -EncodedCommand $encoded 2>&1)
     $exitCode = $LASTEXITCODE
-    foreach ($item in @($output)) {
-        if ($null -ne $item -and $item.PSObject.Properties.Name -contains 'wuremote_result') {
-            $result = $item
+    $ErrorActionPreference = 'Stop'
+    foreach ($line in $lines) {
+        $lineText = [string]$line
+        if ($lineText.StartsWith($marker + ' ')) {
+            $result = $lineText.Substring($marker.Length + 1) | ConvertFrom-Json
         }
     }
 }
@@ -543,7 +835,7 @@ finally {
     if ($null -ne $result) {
         Save-RunnerJson -Path (Join-Path -Path $folder -ChildPath 'result.json') -InputObject $result
     }
-    $status = Get-Content -LiteralPath $statusPath -Raw -Encoding UTF8 | ConvertFrom-Json
+    $status = Read-RunnerJson -Path $statusPath
     $status.state = 'finished'
     $status.exit_code = $exitCode
     $status.finished = [DateTime]::UtcNow.ToString('o')
@@ -565,38 +857,94 @@ function Get-WuFailSafePath {
     Join-Path -Path $folder -ChildPath ('{0}.json' -f $Kind)
 }
 
+function Get-WuLoaderCommand {
+    <#
+    The -EncodedCommand text that runs a staged script of ours as a script block once its sha256
+    matches. A Group Policy execution policy (MachinePolicy/UserPolicy) outranks the command
+    line's -ExecutionPolicy (Process scope) and blocks an unsigned -File; a command is not a
+    script file, so policy does not apply to it (Microsoft, about_Execution_Policies: "Execution
+    policy precedence", and "The execution policy ... doesn't restrict ... commands"). The text
+    run is our own file, written by this prelude and checked by hash: no controller value.
+    -EncodedCommand takes base64 of UTF-16LE (Microsoft, about_PowerShell_exe).
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Path,
+        [Parameter(Mandatory = $true)][ValidatePattern('^[0-9a-f]{64}$')][string]$Hash,
+        [string]$Folder = ''
+    )
+    $loader = @'
+$ErrorActionPreference = 'Stop'
+$text = [System.IO.File]::ReadAllText('WU-PATH')
+$sha = [System.Security.Cryptography.SHA256]::Create()
+$hash = -join ($sha.ComputeHash([System.Text.Encoding]::UTF8.GetBytes($text)) | ForEach-Object -Process { $_.ToString('x2') })
+if ($hash -ne 'WU-SHA256') {
+    exit 1
+}
+& ([scriptblock]::Create($text))
+'@
+    if ($Folder) {
+        $call = '& ([scriptblock]::Create($text)) -Folder ''{0}''' -f $Folder.Replace("'", "''")
+        $loader = $loader.Replace('& ([scriptblock]::Create($text))', $call)
+    }
+    $loader = $loader.Replace('WU-PATH', $Path.Replace("'", "''")).Replace('WU-SHA256', $Hash)
+    [Convert]::ToBase64String([System.Text.Encoding]::Unicode.GetBytes($loader))
+}
+
+function Get-WuTextHash {
+    <# Lower-case hex sha256 of a text's UTF-8 bytes (what Get-WuLoaderCommand's loader compares). #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][AllowEmptyString()][string]$Text)
+    $sha = [System.Security.Cryptography.SHA256]::Create()
+    -join ($sha.ComputeHash([System.Text.Encoding]::UTF8.GetBytes($Text)) | ForEach-Object -Process { $_.ToString('x2') })
+}
+
 function Register-WuFailSafe {
     <#
     Registers a SYSTEM task that runs the restore function at the deadline (and at start-up,
-    doing nothing before the deadline). The task's script is built from the text of this
-    prelude's own restore functions and a constant call: no controller value enters it.
+    doing nothing before the deadline), then proves it can run here: the task is started at
+    once, and its script (before the deadline it only writes failsafe\<kind>.probe.json) must
+    answer within -ProbeSeconds, in FullLanguage. A task that cannot run (a Group Policy
+    execution policy, Constrained Language under WDAC/AppLocker, a broken task scheduler) is
+    removed and this throws, so the caller changes nothing: a fail-safe that would never fire is
+    no fail-safe. The task's script is built from the text of this prelude's own functions and a
+    constant call: no controller value enters it. The caller records the state (with its
+    deadline) first: the probe run reads it.
     #>
     [CmdletBinding()]
     param(
         [Parameter(Mandatory = $true)][ValidateSet('av', 'clean-boot')][string]$Kind,
         [Parameter(Mandatory = $true)][datetime]$DeadlineUtc,
-        [Parameter(Mandatory = $true)][ValidateSet('Restore-WuAvState', 'Restore-WuStartTypes')][string]$RestoreFunction
+        [Parameter(Mandatory = $true)][ValidateSet('Restore-WuAvState', 'Restore-WuStartTypes')][string]$RestoreFunction,
+        [ValidateRange(5, 600)][int]$ProbeSeconds = 60
     )
     $helpers = @('Get-WuStateRoot', 'Get-WuRegistryValue', 'Get-WuSystemTool', 'Invoke-WuNative',
-        'Set-WuServiceStartType', 'Get-WuFailSafePath', 'Read-WuJsonFile', 'Write-WuTextFile', 'Write-WuJsonFile', $RestoreFunction)
+        'Set-WuServiceStartType', 'Get-WuFailSafePath', 'Get-WuInnermostException', 'Read-WuSharedText',
+        'Read-WuJsonFile', 'Write-WuTextFile', 'Write-WuJsonFile', $RestoreFunction)
     $builder = New-Object -TypeName System.Text.StringBuilder
     $null = $builder.AppendLine('$ErrorActionPreference = ''Stop''')
     foreach ($name in $helpers) {
         $definition = (Get-Command -Name $name -CommandType Function).Definition
         $null = $builder.AppendLine(('function {0} {{{1}}}' -f $name, $definition))
     }
-    $null = $builder.AppendLine(('$state = Read-WuJsonFile -Path (Get-WuFailSafePath -Kind ''{0}'')' -f $Kind))
+    $null = $builder.AppendLine(('$statePath = Get-WuFailSafePath -Kind ''{0}''' -f $Kind))
+    $null = $builder.AppendLine('$probe = @{ utc = [DateTime]::UtcNow.ToString(''o''); language_mode = [string]$ExecutionContext.SessionState.LanguageMode }')
+    $null = $builder.AppendLine('Write-WuJsonFile -Path ($statePath -replace ''\.json$'', ''.probe.json'') -InputObject $probe')
+    $null = $builder.AppendLine('$state = Read-WuJsonFile -Path $statePath')
     $null = $builder.AppendLine('if ($null -eq $state) { exit 0 }')
     $null = $builder.AppendLine('if ([DateTime]::UtcNow -lt ([DateTime]::Parse($state.deadline_utc)).ToUniversalTime()) { exit 0 }')
     $null = $builder.AppendLine(('{0} -Reason ''fail-safe deadline passed''' -f $RestoreFunction))
+    $text = $builder.ToString()
 
     $null = Protect-WuStateRoot
     $folder = Join-Path -Path (Get-WuStateRoot) -ChildPath 'failsafe'
     $scriptPath = Join-Path -Path $folder -ChildPath ('restore-{0}.ps1' -f $Kind)
-    Write-WuTextFile -Path $scriptPath -Text $builder.ToString() -Bom
+    $probePath = Join-Path -Path $folder -ChildPath ('{0}.probe.json' -f $Kind)
+    Write-WuTextFile -Path $scriptPath -Text $text -Bom
 
     $powershell = Join-Path -Path $PSHOME -ChildPath 'powershell.exe'
-    $action = New-ScheduledTaskAction -Execute $powershell -Argument ('-NoProfile -NonInteractive -ExecutionPolicy Bypass -File "{0}"' -f $scriptPath)
+    $encoded = Get-WuLoaderCommand -Path $scriptPath -Hash (Get-WuTextHash -Text $text)
+    $action = New-ScheduledTaskAction -Execute $powershell -Argument ('-NoProfile -NonInteractive -EncodedCommand {0}' -f $encoded)
     $triggers = @(
         (New-ScheduledTaskTrigger -Once -At $DeadlineUtc.ToLocalTime()),
         (New-ScheduledTaskTrigger -AtStartup)
@@ -606,6 +954,31 @@ function Register-WuFailSafe {
     $taskName = 'wuremote-failsafe-{0}' -f $Kind
     $null = Register-ScheduledTask -TaskName $taskName -TaskPath $script:WuTaskPath -Action $action -Trigger $triggers `
         -Principal $principal -Settings $settings -Force
+
+    # The probe: the task's own run, now, must answer.
+    if (Test-Path -LiteralPath $probePath) {
+        Remove-Item -LiteralPath $probePath -Force
+    }
+    Start-ScheduledTask -TaskPath $script:WuTaskPath -TaskName $taskName
+    $until = [DateTime]::UtcNow.AddSeconds($ProbeSeconds)
+    while (-not (Test-Path -LiteralPath $probePath) -and [DateTime]::UtcNow -lt $until) {
+        Start-Sleep -Milliseconds 500
+    }
+    $answer = Read-WuJsonFile -Path $probePath
+    if ($null -eq $answer -or [string]$answer.language_mode -ne 'FullLanguage') {
+        $lastResult = ''
+        # The task's record is only read to explain the refusal; its absence changes nothing.
+        $info = Get-ScheduledTaskInfo -TaskPath $script:WuTaskPath -TaskName $taskName -ErrorAction SilentlyContinue
+        if ($null -ne $info) {
+            $lastResult = (' (task last result 0x{0:X8})' -f ([long]$info.LastTaskResult -band [long]4294967295))
+        }
+        $mode = 'no answer'
+        if ($null -ne $answer) {
+            $mode = 'it runs in {0}' -f $answer.language_mode
+        }
+        $null = Unregister-WuFailSafe -Kind $Kind
+        throw ('the fail-safe task cannot run on this host: {0}{1}; check the execution policy (Get-ExecutionPolicy -List) and the language mode (WDAC/AppLocker); nothing was changed' -f $mode, $lastResult)
+    }
     $taskName
 }
 

@@ -63,9 +63,18 @@ if ($null -ne $existing) {
     # Paused earlier by this tool: extend the deadline, record nothing new.
     $facts['already_paused'] = $true
     $facts['state'] = $existing
-    $null = Register-WuFailSafe -Kind 'av' -DeadlineUtc $deadline -RestoreFunction 'Restore-WuAvState'
+    # The new deadline first: the fail-safe's probe run reads it.
     $existing.deadline_utc = $deadline.ToString('o')
     Write-WuJsonFile -Path $statePath -InputObject $existing
+    try {
+        $null = Register-WuFailSafe -Kind 'av' -DeadlineUtc $deadline -RestoreFunction 'Restore-WuAvState'
+    }
+    catch {
+        # No fail-safe can run here any more: put protection back now rather than leave it off.
+        $facts['restored'] = Restore-WuAvState -Reason 'fail-safe cannot run'
+        Complete-WuStep -Step 'av-pause' -Status 'failed' -ExitCode 1 -Facts $facts -ResultMarker $ResultMarker `
+            -Messages @(('{0}; antivirus turned back on' -f $_.Exception.Message))
+    }
     Complete-WuStep -Step 'av-pause' -Status 'ok' -ExitCode 0 -Facts $facts -Messages @('already paused by wuremote; fail-safe deadline extended') -ResultMarker $ResultMarker
 }
 
@@ -80,15 +89,35 @@ $state = [ordered]@{
     vendor_resume_arguments = @($VendorResumeArguments)
 }
 Write-WuJsonFile -Path $statePath -InputObject $state
-$facts['failsafe_task'] = Register-WuFailSafe -Kind 'av' -DeadlineUtc $deadline -RestoreFunction 'Restore-WuAvState'
+try {
+    $facts['failsafe_task'] = Register-WuFailSafe -Kind 'av' -DeadlineUtc $deadline -RestoreFunction 'Restore-WuAvState'
+}
+catch {
+    # Register-WuFailSafe proved its task cannot run (and removed it): refuse before changing anything.
+    Remove-Item -LiteralPath $statePath -Force
+    Complete-WuStep -Step 'av-pause' -Status 'failed' -ExitCode 1 -Facts $facts -ResultMarker $ResultMarker `
+        -Messages @(('refused: {0}' -f $_.Exception.Message))
+}
 $changes.Add([pscustomobject]@{ kind = 'failsafe-registered'; task = $facts['failsafe_task']; deadline_utc = $deadline.ToString('o') })
 
 $couldNot = $null
 try {
+    $mp = $null
     # The Defender module is absent where Defender is not installed; that is checked, not an error.
     if (Get-Command -Name 'Get-MpComputerStatus' -ErrorAction SilentlyContinue) {
-        $mp = Get-MpComputerStatus
-        $facts['defender_before'] = @{ realtime_enabled = [bool]$mp.RealTimeProtectionEnabled; tamper_protected = [bool]$mp.IsTamperProtected }
+        try {
+            $mp = Get-MpComputerStatus
+        }
+        catch {
+            # With a third-party antivirus active, Defender's service does not run and the cmdlet
+            # fails (0x800106BA): Defender has nothing to pause, and the vendor pause still runs.
+            $facts['defender_error'] = $_.Exception.Message
+        }
+    }
+    if ($null -ne $mp) {
+        # IsTamperProtected is absent on older Defender platforms: read it only where it exists (StrictMode).
+        $tamper = $mp.PSObject.Properties.Name -contains 'IsTamperProtected' -and [bool]$mp.IsTamperProtected
+        $facts['defender_before'] = @{ realtime_enabled = [bool]$mp.RealTimeProtectionEnabled; tamper_protected = $tamper }
         if ($mp.RealTimeProtectionEnabled) {
             Set-MpPreference -DisableRealtimeMonitoring $true
             $after = Get-MpComputerStatus

@@ -1,6 +1,6 @@
 # wuremote-script
 # name: boot-info
-# version: 1
+# version: 2
 # reboot: never
 # timeout: 60
 # idempotent: yes
@@ -13,6 +13,9 @@
 .DESCRIPTION
     The reboot handler compares boot times before and after a restart (as Ansible's
     win_reboot does) and needs to know whether a reboot is owed before the next step.
+    pending_reboot lists only the signals that earn a restart (Get-WuPendingReboot);
+    pending_file_rename is reported beside it and never earns one, since agents rewrite
+    PendingFileRenameOperations at every boot.
 #>
 [CmdletBinding()]
 param(
@@ -23,25 +26,9 @@ param(
 $null = Start-WuTranscript -Step 'boot-info' -RunId $RunId
 
 $os = Get-CimInstance -ClassName Win32_OperatingSystem
-$signals = New-Object -TypeName System.Collections.Generic.List[string]
-if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending') {
-    $signals.Add('cbs-reboot-pending')
-}
-if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired') {
-    $signals.Add('wu-reboot-required')
-}
-$sessionManager = Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager'
-if ($sessionManager.PSObject.Properties.Name -contains 'PendingFileRenameOperations') {
-    $signals.Add('pending-file-rename')
-}
-$active = (Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ActiveComputerName').ComputerName
-$pending = (Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ComputerName').ComputerName
-if ($active -ne $pending) {
-    $signals.Add('pending-computer-rename')
-}
-
 $facts = @{
-    last_boot_utc   = $os.LastBootUpTime.ToUniversalTime().ToString('o')
-    pending_reboot  = @($signals)
+    last_boot_utc       = $os.LastBootUpTime.ToUniversalTime().ToString('o')
+    pending_reboot      = @(Get-WuPendingReboot)
+    pending_file_rename = [bool](Test-WuPendingFileRename)
 }
 Complete-WuStep -Step 'boot-info' -Status 'ok' -ExitCode 0 -Facts $facts -ResultMarker $ResultMarker

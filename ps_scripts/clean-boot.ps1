@@ -58,9 +58,18 @@ $deadline = [DateTime]::UtcNow.AddMinutes($FailSafeMinutes)
 
 $existing = Read-WuJsonFile -Path $statePath
 if ($null -ne $existing -and -not $ListOnly) {
-    $null = Register-WuFailSafe -Kind 'clean-boot' -DeadlineUtc $deadline -RestoreFunction 'Restore-WuStartTypes'
+    # The new deadline first: the fail-safe's probe run reads it.
     $existing.deadline_utc = $deadline.ToString('o')
     Write-WuJsonFile -Path $statePath -InputObject $existing
+    try {
+        $null = Register-WuFailSafe -Kind 'clean-boot' -DeadlineUtc $deadline -RestoreFunction 'Restore-WuStartTypes'
+    }
+    catch {
+        # No fail-safe can run here any more: put the start types back now.
+        $facts['restored'] = Restore-WuStartTypes -Reason 'fail-safe cannot run'
+        Complete-WuStep -Step 'clean-boot' -Status 'failed' -ExitCode 1 -Facts $facts -ResultMarker $ResultMarker `
+            -Messages @(('{0}; start types put back' -f $_.Exception.Message))
+    }
     $facts['state'] = $existing
     Complete-WuStep -Step 'clean-boot' -Status 'ok' -ExitCode 0 -Facts $facts -ResultMarker $ResultMarker `
         -Messages @('clean boot already active (recorded by wuremote); fail-safe deadline extended')
@@ -148,8 +157,15 @@ foreach ($service in @(Get-CimInstance -ClassName Win32_Service | Sort-Object -P
         continue
     }
     $reason = $null
+    # A service launched protected (antimalware light, set by its vendor's ELAM-signed installer)
+    # is security software whatever its vendor: kept. Its start type is not ours to change either
+    # (Microsoft, "Protecting anti-malware services": only the service itself may reconfigure it).
+    $launchProtected = [int](Get-WuRegistryValue -Path ('HKLM:\SYSTEM\CurrentControlSet\Services\{0}' -f $service.Name) -Name 'LaunchProtected' -Default 0)
     if ($protected -contains $name) {
         $reason = 'protected service'
+    }
+    elseif ($launchProtected -gt 0) {
+        $reason = ('launch-protected service (LaunchProtected {0})' -f $launchProtected)
     }
     else {
         foreach ($company in $ProtectedCompanies) {
@@ -174,6 +190,15 @@ foreach ($service in @(Get-CimInstance -ClassName Win32_Service | Sort-Object -P
         $candidates.Add($entry)
     }
 }
+# Everything a kept service depends on is kept too: disabling it would stop the kept service.
+$keptClosure = @($kept | ForEach-Object -Process { Get-DependencyClosure -Name $_.name } | ForEach-Object -Process { $_ })
+foreach ($entry in @($candidates.ToArray())) {
+    if ($keptClosure -contains ([string]$entry.name).ToLowerInvariant()) {
+        $entry['kept_because'] = 'a kept service depends on it'
+        $kept.Add($entry)
+        $null = $candidates.Remove($entry)
+    }
+}
 $facts['kept'] = $kept.ToArray()
 $facts['services'] = $candidates.ToArray()
 
@@ -192,14 +217,32 @@ Write-WuJsonFile -Path $statePath -InputObject ([ordered]@{
         deadline_utc = $deadline.ToString('o')
         services     = $candidates.ToArray()
     })
-$facts['failsafe_task'] = Register-WuFailSafe -Kind 'clean-boot' -DeadlineUtc $deadline -RestoreFunction 'Restore-WuStartTypes'
+try {
+    $facts['failsafe_task'] = Register-WuFailSafe -Kind 'clean-boot' -DeadlineUtc $deadline -RestoreFunction 'Restore-WuStartTypes'
+}
+catch {
+    # Register-WuFailSafe proved its task cannot run (and removed it): refuse before changing anything.
+    Remove-Item -LiteralPath $statePath -Force
+    Complete-WuStep -Step 'clean-boot' -Status 'failed' -ExitCode 1 -Facts $facts -ResultMarker $ResultMarker `
+        -Messages @(('refused: {0}' -f $_.Exception.Message))
+}
 $facts['deadline_utc'] = $deadline.ToString('o')
 $changes = New-Object -TypeName System.Collections.Generic.List[object]
+$refused = New-Object -TypeName System.Collections.Generic.List[object]
 try {
     foreach ($entry in $candidates) {
-        Set-WuServiceStartType -Name $entry.name -StartType 'Disabled' -Confirm:$false
+        try {
+            Set-WuServiceStartType -Name $entry.name -StartType 'Disabled' -Confirm:$false
+        }
+        catch {
+            # A service that refuses the change (access denied: protected by its own product) is
+            # left as it is and reported; it is no reason to undo the others.
+            $refused.Add([pscustomobject]@{ name = $entry.name; reason = $_.Exception.Message })
+            continue
+        }
         $changes.Add([pscustomobject]@{ kind = 'service-start-type'; name = $entry.name; from = $entry.original_start_type; to = 'Disabled' })
     }
+    $facts['refused'] = $refused.ToArray()
 }
 catch {
     $failure = $_.Exception.Message
@@ -211,5 +254,5 @@ catch {
         -Messages @(('clean boot failed and was undone: {0}' -f $failure))
 }
 Complete-WuStep -Step 'clean-boot' -Status 'reboot-required' -ExitCode 3010 -Facts $facts -Changes $changes.ToArray() -RebootRequired $true `
-    -Messages @(('{0} service(s) disabled until clean-boot-restore or {1} UTC; reboot to take effect' -f $candidates.Count, $deadline.ToString('u'))) `
+    -Messages @(('{0} service(s) disabled until clean-boot-restore or {1} UTC; reboot to take effect' -f $changes.Count, $deadline.ToString('u'))) `
     -ResultMarker $ResultMarker

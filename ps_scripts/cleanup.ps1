@@ -1,16 +1,18 @@
 # wuremote-script
 # name: cleanup
-# version: 1
+# version: 2
 # reboot: never
-# timeout: 3600
+# timeout: 7200
 # idempotent: yes
-# detached: no
+# detached: yes
 # opt-in: no
 # end-wuremote-script
 <#
 .SYNOPSIS
     Frees space on the system drive: component-store cleanup, old temp files, old wuremote
-    backups and run folders. Reports bytes freed.
+    backups and run folders. Reports bytes freed. Runs detached (a scheduled task as SYSTEM):
+    /StartComponentCleanup can take over an hour on 2012 R2/2016, and a process started from a
+    WinRM shell dies with the shell's job object when the connection drops or times out.
 .DESCRIPTION
     - DISM /Online /Cleanup-Image /StartComponentCleanup (superseded components). /ResetBase is
       added only with -ResetBase: it makes installed updates impossible to uninstall.
@@ -108,7 +110,12 @@ try {
     $facts['temp_items_kept'] = $kept
 
     # --- old wuremote backups ---
+    # A backup's age is the UTC stamp in its name (<folder>.wuremote-yyyyMMddTHHmmssZ[-n], as
+    # reset-components names it), never its CreationTime: a rename keeps the folder's creation
+    # time (Microsoft, "File Times": renaming or moving within a volume preserves file times), so a
+    # backup made minutes ago of a years-old folder would look years old. No stamp: not pruned.
     $backupCutoff = (Get-Date).AddDays(-$BackupAgeDays)
+    $backupCutoffUtc = [DateTime]::UtcNow.AddDays(-$BackupAgeDays)
     $sd = Join-Path -Path $env:SystemRoot -ChildPath 'SoftwareDistribution'
     $parents = @($env:SystemRoot, $sd, (Join-Path -Path $env:SystemRoot -ChildPath 'System32'), (Join-Path -Path $env:ProgramData -ChildPath 'Microsoft\Network'))
     foreach ($parent in $parents) {
@@ -116,7 +123,12 @@ try {
             continue
         }
         $backups = @(Get-ChildItem -LiteralPath $parent -Directory -Force |
-                Where-Object -FilterScript { $_.Name -like '*.wuremote-*' -and $_.CreationTime -lt $backupCutoff })
+                Where-Object -FilterScript { $_.Name -match '\.wuremote-(\d{8}T\d{6}Z)(-\d+)?$' } |
+                Where-Object -FilterScript {
+                    $stamp = [DateTime]::ParseExact(($_.Name -replace '^.*\.wuremote-(\d{8}T\d{6}Z)(-\d+)?$', '$1'), 'yyyyMMddTHHmmssZ',
+                        [System.Globalization.CultureInfo]::InvariantCulture, [System.Globalization.DateTimeStyles]'AssumeUniversal, AdjustToUniversal')
+                    $stamp -lt $backupCutoffUtc
+                })
         foreach ($item in $backups) {
             $null = Remove-OldItem -Item $item -Kind 'backup-removed'
         }

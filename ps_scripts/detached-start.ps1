@@ -128,13 +128,15 @@ try {
         }
     }
     Write-WuTextFile -Path (Join-Path -Path $folder -ChildPath 'step.ps1') -Text $Payload -Bom
-    Write-WuTextFile -Path (Join-Path -Path $folder -ChildPath 'runner.ps1') -Text (Get-WuDetachedRunnerText) -Bom
+    $runnerText = Get-WuDetachedRunnerText
+    Write-WuTextFile -Path (Join-Path -Path $folder -ChildPath 'runner.ps1') -Text $runnerText -Bom
     Write-WuJsonFile -Path (Join-Path -Path $folder -ChildPath 'params.json') -InputObject $parameters
     Write-WuJsonFile -Path (Join-Path -Path $folder -ChildPath 'status.json') -InputObject ([ordered]@{
             run_id    = $RunId
             step      = $Step
             task_name = $taskName
             state     = 'queued'
+            step_sha256 = Get-WuTextHash -Text $Payload
             queued    = Get-WuNowUtc
             pid       = $null
             started   = $null
@@ -147,8 +149,11 @@ try {
 
     $powershell = Join-Path -Path $PSHOME -ChildPath 'powershell.exe'
     $runner = Join-Path -Path $folder -ChildPath 'runner.ps1'
+    # -EncodedCommand, not -File: a Group Policy execution policy (AllSigned) outranks
+    # -ExecutionPolicy Bypass and would leave the step queued forever (Get-WuLoaderCommand).
+    $encoded = Get-WuLoaderCommand -Path $runner -Hash (Get-WuTextHash -Text $runnerText) -Folder $folder
     $action = New-ScheduledTaskAction -Execute $powershell -WorkingDirectory $folder `
-        -Argument ('-NoProfile -NonInteractive -ExecutionPolicy Bypass -File "{0}"' -f $runner)
+        -Argument ('-NoProfile -NonInteractive -EncodedCommand {0}' -f $encoded)
     $principal = New-ScheduledTaskPrincipal -UserId 'SYSTEM' -LogonType ServiceAccount -RunLevel Highest
     # A zero time limit means none: nothing may stop a running DISM or sfc.
     $settings = New-ScheduledTaskSettingsSet -ExecutionTimeLimit (New-TimeSpan -Seconds 0) -MultipleInstances IgnoreNew `

@@ -281,6 +281,35 @@ Read-FactGroup -Name 'update_failures' -Reader {
     , $rows.ToArray()
 }
 
+Read-FactGroup -Name 'last_verify_ok_utc' -Reader {
+    # Written by verify -RecordSuccess once a run's demanded repairs all passed; failures recorded
+    # before it do not demand their repair again. ConvertFrom-Json in 5.1 keeps it a string.
+    $record = Read-WuJsonFile -Path (Join-Path -Path (Get-WuStateRoot) -ChildPath 'verify-ok.json')
+    if ($null -eq $record) {
+        return $null
+    }
+    [string]$record.utc
+}
+
+Read-FactGroup -Name 'installed_kbs' -Reader {
+    # Win32_QuickFixEngineering through Get-HotFix: an inventory KB already installed needs no install-kb.
+    , @(Get-HotFix | ForEach-Object -Process { ([string]$_.HotFixID).ToUpperInvariant() } | Where-Object -FilterScript { $_ -match '^KB\d+$' } | Sort-Object -Unique)
+}
+
+Read-FactGroup -Name 'powershell' -Reader {
+    # What decides whether our scheduled tasks can run: a Group Policy execution policy outranks
+    # -ExecutionPolicy Bypass; Constrained Language (WDAC/AppLocker) refuses the .NET calls our
+    # scripts make (Microsoft, about_Execution_Policies and about_Language_Modes).
+    $policies = [ordered]@{}
+    foreach ($row in @(Get-ExecutionPolicy -List)) {
+        $policies[[string]$row.Scope] = [string]$row.ExecutionPolicy
+    }
+    @{
+        language_mode      = Get-WuLanguageMode
+        execution_policies = $policies
+    }
+}
+
 Read-FactGroup -Name 'antivirus' -Reader {
     $products = 'unknown'
     if ([int]$os.ProductType -eq 1) {
@@ -289,8 +318,18 @@ Read-FactGroup -Name 'antivirus' -Reader {
             })
     }
     $defender = @{ present = $false; realtime_enabled = $null; tamper_protected = $null; running_mode = $null }
+    $mp = $null
     if (Get-Command -Name 'Get-MpComputerStatus' -ErrorAction SilentlyContinue) { # absent on hosts without the Defender module
-        $mp = Get-MpComputerStatus
+        try {
+            $mp = Get-MpComputerStatus
+        }
+        catch {
+            # Defender's service not running (0x800106BA, a third-party antivirus active) must not
+            # lose the whole antivirus group: Defender is there but not running.
+            $defender = @{ present = $true; realtime_enabled = $false; tamper_protected = $null; running_mode = 'Not running' }
+        }
+    }
+    if ($null -ne $mp) {
         $mode = $null
         if ($mp.PSObject.Properties.Name -contains 'AMRunningMode') {
             $mode = [string]$mp.AMRunningMode

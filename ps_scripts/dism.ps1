@@ -31,7 +31,8 @@ param(
     [string]$RunId = '',
     [string]$ResultMarker = '',
     [ValidatePattern('^$|^((wim|esd):([A-Za-z]:)?[^":]+:\d{1,3}|[A-Za-z]:\\[^"]*|\\\\[^"]+)$')][string]$Source = '',
-    [bool]$LimitAccess = $true
+    [bool]$LimitAccess = $true,
+    [ValidateRange(0, 1800)][int]$BusyWaitSeconds = 300
 )
 # wuremote-prelude
 $null = Start-WuTranscript -Step 'dism' -RunId $RunId
@@ -44,13 +45,13 @@ $NeedsSource = @{
 }
 $facts = @{ source = $Source; limit_access = ($LimitAccess -and [bool]$Source) }
 
-# DISM refuses to run beside another servicing operation; say so instead of failing late.
-# Other DISM or servicing processes are usually absent: that is the answer wanted here.
-$busy = @(Get-Process -Name 'DismHost', 'TiWorker' -ErrorAction SilentlyContinue)
-if ($busy.Count -gt 0) {
-    $facts['busy_processes'] = @($busy | ForEach-Object -Process { '{0} ({1})' -f $_.ProcessName, $_.Id })
+# DISM refuses to run beside another DISM; say so instead of failing late, after a bounded wait.
+# TiWorker alone is not another operation (Wait-WuServicingIdle says why).
+$busyWith = Wait-WuServicingIdle -ProcessName @('DismHost') -WaitSeconds $BusyWaitSeconds
+if ($busyWith) {
+    $facts['busy_processes'] = $busyWith
     Complete-WuStep -Step 'dism' -Status 'failed' -ExitCode 4 -Facts $facts -ResultMarker $ResultMarker `
-        -Messages @('another servicing operation is running; left alone (never stopped): try again when it ends')
+        -Messages @('another DISM is running; left alone (never stopped): try again when it ends')
 }
 
 if ($Source) {

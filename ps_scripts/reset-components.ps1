@@ -12,7 +12,8 @@
     Resets the Windows Update components: stops the update services, moves their caches aside
     under timestamped names, repairs start types, and starts the services again.
 .DESCRIPTION
-    Refuses while servicing is in progress (TiWorker running or WinSxS\pending.xml present).
+    Refuses while a servicing operation is pending (WinSxS\pending.xml) or, after waiting up to
+    -BusyWaitSeconds, while DISM or sfc runs; a lingering TiWorker alone is not busy.
     Levels:
       gentle  SoftwareDistribution\DataStore and SoftwareDistribution\Download moved aside.
       full    the whole SoftwareDistribution, System32\catroot2 and the BITS queue
@@ -37,7 +38,8 @@ param(
     [string]$ResultMarker = '',
     [ValidateSet('gentle', 'full')][string]$Level = 'gentle',
     [ValidateRange(5, 600)][int]$StopTimeoutSeconds = 60,
-    [ValidateRange(1, 10)][int]$KeepBackups = 2
+    [ValidateRange(1, 10)][int]$KeepBackups = 2,
+    [ValidateRange(0, 300)][int]$BusyWaitSeconds = 120
 )
 # wuremote-prelude
 $null = Start-WuTranscript -Step 'reset-components' -RunId $RunId
@@ -125,13 +127,19 @@ function Stop-UpdateService {
 }
 
 # --- refuse while servicing runs ---
-# No TiWorker process is the normal case.
-$tiworker = @(Get-Process -Name 'TiWorker' -ErrorAction SilentlyContinue).Count -gt 0
+# A pending servicing operation (pending.xml) or a DISM/sfc at work; TiWorker alone is not busy
+# (Wait-WuServicingIdle says why), so verify's own scan does not end the ladder.
 $pendingXml = Test-Path -LiteralPath (Join-Path -Path $env:SystemRoot -ChildPath 'WinSxS\pending.xml')
-$facts['servicing'] = @{ tiworker_running = $tiworker; pending_xml = $pendingXml }
-if ($tiworker -or $pendingXml) {
+$facts['servicing'] = @{ pending_xml = $pendingXml }
+if ($pendingXml) {
     Complete-WuStep -Step 'reset-components' -Status 'failed' -ExitCode 4 -Facts $facts -ResultMarker $ResultMarker `
-        -Messages @('servicing is in progress (TiWorker running or pending.xml present): reboot or wait, then run again; nothing was changed')
+        -Messages @('a servicing operation is pending a reboot (pending.xml): reboot, then run again; nothing was changed')
+}
+$busyWith = Wait-WuServicingIdle -ProcessName @('DismHost', 'sfc') -WaitSeconds $BusyWaitSeconds
+if ($busyWith) {
+    $facts['servicing']['busy_processes'] = $busyWith
+    Complete-WuStep -Step 'reset-components' -Status 'failed' -ExitCode 4 -Facts $facts -ResultMarker $ResultMarker `
+        -Messages @(('DISM or sfc is running ({0}); left alone: run again when it ends; nothing was changed' -f $busyWith))
 }
 
 # --- record start types and states ---

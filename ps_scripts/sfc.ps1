@@ -26,7 +26,8 @@
 [CmdletBinding()]
 param(
     [string]$RunId = '',
-    [string]$ResultMarker = ''
+    [string]$ResultMarker = '',
+    [ValidateRange(0, 1800)][int]$BusyWaitSeconds = 300
 )
 # wuremote-prelude
 $null = Start-WuTranscript -Step 'sfc' -RunId $RunId
@@ -39,11 +40,11 @@ if (Test-Path -LiteralPath (Join-Path -Path $env:SystemRoot -ChildPath 'WinSxS\p
     Complete-WuStep -Step 'sfc' -Status 'failed' -ExitCode 4 -Facts $facts -ResultMarker $ResultMarker `
         -Messages @('a system repair is pending a reboot (pending.xml): reboot, then run sfc')
 }
-# No other sfc/TiWorker is the normal case.
-$busy = @(Get-Process -Name 'sfc', 'TiWorker' -ErrorAction SilentlyContinue)
-if ($busy.Count -gt 0) {
+# Another sfc or a DISM at work, after a bounded wait; TiWorker alone is not busy (Wait-WuServicingIdle).
+$busyWith = Wait-WuServicingIdle -ProcessName @('sfc', 'DismHost') -WaitSeconds $BusyWaitSeconds
+if ($busyWith) {
     Complete-WuStep -Step 'sfc' -Status 'failed' -ExitCode 4 -Facts $facts -ResultMarker $ResultMarker `
-        -Messages @('another sfc or servicing operation is running; left alone (never stopped)')
+        -Messages @(('another sfc or DISM is running ({0}); left alone (never stopped)' -f $busyWith))
 }
 
 function Get-FileLength {
@@ -79,6 +80,9 @@ function Read-LogFrom {
 
 $offset = Get-FileLength -Path $cbsLog
 $pendingBefore = @(Get-WuPendingReboot)
+# A file rename that appears while sfc repairs is sfc's own (files in use are replaced at the next
+# start): it earns this step's 3010, though a rename alone never earns a restart elsewhere.
+$renameBefore = [bool](Test-WuPendingFileRename)
 $previousEncoding = $null
 try {
     try {
@@ -147,7 +151,8 @@ switch ($verdict) {
     'repaired' {
         $changes = @([pscustomobject]@{ kind = 'system-files-repaired'; count = $repaired.Count })
         $newSignals = @(Get-WuPendingReboot | Where-Object -FilterScript { $pendingBefore -notcontains $_ })
-        if ($newSignals.Count -gt 0) {
+        $newRename = (-not $renameBefore) -and [bool](Test-WuPendingFileRename)
+        if ($newSignals.Count -gt 0 -or $newRename) {
             $status = 'reboot-required'
             $exitCode = 3010
             $rebootRequired = $true

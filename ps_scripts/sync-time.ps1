@@ -88,11 +88,13 @@ try {
         $messages.Add('domain member: time configuration left to the domain hierarchy')
     }
 
-    $resync = Invoke-WuNative -FilePath $w32tm -ArgumentList @('/resync', '/force')
+    # /resync as Microsoft documents it (w32tm: /resync [/computer:] [/nowait] [/rediscover] [/soft]);
+    # the /force often seen in scripts is not a documented switch.
+    $resync = Invoke-WuNative -FilePath $w32tm -ArgumentList @('/resync')
     if ($resync.ExitCode -ne 0) {
         # 0x800705B4 (timeout) is common right after a service start: one more try.
         Start-Sleep -Seconds 5
-        $resync = Invoke-WuNative -FilePath $w32tm -ArgumentList @('/resync', '/force')
+        $resync = Invoke-WuNative -FilePath $w32tm -ArgumentList @('/resync')
     }
     $facts['resync_exit_code'] = $resync.ExitCode
     $facts['resync_output'] = @($resync.Output)

@@ -20,6 +20,17 @@
     The network list mirrors wuremote/hresult.py (category "network"); a test keeps them equal.
 .PARAMETER Install
     Also install what was downloaded (reboot then decided by the agent).
+.PARAMETER CategoryNames
+    Only updates in one of these categories are downloaded ('*': all). The default is Ansible's
+    win_updates' default category_names (Critical Updates, Security Updates, Update Rollups), so
+    a verify across the fleet does not fetch feature updates, drivers or optional packages.
+.PARAMETER IncludeOptional
+    Also optional updates (BrowseOnly), which are skipped by default (win_updates' skip_optional).
+.PARAMETER RecordSuccess
+    On success, record the time in %ProgramData%\wuremote\verify-ok.json (wuremote's own state,
+    like its transcripts; not a change to the host). The controller asks for it once every repair
+    the findings demanded has run, so an update failure recorded before it is history, not a
+    reason to repair again (diagnose reports it as last_verify_ok_utc).
 .NOTES
     Exit codes: 0 search and download succeeded (or nothing applicable), 3010 installed and a
     reboot is needed (-Install), 1 agent broken (facts.failures), 5 not elevated,
@@ -29,7 +40,10 @@
 param(
     [string]$RunId = '',
     [string]$ResultMarker = '',
-    [switch]$Install
+    [switch]$Install,
+    [switch]$RecordSuccess,
+    [ValidateCount(1, 20)][string[]]$CategoryNames = @('Critical Updates', 'Security Updates', 'Update Rollups'),
+    [switch]$IncludeOptional
 )
 # wuremote-prelude
 $null = Start-WuTranscript -Step 'verify' -RunId $RunId
@@ -97,29 +111,62 @@ try {
         Add-Failure -Phase 'search' -HResult (Get-ComHResult -Exception $_.Exception)
     }
     if ($null -ne $search) {
-        # ResultCode: 2 succeeded, 3 succeeded with errors, 4 failed, 5 aborted.
+        # OperationResultCode: 2 succeeded, 3 succeeded with errors, 4 failed, 5 aborted
+        # (Microsoft wuapi; win_updates fails a search that is neither 2 nor 3). A search that
+        # did not succeed but did not throw is a failure, not an empty success.
         $facts['search_result_code'] = [int]$search.ResultCode
+        if ([int]$search.ResultCode -ne 2 -and [int]$search.ResultCode -ne 3) {
+            Add-Failure -Phase 'search' -HResult ([long]0x8024FFFF) -Title ('search ended with result code {0}' -f [int]$search.ResultCode)
+            $search = $null
+        }
+    }
+    if ($null -ne $search) {
         $facts['searched'] = [int]$search.Updates.Count
         $facts['updates'] = @(foreach ($update in $search.Updates) { [string]$update.Title })
         $toDownload = New-Object -ComObject 'Microsoft.Update.UpdateColl'
+        $facts['already_downloaded'] = 0
+        $facts['skipped'] = @()
+        $selected = New-Object -TypeName System.Collections.Generic.List[object]
         foreach ($update in $search.Updates) {
+            $categories = @($update.Categories | ForEach-Object -Process { [string]$_.Name })
+            $inCategory = $CategoryNames -contains '*' -or @($categories | Where-Object -FilterScript { $CategoryNames -contains $_ }).Count -gt 0
+            if (-not $inCategory -or ($update.BrowseOnly -and -not $IncludeOptional)) {
+                $facts['skipped'] += [string]$update.Title
+                continue
+            }
+            $selected.Add($update)
+        }
+        $facts['selected'] = $selected.Count
+        foreach ($update in $selected) {
             if (-not $update.EulaAccepted) {
                 $update.AcceptEula()
             }
+            # An update already in the download cache (IUpdate.IsDownloaded, Microsoft's wuapi
+            # reference) is not fetched again: a repeat verify costs the fleet no download.
+            if ($update.IsDownloaded) {
+                $facts['already_downloaded'] = $facts['already_downloaded'] + 1
+                $facts['downloaded'] = $facts['downloaded'] + 1
+            }
             $null = $toDownload.Add($update)
         }
-        if ($toDownload.Count -gt 0) {
+        $toFetch = New-Object -ComObject 'Microsoft.Update.UpdateColl'
+        foreach ($update in $selected) {
+            if (-not $update.IsDownloaded) {
+                $null = $toFetch.Add($update)
+            }
+        }
+        if ($toFetch.Count -gt 0) {
             $downloader = $session.CreateUpdateDownloader()
-            $downloader.Updates = $toDownload
+            $downloader.Updates = $toFetch
             try {
                 $download = $downloader.Download()
-                for ($i = 0; $i -lt $toDownload.Count; $i++) {
+                for ($i = 0; $i -lt $toFetch.Count; $i++) {
                     $one = $download.GetUpdateResult($i)
                     if ([int]$one.ResultCode -eq 2 -or [int]$one.ResultCode -eq 3) {
                         $facts['downloaded'] = $facts['downloaded'] + 1
                     }
                     else {
-                        Add-Failure -Phase 'download' -HResult ([long]$one.HResult) -Title ([string]$toDownload.Item($i).Title)
+                        Add-Failure -Phase 'download' -HResult ([long]$one.HResult) -Title ([string]$toFetch.Item($i).Title)
                     }
                 }
             }
@@ -154,7 +201,7 @@ catch {
     Add-Failure -Phase 'agent' -HResult (Get-ComHResult -Exception $_.Exception)
 }
 finally {
-    if ($null -ne $session) {
+    if ($null -ne $session -and [System.Runtime.InteropServices.Marshal]::IsComObject($session)) {
         $null = [System.Runtime.InteropServices.Marshal]::ReleaseComObject($session)
     }
 }
@@ -178,6 +225,11 @@ elseif ($network.Count -gt 0) {
 elseif ($facts.ContainsKey('reboot_required') -and $facts['reboot_required']) {
     $status = 'reboot-required'
     $exitCode = 3010
+}
+if ($RecordSuccess -and $exitCode -eq 0) {
+    $recordedUtc = Get-WuNowUtc
+    Write-WuJsonFile -Path (Join-Path -Path (Get-WuStateRoot) -ChildPath 'verify-ok.json') -InputObject ([pscustomobject]@{ utc = $recordedUtc; run_id = $RunId })
+    $facts['recorded_utc'] = $recordedUtc
 }
 Complete-WuStep -Step 'verify' -Status $status -ExitCode $exitCode -Facts $facts -Messages $messages `
     -RebootRequired ($exitCode -eq 3010) -ResultMarker $ResultMarker

@@ -16,6 +16,10 @@ Rules (each finding names its rule, line and what to write instead):
   ps7             no PowerShell 7-only syntax: ?: ternary, ??, ??=, ?., &&, ||,
                   ForEach-Object -Parallel (Windows PowerShell 5.1 is the target)
   ends-with-complete  a step script's last statement is Complete-WuStep
+  pester-mock     (tests/ps only, check_pester_mocks) every mocked command exists when Mock runs:
+                  a function of the test file or _helpers.ps1, a prelude function _helpers.ps1
+                  loads, or a cmdlet every Windows PowerShell 5.1 runner has; and Mock is called
+                  inside BeforeAll/BeforeEach/It or a function (Pester 5 refuses it elsewhere)
 
 Usage: python tests/pslint.py FILE... (exit status 1 when anything is found).
 """
@@ -248,6 +252,102 @@ def lint_file(path: Path) -> list[Finding]:
     if path.name.startswith("_"):
         return errors + lint_prelude(text)
     return errors + lint_step_script(text, source=str(path))
+
+
+# Cmdlets of the modules every Windows PowerShell 5.1 on Windows Server 2016+ has (Microsoft's
+# module reference, learn.microsoft.com/powershell/module/?view=powershell-5.1: Microsoft.PowerShell.
+# Management/.Utility/.Security/.Core, CimCmdlets, ScheduledTasks).  Defender's and the
+# troubleshooting pack's cmdlets are left out on purpose: a runner may lack those modules, so
+# _helpers.ps1 must stub them before they can be mocked.
+REAL_CMDLETS = frozenset(c.lower() for c in [
+    "Get-AuthenticodeSignature", "Get-ChildItem", "Get-CimInstance", "Get-Command", "Get-Content", "Get-Date",
+    "Get-HotFix", "Get-Item", "Get-ItemProperty", "Get-Module", "Get-Process", "Get-Service", "Get-WinEvent",
+    "Import-Module", "Join-Path", "New-Item", "New-Object", "Remove-Item", "Rename-Item", "Move-Item", "Copy-Item",
+    "Set-Acl", "Get-Acl", "Set-Content", "Set-Service", "Start-Process", "Start-Service", "Start-Sleep",
+    "Start-Transcript", "Stop-Process", "Stop-Service", "Stop-Transcript", "Test-Path", "Get-ScheduledTask",
+    "Get-ScheduledTaskInfo", "Register-ScheduledTask", "Start-ScheduledTask", "Stop-ScheduledTask",
+    "Unregister-ScheduledTask", "New-ScheduledTaskAction", "New-ScheduledTaskTrigger", "New-ScheduledTaskPrincipal",
+    "New-ScheduledTaskSettingsSet", "Get-ExecutionPolicy", "Invoke-WebRequest", "Get-FileHash",
+])
+# What Pester 5 accepts as the place of a Mock call (src/Pester.RSpec.ps1: Mock records into the
+# current block or test; outside them it throws).
+_MOCK_HOSTS = frozenset({"beforeall", "beforeeach", "it", "aftereach", "afterall"})
+# _helpers.ps1 loads the prelude's functions when it parses the prelude and dot-sources them.
+_LOADS_PRELUDE = re.compile(r"Parser\]::ParseFile\(\$script:PreludeFile.*FunctionDefinitionAst.*"
+                            r"Set-Item -Path \('function:script:", re.S)
+
+
+def defined_functions(text: str) -> set[str]:
+    """Names (lower case) of every function a PowerShell text defines, at any depth."""
+    root = parse(text).root_node
+    names = set()
+    for node in _walk(root):
+        if node.type == "function_statement":
+            for child in node.children:
+                if child.type == "function_name":
+                    names.add(_text(child).lower())
+    return names
+
+
+def _mocked_command(command: Node) -> str | None:
+    elements = next((c for c in command.children if c.type == "command_elements"), None)
+    if elements is None:
+        return None
+    take_next = False
+    for child in elements.children:
+        if child.type == "command_argument_sep":
+            continue
+        if child.type == "command_parameter":
+            take_next = _text(child).lower() == "-commandname"
+            if not take_next:
+                return None if child is elements.children[-1] else _first_positional(elements)
+            continue
+        if take_next or child.type == "generic_token":
+            return _text(child).strip("'\"")
+        return None
+    return None
+
+
+def _first_positional(elements: Node) -> str | None:
+    for child in elements.children:
+        if child.type == "generic_token":
+            return _text(child)
+    return None
+
+
+def _inside_mock_host(node: Node) -> bool:
+    current = node.parent
+    while current is not None:
+        if current.type == "function_statement":
+            return True
+        if current.type == "command" and (_command_name(current) or "").lower() in _MOCK_HOSTS:
+            return True
+        current = current.parent
+    return False
+
+
+def check_pester_mocks(test_text: str, helpers_text: str, prelude_text: str) -> list[Finding]:
+    """Pester 5 resolves a mocked command when Mock runs and throws "Could not find Command" for
+    one that does not exist then (Pester src/functions/Mock.ps1); the payload's own functions only
+    exist once it runs, so they must be defined before the mock."""
+    known = defined_functions(test_text) | defined_functions(helpers_text) | REAL_CMDLETS
+    if _LOADS_PRELUDE.search(helpers_text):
+        known |= defined_functions(prelude_text)
+    found = []
+    for node in _walk(parse(test_text).root_node):
+        if node.type != "command" or (_command_name(node) or "").lower() != "mock":
+            continue
+        line = node.start_point[0] + 1
+        name = _mocked_command(node)
+        if name is None:
+            found.append(Finding("pester-mock", line, "Mock without a command name"))
+            continue
+        if name.lower() not in known:
+            found.append(Finding("pester-mock", line, f"Mock {name}: not defined before the mock and not a cmdlet every "
+                                 "runner has; define it (a stub in _helpers.ps1) or load the prelude first"))
+        if not _inside_mock_host(node):
+            found.append(Finding("pester-mock", line, f"Mock {name} outside BeforeAll/BeforeEach/It: Pester 5 refuses it"))
+    return found
 
 
 def main(argv: list[str]) -> int:

@@ -22,7 +22,7 @@ UPDATE_SERVICES = ["wuauserv", "bits", "cryptsvc", "msiserver", "trustedinstalle
 TOP = {"schema", "scenario", "description", "repaired_by", "expect", "facts", "cmdlets"}
 FACT_KEYS = {
     "os", "roles", "services", "policy_readable", "clock", "disk", "folders", "pending_reboot", "servicing",
-    "update_source", "update_failures", "antivirus", "troubleshooter", "unexpected_shutdowns_30d", "elevated", "errors",
+    "update_source", "update_failures", "last_verify_ok_utc", "installed_kbs", "powershell", "antivirus", "troubleshooter", "unexpected_shutdowns_30d", "elevated", "errors",
 }
 START_TYPES = {"Automatic", "AutomaticDelayed", "Manual", "Disabled", "Absent"}
 HRESULT_RE = re.compile(r"^0x[0-9A-F]{8}$")
@@ -72,7 +72,7 @@ def test_fact_value_types(name):
         assert failure["event_id"] in (20, 25, 31)
         assert failure["hresult"] is None or HRESULT_RE.match(failure["hresult"])
         assert ISO_O.match(failure["time_utc"])
-    assert set(facts["pending_reboot"]) <= {"cbs-reboot-pending", "wu-reboot-required", "pending-file-rename", "pending-computer-rename"}
+    assert set(facts["pending_reboot"]) <= {"cbs-reboot-pending", "wu-reboot-required", "configmgr-reboot-pending", "pending-computer-rename"}
     assert facts["update_source"]["kind"] in ("windows-update", "wsus", "configmgr")
     assert facts["errors"] == []
 
@@ -199,3 +199,10 @@ def test_opt_in_scenarios_are_repaired_by_opt_in_steps():
     for name, data in ALL.items():
         if data["expect"].get("opt_in"):
             assert scripts[data["repaired_by"]].meta.opt_in, name
+
+
+def test_powershell_facts_agree_with_their_cmdlets():
+    for data in ALL.values():
+        facts, cmd = data["facts"]["powershell"], data["cmdlets"]["powershell"]
+        assert facts["language_mode"] == cmd["LanguageMode"]
+        assert facts["execution_policies"] == {row["Scope"]: row["ExecutionPolicy"] for row in cmd["ExecutionPolicyList"]}

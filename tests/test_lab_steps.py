@@ -446,10 +446,11 @@ def test_restart_returns_the_boot_before_and_the_host_comes_back(lab: Lab) -> No
         assert result["facts"]["last_boot_utc"].startswith(before.strftime("%Y-%m-%dT%H:%M:%S"))
         assert result["changes"] == [{"kind": "restart-scheduled", "reason": "wuremote: test restart"}]
 
-        code, second = run_step(lab, "restart01", "restart", Reason="again")
-        assert code == 0 and second["facts"]["shutdown_exit_code"] == 1190
-        assert "already scheduled or in progress" in second["messages"][0]
-        assert clock.waits == [200]  # one restart, DelaySeconds away
+        # A second restart finds one scheduled (1190): as win_reboot, it aborts it and issues its own.
+        code, second = run_step(lab, "restart01", "restart", Reason="again", DelaySeconds=200)
+        assert code == 0 and second["facts"]["abort_exit_code"] == 0 and second["facts"]["shutdown_exit_code"] == 0
+        assert [c["kind"] for c in second["changes"]] == ["scheduled-shutdown-aborted", "restart-scheduled"]
+        assert clock.waits == [200, 200]  # the first restart's delay, then the one that replaced it
         clock.release()
         wait_for(lambda: not port_open(lab.endpoint("restart01")))
     wait_for(lambda: port_open(lab.endpoint("restart01")))
@@ -463,7 +464,7 @@ def test_a_restart_ends_servicing_so_reset_runs_after_it(lab: Lab) -> None:
         assert code == 0
     wait_for(lambda: state(lab, name).reboots == 1 and port_open(lab.endpoint(name)))
     code, result = run_step(lab, name, "reset-components")
-    assert code == 0 and result["facts"]["servicing"] == {"tiworker_running": False, "pending_xml": False}
+    assert code == 0 and result["facts"]["servicing"] == {"pending_xml": False}
 
 
 # --- WinRS ---------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pslint import lint_file, lint_prelude, lint_step_script, lint_syntax_rules
+from pslint import check_pester_mocks, lint_file, lint_prelude, lint_step_script, lint_syntax_rules
 from test_ps_parse import runner_text
 
 from wuremote.contract.scripts import load_scripts
@@ -153,7 +153,9 @@ def test_file_name_matches_script_name():
 
 def test_long_steps_are_detached_and_only_they():
     detached = {name for name, s in load_scripts().items() if s.meta.detached}
-    assert detached == {"dism", "sfc", "verify", "install-kb"}
+    # cleanup's DISM /StartComponentCleanup can take over an hour on 2012 R2/2016: a dropped
+    # WinRM shell would kill it with the shell's job object (issue 13, item 7).
+    assert detached == {"dism", "sfc", "verify", "install-kb", "cleanup"}
 
 
 def test_opt_in_steps():
@@ -186,3 +188,44 @@ def test_long_steps_have_long_timeouts():
 def test_every_step_script_documents_its_exit_codes():
     for name, step in load_scripts().items():
         assert "Exit codes:" in step.text or name == "boot-info", name
+
+
+# --- Pester 5 mocks (issue 13, item 1) ---------------------------------------------------------
+HELPERS = ROOT / "tests" / "ps" / "_helpers.ps1"
+PRELUDE = ROOT / "ps_scripts" / "_prelude.ps1"
+# The helpers as they were before: mocks of payload functions with nothing defining them first.
+HELPERS_WITHOUT_LOADER = "function Get-WuFixture {\n    param()\n}\n"
+
+
+def mock_findings(test_text: str, helpers_text: str | None = None) -> list[str]:
+    helpers = HELPERS.read_text(encoding="utf-8") if helpers_text is None else helpers_text
+    return [str(f) for f in check_pester_mocks(test_text, helpers, PRELUDE.read_text(encoding="utf-8"))]
+
+
+@pytest.mark.parametrize("path", [p for p in PESTER if p.name.endswith(".Tests.ps1")] + [HELPERS], ids=lambda p: p.name)
+def test_every_mock_in_the_pester_suite_names_a_command_that_exists_when_mock_runs(path: Path):
+    assert mock_findings(path.read_text(encoding="utf-8")) == []
+
+
+def test_a_mock_of_a_payload_function_nothing_defines_is_caught():
+    text = "Describe 'x' {\n    It 'y' {\n        Mock Test-WuElevated { $true }\n    }\n}\n"
+    found = mock_findings(text, HELPERS_WITHOUT_LOADER)
+    assert len(found) == 1 and "Test-WuElevated" in found[0] and found[0].startswith("3:")
+    assert mock_findings(text) == []  # the shipped helpers load the prelude's functions first
+
+
+def test_a_mock_of_a_module_cmdlet_a_runner_may_lack_needs_a_stub():
+    text = "It 'y' {\n    Mock Get-MpComputerStatus { $null }\n}\n"
+    assert mock_findings(text, HELPERS_WITHOUT_LOADER) != []
+    assert mock_findings(text) == []
+
+
+def test_a_mock_outside_a_block_or_test_is_caught():
+    found = mock_findings("Mock Get-Service { $null }\nDescribe 'x' { It 'y' { $true } }\n")
+    assert found and "outside BeforeAll/BeforeEach/It" in found[0]
+
+
+def test_a_real_cmdlet_and_a_function_of_the_test_file_may_be_mocked():
+    text = ("function Get-Local {\n    param()\n}\nBeforeEach {\n    Mock Get-CimInstance { $null }\n"
+            "    Mock -CommandName Get-Local { 1 }\n}\n")
+    assert mock_findings(text, HELPERS_WITHOUT_LOADER) == []

@@ -4,6 +4,64 @@
 $script:RepoRoot = Split-Path -Parent (Split-Path -Parent $PSScriptRoot)
 $script:FixtureFolder = Join-Path -Path $script:RepoRoot -ChildPath 'wuremote\lab\fixtures'
 
+# Pester 5 looks a command up when Mock is called and throws "Could not find Command" when it
+# does not exist yet (Pester src/functions/Mock.ps1, Resolve-Command). The payload defines its
+# helpers (Test-WuElevated, Invoke-WuNative, Register-WuFailSafe, ...) only when it runs, so the
+# prelude's top-level function definitions are loaded here first, with their real parameter
+# blocks: a mock copies the parameters of the command it replaces, and -ParameterFilter and the
+# mock bodies read them ($FilePath, $ArgumentList, $Name, $StartType). The payload's own
+# definitions still lose to the mocks: Pester 5 mocks are aliases, and PowerShell resolves an
+# alias before a function (about_Command_Precedence). tests/pslint.py (check_pester_mocks) checks
+# statically that every mocked command is defined here, in its test file, or is a real cmdlet.
+$script:PreludeFile = Join-Path -Path $script:RepoRoot -ChildPath 'ps_scripts\_prelude.ps1'
+$preludeTokens = $null
+$preludeErrors = $null
+$preludeAst = [System.Management.Automation.Language.Parser]::ParseFile($script:PreludeFile, [ref]$preludeTokens, [ref]$preludeErrors)
+if (@($preludeErrors).Count -gt 0) {
+    throw ('the prelude does not parse: {0}' -f (@($preludeErrors) -join '; '))
+}
+$preludeFunctions = $preludeAst.FindAll({ param($node) $node -is [System.Management.Automation.Language.FunctionDefinitionAst] }, $false)
+foreach ($definition in $preludeFunctions) {
+    # The function's own body (param block and attributes included), defined in the test file's scope.
+    $null = Set-Item -Path ('function:script:{0}' -f $definition.Name) -Value $definition.Body.GetScriptBlock()
+}
+
+# Cmdlets of modules a runner may not have (Defender on a host without it, the troubleshooting
+# pack on Server SKUs): defined as stubs only where absent, with the parameters the scripts pass,
+# so Mock finds them; a test that forgets to mock one fails loudly instead of touching the runner.
+# Absent here is the case being handled, not an error to see.
+if (-not (Get-Command -Name 'Get-MpComputerStatus' -ErrorAction SilentlyContinue)) {
+    function Get-MpComputerStatus {
+        [CmdletBinding()]
+        param()
+        throw 'stub: mock Get-MpComputerStatus'
+    }
+}
+# Absent here is the case being handled, not an error to see.
+if (-not (Get-Command -Name 'Set-MpPreference' -ErrorAction SilentlyContinue)) {
+    function Set-MpPreference {
+        [CmdletBinding()]
+        param([bool]$DisableRealtimeMonitoring)
+        throw 'stub: mock Set-MpPreference'
+    }
+}
+# Absent here is the case being handled, not an error to see.
+if (-not (Get-Command -Name 'Get-TroubleshootingPack' -ErrorAction SilentlyContinue)) {
+    function Get-TroubleshootingPack {
+        [CmdletBinding()]
+        param([string]$Path)
+        throw 'stub: mock Get-TroubleshootingPack'
+    }
+}
+# Absent here is the case being handled, not an error to see.
+if (-not (Get-Command -Name 'Invoke-TroubleshootingPack' -ErrorAction SilentlyContinue)) {
+    function Invoke-TroubleshootingPack {
+        [CmdletBinding()]
+        param([object]$Pack, [switch]$Unattended, [string]$Result)
+        throw 'stub: mock Invoke-TroubleshootingPack'
+    }
+}
+
 function Get-WuFixture {
     [CmdletBinding()]
     param([Parameter(Mandatory = $true)][string]$Scenario)
@@ -54,6 +112,9 @@ function Set-WuFixtureMocks {
     Mock Start-Transcript { $null }
     Mock Stop-Transcript { $null }
     Mock Test-WuElevated { [bool]$script:WuFixture.cmdlets.elevated }
+    # The runner's own update agent and ConfigMgr state must not leak into a test.
+    Mock Get-WuUpdateAgentRebootRequired { $false }
+    Mock Get-WuConfigMgrRebootPending { $false }
     Mock Protect-WuStateRoot { $null = New-Item -ItemType Directory -Path (Join-Path -Path $env:ProgramData -ChildPath 'wuremote') -Force; Join-Path -Path $env:ProgramData -ChildPath 'wuremote' }
     Mock Get-CimInstance -ParameterFilter { $ClassName -eq 'Win32_OperatingSystem' } {
         $os = $script:WuFixture.cmdlets.Win32_OperatingSystem
@@ -112,6 +173,9 @@ function Set-WuFixtureMocks {
         }
     }
     Mock Get-MpComputerStatus { $script:WuFixture.cmdlets.'Get-MpComputerStatus' }
+    Mock Get-HotFix { @($script:WuFixture.cmdlets.Win32_QuickFixEngineering) | Where-Object -FilterScript { -not $Id -or @($Id) -contains $_.HotFixID } }
+    Mock Get-WuLanguageMode { [string]$script:WuFixture.cmdlets.powershell.LanguageMode }
+    Mock Get-ExecutionPolicy -ParameterFilter { $List } { @($script:WuFixture.cmdlets.powershell.ExecutionPolicyList) }
     Mock Get-Module -ParameterFilter { $Name -eq 'TroubleshootingPack' } {
         if ($script:WuFixture.cmdlets.TroubleshootingPack_module) {
             [pscustomobject]@{ Name = 'TroubleshootingPack' }
@@ -126,7 +190,7 @@ function Set-WuFixtureMocks {
                 if ($ArgumentList -contains '/query') {
                     return [pscustomobject]@{ ExitCode = $script:WuFixture.cmdlets.w32tm_status.exit_code; Output = @($script:WuFixture.cmdlets.w32tm_status.output) }
                 }
-                $key = 'w32tm.exe /resync /force'
+                $key = 'w32tm.exe /resync'
             }
             'dism.exe' {
                 if ($ArgumentList -contains '/RestoreHealth') {

@@ -22,4 +22,23 @@ Describe 'boot-info' {
         $run = Invoke-WuTestStep -Path $script:Payload
         @($run.Result.facts.pending_reboot).Count | Should -Be 0
     }
+
+    It 'reports PendingFileRenameOperations on its own, never as a reason to restart' {
+        $fixture = Get-WuFixture -Scenario 'healthy'
+        $key = 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager'
+        $fixture.cmdlets.registry.$key | Add-Member -NotePropertyName 'PendingFileRenameOperations' -NotePropertyValue @('\??\C:\ProgramData\Agent\new.dll', '')
+        Set-WuFixtureMocks -Fixture $fixture
+        $run = Invoke-WuTestStep -Path $script:Payload
+        $run.ExitCode | Should -Be 0
+        $run.Result.facts.pending_file_rename | Should -BeTrue
+        @($run.Result.facts.pending_reboot).Count | Should -Be 0
+    }
+
+    It 'lists the update agent''s and ConfigMgr''s own reboot state' {
+        Set-WuFixtureMocks -Fixture (Get-WuFixture -Scenario 'healthy')
+        Mock Get-WuUpdateAgentRebootRequired { $true }
+        Mock Get-WuConfigMgrRebootPending { $true }
+        $run = Invoke-WuTestStep -Path $script:Payload
+        @($run.Result.facts.pending_reboot) | Should -Be @('wu-reboot-required', 'configmgr-reboot-pending')
+    }
 }

@@ -52,4 +52,31 @@ Describe 'clean-boot' {
         @($run.Result.facts.services).Count | Should -Be 1
         Should -Invoke Register-WuFailSafe -Times 0 -Exactly
     }
+
+    It 'keeps a launch-protected service whatever its signer' {
+        $fixture = Get-WuFixture -Scenario 'third-party-service-conflict'
+        $fixture.cmdlets.Win32_Service += [pscustomobject]@{ Name = 'NorthwindEdr'; DisplayName = 'Northwind EDR'; State = 'Running'; StartMode = 'Auto'; DelayedAutoStart = $false; PathName = '"D:\Northwind\edr.exe"'; ProcessId = 0 }
+        Set-WuFixtureMocks -Fixture $fixture
+        Mock Get-AuthenticodeSignature -ParameterFilter { $LiteralPath -like '*Northwind*' } {
+            [pscustomobject]@{ Status = 'Valid'; SignerCertificate = [pscustomobject]@{ Subject = 'CN=Northwind Security Ltd, O=Northwind Security Ltd, C=NZ' } }
+        }
+        Mock Get-WuRegistryValue -ParameterFilter { $Name -eq 'LaunchProtected' -and $Path -like '*\NorthwindEdr' } { 3 }
+        $run = Invoke-WuTestStep -Path $script:Payload
+        $run.ExitCode | Should -Be 3010
+        Should -Invoke Set-WuServiceStartType -ParameterFilter { $Name -eq 'NorthwindEdr' } -Times 0 -Exactly
+        @($run.Result.facts.kept | Where-Object -FilterScript { $_.name -eq 'NorthwindEdr' }).Count | Should -Be 1
+    }
+
+    It 'keeps a service that refuses the change and does not undo the others' {
+        $fixture = Get-WuFixture -Scenario 'third-party-service-conflict'
+        $fixture.cmdlets.Win32_Service += [pscustomobject]@{ Name = 'FabrikamAgent'; DisplayName = 'Fabrikam agent'; State = 'Running'; StartMode = 'Auto'; DelayedAutoStart = $false; PathName = '"D:\Fabrikam\agent.exe"'; ProcessId = 0 }
+        Set-WuFixtureMocks -Fixture $fixture
+        Mock Set-WuServiceStartType -ParameterFilter { $Name -eq 'FabrikamAgent' } { throw 'Access is denied' }
+        Mock Restore-WuStartTypes { @() }
+        $run = Invoke-WuTestStep -Path $script:Payload
+        $run.ExitCode | Should -Be 3010
+        @($run.Result.facts.refused | ForEach-Object -Process { $_.name }) | Should -Be @('FabrikamAgent')
+        Should -Invoke Set-WuServiceStartType -ParameterFilter { $Name -eq 'FabrikamSync' -and $StartType -eq 'Disabled' } -Times 1 -Exactly
+        Should -Invoke Restore-WuStartTypes -Times 0 -Exactly
+    }
 }

@@ -42,4 +42,15 @@ Describe 'detached-poll' {
         $run.Result.facts.transcript | Should -Match 'line two'
         $run.Result.facts.transcript_next_offset | Should -Be 18
     }
+
+    It 'reports a runner whose process id now belongs to another process as interrupted' {
+        $status = @{ state = 'running'; pid = 4321; pid_started = '2025-11-18T07:00:00.0000000Z'; started = '2025-11-18T07:00:01.0000000Z'; percent = 30; exit_code = $null; finished = $null; boot_utc = '2025-11-18T06:12:00.0000000Z'; error = '' }
+        Set-Content -LiteralPath (Join-Path -Path $script:Folder -ChildPath 'status.json') -Value ($status | ConvertTo-Json) -Encoding UTF8
+        Mock Get-Process -ParameterFilter { $Id -eq 4321 } { [pscustomobject]@{ Id = 4321; StartTime = ([datetime]'2025-11-18T09:30:00Z') } }
+        $run = Invoke-WuTestStep -Path $script:Payload -Parameters @{ Step = 'sfc' }
+        $run.Result.facts.state | Should -Be 'interrupted'
+        Mock Get-Process -ParameterFilter { $Id -eq 4321 } { [pscustomobject]@{ Id = 4321; StartTime = ([datetime]'2025-11-18T07:00:00Z') } }
+        Set-Content -LiteralPath (Join-Path -Path $script:Folder -ChildPath 'status.json') -Value ($status | ConvertTo-Json) -Encoding UTF8
+        (Invoke-WuTestStep -Path $script:Payload -Parameters @{ Step = 'sfc' }).Result.facts.state | Should -Be 'running'
+    }
 }

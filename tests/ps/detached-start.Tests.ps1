@@ -25,6 +25,16 @@ Describe 'detached-start' {
         }
     }
 
+    It 'starts the runner through the -EncodedCommand loader, which an AllSigned Group Policy does not block' {
+        $run = Invoke-WuTestStep -Path $script:Payload -Parameters @{ Step = 'dism'; Payload = $script:Body; PayloadSha256 = $script:BodySha; ParametersJson = '{}' }
+        $run.ExitCode | Should -Be 0
+        Should -Invoke Register-ScheduledTask -ParameterFilter {
+            $Action.Arguments -like '*-EncodedCommand *' -and $Action.Arguments -notlike '*-File*' -and $Action.Arguments -notlike '*-ExecutionPolicy*'
+        } -Times 1 -Exactly
+        $status = Get-Content -LiteralPath (Join-Path -Path $env:ProgramData -ChildPath 'wuremote\runs\pester\dism\status.json') -Raw | ConvertFrom-Json
+        $status.step_sha256 | Should -Be $script:BodySha
+    }
+
     It 'stages step, runner, parameters and status, then starts the SYSTEM task' {
         $run = Invoke-WuTestStep -Path $script:Payload -Parameters @{ Step = 'dism'; Payload = $script:Body; PayloadSha256 = $script:BodySha; ParametersJson = '{"Source": "wim:D:\\sources\\install.wim:1"}' }
         $run.ExitCode | Should -Be 0

@@ -32,7 +32,19 @@ Describe 'diagnose' {
         @($facts.pending_reboot) | Should -Be @($fixture.facts.pending_reboot)
         @($facts.update_failures | ForEach-Object -Process { $_.hresult }) | Should -Be @($fixture.facts.update_failures | ForEach-Object -Process { $_.hresult })
         $facts.unexpected_shutdowns_30d | Should -Be $fixture.facts.unexpected_shutdowns_30d
+        $facts.powershell.language_mode | Should -Be $fixture.facts.powershell.language_mode
+        $facts.powershell.execution_policies.LocalMachine | Should -Be $fixture.facts.powershell.execution_policies.LocalMachine
+        @($facts.installed_kbs).Count | Should -Be @($fixture.facts.installed_kbs).Count
         @($facts.errors).Count | Should -Be 0
+    }
+
+    It 'refuses under Constrained Language, with the language mode, before reading anything' {
+        Set-WuFixtureMocks -Fixture (Get-WuFixture -Scenario 'healthy')
+        Mock Get-WuLanguageMode { 'ConstrainedLanguage' }
+        $run = Invoke-WuTestStep -Path $script:Payload
+        $run.ExitCode | Should -Be 1
+        $run.Result.facts.language_mode | Should -Be 'ConstrainedLanguage'
+        Should -Invoke Get-CimInstance -Times 0 -Exactly
     }
 
     It 'changes nothing on the host' {

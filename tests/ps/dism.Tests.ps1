@@ -32,12 +32,22 @@ Describe 'dism' {
         Should -Invoke Invoke-WuNative -ParameterFilter { $ArgumentList -contains '/Source:wim:D:\sources\install.wim:1' -and $ArgumentList -contains '/LimitAccess' } -Times 1 -Exactly
     }
 
-    It 'refuses (exit 4) beside another servicing operation and never stops it' {
-        Set-WuFixtureMocks -Fixture (Get-WuFixture -Scenario 'servicing-in-progress')
+    It 'refuses (exit 4) beside another DISM once its wait is over, and never stops it' {
+        $fixture = Get-WuFixture -Scenario 'healthy'
+        $fixture.cmdlets.processes = @('DismHost')
+        Set-WuFixtureMocks -Fixture $fixture
         Mock Stop-Process { $null }
-        $run = Invoke-WuTestStep -Path $script:Payload
+        $run = Invoke-WuTestStep -Path $script:Payload -Parameters @{ BusyWaitSeconds = 0 }
         $run.ExitCode | Should -Be 4
         Should -Invoke Stop-Process -Times 0 -Exactly
         Should -Invoke Invoke-WuNative -ParameterFilter { $ArgumentList -contains '/RestoreHealth' } -Times 0 -Exactly
+    }
+
+    It 'runs while only a lingering TiWorker is there (verify''s own scan starts it)' {
+        $fixture = Get-WuFixture -Scenario 'component-store-corrupt'
+        $fixture.cmdlets.processes = @('TiWorker')
+        Set-WuFixtureMocks -Fixture $fixture
+        $null = Invoke-WuTestStep -Path $script:Payload -Parameters @{ BusyWaitSeconds = 0 }
+        Should -Invoke Invoke-WuNative -ParameterFilter { $ArgumentList -contains '/RestoreHealth' } -Times 1 -Exactly
     }
 }

@@ -64,4 +64,22 @@ Describe 'reset-components' {
         Should -Invoke Rename-Item -Times 0 -Exactly
         @($run.Result.messages) -join ' ' | Should -Match 'did not stop'
     }
+
+    It 'is not refused by a lingering TiWorker with nothing pending' {
+        $fixture = Get-WuFixture -Scenario 'corrupt-download-cache'
+        $fixture.cmdlets.processes = @('TiWorker')
+        Set-WuFixtureMocks -Fixture $fixture
+        $run = Invoke-WuTestStep -Path $script:Payload -Parameters @{ BusyWaitSeconds = 0 }
+        $run.ExitCode | Should -Not -Be 4
+        Should -Invoke Stop-Service -Times 1
+    }
+
+    It 'refuses (exit 4) while DISM runs once its wait is over, and changes nothing' {
+        $fixture = Get-WuFixture -Scenario 'healthy'
+        $fixture.cmdlets.processes = @('DismHost')
+        Set-WuFixtureMocks -Fixture $fixture
+        $run = Invoke-WuTestStep -Path $script:Payload -Parameters @{ BusyWaitSeconds = 0 }
+        $run.ExitCode | Should -Be 4
+        Should -Invoke Stop-Service -Times 0 -Exactly
+    }
 }

@@ -41,4 +41,15 @@ Describe 'sfc' {
         $run.ExitCode | Should -Be 4
         Should -Invoke Invoke-WuNative -Times 0 -Exactly
     }
+
+    It 'refuses while another sfc runs once its wait is over, and not for a lingering TiWorker' {
+        $fixture = Get-WuFixture -Scenario 'healthy'
+        $fixture.cmdlets.processes = @('sfc', 'TiWorker')
+        Set-WuFixtureMocks -Fixture $fixture
+        (Invoke-WuTestStep -Path $script:Payload -Parameters @{ BusyWaitSeconds = 0 }).ExitCode | Should -Be 4
+        $fixture.cmdlets.processes = @('TiWorker')
+        Set-WuFixtureMocks -Fixture $fixture
+        $null = Invoke-WuTestStep -Path $script:Payload -Parameters @{ BusyWaitSeconds = 0 }
+        Should -Invoke Invoke-WuNative -ParameterFilter { (Split-Path -Leaf $FilePath) -eq 'sfc.exe' } -Times 1 -Exactly
+    }
 }

@@ -27,6 +27,7 @@ Describe 'sync-time' {
         $run.ExitCode | Should -Be 0
         Should -Invoke Start-Service -ParameterFilter { $Name -eq 'w32time' } -Times 1 -Exactly
         Should -Invoke Invoke-WuNative -ParameterFilter { $ArgumentList -contains '/resync' } -Times 1
+        Should -Invoke Invoke-WuNative -ParameterFilter { $ArgumentList -contains '/force' } -Times 0 -Exactly
         Should -Invoke Invoke-WuNative -ParameterFilter { $ArgumentList -contains '/config' } -Times 0 -Exactly
     }
 

@@ -7,6 +7,7 @@ as soon as verify passes and nothing the findings demand is left.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,10 +106,26 @@ def rung_params(rung: str, policy: RepairPolicy) -> dict[str, Any]:
     return params
 
 
+def _settled(failure: dict[str, Any], facts: dict[str, Any]) -> bool:
+    """A failure recorded before the last verify that passed once every demanded repair had run
+    (diagnose's last_verify_ok_utc) is history: the event log keeps it after the repair, and
+    requiring its rung again would repair a healthy host on every run."""
+    verified, when = facts.get("last_verify_ok_utc"), failure.get("time_utc")
+    if not isinstance(verified, str) or not isinstance(when, str):
+        return False
+    try:
+        return dt.datetime.fromisoformat(when.replace("Z", "+00:00")) <= dt.datetime.fromisoformat(
+            verified.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+
+
 def current_failure(facts: dict[str, Any]) -> hresult.HResult | None:
-    """The newest recorded update failure with a known HRESULT: the host's current error."""
+    """The newest recorded update failure with a known HRESULT that no passing verify has settled."""
     for failure in facts.get("update_failures") or []:
         code = failure.get("hresult") if isinstance(failure, dict) else None
+        if code and isinstance(failure, dict) and _settled(failure, facts):
+            return None  # newest first: this one and every older one are settled
         if code:
             known = hresult.lookup(code)
             if known is not None:
@@ -165,13 +182,16 @@ def plan_host(name: str, policy: RepairPolicy, facts: dict[str, Any]) -> HostPla
                 required[rung] = reason
                 if rung in ("dism",):
                     start = LADDER.index(rung)  # a corrupt component store goes straight to DISM
-    if policy.kb:
+    installed = {str(kb).upper() for kb in facts.get("installed_kbs") or []}
+    if policy.kb and policy.kb.upper() in installed:
+        plan.notes.append(f"{policy.kb} is already installed: install-kb not needed")
+    elif policy.kb:
         required["install-kb"] = f"{policy.kb} named in the inventory"
     for index, rung in enumerate(LADDER):
         name = rung.split(":")[0]
         if name in OPT_IN and name not in policy.opt_in:
             continue
-        if name == "install-kb" and not policy.kb:
+        if name == "install-kb" and (not policy.kb or policy.kb.upper() in installed):
             continue
         if name == "troubleshooter" and not (facts.get("troubleshooter") or {}).get("available", True):
             plan.notes.append("troubleshooter: not available on this OS, skipped")

@@ -172,7 +172,7 @@ class HostWalk:
         for gate in plan.gates:
             if not self._done_before(gate, verify_ok=False):
                 self.rung(gate)
-        verify = self.verify("baseline")
+        verify = self.verify("baseline", plan)
         if verify.exit_code == ExitCode.UNREACHABLE_UPDATE_SERVER:
             return Outcome.NEEDS_OPERATOR, network_cause(verify, plan)
         verify_ok = verify.exit_code == ExitCode.OK
@@ -194,7 +194,7 @@ class HostWalk:
                 stop_reason = f"{rung.script} refused: host busy ({'; '.join(result.messages)[:200]})"
                 break
             self.diagnose(f"after {rung.rung}")
-            verify = self.verify(f"after {rung.rung}")
+            verify = self.verify(f"after {rung.rung}", plan)
             if verify.exit_code == ExitCode.UNREACHABLE_UPDATE_SERVER:
                 return Outcome.NEEDS_OPERATOR, network_cause(verify, plan)
             verify_ok = verify.exit_code == ExitCode.OK
@@ -256,8 +256,11 @@ class HostWalk:
                              + "; ".join(result.messages or result.errors)[:300])
         return result
 
-    def verify(self, reason: str) -> StepResult:
-        return self.steps.step("verify", {}, reason=reason)
+    def verify(self, reason: str, plan: HostPlan | None = None) -> StepResult:
+        """Verify; once every rung the plan demands has run, a pass is recorded on the host, so the
+        failures it settles demand nothing of the next run (plan.current_failure)."""
+        settles = plan is not None and is_done(plan, self.ran_ok)
+        return self.steps.step("verify", {"RecordSuccess": True} if settles else {}, reason=reason)
 
     # --- reboots and restores -----------------------------------------------------------
     def reboot_host(self, reason: str, *, rung: str | None = None) -> None:

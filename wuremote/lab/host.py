@@ -46,6 +46,10 @@ class Service:
     role: str = "system"  # system | third-party | edr | backup | guest-tools | networking | storage
     stop_refuses: bool = False  # hangs in StopPending, as a wedged service does
     delayed_start: bool = False  # Automatic with DelayedAutoStart (Win32_Service: Auto + DelayedAutoStart)
+    # Launched as a protected process (antimalware light: the service key's LaunchProtected); the
+    # SCM lets only the service itself change its configuration (Microsoft, "Protecting
+    # anti-malware services").  Security software of any vendor, named in no list.
+    launch_protected: bool = False
 
     @property
     def start_mode(self) -> str:
@@ -74,10 +78,14 @@ class Antivirus:
     interferes: bool = False  # blocks the update agent while its real-time scanning is on
     defender_present: bool = True
     control_path: str | None = None  # a third-party product's command-line tool (its pause/resume commands)
+    # Some third-party products stop Defender's service outright; then Get-MpComputerStatus fails
+    # with HRESULT 0x800106BA (scipag/HardeningKitty#52 with CrowdStrike; microsoft/CSS-Exchange#1514,
+    # #1703, #2297: "If 3rd party AV disabled Microsoft Defender you got an error").
+    defender_service_running: bool = True
 
     @property
     def defender_realtime(self) -> bool:
-        return self.defender_present and not self.third_party and self.realtime_enabled
+        return self.defender_present and self.defender_service_running and not self.third_party and self.realtime_enabled
 
     @property
     def defender_mode(self) -> str | None:
@@ -141,8 +149,18 @@ class HostState:
     download_cache_corrupt: bool = False
     catroot_corrupt: bool = False
     servicing_in_progress: bool = False  # TiWorker running with WinSxS\pending.xml
+    dism_running: bool = False  # a DISM at work (DismHost.exe)
+    # TiWorker (the Windows Modules Installer's worker) running with no operation pending: started
+    # on demand for any servicing query and left to idle out.  With `tiworker_lingers_after_scan`
+    # every update search (verify) leaves it running, as issue 13 reports of real hosts.
+    tiworker_running: bool = False
+    tiworker_lingers_after_scan: bool = False
     antivirus: Antivirus = field(default_factory=Antivirus)
     pending_reboot: set[str] = field(default_factory=set)
+    # A security agent or installer that writes PendingFileRenameOperations again at every boot
+    # (chocolatey/choco#1768: "pending file rename ... is not cleared"; imabdk/Toast-Notification-
+    # Script#40: the value "full with entries from our Endpoint Protection" daily).
+    agent_rewrites_file_renames: bool = False
     last_boot: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3))
     unexpected_shutdowns_30d: int = 0  # System event 6008
     update_source: str = "windows-update"  # windows-update | wsus | configmgr
@@ -158,6 +176,11 @@ class HostState:
     # 25 search, 31 download), hresult ("0x%08X" or None), message}.
     update_history: list[dict[str, object]] = field(default_factory=list)
     installed_kbs: set[str] = field(default_factory=set)
+    # Updates in SoftwareDistribution\Download: IUpdate.IsDownloaded is true for them and verify
+    # does not fetch them again (Microsoft, IUpdate::get_IsDownloaded, learn.microsoft.com/windows/
+    # win32/api/wuapi/nf-wuapi-iupdate-get_isdownloaded).
+    downloaded_kbs: set[str] = field(default_factory=set)
+    verify_ok_utc: str | None = None  # %ProgramData%\wuremote\verify-ok.json (verify -RecordSuccess)
     manual_kb: str | None = None  # a KB that installs only by hand
     troubleshooter_available: bool = True
     scheduled_tasks: dict[str, dict[str, object]] = field(default_factory=dict)
@@ -165,9 +188,28 @@ class HostState:
     failsafe: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: dict[str, object] | None = None
     reboot_never_returns: bool = False
+    # PowerShell policy: an execution policy set by Group Policy (MachinePolicy) outranks the
+    # command line's -ExecutionPolicy Bypass (Process scope), so under AllSigned an unsigned
+    # `-File x.ps1` does not run, while a command (-EncodedCommand) is no script file and is not
+    # subject to it (Microsoft, about_Execution_Policies: "Execution policy precedence").  Under
+    # WDAC/AppLocker enforcement PowerShell runs in ConstrainedLanguage, where .NET types outside
+    # an allowed list (System.IO.File, Console) cannot be called (Microsoft, about_Language_Modes).
+    execution_policy_gpo: str | None = None  # e.g. "AllSigned"; None: not set by policy
+    language_mode: str = "FullLanguage"  # FullLanguage | ConstrainedLanguage
     boot_seconds: float = 45.0  # modelled time a restart takes
     reboots: int = 0
     scripts_run: list[str] = field(default_factory=list, repr=False, compare=False)  # scripts received, in order
+
+    def task_action_runs(self, action: str) -> bool:
+        """Whether a SYSTEM task's PowerShell action gets to run our script to its end.
+
+        "file": `powershell -ExecutionPolicy Bypass -File unsigned.ps1`; "encoded-command": a
+        hash-checking loader passed with -EncodedCommand.  Either needs FullLanguage, since our
+        scripts call .NET (System.IO.File) that Constrained Language refuses.
+        """
+        if self.language_mode != "FullLanguage":
+            return False
+        return not (action == "file" and self.execution_policy_gpo in ("AllSigned", "Restricted"))
 
     @property
     def clock(self) -> dt.datetime:
@@ -197,6 +239,12 @@ def default_services() -> dict[str, Service]:
 
 SHUTDOWN_GRACE_SECONDS = 5.0  # modelled time from a restart request until WinRM stops answering
 
+# shutdown.exe's exit codes are Win32 error codes (Microsoft, "System Error Codes (1000-1299)",
+# learn.microsoft.com/windows/win32/debug/system-error-codes--1000-1299-).
+ERROR_SHUTDOWN_IN_PROGRESS = 1115  # "A system shutdown is in progress."
+ERROR_NO_SHUTDOWN_IN_PROGRESS = 1116  # "Unable to abort the system shutdown because no shutdown was in progress."
+ERROR_SHUTDOWN_IS_SCHEDULED = 1190  # "A system shutdown has already been scheduled."
+
 
 class Host:
     """One emulated host: its state, its scaled clock, and its reboot."""
@@ -211,6 +259,8 @@ class Host:
         self._on_down: list[Callable[[], Awaitable[None]]] = []
         self._on_up: list[Callable[[], Awaitable[None]]] = []
         self._reboot_task: asyncio.Task[None] | None = None
+        self._shutdown_action = "restart"  # what the scheduled or running shutdown ends in: restart | poweroff
+        self._shutdown_started = False  # past its /t delay: no longer abortable (1115, not 1190)
         self._task_actions: dict[str, Callable[[], object]] = {}
         self._task_timers: dict[str, asyncio.Task[None]] = {}
 
@@ -234,19 +284,50 @@ class Host:
 
     def request_reboot(self, delay_model_seconds: float = 0.0) -> bool:
         """Start a restart; False if one is already under way (Windows: 1115/1190)."""
+        return self.shutdown_exe("restart", delay_model_seconds) == 0
+
+    def shutdown_exe(self, action: str, delay_model_seconds: float = 0.0) -> int:
+        """What `shutdown.exe /r` (action "restart") or `/s` ("poweroff") `/t N` answers.
+
+        Windows keeps one system shutdown at a time: while one is scheduled (its /t delay
+        running) another request fails with 1190, once it has begun with 1115 (the codes Ansible's
+        win_reboot handles, plugins/plugin_utils/_reboot.py, _perform_reboot).  A shutdown
+        scheduled by someone else may be hours away, or a power-off.
+        """
         if self.rebooting:
-            return False
+            return ERROR_SHUTDOWN_IN_PROGRESS if self._shutdown_started else ERROR_SHUTDOWN_IS_SCHEDULED
+        self._shutdown_action = action
+        self._shutdown_started = False
         self._reboot_task = asyncio.get_running_loop().create_task(self._reboot(delay_model_seconds))
-        return True
+        return 0
+
+    def shutdown_abort(self) -> int:
+        """What `shutdown.exe /a` answers: a scheduled shutdown is cancelled (0); with none
+        scheduled, 1116.  One already begun cannot be aborted: the lab answers 1115 (an assumption;
+        Microsoft documents /a only as "aborts a system shutdown ... during the time-out period")."""
+        if not self.rebooting:
+            return ERROR_NO_SHUTDOWN_IN_PROGRESS
+        if self._shutdown_started:
+            return ERROR_SHUTDOWN_IN_PROGRESS
+        assert self._reboot_task is not None
+        self._reboot_task.cancel()
+        self._reboot_task = None
+        return 0
+
+    @property
+    def shutdown_scheduled(self) -> str | None:
+        """The action of the shutdown scheduled or under way ("restart" | "poweroff"), or None."""
+        return self._shutdown_action if self.rebooting else None
 
     async def _reboot(self, delay_model_seconds: float) -> None:
         # Even `shutdown /r /t 0` leaves WinRM up for the seconds Windows takes to stop services,
         # long enough for the client to read the command's end and close its shell.
         await self.sleep(max(delay_model_seconds, SHUTDOWN_GRACE_SECONDS))
+        self._shutdown_started = True
         self.up.clear()
         for callback in self._on_down:
             await callback()
-        if self.state.reboot_never_returns:
+        if self.state.reboot_never_returns or self._shutdown_action == "poweroff":
             return
         await self.sleep(self.state.boot_seconds)
         self.boot()
@@ -261,7 +342,9 @@ class Host:
         state.reboots += 1
         state.last_boot = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=state.clock_skew_seconds)
         state.pending_reboot.clear()
-        state.servicing_in_progress = False
+        if state.agent_rewrites_file_renames:
+            state.pending_reboot.add("pending-file-rename")
+        state.servicing_in_progress = state.dism_running = state.tiworker_running = False
         for service in state.services.values():
             effective = service.effective_start_type
             service.status = "Running" if effective == "Automatic" or (
@@ -303,7 +386,11 @@ class Host:
         return parse_windows_utc(str(self.state.scheduled_tasks[name]["deadline_utc"]))
 
     def _run_task(self, name: str) -> None:
-        self.state.scheduled_tasks[name]["last_run_utc"] = windows_utc(self.state.clock)
+        task = self.state.scheduled_tasks[name]
+        task["last_run_utc"] = windows_utc(self.state.clock)
+        if not self.state.task_action_runs(str(task.get("action", "file"))):
+            task["last_result"] = 1  # powershell.exe refused the script: nothing ran
+            return
         self._task_actions[name]()
 
     async def shutdown(self) -> None:

@@ -61,6 +61,11 @@ def build_report(events: list[ev.Event]) -> dict[str, Any]:
     }
 
 
+# wuremote's own bookkeeping on a host (its lock lease, the detached-step plumbing): changes these
+# report are not changes to the host, so they never make `changed` true.
+BOOKKEEPING_STEPS = frozenset({"lock", "detached-start", "detached-poll", "detached-cleanup"})
+
+
 class _HostBuilder:
     """Folds one host's events into its report entry."""
 
@@ -121,6 +126,13 @@ class _HostBuilder:
         if event.step == "diagnose" and event.facts:
             self.facts = _facts_summary(event.facts, event.time)
 
+    @property
+    def changed(self) -> bool:
+        """Whether the run changed the host (win_updates' `changed`): a step reported a change,
+        or a restart was started; a repeat run of a healthy host must say false."""
+        return bool(self.reboot_log) or any(
+            step["changes"] for step in self.steps if step["name"] not in BOOKKEEPING_STEPS)
+
     def report(self) -> dict[str, Any]:
         outcome, cause = self.outcome, self.cause
         if outcome is None:  # no host-finished: the run was stopped or killed (or is still going)
@@ -129,6 +141,7 @@ class _HostBuilder:
                      else "the run stopped before this host started: resume the run")
         return {"outcome": str(outcome), "cause": cause, "address": self.address,
                 "transport": self.transport, "groups": self.groups,
+                "changed": self.changed,
                 "reboots": sum(1 for r in self.reboot_log if r["ok"]), "reboot_log": self.reboot_log,
                 "steps": self.steps, "messages": self.messages, "facts": self.facts}
 

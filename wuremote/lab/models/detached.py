@@ -171,7 +171,8 @@ async def _run_body(host: Host, run_id: str, step: str) -> None:
     await host.sleep(RUNNER_START_SECONDS)
     pid = host.rng.randrange(1000, 30000, 4)
     status = _read_json(state, status_path) or {}
-    status.update(state="running", pid=pid, started=windows_utc(state.clock), boot_utc=windows_utc(state.last_boot))
+    status.update(state="running", pid=pid, pid_started=windows_utc(state.clock), started=windows_utc(state.clock),
+                  boot_utc=windows_utc(state.last_boot))
     _write_json(state, status_path, status)
 
     run = _BodyRun(state, folder)
@@ -226,7 +227,7 @@ def _payload_header(payload: str) -> dict[str, str]:
     return header
 
 
-@model("detached-start", sha256="4bc6b6eba6d4c2bf8050743f5e4520e67ea3b6da832d9064a5bb3dac0492329e")
+@model("detached-start", sha256="a0950a3719cd70a6fa94d7353750463e868979b8e89a6049fdb2ff13f6b3c665")
 async def detached_start(ctx: StepContext) -> None:
     step = text_param(ctx, "Step", STEP_PATTERN, mandatory=True)
     payload = text_param(ctx, "Payload", mandatory=True)
@@ -277,15 +278,19 @@ async def detached_start(ctx: StepContext) -> None:
     _write_json(state, _file(folder, "params.json"), parameters)
     _write_json(state, _file(folder, "status.json"), {
         "run_id": run_id, "step": step, "task_name": name, "state": "queued", "queued": windows_utc(state.clock),
+        "step_sha256": hashlib.sha256(payload.encode("utf-8")).hexdigest(),
         "pid": None, "started": None, "percent": 0, "exit_code": None, "finished": None, "boot_utc": None, "error": "",
     })
     state.scheduled_tasks[name] = {
         "path": TASK_PATH, "state": "Running", "principal": "SYSTEM", "run_level": "Highest",
         "execution_time_limit": "PT0S", "multiple_instances": "IgnoreNew",
-        "action": f'powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File "{folder}\\runner.ps1"',
+        "action": "encoded-command",  # Get-WuLoaderCommand's loader of runner.ps1, not -File
         "description": f"wuremote detached step {step} of run {run_id}",
     }
-    _live(host)[name] = asyncio.get_running_loop().create_task(_run_body(host, run_id, step))
+    if state.task_action_runs("encoded-command"):
+        _live(host)[name] = asyncio.get_running_loop().create_task(_run_body(host, run_id, step))
+    else:  # powershell.exe refuses runner.ps1 (policy or language mode): the step stays queued
+        state.scheduled_tasks[name].update(state="Ready", last_result=1)
 
     waited = 0.0
     current = detached_state(host, run_id, step)

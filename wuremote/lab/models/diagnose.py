@@ -21,7 +21,7 @@ FAILURE_DAYS = 30
 PRODUCT_STATE_ON, PRODUCT_STATE_OFF = 397568, 393472
 
 
-@model("diagnose", sha256="a56086e5f2caa51ae0c1ff6c8f7b1389eec5bae8be72518747cc7c1ef4630128")
+@model("diagnose", sha256="0c3618f40d91780c2b54bee697680751b78dd3798a4c4013eaf93cf7fd1fc140")
 async def diagnose(ctx: StepContext) -> None:
     state = ctx.host.state
     ctx.verbose("reading services, clock, disk, servicing, update source, antivirus")
@@ -41,12 +41,17 @@ async def diagnose(ctx: StepContext) -> None:
         "folders": _folders(state),
         "pending_reboot": pending_reboot(ctx),
         "servicing": {
-            "tiworker_running": state.servicing_in_progress,
+            "tiworker_running": state.servicing_in_progress or state.tiworker_running,
             "pending_xml": state.servicing_in_progress,
-            "in_progress": state.servicing_in_progress,
+            "in_progress": state.servicing_in_progress or state.tiworker_running,  # the script's "TiWorker or pending.xml"
         },
         "update_source": _update_source(state),
         "update_failures": _failures(state),
+        "last_verify_ok_utc": state.verify_ok_utc,
+        "installed_kbs": sorted(kb.upper() for kb in state.installed_kbs),
+        "powershell": {"language_mode": state.language_mode, "execution_policies": {
+            "MachinePolicy": state.execution_policy_gpo or "Undefined", "UserPolicy": "Undefined", "Process": "Undefined",
+            "CurrentUser": "Undefined", "LocalMachine": "RemoteSigned"}},
         "antivirus": _antivirus(state),
         "troubleshooter": {"available": state.troubleshooter_available, "path": expand(TROUBLESHOOTER_PACK)},
         "unexpected_shutdowns_30d": state.unexpected_shutdowns_30d,
@@ -175,7 +180,9 @@ def _antivirus(state: HostState) -> dict[str, Any]:
     if product_type(state) == "workstation":
         products = [{"name": av.product, "product_state": PRODUCT_STATE_ON if av.realtime_enabled else PRODUCT_STATE_OFF}]
     defender: dict[str, Any] = {"present": False, "realtime_enabled": None, "tamper_protected": None, "running_mode": None}
-    if av.defender_present:
+    if av.defender_present and not av.defender_service_running:  # Get-MpComputerStatus fails (0x800106BA)
+        defender = {"present": True, "realtime_enabled": False, "tamper_protected": None, "running_mode": "Not running"}
+    elif av.defender_present:
         defender = {"present": True, "realtime_enabled": av.defender_realtime,
                     "tamper_protected": av.tamper_protection, "running_mode": av.defender_mode}
     return {"products": products, "defender": defender}

@@ -40,11 +40,22 @@ def task_name(kind: str) -> str:
     return f"wuremote-failsafe-{kind}"
 
 
+class FailSafeCannotRun(Exception):
+    """Register-WuFailSafe's probe got no FullLanguage answer: the task is removed, the caller refuses."""
+
+
 def register_failsafe(host: Host, kind: str, deadline: dt.datetime) -> str:
-    """Register-WuFailSafe: a SYSTEM task at the deadline and at start-up, running the kind's restore."""
+    """Register-WuFailSafe: a SYSTEM task at the deadline and at start-up, running the kind's restore
+    through the -EncodedCommand loader; then its probe run, which must answer in FullLanguage."""
     name = task_name(kind)
     host.state.scheduled_tasks[name] = {"path": TASK_PATH, "state": "Ready", "deadline_utc": windows_utc(deadline),
-                                        "at_startup": True, "kind": "failsafe"}
+                                        "at_startup": True, "kind": "failsafe", "action": "encoded-command"}
+    if not host.state.task_action_runs("encoded-command"):
+        unregister_failsafe(host.state, kind)
+        raise FailSafeCannotRun(
+            f"the fail-safe task cannot run on this host: it runs in {host.state.language_mode} (task last result "
+            "0x00000001); check the execution policy (Get-ExecutionPolicy -List) and the language mode (WDAC/AppLocker); "
+            "nothing was changed")
     restore = RESTORES[kind]
     host.arm_deadline_task(name, lambda: restore(host.state, "fail-safe deadline passed"))
     return name
@@ -124,7 +135,7 @@ def _deadline(ctx: StepContext, default_minutes: int) -> dt.datetime:
     return ctx.host.state.clock + dt.timedelta(minutes=int(param(ctx, "FailSafeMinutes", default_minutes)))
 
 
-@model("av-pause", sha256="626348bdf2b0e60d04f1e474e9d00f869b53e481b186a71b177a4e94e9873a6a")
+@model("av-pause", sha256="1d8c8b169639db0e7477e8e0e847e144302bf7fc8c5d64719a45eb0ac29fe0c1")
 async def av_pause(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
@@ -143,7 +154,11 @@ async def av_pause(ctx: StepContext) -> None:
         facts["already_paused"] = True
         facts["state"] = dict(existing)
         existing["deadline_utc"] = windows_utc(deadline)
-        register_failsafe(ctx.host, "av", deadline)
+        try:
+            register_failsafe(ctx.host, "av", deadline)
+        except FailSafeCannotRun as exc:
+            facts["restored"] = restore_av(state, "fail-safe cannot run")
+            ctx.finish("failed", 1, facts=facts, messages=[f"{exc}; antivirus turned back on"])
         ctx.finish("ok", 0, facts=facts, messages=["already paused by wuremote; fail-safe deadline extended"])
 
     # Record first, then arm the fail-safe, then change anything.
@@ -152,12 +167,18 @@ async def av_pause(ctx: StepContext) -> None:
         "defender_paused": False, "vendor_resume_command": resume, "vendor_resume_arguments": strings(ctx, "VendorResumeArguments"),
     }
     state.failsafe["av"] = record
-    facts["failsafe_task"] = register_failsafe(ctx.host, "av", deadline)
+    try:
+        facts["failsafe_task"] = register_failsafe(ctx.host, "av", deadline)
+    except FailSafeCannotRun as exc:
+        del state.failsafe["av"]
+        ctx.finish("failed", 1, facts=facts, messages=[f"refused: {exc}"])
     changes: list[dict[str, Any]] = [{"kind": "failsafe-registered", "task": facts["failsafe_task"],
                                       "deadline_utc": record["deadline_utc"]}]
     could_not = None
     av = state.antivirus
-    if av.defender_present:
+    if av.defender_present and not av.defender_service_running:  # Get-MpComputerStatus throws; nothing of Defender's to pause
+        facts["defender_error"] = "Operation failed with the following error: 0x800106ba"
+    elif av.defender_present:
         facts["defender_before"] = {"realtime_enabled": av.defender_realtime, "tamper_protected": av.tamper_protection}
         if av.defender_realtime:
             if not av.tamper_protection:  # tamper protection ignores Set-MpPreference without a word
@@ -218,7 +239,7 @@ def _protected_reason(name: str, company: str, role: str, excluded: set[str]) ->
     return f"protected vendor ({vendor})" if vendor else None
 
 
-@model("clean-boot", sha256="6ae9a00a4873e24c64328694bd82273420f0f8803f82eb16a78a53a3038f084d")
+@model("clean-boot", sha256="abbf4bc849766b04e1cf95645f2e264d1e1a3c0a89738ccf1eacaa428f3403d7")
 async def clean_boot(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
@@ -229,7 +250,11 @@ async def clean_boot(ctx: StepContext) -> None:
     existing = state.failsafe.get("clean-boot")
     if existing is not None and not list_only:
         existing["deadline_utc"] = windows_utc(deadline)
-        register_failsafe(ctx.host, "clean-boot", deadline)
+        try:
+            register_failsafe(ctx.host, "clean-boot", deadline)
+        except FailSafeCannotRun as exc:
+            facts["restored"] = restore_start_types(state, "fail-safe cannot run")
+            ctx.finish("failed", 1, facts=facts, messages=[f"{exc}; start types put back"])
         facts["state"] = dict(existing)
         ctx.finish("ok", 0, facts=facts, messages=["clean boot already active (recorded by wuremote); fail-safe deadline extended"])
 
@@ -243,6 +268,8 @@ async def clean_boot(ctx: StepContext) -> None:
         entry: dict[str, Any] = {"name": service.name, "display_name": service.display_name, "publisher": service.company,
                                  "original_start_type": service.start_mode, "original_state": service.status}
         reason = _protected_reason(name, service.company, service.role, excluded)
+        if reason is None and service.launch_protected:
+            reason = "launch-protected service (LaunchProtected 3)"
         if reason:
             kept.append(dict(entry, kept_because=reason))
         else:
@@ -255,7 +282,11 @@ async def clean_boot(ctx: StepContext) -> None:
 
     state.failsafe["clean-boot"] = {"run_id": str(param(ctx, "RunId", "")), "taken_utc": windows_utc(state.clock),
                                     "deadline_utc": windows_utc(deadline), "services": candidates}
-    facts["failsafe_task"] = register_failsafe(ctx.host, "clean-boot", deadline)
+    try:
+        facts["failsafe_task"] = register_failsafe(ctx.host, "clean-boot", deadline)
+    except FailSafeCannotRun as exc:
+        del state.failsafe["clean-boot"]
+        ctx.finish("failed", 1, facts=facts, messages=[f"refused: {exc}"])
     facts["deadline_utc"] = windows_utc(deadline)
     changes = []
     for entry in candidates:

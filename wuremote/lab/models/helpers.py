@@ -11,12 +11,15 @@ import re
 from typing import Any
 
 from ..engine import ErrorInfo, Stop
-from ..host import parse_windows_utc, windows_utc
+from ..host import ERROR_SHUTDOWN_IN_PROGRESS, ERROR_SHUTDOWN_IS_SCHEDULED, parse_windows_utc, windows_utc
 from .registry import StepContext, model
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # Test-WuName
-# Get-WuPendingReboot's order.
-PENDING_SIGNALS = ("cbs-reboot-pending", "wu-reboot-required", "pending-file-rename", "pending-computer-rename")
+# Get-WuPendingReboot's order: the signals that earn a restart.
+PENDING_SIGNALS = ("cbs-reboot-pending", "wu-reboot-required", "configmgr-reboot-pending", "pending-computer-rename")
+# PendingFileRenameOperations holding entries: in HostState.pending_reboot as Windows has it, but
+# reported apart (Test-WuPendingFileRename) and never a reason to restart.
+FILE_RENAME = "pending-file-rename"
 
 
 def param(ctx: StepContext, name: str, default: Any = None) -> Any:
@@ -39,8 +42,13 @@ def strings(ctx: StepContext, name: str) -> list[str]:
 
 def pending_reboot(ctx: StepContext) -> list[str]:
     """Get-WuPendingReboot: every pending-reboot signal by name, in the prelude's order."""
-    signals = ctx.host.state.pending_reboot
+    signals = ctx.host.state.pending_reboot - {FILE_RENAME}
     return [name for name in PENDING_SIGNALS if name in signals] + sorted(signals - set(PENDING_SIGNALS))
+
+
+def file_rename_pending(ctx: StepContext) -> bool:
+    """Test-WuPendingFileRename."""
+    return FILE_RENAME in ctx.host.state.pending_reboot
 
 
 def require_elevated(ctx: StepContext) -> None:
@@ -101,7 +109,7 @@ async def lock(ctx: StepContext) -> None:
     ctx.finish("ok", 0, facts=facts, changes=changes)
 
 
-@model("restart", sha256="38fef6a84335fcb76f575f18b5adff5d512645755a2d5a0caaf80ae245dfe870")
+@model("restart", sha256="f9bd6cd2f5b422fd0b078cf0f08794e09d6cc7ecedfa72ffb3cde3af35edf4e1")
 async def restart(ctx: StepContext) -> None:
     reason = str(require(ctx, "Reason"))
     require_elevated(ctx)
@@ -113,11 +121,21 @@ async def restart(ctx: StepContext) -> None:
         "delay_seconds": delay,
     }
     comment = "wuremote: " + re.sub(r"[\r\n]+", " ", reason)
+    changes: list[dict[str, Any]] = []
     await ctx.host.sleep(0.5)
-    # shutdown.exe answers 1190 when a shutdown is already scheduled: the script counts it as done.
-    code = 0 if ctx.host.request_reboot(delay) else 1190
+    code = ctx.host.shutdown_exe("restart", delay)
+    if code == ERROR_SHUTDOWN_IS_SCHEDULED:  # someone else's: shutdown /a, then ours once more
+        facts["abort_exit_code"] = abort = ctx.host.shutdown_abort()
+        if abort == 0:
+            changes.append({"kind": "scheduled-shutdown-aborted"})
+        code = ctx.host.shutdown_exe("restart", delay)
     facts["shutdown_exit_code"] = code
-    message = f"restart in {delay} s: {comment}" if code == 0 else \
-        f"a shutdown was already scheduled or in progress (exit {code}); waiting for it"
-    ctx.finish("ok", 0, facts=facts, changes=[{"kind": "restart-scheduled", "reason": comment}],
-               messages=[message], reboot_required=True)
+    if code not in (0, ERROR_SHUTDOWN_IN_PROGRESS):
+        ctx.finish("failed", 1, facts=facts, changes=changes,
+                   messages=[f"shutdown.exe refused the restart (exit {code}): "])
+    if code == ERROR_SHUTDOWN_IN_PROGRESS:
+        message = "a shutdown started by something else is already in progress (exit 1115); waiting for the host to come back"
+    else:
+        message = f"restart in {delay} s: {comment}"
+        changes.append({"kind": "restart-scheduled", "reason": comment})
+    ctx.finish("ok", 0, facts=facts, changes=changes, messages=[message], reboot_required=True)

@@ -122,17 +122,17 @@ NEEDS_SOURCE = {
 SOURCE_PATTERN = r'^$|^((wim|esd):([A-Za-z]:)?[^":]+:\d{1,3}|[A-Za-z]:\\[^"]*|\\\\[^"]+)$'
 
 
-@model("dism", sha256="aa9b7df552834663e040eb26f26c7a90bc94cda5e55e5c84ef64e54391ec88b7")
+@model("dism", sha256="18e8d65ef078c34c5713be3fe45c5749b976dedf1355aa869f7714e068be0f5b")
 async def dism(ctx: StepContext) -> None:
     source = text_param(ctx, "Source", SOURCE_PATTERN)
     limit_access = bool(param(ctx, "LimitAccess", True))
     require_elevated(ctx)
     state = ctx.host.state
     facts: dict[str, Any] = {"source": source, "limit_access": limit_access and bool(source)}
-    if state.servicing_in_progress:
-        facts["busy_processes"] = ["TiWorker (5012)"]
+    if state.dism_running:  # still running after the script's bounded wait (the wait itself is not modelled)
+        facts["busy_processes"] = "DismHost (5012)"
         ctx.finish("failed", 4, facts=facts,
-                   messages=["another servicing operation is running; left alone (never stopped): try again when it ends"])
+                   messages=["another DISM is running; left alone (never stopped): try again when it ends"])
     if source:
         match = re.match(r"^(wim|esd):(.+):(\d{1,3})$", source, re.IGNORECASE)
         source_path = match.group(2) if match else source
@@ -144,11 +144,11 @@ async def dism(ctx: StepContext) -> None:
     fails = store == "needs-source" and not source
     seconds = DISM_SECONDS["repairable" if repairs else store]
     lines = DISM_BANNER + [f"Image Version: 10.0.{state.build}.{state.ubr}", ""]
-    state.servicing_in_progress = True  # DismHost and TiWorker run while DISM works
+    state.servicing_in_progress = state.dism_running = True  # DismHost and TiWorker run while DISM works
     try:
         await _native_progress(ctx, "dism", lines, seconds, until=NEEDS_SOURCE_AT if fails else 100.0)
     finally:
-        state.servicing_in_progress = False
+        state.servicing_in_progress = state.dism_running = False
     if fails:
         code = 0x800F081F
         tail = ["Error: 0x800f081f", "", "The source files could not be found.",
@@ -181,7 +181,7 @@ SFC_SECONDS = 15 * 60
 CBS_LOG = f"{SYSTEM_ROOT}\\Logs\\CBS\\CBS.log"
 
 
-@model("sfc", sha256="0ab810e78a2f97729e872570c103c4697dcce06853c4e179aa5ef890ad19d88f")
+@model("sfc", sha256="39f280aaca0ed4ddf872e05ec422e8481c79fe0b9f833655aa54f3860bc069c1")
 async def sfc(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
@@ -352,7 +352,7 @@ def _history_message(phase: str, code: str, title: str) -> str:
     return f"Installation Failure: Windows failed to install the following update with error {code}: {title}."
 
 
-@model("verify", sha256="62181fd0f0a365d3a4112a092151714fa12e6925de50b0630c662ade3ca98f1c")
+@model("verify", sha256="96d4999f1014417caaaf44312dd2512b275a2df82a2eb7642ca6b732d1316edd")
 async def verify(ctx: StepContext) -> None:
     install = switch(ctx, "Install")
     require_elevated(ctx)
@@ -373,6 +373,8 @@ async def verify(ctx: StepContext) -> None:
                             "run verify through detached-start")
     outcome = agent_outcome(state)
     await ctx.host.sleep(SEARCH_SECONDS)
+    if state.tiworker_lingers_after_scan:
+        state.tiworker_running = True  # the scan's servicing query started it; it idles out later
     if outcome.search is not None:
         add_failure("search", outcome.search)
     else:
@@ -380,14 +382,20 @@ async def verify(ctx: StepContext) -> None:
         titles = [update_title(kb) for kb in kbs]
         ctx.progress("verify", "searched", 30)
         facts.update({"search_result_code": 2, "searched": len(kbs), "updates": titles})
-        if kbs:
+        # Every update the lab offers is a security update: selected by verify's default categories.
+        facts.update({"selected": len(kbs), "skipped": []})
+        fetch = [kb for kb in kbs if kb not in state.downloaded_kbs]
+        facts["already_downloaded"] = len(kbs) - len(fetch)
+        facts["downloaded"] = facts["already_downloaded"]
+        if fetch:
             await ctx.host.sleep(DOWNLOAD_SECONDS)
             download = outcome.download if as_system else 0x80070005
-            for title in titles:
+            for kb in fetch:
                 if download is None:
                     facts["downloaded"] += 1
+                    state.downloaded_kbs.add(kb)
                 else:
-                    add_failure("download", download, title)
+                    add_failure("download", download, update_title(kb))
             ctx.progress("verify", "downloaded", 70)
         if install and facts["downloaded"] > 0 and not failures:
             await ctx.host.sleep(INSTALL_AGENT_SECONDS)
@@ -417,4 +425,6 @@ async def verify(ctx: StepContext) -> None:
         ctx.finish("failed", 7, facts=facts, messages=messages)
     if facts.get("reboot_required"):
         ctx.finish("reboot-required", 3010, facts=facts, messages=messages, reboot_required=True)
+    if switch(ctx, "RecordSuccess"):
+        state.verify_ok_utc = facts["recorded_utc"] = windows_utc(state.clock)
     ctx.finish("ok", 0, facts=facts, messages=messages)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from typing import Any
 
@@ -32,7 +33,7 @@ def remove_folder(state: HostState, key: str) -> int:
     return freed
 
 
-@model("cleanup", sha256="2c53d9eb752566763549d97d8d173bf33e6b59e66b4dd84a8e03aab9d31adf0c")
+@model("cleanup", sha256="459aeb4afa35fb43ce7476e5bdaaa22b4dad3ebdae39a0ff93578018cddb298d")
 async def cleanup(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
@@ -62,8 +63,9 @@ async def cleanup(ctx: StepContext) -> None:
         changes.append({"kind": "temp-removed", "path": expand("%SystemRoot%\\Temp\\*")})
     facts["temp_items_kept"] = 0
 
+    # By the UTC stamp in the backup's name: a rename keeps the folder's creation time (Folder.created).
     cutoff = state.clock - dt.timedelta(days=int(param(ctx, "BackupAgeDays", 7)))
-    for key in sorted(k for k, folder in state.folders.items() if ".wuremote-" in k.split("\\")[-1] and folder.created < cutoff):
+    for key in sorted(k for k in state.folders if (stamp := backup_stamp(k)) is not None and stamp < cutoff):
         if key in state.folders:
             remove_folder(state, key)
             changes.append({"kind": "backup-removed", "path": expand(key)})
@@ -74,7 +76,7 @@ async def cleanup(ctx: StepContext) -> None:
     ctx.finish("ok", 0, facts=facts, changes=changes, messages=messages)
 
 
-@model("sync-time", sha256="186a07a38dbb470b0bd115963f46c052e6efea77b1b00d582e0442b1465f37c7")
+@model("sync-time", sha256="50cbdd8912e6da92cf7e6f96a5579ed71bdc23cb0f5c4a76bffbedce3918ef8a")
 async def sync_time(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
@@ -114,7 +116,7 @@ async def sync_time(ctx: StepContext) -> None:
     elif facts["domain_member"]:
         messages.append("domain member: time configuration left to the domain hierarchy")
 
-    ctx.verbose("w32tm /resync /force")
+    ctx.verbose("w32tm /resync")
     await ctx.host.sleep(3.0)
     state.clock_skew_seconds = ctx.host.rng.uniform(-0.05, 0.05)
     state.last_time_sync = state.clock
@@ -164,3 +166,14 @@ async def troubleshooter(ctx: StepContext) -> None:
     unfixed = [c["name"] for c in causes if c["status"] in ("Not Fixed", "Detected")]
     messages = [f"root causes left unfixed: {'; '.join(unfixed)}"] if unfixed else []
     ctx.finish("ok", 0, facts=facts, messages=messages)
+
+
+BACKUP_NAME = re.compile(r"\.wuremote-(\d{8}T\d{6}Z)(-\d+)?$")
+
+
+def backup_stamp(key: str) -> dt.datetime | None:
+    """The UTC time in a backup folder's name (reset-components: <leaf>.wuremote-yyyyMMddTHHmmssZ[-n])."""
+    match = BACKUP_NAME.search(key.split("\\")[-1])
+    if match is None:
+        return None
+    return dt.datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)

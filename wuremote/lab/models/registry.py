@@ -18,7 +18,7 @@ from ..engine import ErrorInfo, Run, Stop
 from ..host import Host
 
 # Recorded hashes of the shipped texts the lab knows.  Update them together with the model.
-PRELUDE_SHA256 = "2c3e775d3bc233c7f1cfa7208b621cfcc28c50215b9fcf11695de9201d0cbe9c"
+PRELUDE_SHA256 = "aadedc320e5e8f749dacafe6f5bb23e07a7ed54a1843b9ef5b75c7b80b65fe8d"
 BOOTSTRAP_SHA256 = "30986d8c9cc67f85955aea604108f2680b2d413cb99f627972247e7f5a7b1645"
 
 
@@ -79,6 +79,8 @@ class Model:
 
 
 MODELS: dict[str, Model] = {}
+# The steps that do not start with Start-WuTranscript (so not with its language-mode refusal).
+PRELUDE_SKIPS_TRANSCRIPT = frozenset({"detached-poll", "detached-cleanup"})
 
 
 def model(name: str, sha256: str) -> Callable[[ModelFn], ModelFn]:
@@ -122,7 +124,13 @@ class Known:
             raise Stop(1, _lab_error(f"lab: no model for script {meta.name!r} v{meta.version} with sha256 {digest}; "
                                      "a script edited without its lab model is refused (see wuremote/lab/models/)"))
         host.state.scripts_run.append(meta.name)
-        await entry.fn(StepContext(host, user, run, self.params, meta))
+        ctx = StepContext(host, user, run, self.params, meta)
+        if host.state.language_mode != "FullLanguage" and meta.name not in PRELUDE_SKIPS_TRANSCRIPT:
+            # Start-WuTranscript's refusal: under Constrained Language every step stops there.
+            ctx.finish("failed", 1, facts={"language_mode": host.state.language_mode}, messages=[
+                f"PowerShell runs in {host.state.language_mode} on this host (WDAC/AppLocker): wuremote's steps need "
+                "FullLanguage; nothing was changed"])
+        await entry.fn(ctx)
 
 
 def _lab_error(message: str) -> ErrorInfo:

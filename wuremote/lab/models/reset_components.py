@@ -84,17 +84,20 @@ class _Reset:
             self.changes.append({"kind": "backup-pruned", "path": expand(old)})
 
 
-@model("reset-components", sha256="686cda10758aaff2dd189832d9dec40ae0e12b41eb520852158fe532e6ad2675")
+@model("reset-components", sha256="7a496e6c47534cb8b02371b2538a578451c515bcf834d8a6540a01b07f9b72b2")
 async def reset_components(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
     level = str(param(ctx, "Level", "gentle")).lower()
     facts: dict[str, Any] = {"level": level}
-    facts["servicing"] = {"tiworker_running": state.servicing_in_progress, "pending_xml": state.servicing_in_progress}
+    facts["servicing"] = {"pending_xml": state.servicing_in_progress}
     if state.servicing_in_progress:
         ctx.finish("failed", 4, facts=facts, messages=[
-            "servicing is in progress (TiWorker running or pending.xml present): reboot or wait, then run again; "
-            "nothing was changed"])
+            "a servicing operation is pending a reboot (pending.xml): reboot, then run again; nothing was changed"])
+    if state.dism_running:  # still running after the script's bounded wait (the wait itself is not modelled)
+        facts["servicing"]["busy_processes"] = "DismHost (5012)"
+        ctx.finish("failed", 4, facts=facts, messages=[
+            "DISM or sfc is running (DismHost (5012)); left alone: run again when it ends; nothing was changed"])
 
     reset = _Reset(ctx)
     services = {n: state.services[n] for n in UPDATE_SERVICES if n in state.services and n not in NEVER_TOUCH}
@@ -127,10 +130,12 @@ async def reset_components(ctx: StepContext) -> None:
             reset.move_to_backup(DATASTORE)
             reset.move_to_backup(DOWNLOAD)
             state.download_cache_corrupt = False
+            state.downloaded_kbs.clear()  # the downloads went aside with the Download folder
         else:
             for key in (SOFTWARE_DISTRIBUTION, CATROOT2, BITS_DOWNLOADER):
                 reset.move_to_backup(key)
             state.download_cache_corrupt = state.catroot_corrupt = False
+            state.downloaded_kbs.clear()
         await ctx.host.sleep(1.0)
     else:
         reset.messages.append(f"reset stopped: {failure}")
