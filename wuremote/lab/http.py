@@ -216,7 +216,10 @@ class Listener:
             return await self.handler(request, user)  # the service words the fault
         try:
             await faults.enter(parsed, user)
-            return await self.handler(request, user)
+            response = await self.handler(request, user)
+            if response.status == 200:
+                faults.answered(parsed)
+            return response
         except wsman.WSManFault as fault:
             return HttpResponse(fault.http_status, wsman.fault_envelope(parsed, fault, faults.host.name))
         except Reset:

@@ -104,7 +104,7 @@ class PSRPService:
 
     # --- pool -----------------------------------------------------------------------------
     def create(self, request: Request, user: str) -> bytes:
-        wsman.check_shell_quota([pool.owner for pool in self.pools.values()], user, MAX_SHELLS_PER_USER)
+        wsman.check_shell_quota([pool.owner for pool in self.pools.values()], user, MAX_SHELLS_PER_USER, psrp=True)
         shell = request.body.find("rsp:Shell", NS)
         creation = shell.find("pwsh:creationXml", NS) if shell is not None else None
         if shell is None or creation is None or not (creation.text or "").strip():
@@ -158,6 +158,10 @@ class PSRPService:
                 pool.pipes[event.pipeline_id].input_done.set()
             elif isinstance(event, (psrpcore.GetAvailableRunspacesEvent, psrpcore.ResetRunspaceStateEvent)):
                 pool.core.runspace_availability_response(event.ci, True if isinstance(event, psrpcore.ResetRunspaceStateEvent) else 1)
+            elif isinstance(event, (psrpcore.SetMaxRunspacesEvent, psrpcore.SetMinRunspacesEvent)):
+                # MS-PSRP 2.2.2.8/2.2.2.9: the server answers RUNSPACE_AVAILABILITY with true (pypsrp's
+                # test_psrp_set_runspaces.yml); unanswered, the client waited and the lab dropped the connection.
+                pool.core.runspace_availability_response(event.ci, True)
         self._flush(pool)
 
     def _flush(self, pool: Pool) -> None:
