@@ -16,6 +16,9 @@ A scenario file gives each group of hosts a fault plan:
     reboot_mid_step = "dism"       # the host restarts while this step runs (once)
     max_shells_per_user = 2        # MaxShellsPerUser: WinRS fault 2150859173, the PowerShell endpoint's 2150859236
     max_operations_per_user = 15   # MaxConcurrentOperationsPerUser, fault 2150859174
+    idle_connection_seconds = 5    # HTTP.sys closes a connection idle this long (default 120)
+    max_envelope_kb = 150          # MaxEnvelopeSizekb (default 500; 150 on 2008 R2): a larger request gets HTTP 413
+    max_commands_per_shell = 1000  # the PowerShell endpoint's MaxConcurrentCommandsPerShell (the default), fault 2150859241
     non_admin = true               # the account is not an administrator there: every Create is "Access is denied"
     send_busy = 2                  # the first 2 WinRS Sends with input: delivered, answered OperationTimeout;
                                    # the next Send of that command is answered ERROR_BUSY (170) once
@@ -83,6 +86,10 @@ class FaultPlan:
     max_operations_per_user: int | None = None
     send_busy: int = 0
     non_admin: bool = False
+    # Limits, on by default at Windows' defaults (a plan that only restates them is not "active").
+    max_envelope_kb: int = 500
+    idle_connection_seconds: float = 120.0
+    max_commands_per_shell: int = 1000
 
     @property
     def active(self) -> bool:

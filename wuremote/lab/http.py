@@ -91,6 +91,8 @@ class Listener:
         *,
         ntlm_store: Path | None = None,
         faults: Faults | None = None,
+        max_envelope_bytes: int = 500 * 1024,
+        idle_connection_seconds: float = 120.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -100,12 +102,17 @@ class Listener:
         self.allow_unencrypted = allow_unencrypted
         self.ntlm_store = ntlm_store
         self.faults = faults
+        self.max_envelope_bytes = max_envelope_bytes
+        self.idle_connection_seconds = idle_connection_seconds
         self.requests_served = 0
+        self.idle_closed = 0  # connections closed for idling, as HTTP.sys closes them
+        self.refused_seals = 0  # sealed bodies on a connection with no logon: HTTP 400
         self.sealed_requests = 0
         self.plain_requests = 0
         self.auth_failures = 0
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
+        self._idle: set[asyncio.StreamWriter] = set()  # connections waiting for their next request
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -133,6 +140,15 @@ class Listener:
         if server is not None:
             await server.wait_closed()
 
+    def close_idle_connections(self) -> int:
+        """Close every connection waiting for its next request, as HTTP.sys does once it idled
+        IdleConnectionTimeout; what the client sends next arrives on a new socket.  Returns how many."""
+        idle = list(self._idle)
+        for writer in idle:
+            self.idle_closed += 1
+            writer.close()
+        return len(idle)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -141,7 +157,16 @@ class Listener:
         connection = _Connection()
         try:
             while True:
-                request = await _read_request(reader)
+                # HTTP.sys closes a connection that sends nothing for IdleConnectionTimeout (120 s by
+                # default: Microsoft's "HTTP.sys timeouts", the "Server timeouts" settings).
+                self._idle.add(writer)
+                try:
+                    request = await asyncio.wait_for(_read_request(reader), self.idle_connection_seconds)
+                except asyncio.TimeoutError:
+                    self.idle_closed += 1
+                    break
+                finally:
+                    self._idle.discard(writer)
                 if request is None:
                     break
                 response = await self._answer(request, connection)
@@ -182,6 +207,12 @@ class Listener:
         if user is None:
             if header:
                 self.auth_failures += 1
+            elif request.body and encrypted(request.headers.get("content-type", "")):
+                # A sealed body on a connection with no logon (the old one was closed while idle):
+                # nothing can unseal it, and Windows answers 400 before the service sees it (noted in
+                # ansible-core's winrm plugin: a new connection needs a fresh NTLM handshake).
+                self.refused_seals += 1
+                return HttpResponse(400)
             return self._unauthorized()
         sealed = connection.acceptor is not None and encrypted(request.headers.get("content-type", ""))
         if sealed:
@@ -195,6 +226,10 @@ class Listener:
             if self.tls is None and not self.allow_unencrypted:
                 return self._unauthorized()  # AllowUnencrypted=false: a clear body is refused
             self.plain_requests += 1
+        if len(request.body) > self.max_envelope_bytes:
+            # MaxEnvelopeSizekb (500 by default, 150 on 2008 R2 as pypsrp's update_envelope_size_* recordings
+            # show): a larger request is refused with HTTP 413 (ansible.windows#391 and #620).
+            return HttpResponse(413)
         headers = (("WWW-Authenticate", "Negotiate " + base64.b64encode(final_token).decode("ascii")),) if final_token else ()
         if not request.body and connection.acceptor is not None:
             return HttpResponse(200, b"", headers)  # the logon request a client sends before sealed traffic

@@ -61,6 +61,7 @@ class LabHost:
         self.spec = spec
         self.model = Host(spec.build(), lab.time_scale, rng)
         self.service = WSManService(self.model)
+        self.service.psrp.max_commands_per_shell = spec.faults.max_commands_per_shell
         # The fault plan's own generator: a plan never shifts the host's random stream for a seed.
         self.faults = Faults(spec.faults, self.model, self.sessions, self.drop_sessions,
                              random.Random(f"{lab.seed}:{spec.name}:faults"))
@@ -72,6 +73,8 @@ class LabHost:
             allow_unencrypted=lab.allow_unencrypted,
             ntlm_store=lab.ntlm_store,
             faults=self.faults if spec.faults.active else None,
+            max_envelope_bytes=spec.faults.max_envelope_kb * 1024,
+            idle_connection_seconds=spec.faults.idle_connection_seconds,
         )
         self.model.on_down(self.listener.stop)
         self.model.on_up(self.listener.start)

@@ -34,13 +34,34 @@ from . import wsman
 from .engine import ErrorInfo, PSObject, Record, Run
 from .host import Host
 from .psrp_commands import PipelineCommand, run_pipeline
-from .wsman import NS, Request, q
+from .wsman import NS, Request, WSManFault, q
 
 MAX_SHELLS_PER_USER = 25  # the PowerShell endpoint's own MaxShellsPerUser default
+MAX_COMMANDS_PER_SHELL = 1000  # its MaxConcurrentCommandsPerShell default (pypsrp#148)
 KNOWN_CONFIGURATIONS = {"microsoft.powershell"}
 SIGNAL_PS_CTRL_C = ("powershell/signal/crtl_c", "powershell/signal/ctrl_c")  # MS-PSRP spells it crtl_c; pypsrp >= 0.9 sends ctrl_c
 SIGNAL_TERMINATE = wsman.SIGNAL_PREFIX + "terminate"
 FRAGMENT_SIZE = 32 * 1024
+
+
+class _ServerRunspacePool(psrpcore.ServerRunspacePool):
+    """psrpcore's server pool, reading SET_MAX/MIN_RUNSPACES' call id whatever its case: pypsrp sends
+    "CI" where psrpcore expects "ci", and PowerShell's deserializer, case-insensitive, takes it
+    (pypsrp's test_psrp_set_runspaces.yml, recorded against Windows)."""
+
+    def _process_SetMaxRunspaces(self, event: Any) -> None:  # noqa: N802 - psrpcore's name
+        _lower_ci(event)
+        super()._process_SetMaxRunspaces(event)
+
+    def _process_SetMinRunspaces(self, event: Any) -> None:  # noqa: N802 - psrpcore's name
+        _lower_ci(event)
+        super()._process_SetMinRunspaces(event)
+
+
+def _lower_ci(event: Any) -> None:
+    obj = event._ps_object  # psrpcore keeps the message here; it has no public accessor
+    if not hasattr(obj, "ci") and hasattr(obj, "CI"):
+        add_note_property(obj, "ci", obj.CI)
 
 
 @dataclass
@@ -63,6 +84,7 @@ class Pool:
     owner: str
     core: psrpcore.ServerRunspacePool
     pipes: dict[uuid.UUID, Pipe] = field(default_factory=dict)
+    commands_run: int = 0  # over the pool's life: Windows counts closed pipelines too (pypsrp#148)
     outbox: deque[bytes] = field(default_factory=deque)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -71,6 +93,7 @@ class PSRPService:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.pools: dict[str, Pool] = {}
+        self.max_commands_per_shell = MAX_COMMANDS_PER_SHELL
         host.on_down(self.drop_all)
 
     async def drop_all(self) -> None:
@@ -110,7 +133,7 @@ class PSRPService:
         if shell is None or creation is None or not (creation.text or "").strip():
             raise wsman.invalid_message("The WS-Management service cannot process the request. The shell has no creationXml. ")
         shell_id = (shell.attrib.get("ShellId") or wsman.new_id()).upper()
-        core = psrpcore.ServerRunspacePool()
+        core = _ServerRunspacePool()
         pool = Pool(shell_id, user, core)
         self._feed(pool, None, base64.b64decode(creation.text or ""))
         self.pools[shell_id] = pool
@@ -180,6 +203,9 @@ class PSRPService:
         node = request.body.find("rsp:CommandLine", NS)
         if node is None:
             raise wsman.invalid_message("The WS-Management service cannot process the request. The Command body has no CommandLine. ")
+        if pool.commands_run >= self.max_commands_per_shell:
+            raise commands_per_shell_quota()
+        pool.commands_run += 1
         command_id = (node.attrib.get("CommandId") or wsman.new_id()).upper()
         pipe_id = uuid.UUID(command_id)
         pipe = Pipe(pipe_id, psrpcore.ServerPipeline(pool.core, pipe_id), user)
@@ -327,6 +353,16 @@ class PSRPService:
             pool.pipes.pop(pipe.id, None)
             pool.core.pipeline_table.pop(pipe.id, None)
         return wsman.envelope(request, wsman.ACTION_SIGNAL + "Response", [ET.Element(q("rsp", "SignalResponse"))])
+
+
+def commands_per_shell_quota() -> WSManFault:
+    # pypsrp#148: after MaxConcurrentCommandsPerShell pipelines on one pool, closed or not (MS-WSMV
+    # 3.1.4.12, note 118), Windows refuses the next Command; pypsrp shows "Code: w:InternalError",
+    # so no WSManFault: the MSFT_WmiError shape, ERROR_WSMAN_QUOTA_MAX_COMMANDS_PER_SHELL_PPQ.
+    return WSManFault(2150859241, "The WS-Management service cannot process the request. The maximum number of "
+                                  "concurrent commands per shell has been exceeded. Retry the request later or raise "
+                                  "the Maximum Commands per Shell quota. ",
+                      subcode="w:InternalError", value="s:Receiver", wmi_error=True)
 
 
 def to_ps(value: Any) -> Any:

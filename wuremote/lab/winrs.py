@@ -52,6 +52,9 @@ class WinRSService:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.shells: dict[str, Shell] = {}
+        # WINRS_CONSOLEMODE_STDIN of each Command, as sent (pywinrm sends TRUE unless told otherwise;
+        # ansible-core's winrm plugin sends FALSE when it feeds stdin): tests read what clients ask for.
+        self.console_modes: list[str] = []
         host.on_down(self.drop_all)
 
     async def drop_all(self) -> None:
@@ -123,6 +126,8 @@ class WinRSService:
         executable = (node.findtext("rsp:Command", "", NS) or "").strip()
         arguments = [a.text or "" for a in node.findall("rsp:Arguments", NS)]
         line = " ".join([executable, *arguments]).strip()
+        if len(self.console_modes) < 1000:
+            self.console_modes.append(request.options.get("WINRS_CONSOLEMODE_STDIN", "").upper())
         command = Command(request.selectors.get("CommandId") or wsman.new_id(), line)
         shell.commands[command.id] = command
         command.task = asyncio.get_running_loop().create_task(self._execute(command, user))
