@@ -345,3 +345,39 @@ def test_transport_reports_a_non_admin_account_as_an_auth_problem_with_the_fix(e
     assert "is not an administrator there" in str(info.value) and "Administrators group" in str(info.value)
     assert injected(lab) == {"access-denied": 1}  # never retried
 
+
+
+# --- 5. long-poll timing ---------------------------------------------------------------------------------------
+def test_psrp_late_long_poll_answer_is_read_within_the_configured_read_timeout(edge: Any, connect: Any) -> None:
+    # A busy host answers a long poll 3 s after OperationTimeout (Windows' own client allows 5 s);
+    # pypsrp alone reads for OperationTimeout + 2 s only.
+    lab = edge(late_receive_seconds=3)
+    transport = connect(lab.endpoints[0], "psrp", fast_settings(operation_timeout=1, read_timeout=8))
+    assert transport.run_command("Start-Sleep -Seconds 1500; hostname", timeout=30) == (0, "edge01")
+    assert injected(lab)["late-receive"] >= 1
+
+
+def test_psrp_pool_abandoned_after_a_lost_answer_is_deleted_when_the_host_answers_again(edge: Any,
+                                                                                        connect: Any) -> None:
+    lab = edge(late_receive_seconds=3)
+    transport = connect(lab.endpoints[0], "psrp", fast_settings(operation_timeout=1, read_timeout=2))
+    with pytest.raises(TransportError) as info:
+        transport.run_command("Start-Sleep -Seconds 1500", timeout=30)  # its long poll answers after the read timeout
+    assert info.value.kind == "lost"
+    assert transport.run_command("hostname", timeout=10) == (0, "edge01")
+    assert open_sessions(lab) == (1, 0)  # the abandoned pool was deleted, not left to hold the user's quota
+
+
+# --- WinRS stdout: a BOM or "#< CLIXML" before the result line ---------------------------------------------
+@pytest.mark.parametrize("prefix", [{"stdout_bom": True}, {"stdout_clixml": True},
+                                    {"stdout_bom": True, "stdout_clixml": True}])
+def test_winrs_step_result_is_read_behind_a_bom_or_clixml_prefix(edge: Any, connect: Any,
+                                                                 prefix: dict[str, bool]) -> None:
+    lab = edge(**prefix)
+    raw = winrm_protocol(lab.endpoints[0])
+    shell = raw.open_shell()
+    command = raw.run_command(shell, "powershell.exe", ["-NoProfile", "-Command", "hostname"])
+    out, _, _ = raw.get_command_output(shell, command)
+    assert out.endswith(b"edge01\r\n") and not out.startswith(b"edge01")  # the host wrote something first
+    result = connect(lab.endpoints[0], "winrm").run_step(get_script("boot-info"), {"RunId": "run-1"}, timeout=20)
+    assert result.exit_code == 0 and result.result is not None and result.result["step"] == "boot-info"

@@ -16,6 +16,9 @@ A scenario file gives each group of hosts a fault plan:
     reboot_mid_step = "dism"       # the host restarts while this step runs (once)
     max_shells_per_user = 2        # MaxShellsPerUser: WinRS fault 2150859173, the PowerShell endpoint's 2150859236
     max_operations_per_user = 15   # MaxConcurrentOperationsPerUser, fault 2150859174
+    stdout_bom = true              # powershell.exe's stdout starts with a UTF-8 BOM (UTF-8 output encoding with a preamble)
+    stdout_clixml = true           # ... or with "#< CLIXML" (a progress record serialized to stdout)
+    late_receive_seconds = 3       # a long poll that ends with OperationTimeout is answered this much later (a busy host)
     idle_connection_seconds = 5    # HTTP.sys closes a connection idle this long (default 120)
     max_envelope_kb = 150          # MaxEnvelopeSizekb (default 500; 150 on 2008 R2): a larger request gets HTTP 413
     max_commands_per_shell = 1000  # the PowerShell endpoint's MaxConcurrentCommandsPerShell (the default), fault 2150859241
@@ -86,6 +89,9 @@ class FaultPlan:
     max_operations_per_user: int | None = None
     send_busy: int = 0
     non_admin: bool = False
+    late_receive_seconds: float = 0.0
+    stdout_bom: bool = False
+    stdout_clixml: bool = False
     # Limits, on by default at Windows' defaults (a plan that only restates them is not "active").
     max_envelope_kb: int = 500
     idle_connection_seconds: float = 120.0
@@ -247,6 +253,15 @@ class Faults:
             # ansible/ansible#81538: a Send under load answered OperationTimeout, its input delivered
             # (ansible-core's winrm plugin: "On manual testing the input is still processed").
             raise wsman.operation_timeout()
+
+    async def late(self, request: Request, status: int) -> None:
+        """A long poll of a running command that ended with the OperationTimeout fault (status 500)
+        comes late on a busy host: Windows' own client allows NetworkDelayms = 5000 for it (the
+        winrm/config recordings, pypsrp's test_wsman_update_envelope_size_*.yml)."""
+        if self.plan.late_receive_seconds and status == 500 and request.action == wsman.ACTION_RECEIVE \
+                and _polls_command(request):
+            self._count("late-receive")
+            await asyncio.sleep(self.plan.late_receive_seconds)
 
     def leave(self, user: str) -> None:
         self.in_flight[user.lower()] = max(0, self.in_flight.get(user.lower(), 0) - 1)

@@ -254,8 +254,10 @@ class Listener:
             response = await self.handler(request, user)
             if response.status == 200:
                 faults.answered(parsed)
+            await faults.late(parsed, response.status)
             return response
         except wsman.WSManFault as fault:
+            await faults.late(parsed, fault.http_status)
             return HttpResponse(fault.http_status, wsman.fault_envelope(parsed, fault, faults.host.name))
         except Reset:
             raise _Drop() from None

@@ -51,6 +51,7 @@ MAX_LINE_BYTES = 8 * 1024 * 1024  # a "line" longer than this is cut, so one end
 PYWINRM_AUTH = {"basic": "basic", "ntlm": "ntlm", "negotiate": "ntlm", "kerberos": "kerberos",
                 "credssp": "credssp", "certificate": "certificate"}
 ERROR_BUSY = 170  # "The requested resource is in use": a Send while the host still works on the one before
+CLIXML_MARK = "#< CLIXML"
 CLIXML_NS = "{http://schemas.microsoft.com/powershell/2004/04}"
 _CLIXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 FAULTS = Faults(
@@ -298,8 +299,15 @@ class _Command:
         return (None, problem) if problem else (result, None)
 
     def _stdout_line(self, text: str) -> None:
-        if self.prefix is not None and text.startswith(self.prefix):
-            self.marked.append(text[len(self.prefix):])
+        # A UTF-8 BOM, a "#< CLIXML" line and the CLIXML document after it (a progress record
+        # serialized to stdout, with no newline before what the script writes) are not the script's.
+        bare = text.lstrip("\ufeff")
+        if bare.strip() == CLIXML_MARK:
+            return
+        if bare.startswith("<Objs ") and "</Objs>" in bare:
+            bare = bare[bare.index("</Objs>") + len("</Objs>"):]
+        if self.prefix is not None and bare.startswith(self.prefix):
+            self.marked.append(bare[len(self.prefix):])
         self.collector.add("stdout", text)
 
 
