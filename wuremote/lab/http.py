@@ -135,8 +135,11 @@ class Listener:
         for writer in list(self._connections):
             writer.transport.abort()
         self._connections.clear()
-        for task in list(self._tasks):
+        tasks = [task for task in self._tasks if task is not asyncio.current_task()]
+        for task in tasks:
             task.cancel()
+        if tasks:  # let each finish its cancellation (a connection waiting for its next request has a timer task)
+            await asyncio.wait(tasks, timeout=1.0)
         if server is not None:
             await server.wait_closed()
 

@@ -284,14 +284,14 @@ class PSRPTransport(Session[WSMan, RunspacePool]):
             password=password,
             ssl=https,
             auth=host.auth,
-            cert_validation=verify,  # type: ignore[arg-type]  # pypsrp's hint says bool; a CA file path is documented
+            cert_validation=verify,  # pypsrp's hint says bool; a CA file path is documented
             # message encryption wherever the auth can do it (NTLM, Kerberos, CredSSP over HTTP)
             encryption="never" if host.auth in ("basic", "certificate") else "auto",
             proxy=host.proxy,
             no_proxy=host.proxy is None,
             operation_timeout=settings.operation_timeout,
             read_timeout=settings.read_timeout,
-            connection_timeout=settings.connect_timeout,  # type: ignore[arg-type]  # requests takes a float
+            connection_timeout=settings.connect_timeout,  # requests takes a float
             reconnection_retries=0,
             **extra,
         )
