@@ -42,6 +42,7 @@ KNOWN_CONFIGURATIONS = {"microsoft.powershell"}
 SIGNAL_PS_CTRL_C = ("powershell/signal/crtl_c", "powershell/signal/ctrl_c")  # MS-PSRP spells it crtl_c; pypsrp >= 0.9 sends ctrl_c
 SIGNAL_TERMINATE = wsman.SIGNAL_PREFIX + "terminate"
 FRAGMENT_SIZE = 32 * 1024
+MSG_RUNSPACEPOOL_STATE = 0x00021005
 
 
 class _ServerRunspacePool(psrpcore.ServerRunspacePool):
@@ -71,6 +72,7 @@ class Pipe:
     user: str
     run: Run = field(default_factory=Run)
     task: asyncio.Task[None] | None = None
+    core_id: uuid.UUID | None = None  # the id psrpcore knows it by, when its messages name another
     inputs: list[Any] = field(default_factory=list)
     input_done: asyncio.Event = field(default_factory=asyncio.Event)
     outbox: deque[bytes] = field(default_factory=deque)
@@ -138,7 +140,6 @@ class PSRPService:
         self._feed(pool, None, base64.b64decode(creation.text or ""))
         self.pools[shell_id] = pool
         return wsman.shell_created(request, shell_id, [
-            ("Name", "Runspace1"),
             ("ResourceUri", request.resource_uri),
             ("Owner", f"{self.host.name}\\{user}"),
             ("ClientIP", "127.0.0.1"),
@@ -195,7 +196,7 @@ class PSRPService:
                 break
             pipe = pool.pipes.get(payload.pipeline_id) if payload.pipeline_id else None
             target = pipe if pipe is not None else pool
-            target.outbox.append(payload.data)
+            target.outbox.extend(_fragments(payload.data))
             target.changed.set()
 
     # --- pipelines ------------------------------------------------------------------------
@@ -208,10 +209,17 @@ class PSRPService:
         pool.commands_run += 1
         command_id = (node.attrib.get("CommandId") or wsman.new_id()).upper()
         pipe_id = uuid.UUID(command_id)
-        pipe = Pipe(pipe_id, psrpcore.ServerPipeline(pool.core, pipe_id), user)
+        arguments = [base64.b64decode(argument.text or "") for argument in node.findall("rsp:Arguments", NS)]
+        # The pipeline is the Command's CommandId; the id inside its PSRP messages may differ (older
+        # pypsrp wrote it in the other byte order, and Windows took it: pypsrp's recordings, e.g.
+        # test_client_execute_ps.yml), so psrpcore gets the messages' own id and both name the pipe.
+        core_id = _message_pipeline_id(arguments[0]) if arguments else None
+        core_id = core_id or pipe_id
+        pipe = Pipe(pipe_id, psrpcore.ServerPipeline(pool.core, core_id), user, core_id=core_id)
         pool.pipes[pipe_id] = pipe
-        for argument in node.findall("rsp:Arguments", NS):
-            self._feed(pool, pipe_id, base64.b64decode(argument.text or ""))
+        pool.pipes[core_id] = pipe
+        for data in arguments:
+            self._feed(pool, core_id, data)
         response = ET.Element(q("rsp", "CommandResponse"))
         ET.SubElement(response, q("rsp", "CommandId")).text = command_id
         return wsman.envelope(request, wsman.ACTION_COMMAND + "Response", [response])
@@ -300,6 +308,8 @@ class PSRPService:
             pipe_id = uuid.UUID(command_id) if command_id else None
             if pipe_id is not None and pipe_id not in pool.pipes:
                 raise wsman.command_not_found()
+            if pipe_id is not None:
+                pipe_id = pool.pipes[pipe_id].core_id or pipe_id
             if node.text:
                 self._feed(pool, pipe_id, base64.b64decode(node.text))
         return wsman.envelope(request, wsman.ACTION_SEND + "Response", [ET.Element(q("rsp", "SendResponse"))])
@@ -323,6 +333,8 @@ class PSRPService:
         response = ET.Element(q("rsp", "ReceiveResponse"))
         size = 0
         while target.outbox and size + len(target.outbox[0]) <= budget:
+            if size and isinstance(target, Pool) and _message_type(target.outbox[0]) == MSG_RUNSPACEPOOL_STATE:
+                break  # Windows answers the pool's state in a Receive of its own (test_psrp_open_runspace.yml)
             data = target.outbox.popleft()
             size += len(data)
             attrs = {"Name": "stdout"}
@@ -330,7 +342,11 @@ class PSRPService:
                 attrs["CommandId"] = command_id.upper()
             ET.SubElement(response, q("rsp", "Stream"), attrs).text = base64.b64encode(data).decode("ascii")
         if isinstance(target, Pipe) and command_id and target.finished and not target.outbox:
-            ET.SubElement(response, q("rsp", "CommandState"), {"CommandId": command_id.upper(), "State": wsman.COMMAND_STATE_DONE})
+            # Done with ExitCode 0 whatever the pipeline's state, as Windows answers (pypsrp's recordings,
+            # e.g. test_psrp_error_failed.yml): the pipeline's own end travels in PIPELINE_STATE.
+            state = ET.SubElement(response, q("rsp", "CommandState"),
+                                  {"CommandId": command_id.upper(), "State": wsman.COMMAND_STATE_DONE})
+            ET.SubElement(state, q("rsp", "ExitCode")).text = "0"
         return wsman.envelope(request, wsman.ACTION_RECEIVE + "Response", [response])
 
     def signal(self, request: Request, pool: Pool) -> bytes:
@@ -351,8 +367,37 @@ class PSRPService:
             if pipe.task is not None:
                 pipe.task.cancel()
             pool.pipes.pop(pipe.id, None)
-            pool.core.pipeline_table.pop(pipe.id, None)
+            pool.pipes.pop(pipe.core_id or pipe.id, None)
+            pool.core.pipeline_table.pop(pipe.core_id or pipe.id, None)
         return wsman.envelope(request, wsman.ACTION_SIGNAL + "Response", [ET.Element(q("rsp", "SignalResponse"))])
+
+
+def _fragments(data: bytes) -> list[bytes]:
+    """PSRP fragments one by one (MS-PSRP 2.2.4: object id, fragment id, flags, length, blob)."""
+    out: list[bytes] = []
+    offset = 0
+    while offset + 21 <= len(data):
+        length = int.from_bytes(data[offset + 17:offset + 21], "big")
+        out.append(data[offset:offset + 21 + length])
+        offset += 21 + length
+    if offset < len(data):
+        out.append(data[offset:])
+    return out
+
+
+def _message_type(fragment: bytes) -> int | None:
+    """The message type a start fragment begins (MS-PSRP 2.2.1), or None."""
+    if len(fragment) < 21 + 8 or not fragment[16] & 1:
+        return None
+    return int.from_bytes(fragment[21 + 4:21 + 8], "little")
+
+
+def _message_pipeline_id(fragment: bytes) -> uuid.UUID | None:
+    """The pipeline id in the first PSRP message of a start fragment (MS-PSRP 2.2.4, 2.2.1), or None."""
+    if len(fragment) < 21 + 40 or not fragment[16] & 1:
+        return None
+    pid = uuid.UUID(bytes_le=bytes(fragment[21 + 24:21 + 40]))
+    return pid if pid.int else None
 
 
 def commands_per_shell_quota() -> WSManFault:

@@ -262,7 +262,10 @@ async def run_statement(session: Session, statement: str) -> None:
             run.emit("information", str(bound.get("MessageData", "")))
             return
         if lower == "write-host":
-            bound = bind(args, ["Object"], ("NoNewline",))
+            # Write-Host's -Object takes the remaining arguments: `Write-Host hi again` writes "hi again"
+            # (pypsrp's test_winrs_operation_timeout.yml).
+            words = [literal(t) for t in args if not re.fullmatch(r"-nonewline:?", t, re.I)]
+            bound = bind(args[:1], ["Object"], ("NoNewline",)) if len(words) <= 1 else {"Object": " ".join(words)}
             run.emit("host", ("WriteLine", str(bound.get("Object", ""))))
             return
         if lower == "write-progress":
