@@ -21,8 +21,8 @@ from pathlib import Path
 
 from . import wsman
 from .faults import Faults, Reset
-from .ntlm import CONTENT_TYPE as SEALED_CONTENT_TYPE
 from .ntlm import Acceptor, NtlmError, encrypted
+from .ntlm import content_type as sealed_type
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -107,6 +107,7 @@ class Listener:
         self.requests_served = 0
         self.idle_closed = 0  # connections closed for idling, as HTTP.sys closes them
         self.refused_seals = 0  # sealed bodies on a connection with no logon: HTTP 400
+        self.kerberos_logons = 0  # logons that used Kerberos (the Kerberos scheme, or Negotiate with a ticket)
         self.sealed_requests = 0
         self.plain_requests = 0
         self.auth_failures = 0
@@ -197,8 +198,8 @@ class Listener:
         if header:
             connection.user = None  # a new logon on this connection replaces the old one
             scheme, _, token = header.partition(" ")
-            if scheme.lower() == "negotiate" and self.ntlm_store is not None:
-                answer = self._negotiate(connection, token)
+            if scheme.lower() in ("negotiate", "kerberos") and self.ntlm_store is not None:
+                answer = self._negotiate(connection, token, scheme)
                 if isinstance(answer, HttpResponse):
                     return answer
                 final_token = answer
@@ -233,14 +234,16 @@ class Listener:
             # MaxEnvelopeSizekb (500 by default, 150 on 2008 R2 as pypsrp's update_envelope_size_* recordings
             # show): a larger request is refused with HTTP 413 (ansible.windows#391 and #620).
             return HttpResponse(413)
-        headers = (("WWW-Authenticate", "Negotiate " + base64.b64encode(final_token).decode("ascii")),) if final_token else ()
+        offer = connection.acceptor.scheme.capitalize() if connection.acceptor is not None else "Negotiate"
+        headers = (("WWW-Authenticate", f"{offer} " + base64.b64encode(final_token).decode("ascii")),) if final_token else ()
         if not request.body and connection.acceptor is not None:
             return HttpResponse(200, b"", headers)  # the logon request a client sends before sealed traffic
         response = await self._faulted(request, user)
         if sealed:
             assert connection.acceptor is not None
             body = connection.acceptor.seal(response.body)
-            response = replace(response, body=body, headers=response.headers + (("Content-Type", SEALED_CONTENT_TYPE),))
+            response = replace(response, body=body,
+                               headers=response.headers + (("Content-Type", sealed_type(connection.acceptor.protocol)),))
         return replace(response, headers=response.headers + headers)
 
     async def _faulted(self, request: HttpRequest, user: str) -> HttpResponse:
@@ -267,15 +270,15 @@ class Listener:
         finally:
             faults.leave(user)
 
-    def _negotiate(self, connection: _Connection, token: str) -> HttpResponse | bytes | None:
-        """Step the NTLM logon: a 401 to send (challenge or refusal), or the final token (None for raw NTLM)."""
+    def _negotiate(self, connection: _Connection, token: str, scheme: str = "negotiate") -> HttpResponse | bytes | None:
+        """Step the NTLM or Kerberos logon: a 401 to send (challenge or refusal), or the final token (None for raw NTLM)."""
         assert self.ntlm_store is not None
         try:
             data = base64.b64decode(token.strip(), validate=True)
         except binascii.Error:
             data = b""
         if connection.acceptor is None or connection.acceptor.complete:
-            connection.acceptor = Acceptor(self.ntlm_store)
+            connection.acceptor = Acceptor(self.ntlm_store, scheme)
         acceptor = connection.acceptor
         try:
             if not data:
@@ -287,13 +290,15 @@ class Listener:
             return self._unauthorized()
         if not acceptor.complete:
             challenge = base64.b64encode(out or b"").decode("ascii")
-            return HttpResponse(401, b"", (("WWW-Authenticate", f"Negotiate {challenge}"),))
+            return HttpResponse(401, b"", (("WWW-Authenticate", f"{acceptor.scheme.capitalize()} {challenge}"),))
         expired = self.faults is not None and self.faults.auth_refused
         if expired or acceptor.user.lower() != self.credentials.username.lower():
             connection.acceptor = None
             self.auth_failures += 1
             return self._unauthorized()
         connection.user = acceptor.user
+        if acceptor.negotiated == "kerberos":
+            self.kerberos_logons += 1
         return out
 
     def _basic(self, scheme: str, token: str) -> str | None:
@@ -312,7 +317,7 @@ class Listener:
         return user
 
     def _unauthorized(self) -> HttpResponse:
-        offers = [("WWW-Authenticate", "Negotiate")] if self.ntlm_store is not None else []
+        offers = [("WWW-Authenticate", "Negotiate"), ("WWW-Authenticate", "Kerberos")] if self.ntlm_store is not None else []
         if self.tls is not None or self.allow_unencrypted:
             offers.insert(0, ("WWW-Authenticate", 'Basic realm="WSMAN"'))
         return HttpResponse(401, b"", tuple(offers))
