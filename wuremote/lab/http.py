@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import datetime as dt
+import email.utils
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -25,6 +27,7 @@ from .ntlm import Acceptor, NtlmError, encrypted
 from .ntlm import content_type as sealed_type
 
 MAX_HEADER_BYTES = 64 * 1024
+MAX_KERBEROS_SKEW = 300.0  # seconds: Kerberos' default maximum clock skew
 MAX_BODY_BYTES = 16 * 1024 * 1024
 SOAP_CONTENT_TYPE = "application/soap+xml;charset=UTF-8"
 
@@ -93,6 +96,7 @@ class Listener:
         faults: Faults | None = None,
         max_envelope_bytes: int = 500 * 1024,
         idle_connection_seconds: float = 120.0,
+        clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -104,6 +108,10 @@ class Listener:
         self.faults = faults
         self.max_envelope_bytes = max_envelope_bytes
         self.idle_connection_seconds = idle_connection_seconds
+        # The host's own clock: every answer carries it in Date (as HTTP.sys writes one), and
+        # Kerberos refuses a logon when it is more than MAX_KERBEROS_SKEW off the client's.
+        self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self.skew_refusals = 0  # Kerberos logons refused for clock skew (KRB_AP_ERR_SKEW)
         self.requests_served = 0
         self.idle_closed = 0  # connections closed for idling, as HTTP.sys closes them
         self.refused_seals = 0  # sealed bodies on a connection with no logon: HTTP 400
@@ -174,7 +182,7 @@ class Listener:
                 if request is None:
                     break
                 response = await self._answer(request, connection)
-                writer.write(_render(response))
+                writer.write(_render(response, self.clock()))
                 await writer.drain()
                 if request.headers.get("connection", "").lower() == "close":
                     break
@@ -296,9 +304,18 @@ class Listener:
             connection.acceptor = None
             self.auth_failures += 1
             return self._unauthorized()
-        connection.user = acceptor.user
         if acceptor.negotiated == "kerberos":
+            skew = abs((self.clock() - dt.datetime.now(dt.timezone.utc)).total_seconds())
+            if skew > MAX_KERBEROS_SKEW:
+                # KRB_AP_ERR_SKEW: the host takes no authenticator more than 5 minutes off its own clock
+                # (MIT/Windows default clockskew 300 s).  Windows puts a KRB-ERROR token in the 401's
+                # WWW-Authenticate; the lab answers a bare 401 (its Date header still shows the host's clock).
+                connection.acceptor = None
+                self.auth_failures += 1
+                self.skew_refusals += 1
+                return self._unauthorized()
             self.kerberos_logons += 1
+        connection.user = acceptor.user
         return out
 
     def _basic(self, scheme: str, token: str) -> str | None:
@@ -374,8 +391,9 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
         await reader.readexactly(2)
 
 
-def _render(response: HttpResponse) -> bytes:
-    lines = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}", "Server: Microsoft-HTTPAPI/2.0"]
+def _render(response: HttpResponse, now: dt.datetime) -> bytes:
+    lines = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}", "Server: Microsoft-HTTPAPI/2.0",
+             f"Date: {email.utils.format_datetime(now.astimezone(dt.timezone.utc), usegmt=True)}"]
     if response.body and not any(name.lower() == "content-type" for name, _ in response.headers):
         lines.append(f"Content-Type: {SOAP_CONTENT_TYPE}")
     lines.extend(f"{name}: {value}" for name, value in response.headers)

@@ -85,6 +85,7 @@ class LabHost:
             faults=self.faults if spec.faults.active else None,
             max_envelope_bytes=spec.faults.max_envelope_kb * 1024,
             idle_connection_seconds=spec.faults.idle_connection_seconds,
+            clock=lambda: self.model.state.clock,
         )
         self.model.on_down(self.listener.stop)
         self.model.on_up(self.listener.start)

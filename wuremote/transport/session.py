@@ -19,6 +19,8 @@ The settings are refused before any request when Connection.problem() says so.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -175,6 +177,32 @@ def network_error(connection: Connection, exc: BaseException, what: str) -> Tran
                         ssl.SSLError)) or any(isinstance(c, ssl.SSLError) for c in causes):
         return TransportError("lost", f"{where}: connection lost while {what} ({type(exc).__name__})")
     return None
+
+
+KERBEROS_AUTHS = ("kerberos", "negotiate")
+KERBEROS_MAX_SKEW = 300.0  # seconds: Kerberos' default clockskew (KRB_AP_ERR_SKEW beyond it)
+
+
+def host_clock_skew(connection: Connection, settings: TransportSettings) -> float | None:
+    """The host's clock minus ours, read from the Date header of one unauthenticated request (every
+    Windows answer, a 401 included, carries HTTP.sys' Date), or None when it cannot be read."""
+    address = f"[{connection.address}]" if ":" in connection.address else connection.address
+    url = f"{connection.scheme}://{address}:{connection.effective_port}/wsman"
+    verify: bool | str = False
+    if connection.scheme == "https" and connection.cert_validation:
+        verify = connection.ca_file or True
+    with requests.Session() as session:
+        session.trust_env = False  # environment proxies ignored, as the transports do
+        proxies = {"http": connection.proxy, "https": connection.proxy} if connection.proxy else {}
+        try:
+            answer = session.post(url, data=b"", verify=verify, proxies=proxies,
+                                  timeout=(settings.connect_timeout, settings.read_timeout))
+            stamp = email.utils.parsedate_to_datetime(answer.headers.get("Date", ""))
+        except (requests.RequestException, TypeError, ValueError):
+            return None
+    if stamp.tzinfo is None:
+        return None
+    return (stamp - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
 
 
 class Session(Generic[C, H]):
@@ -390,6 +418,12 @@ class Session(Generic[C, H]):
         if isinstance(exc, TransportError):
             return exc
         if isinstance(exc, faults.auth):
+            skew = host_clock_skew(self.connection, self.settings) if self.connection.auth in KERBEROS_AUTHS else None
+            if skew is not None and abs(skew) > KERBEROS_MAX_SKEW:
+                return TransportError("auth", f"{self.host}: Kerberos refused the logon: the host's clock is {abs(skew):.0f} s "
+                                              f"{'ahead of' if skew > 0 else 'behind'} this controller's, more than Kerberos' "
+                                              "5 minutes (KRB_AP_ERR_SKEW), so no step can sync it; use auth = \"ntlm\" "
+                                              "(or Basic over HTTPS) for this host, or fix its clock out of band")
             return TransportError("auth", f"{self.host}: authentication failed for user {self.connection.username} "
                                           "(wrong password or expired account)")
         if isinstance(exc, faults.fault):
