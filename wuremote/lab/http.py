@@ -173,7 +173,7 @@ class Listener:
                 # default: Microsoft's "HTTP.sys timeouts", the "Server timeouts" settings).
                 self._idle.add(writer)
                 try:
-                    request = await asyncio.wait_for(_read_request(reader), self.idle_connection_seconds)
+                    request = await asyncio.wait_for(_read_request(reader), self.idle_connection_seconds or None)
                 except asyncio.TimeoutError:
                     self.idle_closed += 1
                     break
