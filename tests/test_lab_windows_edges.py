@@ -121,9 +121,8 @@ def test_winrs_transport_recovers_from_the_windows_shaped_quota_fault(edge: Any,
 def test_a_shell_is_recycled_before_the_per_shell_limits(edge: Any, connect: Any, kind: str) -> None:
     # 2008 R2's MaxConcurrentOperationsPerUser (15) for WinRS; a small MaxConcurrentCommandsPerShell for PSRP.
     lab = edge(max_operations_per_user=15, max_commands_per_shell=20)
-    transport = connect(lab.endpoints[0], kind, fast_settings(commands_per_session=None))
-    if kind == "psrp":
-        transport.commands_per_session = 18  # type: ignore[attr-defined]  # the 900 of 1,000, scaled to this host
+    # WinRS with its own budget (12); PSRP's 900 of 1,000 scaled to this host's 20
+    transport = connect(lab.endpoints[0], kind, fast_settings(commands_per_session=18 if kind == "psrp" else None))
     for _ in range(45):
         assert transport.run_command("hostname", timeout=10)[0] == 0
     assert injected(lab) == {}
