@@ -19,6 +19,7 @@ from wuremote.lab.lab import Endpoint, Lab
 
 OPERATION_TIMEOUT_CODE = 2150858793
 QUOTA_CODE = 2150859173
+PSRP_QUOTA_CODE = 2150859236
 
 
 # --- long polls ------------------------------------------------------------------------------
@@ -157,8 +158,9 @@ def test_psrp_pool_quota_is_25_per_user(fresh_lab: Lab) -> None:
         extra = psrp_pool(endpoint)
         with pytest.raises(WSManFaultError) as info:
             extra.open()
-        assert info.value.code == QUOTA_CODE
-        assert "This user is allowed a maximum number of 25 concurrent shells, which has been exceeded." in info.value.reason
+        # The PowerShell endpoint's own quota fault, not WinRS' 2150859173 (ERROR_WSMAN_QUOTA_MAX_SHELLS_PPQ)
+        assert info.value.code == PSRP_QUOTA_CODE
+        assert "The maximum number of concurrent shells for this user has been exceeded." in info.value.reason
         # WinRS shells are counted apart
         assert winrm_session(endpoint).run_cmd("hostname").status_code == 0
         pools.pop().close()

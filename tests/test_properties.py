@@ -135,15 +135,21 @@ def write_hosts(suffix: str, rows: list[dict[str, object]]) -> str:
             for k in keys) for r in rows)
     if suffix == ".csv":
         return "\n".join([",".join(["name", *keys])] + [",".join(str(r[k]) for k in ["name", *keys]) for r in rows])
-    ansible = {"address": "ansible_host", "port": "ansible_port", "username": "ansible_user",
-               "transport": "ansible_connection", "scheme": "ansible_winrm_scheme",
-               "auth": "wuremote_auth"}
+    common = {"address": "ansible_host", "port": "ansible_port", "username": "ansible_user",
+              "transport": "ansible_connection", "auth": "wuremote_auth"}
+
+    def ansible(row: dict[str, object], key: str) -> str:
+        # Each connection plugin has its own scheme var (psrp: protocol, winrm: scheme); the other's is not read.
+        if key == "scheme":
+            return "ansible_psrp_protocol" if row["transport"] == "psrp" else "ansible_winrm_scheme"
+        return common[key]
+
     if suffix == ".ini":
         # shlex reads a host line: a backslash escapes the next character, so CORP\user is written CORP\\user
-        return "\n".join(f"{r['name']} " + " ".join(f"{ansible[k]}={str(r[k]).replace(chr(92), chr(92) * 2)}"
+        return "\n".join(f"{r['name']} " + " ".join(f"{ansible(r, k)}={str(r[k]).replace(chr(92), chr(92) * 2)}"
                                                      for k in keys) for r in rows)
     return "all:\n  hosts:\n" + "".join(
-        f"    {r['name']}:\n" + "".join(f"      {ansible[k]}: '{r[k]}'\n" for k in keys) for r in rows)
+        f"    {r['name']}:\n" + "".join(f"      {ansible(r, k)}: '{r[k]}'\n" for k in keys) for r in rows)
 
 
 @pytest.mark.parametrize("suffix", [".toml", ".csv", ".ini", ".yml"])

@@ -44,6 +44,16 @@ async def run_command_line(
     if len(line) > CMD_LINE_LIMIT:
         _write(run, "stderr", "The command line is too long.\r\n", to_records)
         return 1
+    if "&&" in line:  # cmd.exe runs the next command only when the one before exited 0
+        code = 0
+        for part in line.split("&&"):
+            code = await run_command_line(host, user, run, part.strip(), read_stdin, to_records)
+            if code != 0:
+                break
+        return code
+    to_stderr = False
+    if re.search(r"\s*(?:1?>&2)\s*$", line) and line.strip().lower().startswith("echo"):
+        line, to_stderr = re.sub(r"\s*1?>&2\s*$", "", line), True  # `echo err>&2` (test_winrs_stderr_rc.yml)
     words = line.strip().split(None, 1)
     if not words:
         return 0
@@ -56,7 +66,7 @@ async def run_command_line(
         _write(run, "stdout", f"{host.name.lower()}\\{user.lower()}\r\n", to_records)
         return 0
     if program == "echo":
-        _write(run, "stdout", rest + "\r\n", to_records)
+        _write(run, "stderr" if to_stderr else "stdout", rest + "\r\n", to_records)
         return 0
     if program == "exit":
         match = re.fullmatch(r"(?:/b\s+)?(-?\d+)?", rest.strip(), re.I)
@@ -102,6 +112,8 @@ async def _powershell(host: Host, user: str, run: Run, rest: str, read_stdin: St
     tokens = rest.split()
     i = 0
     while i < len(tokens):
+        if tokens[i] == "-":  # `powershell.exe -` reads its commands from stdin (about_PowerShell_exe; test_winrs_send.yml)
+            break
         option = tokens[i].lower().lstrip("-/")
         if option in _PS_SWITCHES:
             i += 1

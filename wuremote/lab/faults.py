@@ -14,8 +14,17 @@ A scenario file gives each group of hosts a fault plan:
     lose_shell_after = 4           # once 4 commands have run, every shell and pool of the host is gone
     idle_timeout_seconds = 30      # a host left without requests this long drops its shells and pools
     reboot_mid_step = "dism"       # the host restarts while this step runs (once)
-    max_shells_per_user = 2        # MaxShellsPerUser (WinRS and the PowerShell endpoint), fault 2150859173
+    max_shells_per_user = 2        # MaxShellsPerUser: WinRS fault 2150859173, the PowerShell endpoint's 2150859236
     max_operations_per_user = 15   # MaxConcurrentOperationsPerUser, fault 2150859174
+    stdout_bom = true              # powershell.exe's stdout starts with a UTF-8 BOM (UTF-8 output encoding with a preamble)
+    stdout_clixml = true           # ... or with "#< CLIXML" (a progress record serialized to stdout)
+    late_receive_seconds = 3       # a long poll that ends with OperationTimeout is answered this much later (a busy host)
+    idle_connection_seconds = 5    # HTTP.sys closes a connection idle this long (default 120)
+    max_envelope_kb = 150          # MaxEnvelopeSizekb (default 500; 150 on 2008 R2): a larger request gets HTTP 413
+    max_commands_per_shell = 1000  # the PowerShell endpoint's MaxConcurrentCommandsPerShell (the default), fault 2150859241
+    non_admin = true               # the account is not an administrator there: every Create is "Access is denied"
+    send_busy = 2                  # the first 2 WinRS Sends with input: delivered, answered OperationTimeout;
+                                   # the next Send of that command is answered ERROR_BUSY (170) once
 
 Why these choices:
 - counters ("every Nth") count from the host's start, so a run meets the same faults every
@@ -78,6 +87,15 @@ class FaultPlan:
     reboot_mid_step: str | None = None
     max_shells_per_user: int | None = None
     max_operations_per_user: int | None = None
+    send_busy: int = 0
+    non_admin: bool = False
+    late_receive_seconds: float = 0.0
+    stdout_bom: bool = False
+    stdout_clixml: bool = False
+    # Limits, on by default at Windows' defaults (a plan that only restates them is not "active").
+    max_envelope_kb: int = 500
+    idle_connection_seconds: float = 120.0
+    max_commands_per_shell: int = 1000
 
     @property
     def active(self) -> bool:
@@ -121,14 +139,17 @@ def _checked(key: str, kind: str, value: Any) -> Any:
 
 
 def operation_quota(user: str, limit: int) -> WSManFault:
-    # ERROR_WSMAN_QUOTA_MAX_OPERATIONS_USER_PPQ (0x803381A6), as MaxConcurrentOperationsPerUser is hit.
+    # ERROR_WSMAN_QUOTA_MAX_OPERATIONS (0x803381A6), as MaxConcurrentOperationsPerUser is hit.  Windows
+    # sends it as s:Detail/p:MSFT_WmiError/error_Code with the subcode w:InternalError and no
+    # f:WSManFault (pywinrm's test_wsman_fault_wmi_error_detail; ansible-core's winrm plugin reads it
+    # as wmierror_code), so pypsrp reports its code as "w:InternalError"; the wording is pywinrm#124's.
     return WSManFault(
         2150859174,
         f"The WS-Management service cannot process the request. This user is allowed a maximum number of {limit} "
         "concurrent operations, which has been exceeded. Close existing operations for this user, or raise the quota for this user. ",
-        subcode="w:QuotaLimit",
+        subcode="w:InternalError",
         value="s:Receiver",
-        detail="http://schemas.microsoft.com/wbem/wsman/1/wsman/fault/QuotaLimit",
+        wmi_error=True,
     )
 
 
@@ -171,6 +192,8 @@ class Faults:
         self._rebooted_mid_step = False
         self._scripts_at_command = 0
         self._last_activity = time.monotonic()
+        self._send_busy_left = plan.send_busy
+        self._busy_commands: set[str] = set()  # commands whose last Send timed out while "still being processed"
 
     def _count(self, kind: str) -> None:
         self.injected[kind] = self.injected.get(kind, 0) + 1
@@ -198,12 +221,19 @@ class Faults:
             while self.host.up.is_set():  # the client never gets this answer: the host goes down first
                 await asyncio.sleep(0.001)
             raise Reset()
+        if plan.non_admin and request.action == wsman.ACTION_CREATE:
+            self._count("access-denied")
+            raise access_denied()
         self._check_quotas(request, user)
         if plan.http500_every and self.requests % plan.http500_every == 0:
             self._count("http500")
             raise injected_500(plan.http500_code)
         if request.action == wsman.ACTION_COMMAND:
             await self._command(request)
+        if request.action == wsman.ACTION_SEND and _send_command(request) in self._busy_commands:
+            self._busy_commands.discard(_send_command(request))
+            self._count("send-busy")
+            raise error_busy()
         if request.action == wsman.ACTION_RECEIVE and _polls_command(request):
             self.receives += 1
             if self._storm_left:
@@ -213,6 +243,25 @@ class Faults:
             if plan.reset_receive_every and self.receives % plan.reset_receive_every == 0:
                 self._count("reset")
                 raise Reset()
+
+    def answered(self, request: Request) -> None:
+        """After the service handled a request: its answer may still be replaced by a fault."""
+        if request.action == wsman.ACTION_SEND and self._send_busy_left and request.resource_uri.lower() == wsman.RESOURCE_CMD:
+            self._send_busy_left -= 1
+            self._busy_commands.add(_send_command(request))
+            self._count("send-timeout")
+            # ansible/ansible#81538: a Send under load answered OperationTimeout, its input delivered
+            # (ansible-core's winrm plugin: "On manual testing the input is still processed").
+            raise wsman.operation_timeout()
+
+    async def late(self, request: Request, status: int) -> None:
+        """A long poll of a running command that ended with the OperationTimeout fault (status 500)
+        comes late on a busy host: Windows' own client allows NetworkDelayms = 5000 for it (the
+        winrm/config recordings, pypsrp's test_wsman_update_envelope_size_*.yml)."""
+        if self.plan.late_receive_seconds and status == 500 and request.action == wsman.ACTION_RECEIVE \
+                and _polls_command(request):
+            self._count("late-receive")
+            await asyncio.sleep(self.plan.late_receive_seconds)
 
     def leave(self, user: str) -> None:
         self.in_flight[user.lower()] = max(0, self.in_flight.get(user.lower(), 0) - 1)
@@ -264,7 +313,25 @@ class Faults:
             kind = "winrs" if request.resource_uri.lower() == wsman.RESOURCE_CMD else "psrp"
             if sum(1 for k in mine.values() if k == kind) >= plan.max_shells_per_user:
                 self._count("shell-quota")
-                raise wsman.shell_quota(user, plan.max_shells_per_user)
+                raise wsman.shell_quota(user, plan.max_shells_per_user, psrp=kind == "psrp")
+
+
+def access_denied() -> WSManFault:
+    # A user outside Administrators (and Remote Management Users) opening a shell: HTTP 500 with
+    # WSManFault 2147942405 (E_ACCESSDENIED), s:Receiver/w:InternalError, "Access is denied."
+    # (pywinrm's fault data as wazuh/wazuh-ansible#581 quotes it; WinRb/WinRM#194 meets the same).
+    return WSManFault(2147942405, "Access is denied. ", subcode="w:InternalError", value="s:Receiver")
+
+
+def error_busy() -> WSManFault:
+    # ERROR_BUSY (170) to a Send while the host still processes a Send that timed out (ansible/ansible#81538;
+    # ansible-core's winrm plugin retries it three times, 5 s apart, reading 'wsmanfault_code': '170').
+    return WSManFault(170, "The requested resource is in use. ", subcode="w:InternalError", value="s:Receiver")
+
+
+def _send_command(request: Request) -> str:
+    node = request.body.find("rsp:Send/rsp:Stream", wsman.NS)
+    return (node.attrib.get("CommandId", "") if node is not None else "").upper()
 
 
 def _polls_command(request: Request) -> bool:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import datetime as dt
+import email.utils
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -21,10 +23,11 @@ from pathlib import Path
 
 from . import wsman
 from .faults import Faults, Reset
-from .ntlm import CONTENT_TYPE as SEALED_CONTENT_TYPE
 from .ntlm import Acceptor, NtlmError, encrypted
+from .ntlm import content_type as sealed_type
 
 MAX_HEADER_BYTES = 64 * 1024
+MAX_KERBEROS_SKEW = 300.0  # seconds: Kerberos' default maximum clock skew
 MAX_BODY_BYTES = 16 * 1024 * 1024
 SOAP_CONTENT_TYPE = "application/soap+xml;charset=UTF-8"
 
@@ -91,6 +94,9 @@ class Listener:
         *,
         ntlm_store: Path | None = None,
         faults: Faults | None = None,
+        max_envelope_bytes: int = 500 * 1024,
+        idle_connection_seconds: float = 120.0,
+        clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -100,12 +106,22 @@ class Listener:
         self.allow_unencrypted = allow_unencrypted
         self.ntlm_store = ntlm_store
         self.faults = faults
+        self.max_envelope_bytes = max_envelope_bytes
+        self.idle_connection_seconds = idle_connection_seconds
+        # The host's own clock: every answer carries it in Date (as HTTP.sys writes one), and
+        # Kerberos refuses a logon when it is more than MAX_KERBEROS_SKEW off the client's.
+        self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self.skew_refusals = 0  # Kerberos logons refused for clock skew (KRB_AP_ERR_SKEW)
         self.requests_served = 0
+        self.idle_closed = 0  # connections closed for idling, as HTTP.sys closes them
+        self.refused_seals = 0  # sealed bodies on a connection with no logon: HTTP 400
+        self.kerberos_logons = 0  # logons that used Kerberos (the Kerberos scheme, or Negotiate with a ticket)
         self.sealed_requests = 0
         self.plain_requests = 0
         self.auth_failures = 0
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
+        self._idle: set[asyncio.StreamWriter] = set()  # connections waiting for their next request
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -128,10 +144,22 @@ class Listener:
         for writer in list(self._connections):
             writer.transport.abort()
         self._connections.clear()
-        for task in list(self._tasks):
+        tasks = [task for task in self._tasks if task is not asyncio.current_task()]
+        for task in tasks:
             task.cancel()
+        if tasks:  # let each finish its cancellation (a connection waiting for its next request has a timer task)
+            await asyncio.wait(tasks, timeout=1.0)
         if server is not None:
             await server.wait_closed()
+
+    def close_idle_connections(self) -> int:
+        """Close every connection waiting for its next request, as HTTP.sys does once it idled
+        IdleConnectionTimeout; what the client sends next arrives on a new socket.  Returns how many."""
+        idle = list(self._idle)
+        for writer in idle:
+            self.idle_closed += 1
+            writer.close()
+        return len(idle)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -141,11 +169,20 @@ class Listener:
         connection = _Connection()
         try:
             while True:
-                request = await _read_request(reader)
+                # HTTP.sys closes a connection that sends nothing for IdleConnectionTimeout (120 s by
+                # default: Microsoft's "HTTP.sys timeouts", the "Server timeouts" settings).
+                self._idle.add(writer)
+                try:
+                    request = await asyncio.wait_for(_read_request(reader), self.idle_connection_seconds or None)
+                except asyncio.TimeoutError:
+                    self.idle_closed += 1
+                    break
+                finally:
+                    self._idle.discard(writer)
                 if request is None:
                     break
                 response = await self._answer(request, connection)
-                writer.write(_render(response))
+                writer.write(_render(response, self.clock()))
                 await writer.drain()
                 if request.headers.get("connection", "").lower() == "close":
                     break
@@ -169,8 +206,8 @@ class Listener:
         if header:
             connection.user = None  # a new logon on this connection replaces the old one
             scheme, _, token = header.partition(" ")
-            if scheme.lower() == "negotiate" and self.ntlm_store is not None:
-                answer = self._negotiate(connection, token)
+            if scheme.lower() in ("negotiate", "kerberos") and self.ntlm_store is not None:
+                answer = self._negotiate(connection, token, scheme)
                 if isinstance(answer, HttpResponse):
                     return answer
                 final_token = answer
@@ -182,6 +219,12 @@ class Listener:
         if user is None:
             if header:
                 self.auth_failures += 1
+            elif request.body and encrypted(request.headers.get("content-type", "")):
+                # A sealed body on a connection with no logon (the old one was closed while idle):
+                # nothing can unseal it, and Windows answers 400 before the service sees it (noted in
+                # ansible-core's winrm plugin: a new connection needs a fresh NTLM handshake).
+                self.refused_seals += 1
+                return HttpResponse(400)
             return self._unauthorized()
         sealed = connection.acceptor is not None and encrypted(request.headers.get("content-type", ""))
         if sealed:
@@ -195,14 +238,20 @@ class Listener:
             if self.tls is None and not self.allow_unencrypted:
                 return self._unauthorized()  # AllowUnencrypted=false: a clear body is refused
             self.plain_requests += 1
-        headers = (("WWW-Authenticate", "Negotiate " + base64.b64encode(final_token).decode("ascii")),) if final_token else ()
+        if len(request.body) > self.max_envelope_bytes:
+            # MaxEnvelopeSizekb (500 by default, 150 on 2008 R2 as pypsrp's update_envelope_size_* recordings
+            # show): a larger request is refused with HTTP 413 (ansible.windows#391 and #620).
+            return HttpResponse(413)
+        offer = connection.acceptor.scheme.capitalize() if connection.acceptor is not None else "Negotiate"
+        headers = (("WWW-Authenticate", f"{offer} " + base64.b64encode(final_token).decode("ascii")),) if final_token else ()
         if not request.body and connection.acceptor is not None:
             return HttpResponse(200, b"", headers)  # the logon request a client sends before sealed traffic
         response = await self._faulted(request, user)
         if sealed:
             assert connection.acceptor is not None
             body = connection.acceptor.seal(response.body)
-            response = replace(response, body=body, headers=response.headers + (("Content-Type", SEALED_CONTENT_TYPE),))
+            response = replace(response, body=body,
+                               headers=response.headers + (("Content-Type", sealed_type(connection.acceptor.protocol)),))
         return replace(response, headers=response.headers + headers)
 
     async def _faulted(self, request: HttpRequest, user: str) -> HttpResponse:
@@ -216,23 +265,28 @@ class Listener:
             return await self.handler(request, user)  # the service words the fault
         try:
             await faults.enter(parsed, user)
-            return await self.handler(request, user)
+            response = await self.handler(request, user)
+            if response.status == 200:
+                faults.answered(parsed)
+            await faults.late(parsed, response.status)
+            return response
         except wsman.WSManFault as fault:
+            await faults.late(parsed, fault.http_status)
             return HttpResponse(fault.http_status, wsman.fault_envelope(parsed, fault, faults.host.name))
         except Reset:
             raise _Drop() from None
         finally:
             faults.leave(user)
 
-    def _negotiate(self, connection: _Connection, token: str) -> HttpResponse | bytes | None:
-        """Step the NTLM logon: a 401 to send (challenge or refusal), or the final token (None for raw NTLM)."""
+    def _negotiate(self, connection: _Connection, token: str, scheme: str = "negotiate") -> HttpResponse | bytes | None:
+        """Step the NTLM or Kerberos logon: a 401 to send (challenge or refusal), or the final token (None for raw NTLM)."""
         assert self.ntlm_store is not None
         try:
             data = base64.b64decode(token.strip(), validate=True)
         except binascii.Error:
             data = b""
         if connection.acceptor is None or connection.acceptor.complete:
-            connection.acceptor = Acceptor(self.ntlm_store)
+            connection.acceptor = Acceptor(self.ntlm_store, scheme)
         acceptor = connection.acceptor
         try:
             if not data:
@@ -244,12 +298,23 @@ class Listener:
             return self._unauthorized()
         if not acceptor.complete:
             challenge = base64.b64encode(out or b"").decode("ascii")
-            return HttpResponse(401, b"", (("WWW-Authenticate", f"Negotiate {challenge}"),))
+            return HttpResponse(401, b"", (("WWW-Authenticate", f"{acceptor.scheme.capitalize()} {challenge}"),))
         expired = self.faults is not None and self.faults.auth_refused
         if expired or acceptor.user.lower() != self.credentials.username.lower():
             connection.acceptor = None
             self.auth_failures += 1
             return self._unauthorized()
+        if acceptor.negotiated == "kerberos":
+            skew = abs((self.clock() - dt.datetime.now(dt.timezone.utc)).total_seconds())
+            if skew > MAX_KERBEROS_SKEW:
+                # KRB_AP_ERR_SKEW: the host takes no authenticator more than 5 minutes off its own clock
+                # (MIT/Windows default clockskew 300 s).  Windows puts a KRB-ERROR token in the 401's
+                # WWW-Authenticate; the lab answers a bare 401 (its Date header still shows the host's clock).
+                connection.acceptor = None
+                self.auth_failures += 1
+                self.skew_refusals += 1
+                return self._unauthorized()
+            self.kerberos_logons += 1
         connection.user = acceptor.user
         return out
 
@@ -269,7 +334,7 @@ class Listener:
         return user
 
     def _unauthorized(self) -> HttpResponse:
-        offers = [("WWW-Authenticate", "Negotiate")] if self.ntlm_store is not None else []
+        offers = [("WWW-Authenticate", "Negotiate"), ("WWW-Authenticate", "Kerberos")] if self.ntlm_store is not None else []
         if self.tls is not None or self.allow_unencrypted:
             offers.insert(0, ("WWW-Authenticate", 'Basic realm="WSMAN"'))
         return HttpResponse(401, b"", tuple(offers))
@@ -326,8 +391,9 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
         await reader.readexactly(2)
 
 
-def _render(response: HttpResponse) -> bytes:
-    lines = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}", "Server: Microsoft-HTTPAPI/2.0"]
+def _render(response: HttpResponse, now: dt.datetime) -> bytes:
+    lines = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}", "Server: Microsoft-HTTPAPI/2.0",
+             f"Date: {email.utils.format_datetime(now.astimezone(dt.timezone.utc), usegmt=True)}"]
     if response.body and not any(name.lower() == "content-type" for name, _ in response.headers):
         lines.append(f"Content-Type: {SOAP_CONTENT_TYPE}")
     lines.extend(f"{name}: {value}" for name, value in response.headers)

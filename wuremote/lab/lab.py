@@ -29,6 +29,14 @@ from .tls import LabCA
 
 T = TypeVar("T")
 LAB_USERNAME = "labadmin"
+# What powershell.exe writes first on stdout when it serializes the "Preparing modules for first use."
+# progress record, with no newline before the script's own output (the blob Ansible users meet, and
+# ansible-core's powershell shell plugin strips).
+STDOUT_CLIXML = (b'#< CLIXML\r\n<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+                 b'<Obj S="progress" RefId="0"><TN RefId="0"><T>System.Management.Automation.PSCustomObject</T>'
+                 b'<T>System.Object</T></TN><MS><I64 N="SourceId">1</I64><PR N="Record"><AV>Preparing modules for '
+                 b'first use.</AV><AI>0</AI><Nil /><PI>-1</PI><PC>-1</PC><T>Completed</T><SR>-1</SR><SD> </SD></PR>'
+                 b'</MS></Obj></Objs>')
 
 
 class LabError(RuntimeError):
@@ -61,6 +69,9 @@ class LabHost:
         self.spec = spec
         self.model = Host(spec.build(), lab.time_scale, rng)
         self.service = WSManService(self.model)
+        self.service.psrp.max_commands_per_shell = spec.faults.max_commands_per_shell
+        self.service.winrs.stdout_prefix = (b"\xef\xbb\xbf" if spec.faults.stdout_bom else b"") + (
+            STDOUT_CLIXML if spec.faults.stdout_clixml else b"")
         # The fault plan's own generator: a plan never shifts the host's random stream for a seed.
         self.faults = Faults(spec.faults, self.model, self.sessions, self.drop_sessions,
                              random.Random(f"{lab.seed}:{spec.name}:faults"))
@@ -72,6 +83,9 @@ class LabHost:
             allow_unencrypted=lab.allow_unencrypted,
             ntlm_store=lab.ntlm_store,
             faults=self.faults if spec.faults.active else None,
+            max_envelope_bytes=spec.faults.max_envelope_kb * 1024,
+            idle_connection_seconds=spec.faults.idle_connection_seconds,
+            clock=lambda: self.model.state.clock,
         )
         self.model.on_down(self.listener.stop)
         self.model.on_up(self.listener.start)

@@ -28,6 +28,8 @@ from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
 from spnego.exceptions import SpnegoError
 
 PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
+# Kerberos without SPNEGO (the "Kerberos" scheme pywinrm uses) seals under its own name (MS-WSMV 2.2.9.1.1).
+KERBEROS_PROTOCOL = "application/HTTP-Kerberos-session-encrypted"
 BOUNDARY = b"--Encrypted Boundary"
 CONTENT_TYPE = f'multipart/encrypted;protocol="{PROTOCOL}";boundary="Encrypted Boundary"'
 _ENV_LOCK = threading.Lock()
@@ -62,10 +64,14 @@ def write_store(path: Path, username: str, password: str) -> Path:
 class Acceptor:
     """One connection's logon: steps the client's tokens, then seals and unseals bodies."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, scheme: str = "negotiate") -> None:
+        """``scheme``: "negotiate" (NTLM, or Kerberos when the process has a keytab: KRB5_KTNAME) or
+        "kerberos" (Kerberos alone, as the ``Kerberos`` HTTP scheme carries it)."""
         self.store = store
+        self.scheme = "kerberos" if scheme.lower() == "kerberos" else "negotiate"
+        self.protocol = KERBEROS_PROTOCOL if self.scheme == "kerberos" else PROTOCOL
         with _credential_file(store):
-            self._context = spnego.server(protocol="negotiate")
+            self._context = spnego.server(protocol=self.scheme)
 
     @property
     def complete(self) -> bool:
@@ -74,7 +80,12 @@ class Acceptor:
     @property
     def user(self) -> str:
         principal = self._context.client_principal or ""
-        return principal.rpartition("\\")[2]
+        return principal.rpartition("\\")[2].partition("@")[0]  # DOMAIN\user (NTLM) or user@REALM (Kerberos)
+
+    @property
+    def negotiated(self) -> str:
+        """The mechanism the logon used: "ntlm" or "kerberos"."""
+        return str(getattr(self._context, "negotiated_protocol", self.scheme) or self.scheme)
 
     def step(self, token: bytes) -> bytes | None:
         """The token to send back (challenge, or SPNEGO's final token), or None; NtlmError on a bad logon."""
@@ -88,7 +99,7 @@ class Acceptor:
         header, data, padding = self._context.wrap_winrm(body)
         return b"\r\n".join([
             BOUNDARY,
-            f"\tContent-Type: {PROTOCOL}".encode(),
+            f"\tContent-Type: {self.protocol}".encode(),
             f"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length={len(body) + padding}".encode(),
             BOUNDARY,
             b"\tContent-Type: application/octet-stream",
@@ -115,4 +126,9 @@ class Acceptor:
 
 
 def encrypted(content_type: str) -> bool:
-    return content_type.lower().startswith("multipart/encrypted") and PROTOCOL.lower() in content_type.lower()
+    lower = content_type.lower()
+    return lower.startswith("multipart/encrypted") and (PROTOCOL.lower() in lower or KERBEROS_PROTOCOL.lower() in lower)
+
+
+def content_type(protocol: str) -> str:
+    return f'multipart/encrypted;protocol="{protocol}";boundary="Encrypted Boundary"'

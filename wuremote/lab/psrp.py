@@ -34,13 +34,35 @@ from . import wsman
 from .engine import ErrorInfo, PSObject, Record, Run
 from .host import Host
 from .psrp_commands import PipelineCommand, run_pipeline
-from .wsman import NS, Request, q
+from .wsman import NS, Request, WSManFault, q
 
 MAX_SHELLS_PER_USER = 25  # the PowerShell endpoint's own MaxShellsPerUser default
+MAX_COMMANDS_PER_SHELL = 1000  # its MaxConcurrentCommandsPerShell default (pypsrp#148)
 KNOWN_CONFIGURATIONS = {"microsoft.powershell"}
 SIGNAL_PS_CTRL_C = ("powershell/signal/crtl_c", "powershell/signal/ctrl_c")  # MS-PSRP spells it crtl_c; pypsrp >= 0.9 sends ctrl_c
 SIGNAL_TERMINATE = wsman.SIGNAL_PREFIX + "terminate"
 FRAGMENT_SIZE = 32 * 1024
+MSG_RUNSPACEPOOL_STATE = 0x00021005
+
+
+class _ServerRunspacePool(psrpcore.ServerRunspacePool):
+    """psrpcore's server pool, reading SET_MAX/MIN_RUNSPACES' call id whatever its case: pypsrp sends
+    "CI" where psrpcore expects "ci", and PowerShell's deserializer, case-insensitive, takes it
+    (pypsrp's test_psrp_set_runspaces.yml, recorded against Windows)."""
+
+    def _process_SetMaxRunspaces(self, event: Any) -> None:  # noqa: N802 - psrpcore's name
+        _lower_ci(event)
+        super()._process_SetMaxRunspaces(event)
+
+    def _process_SetMinRunspaces(self, event: Any) -> None:  # noqa: N802 - psrpcore's name
+        _lower_ci(event)
+        super()._process_SetMinRunspaces(event)
+
+
+def _lower_ci(event: Any) -> None:
+    obj = event._ps_object  # psrpcore keeps the message here; it has no public accessor
+    if not hasattr(obj, "ci") and hasattr(obj, "CI"):
+        add_note_property(obj, "ci", obj.CI)
 
 
 @dataclass
@@ -50,6 +72,7 @@ class Pipe:
     user: str
     run: Run = field(default_factory=Run)
     task: asyncio.Task[None] | None = None
+    core_id: uuid.UUID | None = None  # the id psrpcore knows it by, when its messages name another
     inputs: list[Any] = field(default_factory=list)
     input_done: asyncio.Event = field(default_factory=asyncio.Event)
     outbox: deque[bytes] = field(default_factory=deque)
@@ -63,6 +86,7 @@ class Pool:
     owner: str
     core: psrpcore.ServerRunspacePool
     pipes: dict[uuid.UUID, Pipe] = field(default_factory=dict)
+    commands_run: int = 0  # over the pool's life: Windows counts closed pipelines too (pypsrp#148)
     outbox: deque[bytes] = field(default_factory=deque)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -71,6 +95,7 @@ class PSRPService:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.pools: dict[str, Pool] = {}
+        self.max_commands_per_shell = MAX_COMMANDS_PER_SHELL
         host.on_down(self.drop_all)
 
     async def drop_all(self) -> None:
@@ -104,18 +129,17 @@ class PSRPService:
 
     # --- pool -----------------------------------------------------------------------------
     def create(self, request: Request, user: str) -> bytes:
-        wsman.check_shell_quota([pool.owner for pool in self.pools.values()], user, MAX_SHELLS_PER_USER)
+        wsman.check_shell_quota([pool.owner for pool in self.pools.values()], user, MAX_SHELLS_PER_USER, psrp=True)
         shell = request.body.find("rsp:Shell", NS)
         creation = shell.find("pwsh:creationXml", NS) if shell is not None else None
         if shell is None or creation is None or not (creation.text or "").strip():
             raise wsman.invalid_message("The WS-Management service cannot process the request. The shell has no creationXml. ")
         shell_id = (shell.attrib.get("ShellId") or wsman.new_id()).upper()
-        core = psrpcore.ServerRunspacePool()
+        core = _ServerRunspacePool()
         pool = Pool(shell_id, user, core)
         self._feed(pool, None, base64.b64decode(creation.text or ""))
         self.pools[shell_id] = pool
         return wsman.shell_created(request, shell_id, [
-            ("Name", "Runspace1"),
             ("ResourceUri", request.resource_uri),
             ("Owner", f"{self.host.name}\\{user}"),
             ("ClientIP", "127.0.0.1"),
@@ -158,6 +182,10 @@ class PSRPService:
                 pool.pipes[event.pipeline_id].input_done.set()
             elif isinstance(event, (psrpcore.GetAvailableRunspacesEvent, psrpcore.ResetRunspaceStateEvent)):
                 pool.core.runspace_availability_response(event.ci, True if isinstance(event, psrpcore.ResetRunspaceStateEvent) else 1)
+            elif isinstance(event, (psrpcore.SetMaxRunspacesEvent, psrpcore.SetMinRunspacesEvent)):
+                # MS-PSRP 2.2.2.8/2.2.2.9: the server answers RUNSPACE_AVAILABILITY with true (pypsrp's
+                # test_psrp_set_runspaces.yml); unanswered, the client waited and the lab dropped the connection.
+                pool.core.runspace_availability_response(event.ci, True)
         self._flush(pool)
 
     def _flush(self, pool: Pool) -> None:
@@ -168,7 +196,7 @@ class PSRPService:
                 break
             pipe = pool.pipes.get(payload.pipeline_id) if payload.pipeline_id else None
             target = pipe if pipe is not None else pool
-            target.outbox.append(payload.data)
+            target.outbox.extend(_fragments(payload.data))
             target.changed.set()
 
     # --- pipelines ------------------------------------------------------------------------
@@ -176,12 +204,22 @@ class PSRPService:
         node = request.body.find("rsp:CommandLine", NS)
         if node is None:
             raise wsman.invalid_message("The WS-Management service cannot process the request. The Command body has no CommandLine. ")
+        if pool.commands_run >= self.max_commands_per_shell:
+            raise commands_per_shell_quota()
+        pool.commands_run += 1
         command_id = (node.attrib.get("CommandId") or wsman.new_id()).upper()
         pipe_id = uuid.UUID(command_id)
-        pipe = Pipe(pipe_id, psrpcore.ServerPipeline(pool.core, pipe_id), user)
+        arguments = [base64.b64decode(argument.text or "") for argument in node.findall("rsp:Arguments", NS)]
+        # The pipeline is the Command's CommandId; the id inside its PSRP messages may differ (older
+        # pypsrp wrote it in the other byte order, and Windows took it: pypsrp's recordings, e.g.
+        # test_client_execute_ps.yml), so psrpcore gets the messages' own id and both name the pipe.
+        core_id = _message_pipeline_id(arguments[0]) if arguments else None
+        core_id = core_id or pipe_id
+        pipe = Pipe(pipe_id, psrpcore.ServerPipeline(pool.core, core_id), user, core_id=core_id)
         pool.pipes[pipe_id] = pipe
-        for argument in node.findall("rsp:Arguments", NS):
-            self._feed(pool, pipe_id, base64.b64decode(argument.text or ""))
+        pool.pipes[core_id] = pipe
+        for data in arguments:
+            self._feed(pool, core_id, data)
         response = ET.Element(q("rsp", "CommandResponse"))
         ET.SubElement(response, q("rsp", "CommandId")).text = command_id
         return wsman.envelope(request, wsman.ACTION_COMMAND + "Response", [response])
@@ -270,6 +308,8 @@ class PSRPService:
             pipe_id = uuid.UUID(command_id) if command_id else None
             if pipe_id is not None and pipe_id not in pool.pipes:
                 raise wsman.command_not_found()
+            if pipe_id is not None:
+                pipe_id = pool.pipes[pipe_id].core_id or pipe_id
             if node.text:
                 self._feed(pool, pipe_id, base64.b64decode(node.text))
         return wsman.envelope(request, wsman.ACTION_SEND + "Response", [ET.Element(q("rsp", "SendResponse"))])
@@ -293,6 +333,8 @@ class PSRPService:
         response = ET.Element(q("rsp", "ReceiveResponse"))
         size = 0
         while target.outbox and size + len(target.outbox[0]) <= budget:
+            if size and isinstance(target, Pool) and _message_type(target.outbox[0]) == MSG_RUNSPACEPOOL_STATE:
+                break  # Windows answers the pool's state in a Receive of its own (test_psrp_open_runspace.yml)
             data = target.outbox.popleft()
             size += len(data)
             attrs = {"Name": "stdout"}
@@ -300,7 +342,11 @@ class PSRPService:
                 attrs["CommandId"] = command_id.upper()
             ET.SubElement(response, q("rsp", "Stream"), attrs).text = base64.b64encode(data).decode("ascii")
         if isinstance(target, Pipe) and command_id and target.finished and not target.outbox:
-            ET.SubElement(response, q("rsp", "CommandState"), {"CommandId": command_id.upper(), "State": wsman.COMMAND_STATE_DONE})
+            # Done with ExitCode 0 whatever the pipeline's state, as Windows answers (pypsrp's recordings,
+            # e.g. test_psrp_error_failed.yml): the pipeline's own end travels in PIPELINE_STATE.
+            state = ET.SubElement(response, q("rsp", "CommandState"),
+                                  {"CommandId": command_id.upper(), "State": wsman.COMMAND_STATE_DONE})
+            ET.SubElement(state, q("rsp", "ExitCode")).text = "0"
         return wsman.envelope(request, wsman.ACTION_RECEIVE + "Response", [response])
 
     def signal(self, request: Request, pool: Pool) -> bytes:
@@ -321,8 +367,47 @@ class PSRPService:
             if pipe.task is not None:
                 pipe.task.cancel()
             pool.pipes.pop(pipe.id, None)
-            pool.core.pipeline_table.pop(pipe.id, None)
+            pool.pipes.pop(pipe.core_id or pipe.id, None)
+            pool.core.pipeline_table.pop(pipe.core_id or pipe.id, None)
         return wsman.envelope(request, wsman.ACTION_SIGNAL + "Response", [ET.Element(q("rsp", "SignalResponse"))])
+
+
+def _fragments(data: bytes) -> list[bytes]:
+    """PSRP fragments one by one (MS-PSRP 2.2.4: object id, fragment id, flags, length, blob)."""
+    out: list[bytes] = []
+    offset = 0
+    while offset + 21 <= len(data):
+        length = int.from_bytes(data[offset + 17:offset + 21], "big")
+        out.append(data[offset:offset + 21 + length])
+        offset += 21 + length
+    if offset < len(data):
+        out.append(data[offset:])
+    return out
+
+
+def _message_type(fragment: bytes) -> int | None:
+    """The message type a start fragment begins (MS-PSRP 2.2.1), or None."""
+    if len(fragment) < 21 + 8 or not fragment[16] & 1:
+        return None
+    return int.from_bytes(fragment[21 + 4:21 + 8], "little")
+
+
+def _message_pipeline_id(fragment: bytes) -> uuid.UUID | None:
+    """The pipeline id in the first PSRP message of a start fragment (MS-PSRP 2.2.4, 2.2.1), or None."""
+    if len(fragment) < 21 + 40 or not fragment[16] & 1:
+        return None
+    pid = uuid.UUID(bytes_le=bytes(fragment[21 + 24:21 + 40]))
+    return pid if pid.int else None
+
+
+def commands_per_shell_quota() -> WSManFault:
+    # pypsrp#148: after MaxConcurrentCommandsPerShell pipelines on one pool, closed or not (MS-WSMV
+    # 3.1.4.12, note 118), Windows refuses the next Command; pypsrp shows "Code: w:InternalError",
+    # so no WSManFault: the MSFT_WmiError shape, ERROR_WSMAN_QUOTA_MAX_COMMANDS_PER_SHELL_PPQ.
+    return WSManFault(2150859241, "The WS-Management service cannot process the request. The maximum number of "
+                                  "concurrent commands per shell has been exceeded. Retry the request later or raise "
+                                  "the Maximum Commands per Shell quota. ",
+                      subcode="w:InternalError", value="s:Receiver", wmi_error=True)
 
 
 def to_ps(value: Any) -> Any:

@@ -18,7 +18,7 @@ from . import models
 from .console import format_value
 from .engine import ErrorInfo, Run, Stop
 from .host import Host
-from .pwsh import Session, run_statement, split_statements
+from .pwsh import Session, lab_failure, run_statement, split_statements
 
 COPY_SIGNATURE = ("$bytes = [System.Convert]::FromBase64String($input)", "$MyInvocation.UnboundArguments[0]")
 FETCH_SIGNATURE = ("Write-Output -InputObject ([System.Convert]::ToBase64String($bytes))",)
@@ -71,6 +71,9 @@ async def run_pipeline(host: Host, user: str, run: Run, commands: list[PipelineC
     except Stop as stop:
         run.finish(1 if stop.failure is not None else stop.exit_code, stop.failure)
         return
+    except Exception as exc:  # noqa: BLE001 - the lab's own limit: a failed pipeline, never one that never ends
+        run.finish(1, lab_failure(exc))
+        return
     run.finish(0)
 
 
@@ -114,7 +117,7 @@ async def _run_statement(host: Host, user: str, run: Run, statement: list[Pipeli
 
 async def _run_text(host: Host, user: str, run: Run, text: str, sinks: list[str]) -> None:
     """Run text through the vocabulary, applying `| Out-String -Stream` or `| Out-Null` as records arrive."""
-    session = Session(host, user, _Forwarding(run, sinks))
+    session = Session(host, user, _Forwarding(run, sinks), not_found_terminates=True)
     for statement in split_statements(text):
         await run_statement(session, statement)
 

@@ -30,6 +30,11 @@ class Session:
     run: Run
     line_by_line: bool = False
     last_exit_code: int = 0
+    # $? after the last statement: False once it wrote an error or a native program exited non-zero.
+    succeeded: bool = True
+    # A command PowerShell cannot find ends the pipeline (PSRP: state Failed, the error in
+    # PIPELINE_STATE, as pypsrp's test_client_execute_ps_failure.yml recorded for execute_ps).
+    not_found_terminates: bool = False
     prefs: dict[str, str] = field(
         default_factory=lambda: {
             "erroractionpreference": "Continue",
@@ -45,6 +50,7 @@ def split_statements(text: str) -> list[str]:
     statements: list[str] = []
     current: list[str] = []
     quote: str | None = None
+    depth = 0  # inside { }: a block is one statement
     i = 0
     while i < len(text):
         ch = text[i]
@@ -63,7 +69,10 @@ def split_statements(text: str) -> list[str]:
             while i < len(text) and text[i] != "\n":
                 i += 1
             continue
-        elif ch in ";\n":
+        elif ch in "{}":
+            depth += 1 if ch == "{" else -1
+            current.append(ch)
+        elif ch in ";\n" and depth <= 0:
             statements.append("".join(current).strip())
             current = []
         else:
@@ -71,6 +80,26 @@ def split_statements(text: str) -> list[str]:
         i += 1
     statements.append("".join(current).strip())
     return [s for s in statements if s]
+
+
+_IF = re.compile(r"if\s*\((.*?)\)\s*\{(.*)\}", re.S | re.I)
+LAB_PS_VERSION = (5, 1, 17763, 1)  # $PSVersionTable.PSVersion of the lab's Windows PowerShell
+
+
+def _condition(text: str) -> bool:
+    """The few conditions the lab evaluates: $true, $false, and a PSVersion check such as Ansible's
+    bootstrap makes (`$PSVersionTable.PSVersion -lt [Version]"5.1"`); anything else is the lab's limit."""
+    text = text.strip()
+    if text.lower() in ("$true", "$false"):
+        return text.lower() == "$true"
+    match = re.fullmatch(r"\$PSVersionTable\.PSVersion\s+-(lt|le|gt|ge|eq|ne)\s+\[Version\]\s*['\"]([\d.]+)['\"]", text, re.I)
+    if match is None:
+        raise ValueError(f"condition {text!r}")
+    other = tuple(int(part) for part in match.group(2).split("."))
+    mine = LAB_PS_VERSION[:len(other)]
+    op = match.group(1).lower()
+    return {"lt": mine < other, "le": mine <= other, "gt": mine > other, "ge": mine >= other,
+            "eq": mine == other, "ne": mine != other}[op]
 
 
 _TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"`]|`.)*"|\S+""")
@@ -132,6 +161,9 @@ class _ParameterError(Exception):
 
 
 def _write_error(session: Session, info: ErrorInfo) -> None:
+    session.succeeded = False
+    if session.not_found_terminates and info.fqid == "CommandNotFoundException":
+        raise Stop(1, info)
     if session.prefs["erroractionpreference"].lower() == "stop" and not session.line_by_line:
         raise Stop(1, info)
     session.run.emit("error", info)
@@ -155,6 +187,7 @@ def service_object(service) -> PSObject:  # type: ignore[no-untyped-def]
 
 
 async def run_statement(session: Session, statement: str) -> None:
+    session.succeeded = True
     host, run = session.host, session.run
     tokens = tokenize(statement)
     head = tokens[0]
@@ -166,8 +199,18 @@ async def run_statement(session: Session, statement: str) -> None:
         session.prefs[assignment.group(1).lower()] = literal(assignment.group(2).strip())
         return
     if lower == "exit":
-        code = int(literal(args[0])) if args else 0
-        raise Stop(code)
+        value = literal(args[0]) if args else "0"
+        if value.lower() == "$lastexitcode":  # Ansible's psrp raw appends `exit $LASTEXITCODE`
+            raise Stop(session.last_exit_code)
+        if not re.fullmatch(r"-?\d+", value):
+            raise ValueError(f"exit {value}")
+        raise Stop(int(value))
+    conditional = _IF.fullmatch(statement)
+    if conditional:
+        if _condition(conditional.group(1)):
+            for inner in split_statements(conditional.group(2)):
+                await run_statement(session, inner)
+        return
     if is_literal(head) and len(tokens) == 1:
         value = literal(head)
         run.emit("output", int(value) if re.fullmatch(r"-?\d+", value) else value)
@@ -219,7 +262,10 @@ async def run_statement(session: Session, statement: str) -> None:
             run.emit("information", str(bound.get("MessageData", "")))
             return
         if lower == "write-host":
-            bound = bind(args, ["Object"], ("NoNewline",))
+            # Write-Host's -Object takes the remaining arguments: `Write-Host hi again` writes "hi again"
+            # (pypsrp's test_winrs_operation_timeout.yml).
+            words = [literal(t) for t in args if not re.fullmatch(r"-nonewline:?", t, re.I)]
+            bound = bind(args[:1], ["Object"], ("NoNewline",)) if len(words) <= 1 else {"Object": " ".join(words)}
             run.emit("host", ("WriteLine", str(bound.get("Object", ""))))
             return
         if lower == "write-progress":
@@ -260,6 +306,7 @@ async def run_statement(session: Session, statement: str) -> None:
             session.last_exit_code = await run_command_line(
                 session.host, session.user, session.run, statement, to_records=True
             )
+            session.succeeded = session.last_exit_code == 0
             return
     except _ParameterError as exc:
         if exc.positional:
@@ -292,15 +339,29 @@ async def run_statement(session: Session, statement: str) -> None:
 
 
 async def run_script(session: Session, text: str) -> int:
-    """Run `text` statement by statement; returns the exit code (raises nothing)."""
+    """Run `text` statement by statement; returns the exit code (raises nothing).
+
+    Without an `exit`, powershell.exe -Command exits 0 when the last statement succeeded ($? true)
+    and 1 when it failed (about_PowerShell_exe, -Command)."""
     code = 0
     try:
         for statement in split_statements(text):
             await run_statement(session, statement)
+        if not session.succeeded and not session.line_by_line:
+            code = 1
     except Stop as stop:
         if stop.failure is not None:
             session.run.finish(1, stop.failure)
             return 1
         code = stop.exit_code
+    except Exception as exc:  # noqa: BLE001 - the lab's own limit: an error and exit 1, never a command that never ends
+        session.run.finish(1, lab_failure(exc))
+        return 1
     session.run.finish(code)
     return code
+
+
+def lab_failure(exc: BaseException) -> ErrorInfo:
+    """What the lab cannot model, as the error record that ends the script."""
+    return ErrorInfo(f"The lab cannot run this ({type(exc).__name__}: {exc}).", category="NotImplemented",
+                     fqid="LabNotImplemented", exception_type="System.NotImplementedException", command="")

@@ -29,3 +29,6 @@ class WSManService:
             return HttpResponse(200, body)
         except wsman.WSManFault as fault:
             return HttpResponse(fault.http_status, wsman.fault_envelope(request, fault, self.host.name))
+        except Exception as exc:  # noqa: BLE001 - the lab's own error: a 500 fault, as a failing provider gives, never a dropped connection
+            own = wsman.lab_error(exc)
+            return HttpResponse(own.http_status, wsman.fault_envelope(request, own, self.host.name))

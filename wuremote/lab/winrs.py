@@ -33,6 +33,7 @@ class Command:
     stdin: bytearray = field(default_factory=bytearray)
     stdin_done: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    prefixed: bool = False
 
     async def read_stdin(self) -> bytes:
         await self.stdin_done.wait()
@@ -52,6 +53,13 @@ class WinRSService:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.shells: dict[str, Shell] = {}
+        # WINRS_CONSOLEMODE_STDIN of each Command, as sent (pywinrm sends TRUE unless told otherwise;
+        # ansible-core's winrm plugin sends FALSE when it feeds stdin): tests read what clients ask for.
+        self.console_modes: list[str] = []
+        # Bytes powershell.exe may write before anything else on stdout: a UTF-8 BOM when the console's
+        # output encoding is UTF-8 with a preamble, "#< CLIXML" when a record is serialized there
+        # (ansible-core's powershell shell plugin strips both before it reads a module's JSON).
+        self.stdout_prefix = b""
         host.on_down(self.drop_all)
 
     async def drop_all(self) -> None:
@@ -123,6 +131,8 @@ class WinRSService:
         executable = (node.findtext("rsp:Command", "", NS) or "").strip()
         arguments = [a.text or "" for a in node.findall("rsp:Arguments", NS)]
         line = " ".join([executable, *arguments]).strip()
+        if len(self.console_modes) < 1000:
+            self.console_modes.append(request.options.get("WINRS_CONSOLEMODE_STDIN", "").upper())
         command = Command(request.selectors.get("CommandId") or wsman.new_id(), line)
         shell.commands[command.id] = command
         command.task = asyncio.get_running_loop().create_task(self._execute(command, user))
@@ -171,6 +181,9 @@ class WinRSService:
             if record.kind not in ("stdout", "stderr"):
                 continue
             data = record.value.encode(encoding, errors="replace") if isinstance(record.value, str) else record.value
+            if record.kind == "stdout" and not command.prefixed and command.line.lower().startswith("powershell"):
+                command.prefixed = True
+                data = self.stdout_prefix + data
             if size + len(data) > budget:
                 head, rest = data[: budget - size], data[budget - size :]
                 run.push_back(Record(record.kind, rest))

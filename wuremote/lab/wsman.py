@@ -21,6 +21,10 @@ NS = {
     "rsp": "http://schemas.microsoft.com/wbem/wsman/1/windows/shell",
     "f": "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault",
     "pwsh": "http://schemas.microsoft.com/powershell",
+    "wmi": "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/MSFT_WmiError",
+    "cim": "http://schemas.dmtf.org/wbem/wscim/1/common",
+    "xsi": "http://www.w3.org/2001/XMLSchema-instance",
+    "b": "http://schemas.dmtf.org/wbem/wsman/1/cimbinding.xsd",
 }
 for _prefix, _uri in NS.items():
     ET.register_namespace(_prefix, _uri)
@@ -77,6 +81,7 @@ class WSManFault(Exception):
         detail: str | None = None,
         provider: str | None = None,
         http_status: int = 500,
+        wmi_error: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -87,6 +92,9 @@ class WSManFault(Exception):
         self.detail = detail
         self.provider = provider
         self.http_status = http_status
+        # Some faults reach the client as a CIM MSFT_WmiError in s:Detail, with no f:WSManFault
+        # (the operations quota: pywinrm's test_wsman_fault_wmi_error_detail, a real answer).
+        self.wmi_error = wmi_error
 
 
 # The faults the clients meet in practice, worded and coded as Windows words and codes them.
@@ -121,8 +129,19 @@ def command_not_found() -> WSManFault:
     )
 
 
-def shell_quota(user: str, limit: int) -> WSManFault:
-    # ERROR_WSMAN_QUOTA_MAX_SHELLS_PPQ (0x803381A5) as MaxShellsPerUser is hit (WinRS: 30; the PowerShell endpoint: 25).
+def shell_quota(user: str, limit: int, *, psrp: bool = False) -> WSManFault:
+    if psrp:
+        # The PowerShell endpoint's own quota (plugin MaxShellsPerUser, 25): ERROR_WSMAN_QUOTA_MAX_SHELLS_PPQ
+        # (0x803381E4, PowerShell's WsManErrorCode table), worded as PowerShell users meet it
+        # (Microsoft365DSC/Microsoft365DSC#966).
+        return WSManFault(
+            2150859236,
+            "The WS-Management service cannot process the request. The maximum number of concurrent shells for this "
+            "user has been exceeded. Close existing shells or raise the quota for this user. ",
+            subcode="w:InternalError",
+            value="s:Receiver",
+        )
+    # ERROR_WSMAN_QUOTA_MAX_SHELLS (0x803381A5) as WinRS' MaxShellsPerUser (30) is hit.
     return WSManFault(
         2150859173,
         f"The WS-Management service cannot process the request. This user is allowed a maximum number of {limit} "
@@ -155,6 +174,13 @@ def action_not_supported(action: str) -> WSManFault:
         value="s:Sender",
         http_status=500,
     )
+
+
+def lab_error(exc: BaseException) -> WSManFault:
+    """Something the lab cannot model, answered as a provider failure is (HTTP 500, w:InternalError,
+    E_FAIL) so a client reports it instead of seeing its connection dropped."""
+    return WSManFault(2147500037, f"The WS-Management service cannot process the request. The lab cannot model "
+                                  f"this request ({type(exc).__name__}: {exc}). ", subcode="w:InternalError", value="s:Receiver")
 
 
 def invalid_message(text: str) -> WSManFault:
@@ -258,6 +284,9 @@ def fault_envelope(request: Request | None, fault: WSManFault, machine: str) -> 
     reason = ET.SubElement(node, q("s", "Reason"))
     ET.SubElement(reason, q("s", "Text"), {"{http://www.w3.org/XML/1998/namespace}lang": "en-US"}).text = fault.reason
     detail = ET.SubElement(node, q("s", "Detail"))
+    if fault.wmi_error:
+        _wmi_error(detail, fault)
+        return bytes(ET.tostring(root, encoding="utf-8"))
     if fault.detail:
         ET.SubElement(detail, q("w", "FaultDetail")).text = fault.detail
     wsman_fault = ET.SubElement(detail, q("f", "WSManFault"), {"Code": str(fault.code), "Machine": machine})
@@ -273,10 +302,25 @@ def fault_envelope(request: Request | None, fault: WSManFault, machine: str) -> 
     return bytes(ET.tostring(root, encoding="utf-8"))
 
 
-def check_shell_quota(owners: list[str], user: str, limit: int) -> None:
+def _wmi_error(detail: ET.Element, fault: WSManFault) -> None:
+    """s:Detail/p:MSFT_WmiError as Windows sends it, field for field as in pywinrm's
+    test_wsman_fault_wmi_error_detail (pywinrm reads error_Code as ``wmierror_code``)."""
+    xsi_type = q("xsi", "type")
+    error = ET.SubElement(detail, q("wmi", "MSFT_WmiError"), {q("b", "IsCIM_Error"): "true", xsi_type: "wmi:MSFT_WmiError_Type"})
+    fields = [("CIMStatusCode", "cim:cimUnsignedInt", "27"), ("ErrorSourceFormat", "cim:cimUnsignedShort", "0"),
+              ("ErrorType", "cim:cimUnsignedShort", "0"), ("Message", "cim:cimString", fault.message),
+              ("MessageID", "cim:cimString", f"HRESULT 0x{fault.code:08x}"),
+              ("PerceivedSeverity", "cim:cimUnsignedShort", "0"), ("ProbableCause", "cim:cimUnsignedShort", "0"),
+              ("error_Category", "cim:cimUnsignedInt", "30"), ("error_Code", "cim:cimUnsignedInt", str(fault.code)),
+              ("error_Type", "cim:cimString", "HRESULT"), ("error_WindowsErrorMessage", "cim:cimString", fault.message)]
+    for name, kind, value in fields:
+        ET.SubElement(error, q("wmi", name), {xsi_type: kind}).text = value
+
+
+def check_shell_quota(owners: list[str], user: str, limit: int, *, psrp: bool = False) -> None:
     """Raise the quota fault when `user` already owns `limit` of the open shells (`owners`)."""
     if sum(1 for owner in owners if owner.lower() == user.lower()) >= limit:
-        raise shell_quota(user, limit)
+        raise shell_quota(user, limit, psrp=psrp)
 
 
 def shell_created(request: Request, shell_id: str, fields: list[tuple[str, str]]) -> bytes:

@@ -49,8 +49,17 @@ SHELL_NOT_FOUND_FAULT = 2150858843  # the shell/pool is gone (reboot, idle timeo
 # Command before anything runs, and a fresh shell/pool takes the command, once.
 OPERATION_QUOTA_FAULT = 2150859174
 
+# E_ACCESSDENIED on opening a shell/pool: the account is not an administrator on the host.
+ACCESS_DENIED_FAULTS = frozenset({5, 2147942405})
+# The PowerShell endpoint's MaxShellsPerUser (ERROR_WSMAN_QUOTA_MAX_SHELLS_PPQ), not WinRS' 2150859173.
+PSRP_SHELL_QUOTA_FAULT = 2150859236
+# MaxConcurrentCommandsPerShell of the PowerShell endpoint (ERROR_WSMAN_QUOTA_MAX_COMMANDS_PER_SHELL_PPQ,
+# pypsrp#148): like the operations quota, refused before anything ran, so a fresh pool takes it.
+COMMANDS_PER_SHELL_FAULT = 2150859241
+QUOTA_FAULTS = frozenset({OPERATION_QUOTA_FAULT, COMMANDS_PER_SHELL_FAULT})
+
 # WSManFault codes worth a retry: operation timeout, shell/command not found (lost), quota.
-TRANSIENT_FAULTS = frozenset({OPERATION_TIMEOUT_FAULT, SHELL_NOT_FOUND_FAULT, 2150859173})
+TRANSIENT_FAULTS = frozenset({OPERATION_TIMEOUT_FAULT, SHELL_NOT_FOUND_FAULT, 2150859173, PSRP_SHELL_QUOTA_FAULT})
 
 
 # Called for every stream record as it arrives (the live view's progress bar, the transcript).

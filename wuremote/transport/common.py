@@ -48,13 +48,17 @@ class TransportSettings:
     open_retries: int = 3
     backoff: float = 1.0  # first wait between open attempts; doubles, with jitter, up to 8x
     output_cap: int = OUTPUT_CAP_BYTES
+    commands_per_session: int | None = None  # recycle the pool/shell after this many operations (None: the transport's own)
+    send_busy_wait: float = 5.0  # between tries of a WinRS Send the host answered ERROR_BUSY (170), as Ansible waits
 
     def __post_init__(self) -> None:
         if self.operation_timeout < 1:
             raise ValueError("TransportSettings.operation_timeout must be at least 1 second")
         if self.read_timeout <= self.operation_timeout:
             raise ValueError("TransportSettings.read_timeout must exceed operation_timeout (a read waits for the long poll)")
-        if self.connect_timeout <= 0 or self.open_retries < 0 or self.backoff < 0 or self.output_cap < 0:
+        if self.commands_per_session is not None and self.commands_per_session < 1:
+            raise ValueError("TransportSettings.commands_per_session must be at least 1")
+        if self.connect_timeout <= 0 or self.send_busy_wait < 0 or self.open_retries < 0 or self.backoff < 0 or self.output_cap < 0:
             raise ValueError("TransportSettings: connect_timeout must be > 0; open_retries, backoff and output_cap >= 0")
 
 

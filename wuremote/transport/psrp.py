@@ -23,6 +23,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
+import tenacity
 from pypsrp.complex_objects import GenericComplexObject, PSInvocationState
 from pypsrp.exceptions import (
     AuthenticationError,
@@ -42,14 +43,15 @@ from pypsrp.wsman import NAMESPACES, SelectorSet, WSMan, WSManAction
 from ..contract.scripts import StepScript
 from .common import Collector, TransportSettings, contract_problem, to_json_text
 from .connection import Connection
-from .session import Faults, Session, Unreadable
+from .session import REAUTH_RETRY, Faults, Session, Unreadable
 
+WMI_ERROR_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/MSFT_WmiError"
 PSRP_RESOURCE_URI = "http://schemas.microsoft.com/powershell/Microsoft.PowerShell"
 _TERMINAL = (PSInvocationState.COMPLETED, PSInvocationState.FAILED, PSInvocationState.STOPPED)
 FAULTS = Faults(
     auth=AuthenticationError,
     fault=WSManFaultError,
-    fault_code="code",
+    fault_code=("code",),
     http=WinRMTransportError,
     broken=(InvalidRunspacePoolStateError, InvalidPipelineStateError),
     quoted=(WinRMError, FragmentError, SerializationError, InvalidPSRPOperation, ET.ParseError),
@@ -57,14 +59,72 @@ FAULTS = Faults(
 )
 
 
+def _wmi_error_code(xml_text: str) -> int | None:
+    """error_Code of an s:Detail/MSFT_WmiError, the shape Windows gives some faults (the operations
+    quota: pywinrm's test_wsman_fault_wmi_error_detail) where pypsrp finds no WSManFault."""
+    try:
+        node = ET.fromstring(xml_text).find(f"s:Body/s:Fault/s:Detail/{{{WMI_ERROR_NS}}}MSFT_WmiError/{{{WMI_ERROR_NS}}}error_Code",
+                                            namespaces=NAMESPACES)
+        return int(node.text or "") if node is not None else None
+    except (ET.ParseError, ValueError):
+        return None
+
+
 class _WSMan(WSMan):
-    """pypsrp's WSMan without its built-in Receive retries (five tries, sleeps up to a minute),
-    which would let one step outlive its deadline; a lost Receive is reported instead."""
+    """pypsrp's WSMan, on Windows' terms:
+
+    - without its built-in Receive retries (five tries, sleeps up to a minute), which would let
+      one step outlive its deadline; a lost Receive is reported instead;
+    - a long poll's HTTP read waits the configured read timeout, not pypsrp's OperationTimeout + 2 s
+      (a busy Windows host answers up to 5 s late: its own client allows NetworkDelayms = 5000, as
+      the winrm/config recordings show);
+    - a fault whose code is only in an MSFT_WmiError gets that code, not pypsrp's "w:InternalError";
+    - a sealed request answered 400 (HTTP.sys closed the idle connection and the body came on a new
+      socket without a logon, as ansible-core's winrm plugin notes) logs on afresh and is sent
+      again, once (REAUTH_RETRY): a 400 is answered before the service reads the request.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        transport = self.transport
+        send = transport.send
+
+        def sent(message: bytes, *, retries_on_read_timeout: int = 0, timeout: Any = None) -> bytes:
+            if isinstance(timeout, (int, float)):  # pypsrp's OperationTimeout + 2: keep the configured margin
+                timeout = (transport.connection_timeout, max(float(timeout), float(transport.read_timeout)))
+            for attempt in REAUTH_RETRY.copy(retry=tenacity.retry_if_exception(_refused_seal(transport))):
+                with attempt:
+                    return send(message, retries_on_read_timeout=retries_on_read_timeout, timeout=timeout)
+            raise AssertionError("unreachable")  # pragma: no cover - the policy reraises
+
+        transport.send = sent  # type: ignore[method-assign]
 
     def receive(self, resource_uri: str, resource: ET.Element, option_set: Any = None,
                 selector_set: Any = None, timeout: int | None = None) -> ET.Element:
         response = self.invoke(WSManAction.RECEIVE, resource_uri, resource, option_set, selector_set, timeout)
         return response.find("s:Body", namespaces=NAMESPACES)  # type: ignore[return-value]
+
+    @staticmethod
+    def _parse_wsman_fault(xml_text: str) -> WSManFaultError:
+        error = WSMan._parse_wsman_fault(xml_text)
+        code = _wmi_error_code(xml_text) if not isinstance(error.code, int) else None
+        if code is None:
+            return error
+        return WSManFaultError(code, error.machine, error.reason, error.provider, error.provider_path, error.provider_fault)
+
+
+def _refused_seal(transport: Any) -> Callable[[BaseException], bool]:
+    """A sealed request refused with 400: drop the session (a new one logs on first) and say so."""
+
+    def refused(exc: BaseException) -> bool:
+        if not (isinstance(exc, WinRMTransportError) and exc.code == 400 and transport.wrap_required):
+            return False
+        if transport.session is not None:
+            transport.session.close()
+        transport.session, transport.encryption = None, None
+        return True
+
+    return refused
 
 
 def to_plain(value: Any) -> Any:
@@ -183,6 +243,9 @@ class PSRPTransport(Session[WSMan, RunspacePool]):
     faults = FAULTS
     noun = "runspace pool"
     label = "PSRP"
+    # MaxConcurrentCommandsPerShell of the PowerShell endpoint is 1,000, counted over the pool's
+    # life even for closed pipelines (pypsrp#148, MS-WSMV note 118): a fresh pool well before it.
+    commands_per_session = 900
     output_stream = "output"
 
     def __init__(self, connection: Connection, settings: TransportSettings | None = None) -> None:
@@ -221,14 +284,14 @@ class PSRPTransport(Session[WSMan, RunspacePool]):
             password=password,
             ssl=https,
             auth=host.auth,
-            cert_validation=verify,  # type: ignore[arg-type]  # pypsrp's hint says bool; a CA file path is documented
+            cert_validation=verify,  # pypsrp's hint says bool; a CA file path is documented
             # message encryption wherever the auth can do it (NTLM, Kerberos, CredSSP over HTTP)
             encryption="never" if host.auth in ("basic", "certificate") else "auto",
             proxy=host.proxy,
             no_proxy=host.proxy is None,
             operation_timeout=settings.operation_timeout,
             read_timeout=settings.read_timeout,
-            connection_timeout=settings.connect_timeout,  # type: ignore[arg-type]  # requests takes a float
+            connection_timeout=settings.connect_timeout,  # requests takes a float
             reconnection_retries=0,
             **extra,
         )

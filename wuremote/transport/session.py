@@ -19,6 +19,8 @@ The settings are refused before any request when Connection.problem() says so.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,8 +34,9 @@ import urllib3.exceptions
 from ..contract import StepResult
 from ..contract.scripts import StepScript
 from .base import (
-    OPERATION_QUOTA_FAULT,
+    ACCESS_DENIED_FAULTS,
     OPERATION_TIMEOUT_FAULT,
+    QUOTA_FAULTS,
     SHELL_NOT_FOUND_FAULT,
     SessionCallback,
     StreamCallback,
@@ -44,6 +47,8 @@ from .connection import Connection
 
 C = TypeVar("C")  # a client of the WinRM service: pypsrp's WSMan, pywinrm's Protocol
 H = TypeVar("H")  # a pool/shell open on one
+
+MAX_ABANDONED = 25  # the PowerShell endpoint's MaxShellsPerUser: more could not be open at once anyway
 
 # Errors after which the pool/shell is dropped without another request: it is gone or not trusted.
 FORGET_KINDS = ("lost", "unreachable", "protocol")
@@ -61,6 +66,10 @@ PROBE_OPEN = OPEN_RETRY.copy(stop=tenacity.stop_after_attempt(1))
 # An operation the host refused for its operations quota ran nowhere: a fresh pool/shell takes it,
 # once and at once (what counts as that fault is the transport's, see Session._begin).
 QUOTA_RETRY = tenacity.Retrying(stop=tenacity.stop_after_attempt(2), reraise=True)
+# A sealed request answered 400 before the service read it (an idle connection closed by HTTP.sys,
+# the body sent on a new socket without a logon): log on afresh and send it again, once, at once.
+# Which exceptions count is the transport's (its client library's 400 on a sealed request).
+REAUTH_RETRY = tenacity.Retrying(stop=tenacity.stop_after_attempt(2), reraise=True)
 
 
 def open_policy(settings: TransportSettings) -> tenacity.Retrying:
@@ -81,8 +90,8 @@ class Faults:
     """How one client library says what went wrong, read by the one translation into TransportError."""
 
     auth: type[BaseException]  # the credentials were refused
-    fault: type[BaseException]  # a WS-Man SOAP fault; its code is in the attribute named by fault_code
-    fault_code: str
+    fault: type[BaseException]  # a WS-Man SOAP fault; its code is in the first set attribute named in fault_code
+    fault_code: tuple[str, ...]
     http: type[BaseException]  # an HTTP status the library did not expect; ``.code`` holds it
     poll_timeout: tuple[type[BaseException], ...] = ()  # the OperationTimeout fault, raised as its own type
     broken: tuple[type[BaseException], ...] = ()  # the library's own state machine refusing: the pool is lost
@@ -90,11 +99,13 @@ class Faults:
     unreadable: tuple[type[BaseException], ...] = ()  # unreadable answers, named by their type only
 
     def code(self, exc: BaseException) -> int | None:
-        """The WSManFault code of a fault, or None."""
-        try:
-            return int(getattr(exc, self.fault_code))
-        except (AttributeError, TypeError, ValueError):
-            return None
+        """The WSManFault code of a fault (or the MSFT_WmiError code Windows sends instead for some), or None."""
+        for name in self.fault_code:
+            try:
+                return int(getattr(exc, name))
+            except (AttributeError, TypeError, ValueError):
+                continue
+        return None
 
 
 class Operation(Protocol):
@@ -169,6 +180,32 @@ def network_error(connection: Connection, exc: BaseException, what: str) -> Tran
     return None
 
 
+KERBEROS_AUTHS = ("kerberos", "negotiate")
+KERBEROS_MAX_SKEW = 300.0  # seconds: Kerberos' default clockskew (KRB_AP_ERR_SKEW beyond it)
+
+
+def host_clock_skew(connection: Connection, settings: TransportSettings) -> float | None:
+    """The host's clock minus ours, read from the Date header of one unauthenticated request (every
+    Windows answer, a 401 included, carries HTTP.sys' Date), or None when it cannot be read."""
+    address = f"[{connection.address}]" if ":" in connection.address else connection.address
+    url = f"{connection.scheme}://{address}:{connection.effective_port}/wsman"
+    verify: bool | str = False
+    if connection.scheme == "https" and connection.cert_validation:
+        verify = connection.ca_file or True
+    with requests.Session() as session:
+        session.trust_env = False  # environment proxies ignored, as the transports do
+        proxies = {"http": connection.proxy, "https": connection.proxy} if connection.proxy else {}
+        try:
+            answer = session.post(url, data=b"", verify=verify, proxies=proxies,
+                                  timeout=(settings.connect_timeout, settings.read_timeout))
+            stamp = email.utils.parsedate_to_datetime(answer.headers.get("Date", ""))
+        except (requests.RequestException, TypeError, ValueError):
+            return None
+    if stamp.tzinfo is None:
+        return None
+    return (stamp - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+
+
 class Session(Generic[C, H]):
     """One host's pool/shell and the shared run loop; the transports fill in the hooks below.
 
@@ -179,6 +216,9 @@ class Session(Generic[C, H]):
     noun: ClassVar[str]  # what is opened on the host: "runspace pool", "shell"
     label: ClassVar[str]  # for messages: "PSRP", "WinRS"
     output_stream: ClassVar[str]  # the stream a command's answer is read from
+    # Operations run on one pool/shell before it is replaced by a fresh one, below the host's
+    # per-shell limit (each transport says which limit and why); settings.commands_per_session overrides.
+    commands_per_session: ClassVar[int]
 
     def __init__(self, connection: Connection, settings: TransportSettings | None = None) -> None:
         problem = connection.problem()
@@ -189,6 +229,10 @@ class Session(Generic[C, H]):
         self.settings = settings or TransportSettings()
         self._handle: H | None = None
         self._probing = False
+        self._used = 0  # operations begun on the open pool/shell
+        # Pools/shells dropped without a Delete (the connection was lost, an answer came too late):
+        # deleted as soon as the host answers again, so they do not hold its per-user quota for hours.
+        self._abandoned: list[str] = []
         self.on_opened: SessionCallback | None = None
 
     def __repr__(self) -> str:
@@ -289,13 +333,27 @@ class Session(Generic[C, H]):
 
     # --- the pool/shell ---------------------------------------------------------------------
     def _ensure(self) -> H:
+        budget = self.settings.commands_per_session or self.commands_per_session
+        if self._handle is not None and self._used >= budget:
+            self.reset()  # recycled before the host's per-shell limit refuses an operation
         if self._handle is None:
             policy = PROBE_OPEN if self._probing else open_policy(self.settings)
             self._handle = policy(self._open)
+            self._used = 0
+            self._delete_abandoned(self._client_of(self._handle))
             session = self._id_of(self._handle)
             if session and self.on_opened is not None:
                 self.on_opened(session)
         return self._handle
+
+    def _delete_abandoned(self, client: C) -> None:
+        """The host answers again: delete what was dropped without a Delete (gone already is fine)."""
+        while self._abandoned:
+            session_id = self._abandoned.pop()
+            try:
+                self._delete_by_id(client, session_id)
+            except Exception:  # noqa: BLE001, S110 - "not found" (a reboot took it) or a failure: nothing more to do
+                pass
 
     def _open(self) -> H:
         client = self._client()
@@ -309,6 +367,9 @@ class Session(Generic[C, H]):
         """Drop the pool/shell without talking to the host (it is gone or unreachable)."""
         handle, self._handle = self._handle, None
         if handle is not None:
+            session_id = self._id_of(handle)
+            if session_id is not None and len(self._abandoned) < MAX_ABANDONED:
+                self._abandoned.append(session_id)
             self._release(self._client_of(handle))
 
     def _quietly(self, call: Callable[[], None]) -> None:
@@ -332,6 +393,7 @@ class Session(Generic[C, H]):
                 with attempt:
                     handle = self._ensure()
                     operation = start(handle)
+                    self._used += 1
                     operation.begin()
             assert operation is not None  # the loop ran at least once, or raised
             while not operation.done:
@@ -353,7 +415,7 @@ class Session(Generic[C, H]):
                 self._quietly(operation.close)
 
     def _is_quota(self, exc: BaseException) -> bool:
-        return isinstance(exc, self.faults.fault) and self.faults.code(exc) == OPERATION_QUOTA_FAULT
+        return isinstance(exc, self.faults.fault) and self.faults.code(exc) in QUOTA_FAULTS
 
     def _translate(self, exc: BaseException, what: str) -> TransportError:
         """What a client library raised, as a TransportError; anything unknown is raised as itself."""
@@ -361,10 +423,20 @@ class Session(Generic[C, H]):
         if isinstance(exc, TransportError):
             return exc
         if isinstance(exc, faults.auth):
+            skew = host_clock_skew(self.connection, self.settings) if self.connection.auth in KERBEROS_AUTHS else None
+            if skew is not None and abs(skew) > KERBEROS_MAX_SKEW:
+                return TransportError("auth", f"{self.host}: Kerberos refused the logon: the host's clock is {abs(skew):.0f} s "
+                                              f"{'ahead of' if skew > 0 else 'behind'} this controller's, more than Kerberos' "
+                                              "5 minutes (KRB_AP_ERR_SKEW), so no step can sync it; use auth = \"ntlm\" "
+                                              "(or Basic over HTTPS) for this host, or fix its clock out of band")
             return TransportError("auth", f"{self.host}: authentication failed for user {self.connection.username} "
                                           "(wrong password or expired account)")
         if isinstance(exc, faults.fault):
             code = faults.code(exc)
+            if code in ACCESS_DENIED_FAULTS:
+                return TransportError("auth", f"{self.host}: access denied to {self.connection.username} while {what}: the "
+                                              "account is not an administrator there; use an account in the host's "
+                                              "Administrators group", code=code)
             if code == SHELL_NOT_FOUND_FAULT:
                 return TransportError("lost", f"{self.host}: the {self.noun} is gone (host restarted or "
                                               f"{self.noun.split()[-1]} timed out) while {what}", code=code)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import tenacity
 import xmltodict
 from winrm.exceptions import (
     AuthenticationError,
@@ -40,7 +41,7 @@ from winrm.protocol import Protocol
 from ..contract.scripts import StepScript, scripts_dir
 from .base import TransportError
 from .common import Collector, TransportSettings, contract_problem, one_line
-from .session import Faults, Session, Unreadable
+from .session import REAUTH_RETRY, Faults, Session, Unreadable
 
 BOOTSTRAP_FILE = "_winrs_bootstrap.ps1"
 CODEPAGE_UTF8 = 65001
@@ -49,18 +50,52 @@ MAX_LINE_BYTES = 8 * 1024 * 1024  # a "line" longer than this is cut, so one end
 # pywinrm has no Negotiate; NTLM is what Negotiate falls back to without a domain ticket.
 PYWINRM_AUTH = {"basic": "basic", "ntlm": "ntlm", "negotiate": "ntlm", "kerberos": "kerberos",
                 "credssp": "credssp", "certificate": "certificate"}
+ERROR_BUSY = 170  # "The requested resource is in use": a Send while the host still works on the one before
+CLIXML_MARK = "#< CLIXML"
 CLIXML_NS = "{http://schemas.microsoft.com/powershell/2004/04}"
 _CLIXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 FAULTS = Faults(
     auth=AuthenticationError,
     fault=WSManFaultError,
-    fault_code="wsman_fault_code",
+    # Windows sends the operations quota as an MSFT_WmiError with no WSManFault (pywinrm's
+    # test_wsman_fault_wmi_error_detail): pywinrm gives its code as wmierror_code.
+    fault_code=("wsman_fault_code", "wmierror_code"),
     http=WinRMTransportError,
     poll_timeout=(WinRMOperationTimeoutError,),
     quoted=(Unreadable,),
     unreadable=(WinRMError, ET.ParseError, StopIteration, KeyError, AssertionError, binascii.Error, ValueError,
                 RecursionError),
 )
+
+
+class _Protocol(Protocol):
+    """pywinrm's Protocol; a sealed request answered 400 (HTTP.sys closed the idle connection and the
+    body came on a new socket without a logon, as ansible-core's winrm plugin notes) logs on afresh
+    (a new session sets up encryption first) and is sent again, once (REAUTH_RETRY)."""
+
+    def send_message(self, message: str) -> bytes:
+        transport = self.transport
+
+        def refused(exc: BaseException) -> bool:
+            if not (isinstance(exc, WinRMTransportError) and exc.code == 400 and transport.encryption is not None):
+                return False
+            transport.close_session()
+            transport.encryption = None
+            return True
+
+        for attempt in REAUTH_RETRY.copy(retry=tenacity.retry_if_exception(refused)):
+            with attempt:
+                return super().send_message(message)
+        raise AssertionError("unreachable")  # pragma: no cover - the policy reraises
+
+
+def _busy(exc: BaseException) -> bool:
+    return isinstance(exc, WSManFaultError) and exc.wsman_fault_code == ERROR_BUSY
+
+
+# A Send answered ERROR_BUSY: three tries in all, waiting between (settings.send_busy_wait; Ansible waits 5 s).
+SEND_BUSY_RETRY = tenacity.Retrying(stop=tenacity.stop_after_attempt(3), retry=tenacity.retry_if_exception(_busy),
+                                    reraise=True)
 
 
 def _receive(protocol: Protocol, shell_id: str, command_id: str) -> tuple[bytes, bytes, int, bool]:
@@ -203,12 +238,27 @@ class _Command:
 
     def begin(self) -> None:
         protocol, shell_id = self.shell.protocol, self.shell.id
-        self.command_id = protocol.run_command(shell_id, self.command, self.arguments)
         stdin = self.stdin
+        # Console mode off when stdin carries data, as ansible-core's winrm plugin runs its commands
+        # (console_mode_stdin=(stdin_iterator is None)): the script is read as bytes, not console input.
+        self.command_id = protocol.run_command(shell_id, self.command, self.arguments, console_mode_stdin=stdin is None)
         if stdin is not None:
+            policy = SEND_BUSY_RETRY.copy(wait=tenacity.wait_fixed(self.settings.send_busy_wait))
             for start in range(0, len(stdin), STDIN_CHUNK):
                 end = start + STDIN_CHUNK >= len(stdin)
-                protocol.send_command_input(shell_id, self.command_id, stdin[start:start + STDIN_CHUNK], end=end)
+                for attempt in policy:
+                    with attempt:
+                        self._send(stdin[start:start + STDIN_CHUNK], end)
+
+    def _send(self, data: bytes, end: bool) -> None:
+        """One Send.  Under load Windows may answer OperationTimeout although the input was delivered,
+        and ERROR_BUSY (170) to the next Send while it still works on that one (ansible/ansible#81538):
+        the first is taken as delivered, the second tried again (SEND_BUSY_RETRY), as Ansible does."""
+        assert self.command_id is not None
+        try:
+            self.shell.protocol.send_command_input(self.shell.id, self.command_id, data, end=end)
+        except WinRMOperationTimeoutError:
+            return
 
     def poll(self, seconds: int) -> None:
         assert self.command_id is not None  # polled only after begin()
@@ -249,8 +299,15 @@ class _Command:
         return (None, problem) if problem else (result, None)
 
     def _stdout_line(self, text: str) -> None:
-        if self.prefix is not None and text.startswith(self.prefix):
-            self.marked.append(text[len(self.prefix):])
+        # A UTF-8 BOM, a "#< CLIXML" line and the CLIXML document after it (a progress record
+        # serialized to stdout, with no newline before what the script writes) are not the script's.
+        bare = text.lstrip("\ufeff")
+        if bare.strip() == CLIXML_MARK:
+            return
+        if bare.startswith("<Objs ") and "</Objs>" in bare:
+            bare = bare[bare.index("</Objs>") + len("</Objs>"):]
+        if self.prefix is not None and bare.startswith(self.prefix):
+            self.marked.append(bare[len(self.prefix):])
         self.collector.add("stdout", text)
 
 
@@ -260,6 +317,10 @@ class WinRSTransport(Session[Protocol, _Shell]):
     faults = FAULTS
     noun = "shell"
     label = "WinRS"
+    # Windows frees a WinRS shell's operations only when the shell is deleted (MS-WSMV 3.1.4.12, note
+    # 118), and MaxConcurrentOperationsPerUser is 15 on 2008 R2 (1,500 later; pywinrm#124 meets it):
+    # 12 commands, plus the requests in flight, stay under the smallest.
+    commands_per_session = 12
     output_stream = "stdout"
 
     # --- a step or a command ----------------------------------------------------------------
@@ -278,7 +339,7 @@ class WinRSTransport(Session[Protocol, _Shell]):
         address = f"[{host.address}]" if ":" in host.address else host.address
         validate = https and host.cert_validation
         try:
-            protocol = Protocol(
+            protocol = _Protocol(
                 f"{host.scheme}://{address}:{host.effective_port}/wsman",
                 transport=PYWINRM_AUTH[host.auth],  # type: ignore[arg-type]  # a str from our table, pywinrm wants its Literal
                 username=host.username,
