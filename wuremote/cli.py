@@ -17,10 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .contract.outcome import RunExit
 from .store.journal import JournalError
 from .store.lock import RunLockedError
-
-EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UsageError(Exception):
@@ -163,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             from .completion import script
 
             print(script(build_parser(), args.shell))
-            return EXIT_OK
+            return int(RunExit.OK)
         if args.command == "demo":
             from .lab.__main__ import missing_extra
 
@@ -175,12 +174,12 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(state_dir=args.state_dir, transport=args.transport, plain=args.plain)
     except (UsageError, JournalError, RunLockedError) as exc:  # bad input or state dir: one line, nothing touched
         print(f"wuremote: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return int(RunExit.USAGE)
     except KeyboardInterrupt:
         print("wuremote: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return int(RunExit.INTERRUPTED)
     parser.print_help()
-    return EXIT_USAGE
+    return int(RunExit.USAGE)
 
 
 def _prompt(username: str) -> str:
@@ -301,7 +300,7 @@ def _runs(args: argparse.Namespace) -> int:
     except JournalError as exc:
         raise UsageError(str(exc)) from None
     print(runs_table(rows))
-    return EXIT_OK
+    return int(RunExit.OK)
 
 
 def _views(args: argparse.Namespace, hosts: list[str]) -> tuple[list[Any], Any]:
@@ -326,7 +325,7 @@ def _run(args: argparse.Namespace) -> int:
     hosts = _hosts(args)
     if args.list_hosts:
         print(_host_listing(hosts))
-        return EXIT_OK
+        return int(RunExit.OK)
     if args.executor == "dask" and not args.scheduler:
         raise UsageError("--executor dask needs --scheduler ADDRESS (the Dask scheduler, e.g. tcp://sched:8786)")
     options = RunOptions(command=args.command, forks=args.forks, max_fail_percent=args.max_fail_percent,
