@@ -55,6 +55,15 @@ def started_dism(rows) -> bool:  # noqa: ANN001
     return any(kind == "step-started" and step == "dism" for kind, _, step, _ in rows)
 
 
+def repair_until_dism_is_held(clock, inventory: Path, state: Path, env: dict[str, str],  # noqa: ANN001
+                              *extra: str):  # noqa: ANN201
+    """A `wuremote repair` process, returned once DISM runs on the host and the test holds it there."""
+    process = start(["repair", "-i", str(inventory), "--plain", "--state-dir", str(state), *extra], env)
+    wait_until(state, started_dism)
+    wait_for(lambda: bool(clock.waits), what="DISM held mid-way on the host")
+    return process
+
+
 def outcomes(state: Path) -> dict[str, str]:
     with Journal(state) as journal:
         return {name: str(p.outcome) for name, p in progress_of(journal.events(run_id_of(state))).items()}
@@ -66,9 +75,7 @@ def test_ctrl_c_then_resume_collects_the_running_dism_and_finishes(dism_lab, tmp
     host = lab.host(name)
     state = tmp_path / "state"
     with held_clock(lab, host, when=dism_running(host.state)) as clock:
-        process = start(["repair", "-i", str(inventory), "--plain", "--state-dir", str(state)], env)
-        wait_until(state, started_dism)
-        wait_for(lambda: bool(clock.waits), what="DISM held mid-way on the host")
+        process = repair_until_dism_is_held(clock, inventory, state, env)
         process.send_signal(signal.SIGINT)
         out, _ = process.communicate(timeout=120)
         assert process.returncode == 130, out
@@ -86,9 +93,7 @@ def test_a_second_kill_before_resume_reattaches_never_runs_dism_twice(dism_lab, 
     host = lab.host(name)
     state = tmp_path / "state"
     with held_clock(lab, host, when=dism_running(host.state)) as clock:
-        first = start(["repair", "-i", str(inventory), "--plain", "--state-dir", str(state)], env)
-        wait_until(state, started_dism)
-        wait_for(lambda: bool(clock.waits), what="DISM held mid-way on the host")
+        first = repair_until_dism_is_held(clock, inventory, state, env)
         first.kill()
         first.communicate(timeout=10)
         run_id = run_id_of(state)
@@ -277,10 +282,7 @@ def test_a_stop_while_a_host_does_not_answer_ends_in_bounded_time_with_the_work_
         env = {**os.environ, "WUREMOTE_PASSWORD": lab.endpoints[0].password}
         state = tmp_path / "state"
         with held_clock(lab, host, when=dism_running(host.state)) as clock:
-            process = start(["repair", "-i", str(inventory), "--plain", "--state-dir", str(state),
-                             "--stop-timeout", "2"], env)
-            wait_until(state, started_dism)
-            wait_for(lambda: bool(clock.waits), what="DISM held mid-way on the host")
+            process = repair_until_dism_is_held(clock, inventory, state, env, "--stop-timeout", "2")
             faults = lab.faults(name)
             lab.call(lambda: setattr(faults, "plan", FaultPlan(slow_seconds=3600)))  # accepted, never answered
             process.send_signal(signal.SIGINT)
@@ -360,9 +362,7 @@ def test_resume_is_refused_while_the_runs_controller_is_alive(dism_lab, tmp_path
     host = lab.host(lab.endpoints[0].name)
     state = tmp_path / "state"
     with held_clock(lab, host, when=dism_running(host.state)) as clock:
-        first = start(["repair", "-i", str(inventory), "--plain", "--state-dir", str(state)], env)
-        wait_until(state, started_dism)
-        wait_for(lambda: bool(clock.waits), what="DISM held mid-way on the host")
+        first = repair_until_dism_is_held(clock, inventory, state, env)
         second = start(["resume", run_id_of(state), "--plain", "--state-dir", str(state)], env)
         out, _ = second.communicate(timeout=60)
         first.send_signal(signal.SIGINT)
