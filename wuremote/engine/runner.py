@@ -99,12 +99,15 @@ class Runner:
             try:
                 self.journal.record(event)
             except JournalError as exc:
-                self.journal_error = str(exc)
-                log.error("%s; no new work starts, owed restores still run, events are kept in memory", exc)
-                self._events_in_memory = self._safe_journal_events()
+                with self._lock:  # several hosts may meet the full disk at once: the first one switches
+                    if self.journal_error is None:
+                        self.journal_error = str(exc)
+                        log.error("%s; no new work starts, owed restores still run, events are kept in memory", exc)
+                        self._events_in_memory = self._safe_journal_events()
                 self.cancel()
         if self.journal_error is not None:
-            self._events_in_memory.append(event)
+            with self._lock:
+                self._events_in_memory.append(event)
         for subscriber in self.subscribers:
             try:
                 subscriber(event)
