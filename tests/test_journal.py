@@ -93,7 +93,7 @@ def test_progress_of_a_host_killed_mid_step_one_owing_av_resume_and_a_finished_o
     assert list(progress) == ["mid", "paused", "done", "waiting"]
     mid = progress["mid"]
     assert mid.ok_steps == ["diagnose"] and mid.outcome is None
-    assert mid.interrupted is not None and mid.interrupted_step == "dism"
+    assert mid.interrupted is not None and mid.interrupted.name == "dism"
     assert mid.interrupted.detached and not mid.interrupted.idempotent
 
     paused = progress["paused"]

@@ -234,7 +234,7 @@ def run_unit(unit: dict[str, Any]) -> tuple[Outcome, str]:
             inflight = None
         if inflight:
             step = InterruptedStep(str(inflight), 1, idempotent=True, detached=True, started=time.time())
-            progress.interrupted = progress.detached_open[step.name] = step
+            progress.detached_open[step.name] = step
     outcome, cause = HostWalk(context, host, progress).run()
     context.queue.put(("done", host.name, outcome, cause))
     return outcome, cause

@@ -62,10 +62,6 @@ class HostProgress:
         return self.ledger.owed
 
     @property
-    def interrupted_step(self) -> str | None:
-        return self.interrupted.name if self.interrupted else None
-
-    @property
     def ok_steps(self) -> list[str]:
         """Names of the steps that finished ok (exit 0 or 3010), in order."""
         return [step.name for step in self.finished if step.ok]

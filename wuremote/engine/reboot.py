@@ -14,12 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+from tenacity import Retrying, wait_random_exponential
 
 from ..contract import ExitCode, Outcome
 from ..contract.scripts import get_script
 from ..inventory import RepairPolicy
 from ..transport.base import Transport, TransportError
+from .retry import retrying
 from .window import in_window
 
 
@@ -94,12 +95,10 @@ def read_boot(transport: Transport, run_id: str, timeout: float) -> tuple[str, l
 
 
 def _retrying(timeout: float, settings: RebootSettings) -> Retrying:
-    return Retrying(
-        stop=stop_after_delay(timeout),
-        wait=wait_random_exponential(multiplier=max(settings.poll_interval / 8, 0.01), max=settings.poll_interval),
-        retry=retry_if_exception_type((_NotYet, TransportError)),
-        reraise=False,
-    )
+    """Probe until ``timeout``: a host on its way back refuses, resets and answers with its old boot."""
+    return retrying(within=timeout, when=lambda error: isinstance(error, (_NotYet, TransportError)),
+                    wait=wait_random_exponential(multiplier=max(settings.poll_interval / 8, 0.01),
+                                                 max=settings.poll_interval))
 
 
 def _probe(transport: Transport, run_id: str, settings: RebootSettings) -> str:
@@ -169,8 +168,8 @@ def _wait_for_new_boot(transport: Transport, run_id: str, before: str, settings:
                 if boot == before:
                     raise _NotYet()
                 return boot
-    except RetryError:
-        pass
+    except (_NotYet, TransportError):
+        pass  # the last probe still said "not yet" or did not answer
     raise RebootError("boot", f"{transport.host}: did not come back from the restart within "
                       f"{settings.shutdown_timeout + settings.boot_timeout:.0f} s (boot time still {before} or host unreachable)")
     # (unreachable: the loop either returns or raises)
@@ -184,6 +183,6 @@ def _wait_ready(transport: Transport, settings: RebootSettings) -> None:
                 if code != 0:
                     raise _NotYet()
                 return
-    except RetryError:
-        pass
+    except (_NotYet, TransportError):
+        pass  # the last probe still said "not yet" or did not answer
     raise RebootError("ready", f"{transport.host}: booted but not ready for commands within {settings.readiness_timeout:.0f} s")
