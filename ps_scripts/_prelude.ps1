@@ -564,12 +564,16 @@ function Get-WuDetachedTaskName {
 }
 
 function Set-WuStepProgress {
-    <# Inside a detached task: records percent done in status.json; outside one it does nothing. #>
+    <#
+    Inside a detached task: records percent done in status.json, and with -Message what is being
+    done now (install-updates: "3/7 KB5034441"); outside one it does nothing.
+    #>
     [CmdletBinding()]
     param(
         [string]$RunId = '',
         [Parameter(Mandatory = $true)][string]$Step,
-        [Parameter(Mandatory = $true)][ValidateRange(0, 100)][int]$Percent
+        [Parameter(Mandatory = $true)][ValidateRange(0, 100)][int]$Percent,
+        [string]$Message = ''
     )
     if (-not $RunId -or -not (Test-WuName -Value $RunId)) {
         return
@@ -577,10 +581,18 @@ function Set-WuStepProgress {
     $statusPath = Join-Path -Path (Get-WuRunFolder -RunId $RunId -Step $Step) -ChildPath 'status.json'
     try {
         $status = Read-WuJsonFile -Path $statusPath
-        if ($null -eq $status -or $status.state -ne 'running' -or $status.percent -eq $Percent) {
+        if ($null -eq $status -or $status.state -ne 'running') {
+            return
+        }
+        $known = @($status.PSObject.Properties | ForEach-Object -Process { $_.Name })
+        $sameMessage = (-not $Message) -or (($known -contains 'message') -and $status.message -eq $Message)
+        if ($status.percent -eq $Percent -and $sameMessage) {
             return
         }
         $status.percent = $Percent
+        if ($Message) {
+            $status | Add-Member -NotePropertyName 'message' -NotePropertyValue $Message -Force
+        }
         Write-WuJsonFile -Path $statusPath -InputObject $status
     }
     catch {

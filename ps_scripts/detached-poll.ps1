@@ -63,6 +63,11 @@ $facts['reason'] = $current.reason
 $facts['task_state'] = $current.task_state
 $facts['pid'] = $status.pid
 $facts['percent'] = $status.percent
+$facts['message'] = ''
+if (@($status.PSObject.Properties | ForEach-Object -Process { $_.Name }) -contains 'message') {
+    # What the step does now, when it says (Set-WuStepProgress -Message): "3/7 KB5034441".
+    $facts['message'] = [string]$status.message
+}
 $facts['started'] = $status.started
 $facts['finished'] = $status.finished
 $facts['exit_code'] = $status.exit_code

@@ -137,7 +137,7 @@ def test_prelude_must_set_stop():
 
 STEPS = {
     "diagnose", "cleanup", "sync-time", "troubleshooter", "reset-components", "dism", "sfc", "av-pause", "av-resume",
-    "clean-boot", "clean-boot-restore", "install-kb", "verify", "lock", "restart", "boot-info",
+    "clean-boot", "clean-boot-restore", "install-kb", "install-updates", "verify", "lock", "restart", "boot-info",
     "detached-start", "detached-poll", "detached-cleanup", "collect-logs",
 }
 
@@ -155,7 +155,7 @@ def test_long_steps_are_detached_and_only_they():
     detached = {name for name, s in load_scripts().items() if s.meta.detached}
     # cleanup's DISM /StartComponentCleanup can take over an hour on 2012 R2/2016: a dropped
     # WinRM shell would kill it with the shell's job object (issue 13, item 7).
-    assert detached == {"dism", "sfc", "verify", "install-kb", "cleanup"}
+    assert detached == {"dism", "sfc", "verify", "install-kb", "install-updates", "cleanup"}
 
 
 def test_opt_in_steps():

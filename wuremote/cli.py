@@ -8,6 +8,7 @@ needs them, so `wuremote --help` stays quick.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import signal
@@ -90,6 +91,32 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     bare.add_argument("--ca-file", help="CA bundle that signs the hosts' WinRM certificates")
 
 
+def _add_install_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("installing updates (over the inventory's install vars for every host taken)")
+    group.add_argument("--install", nargs="?", const="", default=None, metavar="CATEGORIES",
+                       help="once updates work, install the updates of these Windows Update categories (comma list, "
+                            "e.g. SecurityUpdates,CriticalUpdates,UpdateRollups; * for all; bare: SecurityUpdates,"
+                            "CriticalUpdates); check lists what is pending in them")
+    group.add_argument("--install-optional", action="store_true", default=None,
+                       help="also optional updates (BrowseOnly), which are skipped unless asked")
+
+
+def _install_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The install vars --install and --install-optional set, checked before any connection."""
+    from .contract.updates import UnknownCategory, parse_categories
+
+    values: dict[str, Any] = {}
+    if getattr(args, "install", None) is not None:
+        try:
+            values["install"] = parse_categories(args.install)
+        except UnknownCategory as exc:
+            raise UsageError(f"--install: {exc} (a host name right after a bare --install is read as a category: "
+                             "put --install after the hosts, or write --install=SecurityUpdates)") from None
+    if getattr(args, "install_optional", None):
+        values["install_optional"] = True
+    return values
+
+
 def _add_stop_timeout(parser: argparse.ArgumentParser, default: float | None = 30.0) -> None:
     parser.add_argument("--stop-timeout", type=float, default=default, metavar="SECONDS",
                         help="after Ctrl-C or SIGTERM: how long hosts get to run owed restores before they are "
@@ -108,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("repair", "diagnose, walk the repair ladder, reboot when allowed, verify"),
                        ("check", "diagnose only: the prevention report; changes nothing"),
                        ("plan", "what would run on each host and why; sends no host-changing script")):
-        _add_target_arguments(commands.add_parser(name, help=text, description=text))
+        target = commands.add_parser(name, help=text, description=text)
+        _add_target_arguments(target)
+        _add_install_arguments(target)
     resume = commands.add_parser("resume", help="continue an interrupted run from its journal")
     resume.add_argument("run_id", metavar="RUN_ID")
     resume.add_argument("--state-dir", type=Path, help="default ./.wuremote")
@@ -217,6 +246,9 @@ def _hosts(args: argparse.Namespace) -> list[Any]:
         if not hosts:
             raise UsageError(f"--limit {args.limit!r} matches no host in {args.inventory}")
         hosts = apply_flags(hosts, flags)
+        install = _install_values(args)
+        if install:
+            hosts = [dataclasses.replace(host, **install) for host in hosts]
         if not args.list_hosts:  # listing connects to nothing, so it needs no password
             find_passwords(inventory, hosts, os.environ, _prompt)
             preflight(hosts)

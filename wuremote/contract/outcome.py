@@ -11,6 +11,7 @@ class Outcome(str, Enum):
 
     HEALTHY = "healthy"
     REPAIRED = "repaired"
+    PATCHED = "patched"  # healthy or repaired, and every update the run was asked to install is installed
     PLANNED = "planned"
     CHECKED = "checked"
     NEEDS_OPERATOR = "needs-operator"
@@ -33,7 +34,7 @@ class Outcome(str, Enum):
         return self in (Outcome.FAILED, Outcome.UNREACHABLE)
 
 
-ENDED_WELL = frozenset({Outcome.HEALTHY, Outcome.REPAIRED, Outcome.PLANNED, Outcome.CHECKED})
+ENDED_WELL = frozenset({Outcome.HEALTHY, Outcome.REPAIRED, Outcome.PATCHED, Outcome.PLANNED, Outcome.CHECKED})
 
 
 class RunExit(IntEnum):

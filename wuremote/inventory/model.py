@@ -44,6 +44,10 @@ class RepairPolicy:
     kb_url: str | None
     kb_sha256: str | None
     dism_source: str | None
+    install: tuple[str, ...]
+    install_accept: tuple[str, ...]
+    install_reject: tuple[str, ...]
+    install_optional: bool
     exclude_services: tuple[str, ...]
     vendor_av: Mapping[str, Any]
     step_options: Mapping[str, Mapping[str, Any]]
@@ -80,6 +84,11 @@ class HostConfig:
     kb_url: str | None = None
     kb_sha256: str | None = None
     dism_source: str | None = None
+    # Updates to install once updates work (contract/updates.py category keys; () installs nothing).
+    install: tuple[str, ...] = ()
+    install_accept: tuple[str, ...] = ()  # only these KBs (win_updates' accept_list)
+    install_reject: tuple[str, ...] = ()  # never these KBs (reject_list)
+    install_optional: bool = False  # also optional (BrowseOnly) updates (not skip_optional)
     exclude_services: tuple[str, ...] = ()
     vendor_av: dict[str, Any] = field(default_factory=dict)  # pause/resume command + arguments
     step_options: dict[str, dict[str, Any]] = field(default_factory=dict)

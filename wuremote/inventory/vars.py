@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..contract.updates import CATEGORIES, DEFAULT_CATEGORIES, UnknownCategory, category_key
 from ..secret import Secret
 from ..transport.connection import AUTHS, SCHEMES, TRANSPORTS
 from .model import OPT_INS, REBOOT_POLICIES, REBOOT_ROLES, InventoryError
@@ -111,6 +112,28 @@ def _sha256(value: Any) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", text):
         raise BadValue("is not a SHA-256 digest; give the 64 hex digits")
     return text
+
+
+def _kbs(value: Any) -> tuple[str, ...]:
+    """A list of KB ids (or one text of them separated by commas or spaces)."""
+    return tuple(_kb(item) for item in _items()(value))
+
+
+def _install(value: Any) -> tuple[str, ...]:
+    """Update categories to install: a list of Windows Update's names, or true for the default ones."""
+    if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE):
+        return DEFAULT_CATEGORIES if _flag(value) else ()
+    keys: list[str] = []
+    items = [part.strip() for part in re.split(r"[,;]", value)] if isinstance(value, str) else _items()(value)
+    for index, item in enumerate((item for item in items if item), start=1):
+        try:
+            key = category_key(item)
+        except UnknownCategory:
+            raise BadValue(f"item {index} is not a Windows Update category; use * or any of "
+                           f"{', '.join(CATEGORIES)}") from None
+        if key not in keys:
+            keys.append(key)
+    return tuple(keys)
 
 
 _DAY = r"(?:mon|tue|wed|thu|fri|sat|sun)"
@@ -215,6 +238,10 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "kb_url": _optional(as_text),
     "kb_sha256": _optional(_sha256),
     "dism_source": _optional(as_text),
+    "install": _install,
+    "install_accept": _kbs,
+    "install_reject": _kbs,
+    "install_optional": _flag,
     "exclude_services": _items(),
     "vendor_av": _vendor_av,
     "step_options": _step_options,

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .catalog import CUMULATIVE_KB, CatalogUpdate, manual_entry
 from .host import HostState
 
-# The update every lab host is offered until it is installed (the fixtures' November cumulative).
-CUMULATIVE_KB = "KB5068787"
+__all__ = ["CUMULATIVE_KB", "AgentOutcome", "agent_outcome", "applicable_kbs", "install_hresult", "offered", "search_hresult",
+           "update_title"]
 
 # Search: the agent cannot talk to its update service.
 WSUS_NAME_NOT_RESOLVED = 0x8024402C
@@ -76,6 +77,8 @@ def download_hresult(state: HostState) -> int | None:
 
 def install_hresult(state: HostState, kb: str) -> int | None:
     """How the agent's install of one update ends; the KB that installs only by hand fails alone."""
+    if state.download_cache_stale:
+        return FILE_NOT_FOUND
     if state.component_store != "healthy":
         return COMPONENT_STORE_CORRUPT
     if any(s.status == "Running" and s.role == "third-party" for s in state.services.values()):
@@ -85,15 +88,33 @@ def install_hresult(state: HostState, kb: str) -> int | None:
     return None
 
 
+def offered(state: HostState) -> list[CatalogUpdate]:
+    """What IUpdateSearcher.Search("IsInstalled=0 and IsHidden=0") finds now (catalog.py's rules)."""
+    kbs = {update.kb for update in state.catalog}
+    restart_owed = "wu-reboot-required" in state.pending_reboot or "cbs-reboot-pending" in state.pending_reboot
+    found = []
+    for update in state.catalog:
+        if update.kb in state.installed_kbs or (update.superseded_by and update.superseded_by in kbs):
+            continue
+        if update.requires and (update.requires not in state.installed_kbs or restart_owed):
+            continue
+        found.append(update)
+    if state.manual_kb and state.manual_kb not in kbs and state.manual_kb not in state.installed_kbs:
+        found.append(manual_entry(state.manual_kb))
+    return found
+
+
+# verify's default -CategoryNames (verify.ps1: win_updates' default category_names).
+VERIFY_CATEGORIES = ("Critical Updates", "Security Updates", "Update Rollups")
+
+
 def applicable_kbs(state: HostState) -> list[str]:
-    """The updates a search finds: the cumulative update and the hand-installed KB, until installed."""
-    offered = [CUMULATIVE_KB] + ([state.manual_kb] if state.manual_kb and state.manual_kb != CUMULATIVE_KB else [])
-    return [kb for kb in offered if kb not in state.installed_kbs]
+    """The updates verify selects: offered, in its default categories, not optional."""
+    return [u.kb for u in offered(state) if u.category in VERIFY_CATEGORIES and not u.optional]
 
 
-def update_title(kb: str) -> str:
-    kind = "Cumulative Update" if kb == CUMULATIVE_KB else "Security Update"
-    return f"2025-11 {kind} for Microsoft server operating system version 21H2 for x64-based Systems ({kb})"
+def update_title(state: HostState, kb: str) -> str:
+    return next((u.title for u in offered(state) + list(state.catalog) if u.kb == kb), kb)
 
 
 def agent_outcome(state: HostState) -> AgentOutcome:

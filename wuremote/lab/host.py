@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .catalog import CATALOG, CatalogUpdate
+
 # The services the repair touches, with their Windows default start types.
 DEFAULT_SERVICES: dict[str, tuple[str, str]] = {
     "wuauserv": ("Windows Update", "Manual"),
@@ -182,6 +184,19 @@ class HostState:
     downloaded_kbs: set[str] = field(default_factory=set)
     verify_ok_utc: str | None = None  # %ProgramData%\wuremote\verify-ok.json (verify -RecordSuccess)
     manual_kb: str | None = None  # a KB that installs only by hand
+    # What the update agent offers (wuremote/lab/catalog.py) and how often each KB was installed
+    # (a test of kill and resume counts installations, not just their end state).
+    catalog: tuple[CatalogUpdate, ...] = CATALOG
+    install_counts: dict[str, int] = field(default_factory=dict)
+    # SoftwareDistribution\Download lists every offered update as downloaded (IUpdate.IsDownloaded is
+    # true, so verify fetches nothing) but their files are gone: installing them fails with
+    # 0x80070002 until reset-components moves the folder aside (the HRESULT table's
+    # ERROR_FILE_NOT_FOUND, wuremote/contract/hresult.py; IsDownloaded: learn.microsoft.com/windows/
+    # win32/api/wuapi/nf-wuapi-iupdate-get_isdownloaded).
+    download_cache_stale: bool = False
+    # The newest successful installation in the agent's history (IUpdateSearcher::QueryHistory).
+    last_install_success: dt.datetime | None = field(
+        default_factory=lambda: dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=38))
     troubleshooter_available: bool = True
     scheduled_tasks: dict[str, dict[str, object]] = field(default_factory=dict)
     # %ProgramData%\wuremote\failsafe\<kind>.json by kind (av, clean-boot), and lock.json.

@@ -286,7 +286,7 @@ class PSRPService:
         elif kind == "host":
             core.write_information(value[1], "Write-Host", tags=["PSHOST"])
         elif kind == "progress":
-            activity, status, percent = value
+            activity, status, percent = value[:3]
             core.write_progress(activity, 0, status, percent_complete=percent)
 
     def _finish(self, pool: Pool, pipe: Pipe) -> None:

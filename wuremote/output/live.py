@@ -25,7 +25,7 @@ from ..contract import Outcome
 from ..store.rundir import RunDir
 from .terminal import printable
 
-STYLE = {Outcome.HEALTHY: "green", Outcome.REPAIRED: "green", Outcome.PLANNED: "cyan", Outcome.CHECKED: "cyan",
+STYLE = {Outcome.HEALTHY: "green", Outcome.REPAIRED: "green", Outcome.PATCHED: "green", Outcome.PLANNED: "cyan", Outcome.CHECKED: "cyan",
          Outcome.FAILED: "red", Outcome.UNREACHABLE: "red", Outcome.NEEDS_OPERATOR: "yellow",
          Outcome.INTERRUPTED: "magenta", Outcome.SKIPPED: "dim", "running": "blue", "waiting": "dim", "rebooting": "yellow"}
 

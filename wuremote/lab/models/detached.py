@@ -142,15 +142,20 @@ class _BodyRun(Run):
         if kind in ("verbose", "warning"):
             self.transcribe(f"{kind.upper()}: {value}\r\n")
         elif kind == "progress":
-            self._record_percent(int(value[2]))
+            self._record_percent(int(value[2]), str(value[3]) if len(value) > 3 else "")
         elif kind == "output" and isinstance(value, dict) and "wuremote_result" in value:
             self.result = value
 
-    def _record_percent(self, percent: int) -> None:
+    def _record_percent(self, percent: int, message: str) -> None:
+        """Set-WuStepProgress: percent, and with -Message what the step does now."""
         path = _file(self.folder, "status.json")
         status = _read_json(self.state, path)
-        if status is not None and status.get("state") == "running" and status.get("percent") != percent:
+        if status is None or status.get("state") != "running":
+            return
+        if status.get("percent") != percent or (message and status.get("message") != message):
             status["percent"] = percent
+            if message:
+                status["message"] = message
             _write_json(self.state, path, status)
 
 
@@ -304,7 +309,7 @@ async def detached_start(ctx: StepContext) -> None:
 
 
 # --- detached-poll ---------------------------------------------------------------------------
-@model("detached-poll", sha256="11afbc4989e850d27dff626b0baa9a8ab6a7cf03155ad2a39beff6daaf2564bf")
+@model("detached-poll", sha256="60989d04da3db32e1b354eb6817b7f5f4f27be33d87359ccaaa87d41cb62d326")
 async def detached_poll(ctx: StepContext) -> None:
     step = text_param(ctx, "Step", STEP_PATTERN, mandatory=True)
     offset = int_param(ctx, "TranscriptOffset", -1, -1, (1 << 63) - 1)
@@ -323,7 +328,8 @@ async def detached_poll(ctx: StepContext) -> None:
         status.update(state="interrupted", error=current.reason)
         _write_json(state, current.status_path, status)
     facts.update(state=current.state, reason=current.reason, task_state=current.task_state,
-                 **{key: status.get(key) for key in ("pid", "percent", "started", "finished", "exit_code")})
+                 **{key: status.get(key) for key in ("pid", "percent", "started", "finished", "exit_code")},
+                 message=str(status.get("message") or ""))
     facts["result"] = _read_json(state, _file(folder, "result.json")) if current.state == "finished" else None
     if offset >= 0:
         data = state.files.get(_file(folder, "transcript.log").lower())

@@ -379,12 +379,12 @@ async def verify(ctx: StepContext) -> None:
         add_failure("search", outcome.search)
     else:
         kbs = applicable_kbs(state)
-        titles = [update_title(kb) for kb in kbs]
+        titles = [update_title(state, kb) for kb in kbs]
         ctx.progress("verify", "searched", 30)
         facts.update({"search_result_code": 2, "searched": len(kbs), "updates": titles})
         # Every update the lab offers is a security update: selected by verify's default categories.
         facts.update({"selected": len(kbs), "skipped": []})
-        fetch = [kb for kb in kbs if kb not in state.downloaded_kbs]
+        fetch = [kb for kb in kbs if kb not in state.downloaded_kbs and not state.download_cache_stale]
         facts["already_downloaded"] = len(kbs) - len(fetch)
         facts["downloaded"] = facts["already_downloaded"]
         if fetch:
@@ -395,7 +395,7 @@ async def verify(ctx: StepContext) -> None:
                     facts["downloaded"] += 1
                     state.downloaded_kbs.add(kb)
                 else:
-                    add_failure("download", download, update_title(kb))
+                    add_failure("download", download, update_title(state, kb))
             ctx.progress("verify", "downloaded", 70)
         if install and facts["downloaded"] > 0 and not failures:
             await ctx.host.sleep(INSTALL_AGENT_SECONDS)

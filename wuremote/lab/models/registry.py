@@ -18,7 +18,7 @@ from ..engine import ErrorInfo, Run, Stop
 from ..host import Host
 
 # Recorded hashes of the shipped texts the lab knows.  Update them together with the model.
-PRELUDE_SHA256 = "aadedc320e5e8f749dacafe6f5bb23e07a7ed54a1843b9ef5b75c7b80b65fe8d"
+PRELUDE_SHA256 = "89a34d74042abdc66e776e92d123c7b9febb37d1218688b22f6d73ce0e8feff2"
 BOOTSTRAP_SHA256 = "30986d8c9cc67f85955aea604108f2680b2d413cb99f627972247e7f5a7b1645"
 
 
@@ -36,8 +36,9 @@ class StepContext:
     def warning(self, text: str) -> None:
         self.run.emit("warning", text)
 
-    def progress(self, activity: str, status: str, percent: int) -> None:
-        self.run.emit("progress", (activity, status, percent))
+    def progress(self, activity: str, status: str, percent: int, message: str = "") -> None:
+        """A progress record; ``message`` stands for Set-WuStepProgress -Message (status.json's message)."""
+        self.run.emit("progress", (activity, status, percent, message) if message else (activity, status, percent))
 
     def finish(
         self,

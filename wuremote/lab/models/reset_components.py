@@ -129,12 +129,12 @@ async def reset_components(ctx: StepContext) -> None:
         if level == "gentle":
             reset.move_to_backup(DATASTORE)
             reset.move_to_backup(DOWNLOAD)
-            state.download_cache_corrupt = False
+            state.download_cache_corrupt = state.download_cache_stale = False
             state.downloaded_kbs.clear()  # the downloads went aside with the Download folder
         else:
             for key in (SOFTWARE_DISTRIBUTION, CATROOT2, BITS_DOWNLOADER):
                 reset.move_to_backup(key)
-            state.download_cache_corrupt = state.catroot_corrupt = False
+            state.download_cache_corrupt = state.catroot_corrupt = state.download_cache_stale = False
             state.downloaded_kbs.clear()
         await ctx.host.sleep(1.0)
     else:
