@@ -88,7 +88,7 @@ class DetachedStep:
         deadline = min(step_deadline, self.runner.deadline)  # --host-timeout holds while the step runs
         offset = 0
         last: StepResult | None = None
-        last_percent = -1
+        last_percent: tuple[int, str] = (-1, "")
         interval = min(_FIRST_POLL, options.poll_interval)
         silence = Silence(self.runner, self.script.meta.name)
         while True:
@@ -120,10 +120,12 @@ class DetachedStep:
             if isinstance(next_offset, int) and next_offset >= offset:
                 offset = next_offset
             percent = facts.get("percent")
-            if isinstance(percent, int) and percent != last_percent:
-                last_percent = percent
+            # What the step says it does now (install-updates: "3/7 KB5034441"), else its state.
+            said = str(facts.get("message") or facts.get("state", ""))
+            if isinstance(percent, int) and (percent, said) != last_percent:
+                last_percent = (percent, said)
                 self.runner.emit(ev.StepProgress(self.runner.ctx.run_id, self.runner.name, self.script.meta.name,
-                                                 percent=percent, message=str(facts.get("state", ""))))
+                                                 percent=percent, message=said))
             state = str(facts.get("state") or "")
             if poll.exit_code == ExitCode.NOT_APPLICABLE:
                 return MISSING, poll

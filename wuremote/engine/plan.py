@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..contract import hresult
+from ..contract.updates import agent_names
 from ..contract.steps import OPT_IN_STEPS as OPT_IN
 from ..inventory import RepairPolicy
 
@@ -210,3 +211,34 @@ def plan_host(name: str, policy: RepairPolicy, facts: dict[str, Any]) -> HostPla
 def is_done(plan: HostPlan, ran_ok: set[str]) -> bool:
     """Every step a finding demanded has run successfully (verify is checked by the caller)."""
     return all(step.rung in ran_ok for step in plan.steps if step.required)
+
+
+def install_params(policy: RepairPolicy) -> dict[str, Any]:
+    """install-updates' parameters from the host's install vars (values, never code)."""
+    params: dict[str, Any] = {"CategoryNames": agent_names(policy.install)}
+    if policy.install_accept:
+        params["AcceptKb"] = list(policy.install_accept)
+    if policy.install_reject:
+        params["RejectKb"] = list(policy.install_reject)
+    if policy.install_optional:
+        params["IncludeOptional"] = True
+    return params
+
+
+def install_rung(code: str, policy: RepairPolicy, climbed: set[str]) -> str | None:
+    """The rung an install failure climbs next: from the rung the HRESULT table names for ``code``
+    (0x80070002 reset-components, 0x80073712 dism, 0x80070020 clean-boot) up the ladder, skipping
+    rungs already climbed for installing and opt-in rungs the host did not opt in to; None when no
+    rung repairs it (install-kb only runs for the inventory's own kb, before any install)."""
+    known = hresult.lookup(code) if code else None
+    if known is None or not known.step or known.category in hresult.NOT_A_REPAIR_STEP:
+        return None
+    first = "reset-components:gentle" if known.step == "reset-components" else known.step
+    if first not in LADDER or first == "install-kb":
+        return None
+    for rung in LADDER[LADDER.index(first):]:
+        name = rung.split(":")[0]
+        if rung in climbed or name == "install-kb" or (name in OPT_IN and name not in policy.opt_in):
+            continue
+        return rung
+    return None

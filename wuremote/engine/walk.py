@@ -10,15 +10,16 @@ from __future__ import annotations
 import datetime as dt
 
 from .. import events as ev
-from ..contract import ExitCode, Outcome, StepResult
-from ..contract.steps import RESTORES
+from ..contract import ExitCode, Outcome, StepResult, hresult
+from ..contract.steps import OPT_IN_STEPS, RESTORES
+from ..contract.updates import MAX_INSTALL_ROUNDS, OperationResultCode
 from ..inventory import HostConfig
 from ..store.rundir import logs_name
 from ..transport.base import TransportError
 from .context import Cancelled, HostContext, HostFailed
 from .findings import needs_source_cause, network_cause, prevention_findings, problems_of, verify_cause
 from .ledger import Ledger
-from .plan import GATES, LADDER, HostPlan, PlannedStep, is_done, plan_host, rung_params
+from .plan import GATES, LADDER, HostPlan, PlannedStep, install_params, install_rung, is_done, plan_host, rung_params
 from .progress import HostProgress
 from .reboot import RebootError, read_boot, reboot, reboot_refusal, wait_until_back
 from .steps import StepRunner, iso_now
@@ -164,6 +165,12 @@ class HostWalk:
         return Outcome.CHECKED, "; ".join(findings) or "nothing to report"
 
     def _repair(self) -> tuple[Outcome, str]:
+        outcome, cause = self._repair_ladder()
+        if outcome in (Outcome.HEALTHY, Outcome.REPAIRED) and self.policy.install:
+            return self._install(cause)
+        return outcome, cause
+
+    def _repair_ladder(self) -> tuple[Outcome, str]:
         self.steps.boot_seen = self.steps.read_boot()[0]
         facts = self.diagnose("baseline").facts
         self.roles = {role for key, role in ROLE_FACTS.items() if (facts.get("roles") or {}).get(key)}
@@ -215,6 +222,79 @@ class HostWalk:
             *tried, last = self.ran_order
             return Outcome.REPAIRED, f"repaired by {last}" + (f" (after {', '.join(tried)})" if tried else "")
         return Outcome.HEALTHY, "verify passed; nothing to repair"
+
+    # --- installing -----------------------------------------------------------------------
+    def _install(self, repaired: str) -> tuple[Outcome, str]:
+        """Install the selected updates once updates work, as win_updates loops: install, restart when
+        an update asks and the reboot policy allows, search again, until nothing selected is left
+        (at most MAX_INSTALL_ROUNDS searches after a restart).  An update failing with an HRESULT a
+        rung repairs climbs the ladder from that rung, then installs again; any other ends the host
+        needs-operator with the update, the code, its meaning and the fix."""
+        params = install_params(self.policy)
+        installed: list[str] = []
+        climbed: set[str] = set()
+        rounds = 0
+        while True:
+            rounds += 1
+            result = self.steps.step("install-updates", params, reason=f"install updates (round {rounds})")
+            facts = result.facts
+            results = [r for r in facts.get("results") or [] if isinstance(r, dict)]
+            installed += [str(r.get("kb")) for r in results if r.get("result_code") in _INSTALLED]
+            failed = [r for r in results if r.get("result_code") not in _INSTALLED]
+            if result.exit_code == ExitCode.UNREACHABLE_UPDATE_SERVER:
+                return Outcome.NEEDS_OPERATOR, f"installing: {'; '.join(result.messages)[:300]}"
+            if result.exit_code == ExitCode.REFUSED:
+                if self.steps.read_boot()[1] and rounds <= MAX_INSTALL_ROUNDS:
+                    self.reboot_host("servicing is pending a restart before updates can install")
+                    continue
+                return Outcome.NEEDS_OPERATOR, f"install-updates refused: {'; '.join(result.messages)[:300]}"
+            if not failed and result.exit_code not in (ExitCode.OK, ExitCode.REBOOT_NEEDED):
+                return Outcome.FAILED, f"install-updates failed (exit {result.exit_code}): {'; '.join(result.messages)[:300]}"
+            if facts.get("reboot_required") or result.reboot_required:
+                self.reboot_host("installed updates asked for a restart")
+            if failed:
+                code = str(failed[0].get("hresult") or "")
+                rung = install_rung(code, self.policy, climbed)
+                if rung is None:
+                    return Outcome.NEEDS_OPERATOR, self._install_failure(failed, installed)
+                climbed.add(rung)
+                climb = self.rung(PlannedStep(rung, f"{failed[0].get('kb')} failed to install with {code}: climb from {rung}"))
+                if climb.exit_code == ExitCode.NEEDS_REPAIR_FIRST:
+                    return Outcome.NEEDS_OPERATOR, needs_source_cause(PlannedStep(rung, ""), climb)
+                rounds -= 1  # a climb's retry is not a round of its own: each rung is climbed once at most
+                continue
+            if not (facts.get("reboot_required") or result.reboot_required):
+                break  # no restart: a new search would find what this one found, minus what it installed
+            if rounds >= MAX_INSTALL_ROUNDS:
+                self._pay_owed_now()
+                return Outcome.REPAIRED if self.ran_order else Outcome.HEALTHY, (
+                    f"{repaired}; {_installed_text(installed)}; more may be pending after {rounds} rounds "
+                    f"(MAX_INSTALL_ROUNDS): run again")
+        self._pay_owed_now()
+        pending = self.steps.read_boot()[1]
+        if pending:
+            self.reboot_host(f"pending reboot after installing ({', '.join(pending)})")
+        if self.ran_order:
+            *tried, last = self.ran_order
+            repaired = f"repaired by {last}" + (f" (after {', '.join(tried)})" if tried else "")
+        return Outcome.PATCHED, f"{_installed_text(installed)}; {repaired}"
+
+    def _install_failure(self, failed: list[dict[str, object]], installed: list[str]) -> str:
+        """The update that no rung repairs, its code, what it means and what to do."""
+        first = failed[0]
+        kb, code = str(first.get("kb") or "an update"), str(first.get("hresult") or "")
+        known = hresult.lookup(code) if code else None
+        what = f"{known.name}: {known.meaning}" if known else "not in wuremote's HRESULT table"
+        fix = known.fix if known else "read the update's entry in the host's WindowsUpdate.log"
+        if known is not None and known.step == "install-kb":
+            fix = f"install it by hand: set kb = \"{kb}\" in the inventory (install-kb, DISM on the .msu)"
+        elif known is not None and known.step in OPT_IN_STEPS and known.step not in self.policy.opt_in:
+            fix = f"{known.fix}; add {known.step} to opt_in to let wuremote do it"
+        elif known is not None and known.step:
+            fix = f"{known.fix} (already climbed; still failing)"
+        others = f"; {len(failed) - 1} more failed" if len(failed) > 1 else ""
+        done = f"; {_installed_text(installed)}" if installed else ""
+        return f"{kb} failed to install with {code} {what}; fix: {fix}{others}{done}"
 
     def _done_before(self, planned: PlannedStep, *, verify_ok: bool) -> bool:
         """A rung that succeeded before a resume counts as run.
@@ -315,6 +395,15 @@ class HostWalk:
             owed = ", ".join(self.ledger.owed)
             return Outcome.FAILED, f"{cause}; owed {owed} did not run ({exc}); the on-host fail-safe restores by its deadline"
         return outcome, cause
+
+
+_INSTALLED = (int(OperationResultCode.SUCCEEDED), int(OperationResultCode.SUCCEEDED_WITH_ERRORS))
+
+
+def _installed_text(installed: list[str]) -> str:
+    if not installed:
+        return "no selected update was pending"
+    return f"installed {len(installed)} update(s): {', '.join(installed)}"
 
 
 def _held_lock(holder: object, host: str) -> str:

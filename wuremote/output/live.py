@@ -8,6 +8,7 @@ are active or failed (newest first, capped to the terminal's height).
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,16 @@ def describe(event: ev.Event) -> str:
     return printable(_describe(event))
 
 
+_COUNTED = re.compile(r"^\d+/\d+ ")  # install-updates' "3/7 KB5034441": which update of how many
+
+
+def progress_text(event: ev.StepProgress) -> str:
+    """What a step says it does now; an update count reads "3/7 KB5034441 45%"."""
+    if _COUNTED.match(event.message):
+        return f"{event.message} {event.percent}%"
+    return event.message
+
+
 def _describe(event: ev.Event) -> str:
     if isinstance(event, ev.RunStarted):
         return f"run {event.run_id}: {event.command} on {len(event.hosts)} host(s)"
@@ -49,6 +60,8 @@ def _describe(event: ev.Event) -> str:
     if isinstance(event, ev.StepStarted):
         return f"{event.step} started (attempt {event.attempt}): {event.reason}"
     if isinstance(event, ev.StepProgress):
+        if _COUNTED.match(event.message):
+            return f"{event.step} {progress_text(event)}"
         return f"{event.step} {event.percent}% {event.message}".rstrip()
     if isinstance(event, ev.StepFinished):
         extra = f" {', '.join(event.hresults)}" if event.hresults else ""
@@ -209,7 +222,7 @@ class LiveView:
             if isinstance(event, ev.HostFinished):
                 row.message = printable(event.cause)
             elif isinstance(event, ev.StepProgress) and event.message:
-                row.message = printable(event.message)
+                row.message = printable(progress_text(event))
             else:
                 row.message = describe(event)
 

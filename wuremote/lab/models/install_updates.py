@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..agent import install_hresult, offered, search_hresult
+from ..agent import download_hresult, install_hresult, offered, search_hresult
 from ..host import windows_utc
 from .detached import detached_state
 from .helpers import param, require_elevated, strings, switch
@@ -117,9 +117,17 @@ async def install_updates(ctx: StepContext) -> None:
         await ctx.host.sleep(_install_seconds(update.size_mb) / 2)
         ctx.progress("install-updates", label, int(100 * (index + 0.5) // total), message=label)
         await ctx.host.sleep(_install_seconds(update.size_mb) / 2)
-        code = install_hresult(state, update.kb) if facts["as_system"] else 0x80070005
         entry = {"kb": update.kb, "title": update.title, "phase": "install", "result_code": SUCCEEDED,
                  "hresult": "0x00000000", "reboot_required": False}
+        code: int | None = None
+        if update.kb not in state.downloaded_kbs and not state.download_cache_stale:  # IsDownloaded false: fetch it
+            code = download_hresult(state) if facts["as_system"] else 0x80070005
+            if code is None:
+                state.downloaded_kbs.add(update.kb)
+            else:
+                entry["phase"] = "download"
+        if code is None:
+            code = install_hresult(state, update.kb) if facts["as_system"] else 0x80070005
         if code is None:
             state.installed_kbs.add(update.kb)
             state.downloaded_kbs.discard(update.kb)
