@@ -79,7 +79,7 @@ def test_install_failures_climb_from_the_rung_that_repairs_them(install_run) -> 
     def climbed(host: str) -> list[str]:
         return [e.step for e in seen if isinstance(e, ev.StepStarted) and e.host == host and "climb from" in e.reason]
 
-    assert climbed("STALE01") == ["reset-components"]
+    assert climbed("STALE01") == ["reset-components:gentle"]
     assert climbed("STORE01") == ["dism"]
     third_party = next(h for h, o in summary.outcomes.items() if h.startswith("WULAB") and "clean-boot" in climbed(h))
     assert summary.outcomes[third_party] == "patched"

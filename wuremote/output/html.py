@@ -25,7 +25,7 @@ from ..contract import ExitCode
 from .terminal import without_bidi
 
 # Outcomes in the order a reader wants them: what needs attention first.
-OUTCOME_ORDER = ("failed", "unreachable", "needs-operator", "interrupted", "skipped", "repaired", "healthy",
+OUTCOME_ORDER = ("failed", "unreachable", "needs-operator", "interrupted", "skipped", "patched", "repaired", "healthy",
                  "planned", "checked")
 ALWAYS_COUNTED = ("healthy", "repaired", "failed")
 REBOOT_STATE = {True: "back", False: "did not come back", None: "never recorded its end"}

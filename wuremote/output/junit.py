@@ -29,6 +29,14 @@ def junit(report: dict[str, Any]) -> ET.Element:
         properties = ET.SubElement(suite, "properties")
         for key in ("outcome", "cause", "address"):
             ET.SubElement(properties, "property", name=key, value=_xml(host[key] or ""))
+        updates = host.get("updates")
+        if updates:  # what install-updates did: installed, failed (with the HRESULT) and still pending
+            for key in ("installed", "failed"):
+                listed = [u["kb"] + (f" {u['hresult']}" if key == "failed" else "") for u in updates[key]]
+                ET.SubElement(properties, "property", name=f"updates_{key}", value=_xml(", ".join(listed)))
+            ET.SubElement(properties, "property", name="updates_pending", value=_xml(", ".join(updates["pending"])))
+        ET.SubElement(properties, "property", name="reboots", value=str(host.get("reboots", 0)))
+        ET.SubElement(properties, "property", name="changed", value=str(bool(host.get("changed"))).lower())
         counts = dict.fromkeys(totals, 0)
         ended_well = Outcome(host["outcome"]).ended_well
         for step in host["steps"]:

@@ -80,6 +80,7 @@ class _HostBuilder:
         self.reboot_log: list[dict[str, Any]] = []
         self.messages: list[dict[str, Any]] = []
         self.facts: dict[str, Any] | None = None
+        self.updates: _Updates | None = None  # from install-updates: None when none ran
 
     def apply(self, event: ev.Event) -> None:
         if isinstance(event, ev.HostStarted):
@@ -125,6 +126,9 @@ class _HostBuilder:
             messages=[str(m) for m in event.messages], transcript=event.transcript)
         if event.step == "diagnose" and event.facts:
             self.facts = _facts_summary(event.facts, event.time)
+        if event.step == "install-updates" and event.facts:
+            self.updates = self.updates or _Updates()
+            self.updates.apply(event.facts)
 
     @property
     def changed(self) -> bool:
@@ -143,7 +147,40 @@ class _HostBuilder:
                 "transport": self.transport, "groups": self.groups,
                 "changed": self.changed,
                 "reboots": sum(1 for r in self.reboot_log if r["ok"]), "reboot_log": self.reboot_log,
-                "steps": self.steps, "messages": self.messages, "facts": self.facts}
+                "steps": self.steps, "messages": self.messages, "facts": self.facts,
+                "updates": self.updates.report() if self.updates else None}
+
+
+class _Updates:
+    """The updates of one host across its install-updates runs: installed, failed (and not installed
+    later), still pending after the last one; and the newest successful install the agent recorded."""
+
+    def __init__(self) -> None:
+        self.installed: dict[str, dict[str, Any]] = {}
+        self.failed: dict[str, dict[str, Any]] = {}
+        self.pending: list[str] = []
+        self.last_success: str | None = None
+
+    def apply(self, facts: dict[str, Any]) -> None:
+        for entry in facts.get("results") or []:
+            if not isinstance(entry, dict):
+                continue
+            kb, title = str(entry.get("kb") or ""), str(entry.get("title") or "")
+            if entry.get("result_code") in (2, 3):  # OperationResultCode succeeded (with errors)
+                self.installed[kb] = {"kb": kb, "title": title}
+                self.failed.pop(kb, None)
+            else:
+                self.failed[kb] = {"kb": kb, "title": title, "hresult": str(entry.get("hresult") or ""),
+                                   "result_code": _int(entry.get("result_code"))}
+        pending = facts.get("pending")
+        if isinstance(pending, list):
+            self.pending = [str(kb) for kb in pending]
+        if isinstance(facts.get("last_success_utc"), str):
+            self.last_success = facts["last_success_utc"]
+
+    def report(self) -> dict[str, Any]:
+        return {"installed": list(self.installed.values()), "failed": list(self.failed.values()),
+                "pending": self.pending, "last_success": self.last_success}
 
 
 def _step_entry(event: ev.StepStarted | ev.StepFinished) -> dict[str, Any]:
