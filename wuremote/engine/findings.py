@@ -5,6 +5,7 @@ Pure functions over step results and diagnose's facts; nothing here talks to a h
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
@@ -16,11 +17,33 @@ _HEX = re.compile(r"0x[0-9A-Fa-f]{8}")
 
 
 WSUS_SOURCE = "updates from WSUS"  # information about the host, not a problem on it
+PENDING = "updates pending"  # check --install: information, as the last successful install is
+LAST_INSTALL = "last successful install"
+INFORMATION = (WSUS_SOURCE, PENDING, LAST_INSTALL)
 
 
 def problems_of(findings: list[str]) -> list[str]:
     """The findings that are problems (`check` ends such a host needs-operator, exit 1), not information."""
-    return [finding for finding in findings if not finding.startswith(WSUS_SOURCE)]
+    return [finding for finding in findings if not finding.startswith(INFORMATION)]
+
+
+def pending_findings(search: StepResult, *, now: dt.datetime) -> list[str]:
+    """check --install's lines: the updates a search selects, and how old the newest successful install is
+    (the agent's history: install-updates' last_success_utc)."""
+    facts = search.facts
+    if search.exit_code != 0:
+        return [f"update search failed (exit {search.exit_code}): {'; '.join(search.messages)[:200]}"]
+    pending = [str(kb) for kb in facts.get("pending") or []]
+    lines = [f"{PENDING}: {len(pending)}" + (f" ({', '.join(pending[:20])}{' ...' if len(pending) > 20 else ''})"
+                                               if pending else "")]
+    last = facts.get("last_success_utc")
+    if isinstance(last, str) and last:
+        when = _utc(last)
+        age = f"{(now - when).days} days ago ({last[:10]})" if when is not None else last
+        lines.append(f"{LAST_INSTALL} {age}")
+    else:
+        lines.append(f"{LAST_INSTALL}: none in the update agent's history")
+    return lines
 
 
 def prevention_findings(facts: dict[str, Any]) -> list[str]:
@@ -46,6 +69,16 @@ def prevention_findings(facts: dict[str, Any]) -> list[str]:
     if shutdowns:
         findings.append(f"{shutdowns} unexpected shutdown(s) in 30 days")
     return findings
+
+
+def _utc(text: str) -> dt.datetime | None:
+    """A time as .NET's ToString('o') writes it in UTC (7 fraction digits, Z), or None."""
+    cleaned = re.sub(r"(\.\d{6})\d+", r"\1", text.strip()).replace("Z", "+00:00")
+    try:
+        when = dt.datetime.fromisoformat(cleaned)
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
 def hresults_of(result: StepResult) -> list[str]:

@@ -17,7 +17,14 @@ from ..inventory import HostConfig
 from ..store.rundir import logs_name
 from ..transport.base import TransportError
 from .context import Cancelled, HostContext, HostFailed
-from .findings import needs_source_cause, network_cause, prevention_findings, problems_of, verify_cause
+from .findings import (
+    needs_source_cause,
+    network_cause,
+    pending_findings,
+    prevention_findings,
+    problems_of,
+    verify_cause,
+)
 from .ledger import Ledger
 from .plan import GATES, LADDER, HostPlan, PlannedStep, install_params, install_rung, is_done, plan_host, rung_params
 from .progress import HostProgress
@@ -158,6 +165,10 @@ class HostWalk:
 
     def _check(self) -> tuple[Outcome, str]:
         findings = prevention_findings(self.diagnose("prevention report").facts)
+        if self.policy.install:  # check --install: what is pending in those categories, and since when
+            search = self.steps.step("install-updates", {**install_params(self.policy), "SearchOnly": True},
+                                     reason="updates pending (search only: nothing is installed)")
+            findings += pending_findings(search, now=dt.datetime.now(dt.timezone.utc))
         for finding in findings:
             self.steps.message("warning", finding)
         if problems_of(findings):  # the check found something to act on: the run exits 1, the host fails in junit

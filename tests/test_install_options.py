@@ -1,0 +1,124 @@
+"""Installing updates, as asked for (issue 16, item 1): --install and the inventory's install vars,
+checked before any connection, mapped to install-updates' parameters; check --install lists what
+is pending and the age of the last successful install."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wuremote.cli import main
+from wuremote.contract.updates import DEFAULT_CATEGORIES, UnknownCategory, parse_categories
+from wuremote.engine.plan import install_params
+from wuremote.inventory import load_inventory
+from wuremote.lab.lab import Lab
+
+LAB_SCALE = 0.002
+INVENTORY = """\
+[vars]
+username = "admin"
+password_env = "INSTALL_TEST_PASSWORD"
+auth = "basic"
+
+[hosts.srv01]
+{extra}
+"""
+
+
+def write(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "hosts.toml"
+    path.write_text(INVENTORY.format(extra=extra), encoding="utf-8")
+    return path
+
+
+def one_line_error(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("wuremote: warning:")]
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_categories_take_either_spelling_and_bare_install_is_security_and_critical() -> None:
+    assert parse_categories("") == DEFAULT_CATEGORIES == ("SecurityUpdates", "CriticalUpdates")
+    assert parse_categories("security updates, UpdateRollups,SecurityUpdates") == ("SecurityUpdates", "UpdateRollups")
+    assert parse_categories("*") == ("*",)
+    with pytest.raises(UnknownCategory, match="'Securty'"):
+        parse_categories("Securty")
+
+
+def test_an_unknown_category_on_the_command_line_is_one_line_before_connecting(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("INSTALL_TEST_PASSWORD", "x")
+    state = tmp_path / "s"
+    assert main(["repair", "-i", str(write(tmp_path)), "--install", "SecurityUpdates,Securty", "--plain",
+                 "--state-dir", str(state)]) == 2
+    line = one_line_error(capsys)
+    assert line.startswith("wuremote: --install: unknown update category 'Securty'; use * or any of ")
+    assert "SecurityUpdates" in line and "--install=SecurityUpdates" in line
+    assert not state.exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('install = ["SecurityUpdates", "Bogus"]', "install item 2 is not a Windows Update category; use * or any of "),
+    ('install_accept = ["5034441"]', "install_accept is not a KB id"),
+    ('install_optional = "maybe"', "install_optional must be true or false"),
+])
+def test_a_bad_install_var_names_the_file_and_line(tmp_path, capsys, monkeypatch, extra: str, message: str) -> None:
+    monkeypatch.setenv("INSTALL_TEST_PASSWORD", "x")
+    path = write(tmp_path, extra)
+    assert main(["repair", "-i", str(path), "--plain", "--state-dir", str(tmp_path / "s")]) == 2
+    line = one_line_error(capsys)
+    assert f"{path}:7: " in line and message in line, line
+
+
+def test_install_vars_become_the_script_parameters_as_win_updates_names_them(tmp_path) -> None:
+    extra = ('install = "Security Updates, DefinitionUpdates"\ninstall_accept = ["kb5068787"]\n'
+             'install_reject = "KB890830"\ninstall_optional = true')
+    host = load_inventory(write(tmp_path, extra), environ={"INSTALL_TEST_PASSWORD": "x"}).hosts[0]
+    assert host.install == ("SecurityUpdates", "DefinitionUpdates")
+    assert install_params(host.policy) == {"CategoryNames": ["Security Updates", "Definition Updates"],
+                                           "AcceptKb": ["KB5068787"], "RejectKb": ["KB890830"], "IncludeOptional": True}
+    assert load_inventory(write(tmp_path, "install = true"), environ={"INSTALL_TEST_PASSWORD": "x"}).hosts[0].install == (
+        DEFAULT_CATEGORIES)
+
+
+@pytest.fixture(scope="module")
+def healthy_lab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab")
+    with Lab(hosts=2, scenario="healthy", time_scale=LAB_SCALE) as lab:
+        inventory = root / "inventory.toml"
+        inventory.write_text(lab.inventory_toml(), encoding="utf-8")
+        yield lab, inventory
+
+
+def test_check_install_lists_what_is_pending_and_the_last_successful_install(healthy_lab, tmp_path, capsys) -> None:
+    lab, inventory = healthy_lab
+    name = lab.endpoints[0].name
+    assert main(["check", "-i", str(inventory), "--limit", name, "--install", "--plain",
+                 "--state-dir", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "updates pending: 2 (KB5068787, KB5068862)" in out
+    assert "last successful install 38 days ago" in out
+    assert lab.call(lambda: lab.host(name).state.install_counts) == {}  # a search only: nothing installed
+
+
+def test_repair_install_flag_reaches_the_host_and_only_its_categories_install(healthy_lab, tmp_path, capsys) -> None:
+    lab, inventory = healthy_lab
+    name = lab.endpoints[1].name
+    code = main(["repair", "-i", str(inventory), "--limit", name, "--install=UpdateRollups,DefinitionUpdates",
+                 "--plain", "--state-dir", str(tmp_path / "s")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"{name} PATCHED" in out
+    assert lab.call(lambda: dict(lab.host(name).state.install_counts)) == {"KB890830": 1, "KB2267602": 1}
+    assert "install-updates 2/2 done 100%" in out  # the poll that sees the end always reports it
+
+
+def test_the_live_view_shows_which_update_of_how_many_and_its_percent() -> None:
+    from wuremote import events as ev
+    from wuremote.output.live import describe, progress_text
+
+    event = ev.StepProgress("r", "srv01", "install-updates", percent=45, message="3/7 KB5034441")
+    assert progress_text(event) == "3/7 KB5034441 45%"
+    assert describe(event) == "install-updates 3/7 KB5034441 45%"
+    dism = ev.StepProgress("r", "srv01", "dism", percent=40, message="running")
+    assert describe(dism) == "dism 40% running"  # other steps read as before
