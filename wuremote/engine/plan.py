@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..contract import hresult
-from ..contract.updates import agent_names
 from ..contract.steps import OPT_IN_STEPS as OPT_IN
+from ..contract.updates import agent_names
 from ..inventory import RepairPolicy
 
 # The ladder, gentlest first (docs/design.md, §3).  Opt-in rungs run only when named.

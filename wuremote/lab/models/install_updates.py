@@ -110,7 +110,7 @@ async def install_updates(ctx: StepContext) -> None:
         finish("ok", 0, [f"search found {len(found)}, selected {len(selected)}"])
 
     total = len(selected)
-    for index, (update, info) in enumerate(selected):
+    for index, (update, _info) in enumerate(selected):
         label = f"{index + 1}/{total} {update.kb}"
         ctx.progress("install-updates", label, 100 * index // total, message=label)
         ctx.verbose(f"{label}: {update.title}")
