@@ -122,3 +122,21 @@ def test_the_live_view_shows_which_update_of_how_many_and_its_percent() -> None:
     assert describe(event) == "install-updates 3/7 KB5034441 45%"
     dism = ev.StepProgress("r", "srv01", "dism", percent=40, message="running")
     assert describe(dism) == "dism 40% running"  # other steps read as before
+
+
+def test_install_failures_the_old_run_called_healthy_now_reach_the_operator(tmp_path, capsys) -> None:
+    """Without opt-ins or a kb, these hosts used to end "HEALTHY: verify passed; nothing to repair"
+    although their updates cannot install (issue 16)."""
+    scenarios = tmp_path / "two.toml"
+    scenarios.write_text('[[hosts]]\nscenario = "third-party-service-conflict"\nname = "TP"\n\n'
+                         '[[hosts]]\nscenario = "manual-kb"\nname = "MK"\n', encoding="utf-8")
+    with Lab(scenario=scenarios, time_scale=LAB_SCALE) as lab:
+        inventory = tmp_path / "inventory.toml"
+        bare = [line for line in lab.inventory_toml().splitlines() if not line.startswith(("opt_in", "kb"))]
+        inventory.write_text("\n".join(bare), encoding="utf-8")  # no opt-in, no kb: as a new user's first inventory
+        code = main(["repair", "-i", str(inventory), "--install", "--plain", "--state-dir", str(tmp_path / "s")])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert ("TP01 NEEDS-OPERATOR: KB5068787 failed to install with 0x80070020 ERROR_SHARING_VIOLATION" in out
+            and "add clean-boot to opt_in to let wuremote do it" in out), out
+    assert 'MK01 NEEDS-OPERATOR: KB5068787 failed to install with 0x8024200B' in out and 'set kb = "KB5068787"' in out

@@ -230,8 +230,7 @@ class HostWalk:
             missing = [s.rung for s in plan.steps if s.required and s.rung not in self.ran_ok]
             return Outcome.FAILED, f"required steps did not succeed: {', '.join(missing)}"
         if self.ran_order:
-            *tried, last = self.ran_order
-            return Outcome.REPAIRED, f"repaired by {last}" + (f" (after {', '.join(tried)})" if tried else "")
+            return Outcome.REPAIRED, self._repaired_by()
         return Outcome.HEALTHY, "verify passed; nothing to repair"
 
     # --- installing -----------------------------------------------------------------------
@@ -286,9 +285,14 @@ class HostWalk:
         if pending:
             self.reboot_host(f"pending reboot after installing ({', '.join(pending)})")
         if self.ran_order:
-            *tried, last = self.ran_order
-            repaired = f"repaired by {last}" + (f" (after {', '.join(tried)})" if tried else "")
+            repaired = self._repaired_by()
         return Outcome.PATCHED, f"{_installed_text(installed)}; {repaired}"
+
+    def _repaired_by(self) -> str:
+        """"repaired by LAST (after THE OTHERS)", each rung named once (an install may climb one again)."""
+        *tried, last = self.ran_order
+        earlier = list(dict.fromkeys(rung for rung in tried if rung != last))
+        return f"repaired by {last}" + (f" (after {', '.join(earlier)})" if earlier else "")
 
     def _install_failure(self, failed: list[dict[str, object]], installed: list[str]) -> str:
         """The update that no rung repairs, its code, what it means and what to do."""
