@@ -163,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--state-dir", type=Path, default=None, help="where the demo's artifacts go (default: a temp dir)")
     demo.add_argument("--transport", choices=("psrp", "winrm"), default="psrp")
     demo.add_argument("--plain", action="store_true")
+    demo.add_argument("--install", action="store_true",
+                      help="also install each host's security and critical updates once updates work (repair --install)")
     lab = commands.add_parser("lab", help="start emulated Windows hosts on loopback (the demo's and the tests' target)")
     from .lab.__main__ import add_arguments  # small module; the lab's heavy parts load only when it runs
 
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"demo: {problem}")
             from .demo import run_demo
 
-            return run_demo(state_dir=args.state_dir, transport=args.transport, plain=args.plain)
+            return run_demo(state_dir=args.state_dir, transport=args.transport, plain=args.plain, install=args.install)
     except (UsageError, JournalError, RunLockedError) as exc:  # bad input or state dir: one line, nothing touched
         print(f"wuremote: {exc}", file=sys.stderr)
         return int(RunExit.USAGE)
