@@ -140,3 +140,11 @@ def test_install_failures_the_old_run_called_healthy_now_reach_the_operator(tmp_
     assert ("TP01 NEEDS-OPERATOR: KB5068787 failed to install with 0x80070020 ERROR_SHARING_VIOLATION" in out
             and "add clean-boot to opt_in to let wuremote do it" in out), out
     assert 'MK01 NEEDS-OPERATOR: KB5068787 failed to install with 0x8024200B' in out and 'set kb = "KB5068787"' in out
+
+
+def test_plan_says_updates_would_be_installed(healthy_lab, tmp_path, capsys) -> None:
+    lab, inventory = healthy_lab
+    assert main(["plan", "-i", str(inventory), "--limit", lab.endpoints[0].name, "--install=*", "--plain",
+                 "--state-dir", str(tmp_path / "s")]) == 0
+    assert "plan: verify only (no failure recorded; the ladder is climbed only if verify fails); then install-updates (*)" in (
+        capsys.readouterr().out)

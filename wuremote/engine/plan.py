@@ -46,6 +46,7 @@ class HostPlan:
     blocker: str | None = None  # a network/WSUS failure: verify confirms it, then nothing is climbed
     operator_issue: str | None = None  # what only the operator can fix; the ladder stops after required rungs
     notes: list[str] = field(default_factory=list)
+    install: tuple[str, ...] = ()  # categories install-updates installs once verify passes (--install)
 
     @property
     def steps(self) -> list[PlannedStep]:
@@ -57,8 +58,9 @@ class HostPlan:
 
         A host that shows no failure is planned as what would run on it: verify, and nothing else unless
         verify fails (the ladder is then in the report's plan, not on this line)."""
+        then = f"; then install-updates ({', '.join(self.install)})" if self.install else ""
         if not any(s.required for s in self.steps) and not self.blocker and not self.operator_issue:
-            return "plan: verify only (no failure recorded; the ladder is climbed only if verify fails)"
+            return "plan: verify only (no failure recorded; the ladder is climbed only if verify fails)" + then
         steps = [s.rung + ("*" if s.required else "") for s in self.steps]
         text = "plan: " + (" -> ".join(steps) if steps else "verify only")
         if any(s.required for s in self.steps) and any(not s.required for s in self.steps):
@@ -70,7 +72,7 @@ class HostPlan:
             text += f" (if verify confirms: {self.blocker})"
         if self.operator_issue:
             text += f" (operator: {self.operator_issue})"
-        return text
+        return text + then
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +81,7 @@ class HostPlan:
             "blocker": self.blocker,
             "operator_issue": self.operator_issue,
             "notes": list(self.notes),
+            "install": list(self.install),
         }
 
 
@@ -145,7 +148,7 @@ def network_blocker(facts: dict[str, Any]) -> str | None:
 
 def plan_host(name: str, policy: RepairPolicy, facts: dict[str, Any]) -> HostPlan:
     """The plan for one host from its first diagnose: gates, then the ladder, with reasons."""
-    plan = HostPlan(name, blocker=network_blocker(facts))
+    plan = HostPlan(name, blocker=network_blocker(facts), install=policy.install)
     services = facts.get("services") or {}
     by_policy = sorted(name for name, svc in services.items()
                        if isinstance(svc, dict) and svc.get("policy_start_type") == "Disabled")
