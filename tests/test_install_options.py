@@ -148,3 +148,11 @@ def test_plan_says_updates_would_be_installed(healthy_lab, tmp_path, capsys) -> 
                  "--state-dir", str(tmp_path / "s")]) == 0
     assert "plan: verify only (no failure recorded; the ladder is climbed only if verify fails); then install-updates (*)" in (
         capsys.readouterr().out)
+
+
+def test_many_updates_results_reach_the_journal_whole() -> None:
+    from wuremote.engine.findings import small_facts
+
+    results = [{"kb": f"KB{5000000 + i}", "title": "x" * 200, "result_code": 2, "hresult": "0x00000000"} for i in range(60)]
+    kept = small_facts({"results": results, "pending": [], "skipped": results, "transcript": "t"}, "install-updates")
+    assert kept["results"] == results and "skipped" not in kept and "transcript" not in kept

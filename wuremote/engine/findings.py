@@ -92,9 +92,16 @@ def hresults_of(result: StepResult) -> list[str]:
     return found
 
 
-def small_facts(facts: dict[str, Any]) -> dict[str, Any]:
+# Facts the report folds whatever their size: install-updates' per-update results and what is still
+# pending (a fresh host may list dozens of updates; dropping them would drop them from the report).
+WHOLE_FACTS = {"install-updates": frozenset({"results", "pending", "last_success_utc", "reboot_required"})}
+
+
+def small_facts(facts: dict[str, Any], step: str = "") -> dict[str, Any]:
     """A step's facts for the journal, without bulky payloads (transcripts, echoed results)."""
-    return {k: v for k, v in facts.items() if k not in ("transcript", "result") and len(json.dumps(v, default=str)) < 4000}
+    whole = WHOLE_FACTS.get(step, frozenset())
+    return {k: v for k, v in facts.items() if k not in ("transcript", "result")
+            and (k in whole or len(json.dumps(v, default=str)) < 4000)}
 
 
 def verify_cause(verify: StepResult) -> str:

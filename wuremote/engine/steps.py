@@ -181,7 +181,7 @@ class StepRunner:
             self.emit(ev.StepFinished(self.ctx.run_id, self.name, label, exit_code=None, status="error",
                                       messages=[error or ""], error_kind=error_kind, transcript=relative))
             return
-        facts = result.facts if label == "diagnose" else small_facts(result.facts)
+        facts = result.facts if label == "diagnose" else small_facts(result.facts, label)
         self.emit(ev.StepFinished(self.ctx.run_id, self.name, label, exit_code=result.exit_code, status=result.status,
                                   duration=round(result.duration, 3), hresults=hresults_of(result),
                                   messages=result.messages[:20], changes=result.changes[:50], facts=facts,
