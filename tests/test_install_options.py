@@ -156,3 +156,18 @@ def test_many_updates_results_reach_the_journal_whole() -> None:
     results = [{"kb": f"KB{5000000 + i}", "title": "x" * 200, "result_code": 2, "hresult": "0x00000000"} for i in range(60)]
     kept = small_facts({"results": results, "pending": [], "skipped": results, "transcript": "t"}, "install-updates")
     assert kept["results"] == results and "skipped" not in kept and "transcript" not in kept
+
+
+def test_servicing_that_waits_for_a_restart_is_never_installed_over(tmp_path, capsys) -> None:
+    scenarios = tmp_path / "busy.toml"
+    scenarios.write_text('[[hosts]]\nscenario = "healthy"\nname = "BUSY"\n[hosts.state]\nservicing_in_progress = true\n',
+                         encoding="utf-8")
+    with Lab(scenario=scenarios, time_scale=LAB_SCALE) as lab:
+        inventory = tmp_path / "inventory.toml"
+        inventory.write_text(lab.inventory_toml(), encoding="utf-8")
+        code = main(["repair", "-i", str(inventory), "--install", "--plain", "--state-dir", str(tmp_path / "s")])
+        counts = lab.call(lambda: dict(lab.host("BUSY01").state.install_counts))
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "BUSY01 NEEDS-OPERATOR: install-updates refused: servicing is pending a reboot (pending.xml)" in out, out
+    assert counts == {}
