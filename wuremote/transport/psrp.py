@@ -20,7 +20,7 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import tenacity
@@ -167,11 +167,12 @@ class _Pipeline:
     every poll (pypsrp's own lists emptied as we go), result objects kept aside."""
 
     def __init__(self, pool: RunspacePool, pshost: PSHost, collector: Collector,
-                 build: Callable[[PowerShell], Any]) -> None:
+                 build: Callable[[PowerShell], Any], input: Iterable[str] | None = None) -> None:
         self.ps = PowerShell(pool)
         build(self.ps)
         self.pshost = pshost
         self.collector = collector
+        self.input = input
         self.results: list[dict[str, Any]] = []
 
     @property
@@ -180,7 +181,18 @@ class _Pipeline:
 
     def begin(self) -> None:
         self.pshost.rc = None  # SetShouldExit of an earlier step must not leak into this one
-        self.ps.begin_invoke()
+        if self.input is None:
+            self.ps.begin_invoke()
+            return
+        items = self.input
+
+        def one_by_one() -> Iterator[list[str]]:
+            # pypsrp sends each list as PIPELINE_INPUT messages, END_OF_PIPELINE_INPUT after the last
+            # (it takes a generator only); an empty input still ends the input.
+            yield from ([item] for item in items)
+            yield []
+
+        self.ps.begin_invoke(input=one_by_one())
 
     def poll(self, seconds: int) -> None:
         self.ps.poll_invoke(timeout=seconds)
@@ -247,6 +259,11 @@ class PSRPTransport(Session[WSMan, RunspacePool]):
     # life even for closed pipelines (pypsrp#148, MS-WSMV note 118): a fresh pool well before it.
     commands_per_session = 900
     output_stream = "output"
+    # One input item is about one WS-Man Send (pypsrp's Client.copy sizes its chunks the same way:
+    # (max_payload_size - 82) / 4 * 3 of the default 150 KB envelope); a run carries 8 MB, so the host's
+    # count of what it holds is read back, and journalled, every 8 MB.
+    input_item_bytes = 96 * 1024
+    input_run_bytes = 8 * 1024 * 1024
 
     def __init__(self, connection: Connection, settings: TransportSettings | None = None) -> None:
         super().__init__(connection, settings)
@@ -254,14 +271,14 @@ class PSRPTransport(Session[WSMan, RunspacePool]):
 
     # --- a step or a command: one pipeline ------------------------------------------------------
     def _step(self, pool: RunspacePool, script: StepScript, params: dict[str, Any],
-              collector: Collector) -> _Pipeline:
+              collector: Collector, input: Iterable[str] | None) -> _Pipeline:
         def build(ps: PowerShell) -> None:
             ps.add_script(script.payload())
             for name, value in params.items():
                 if name != "ResultMarker":  # over PSRP the result is an object, not a marked line
                     ps.add_parameter(name, value)
 
-        return _Pipeline(pool, self._pshost, collector, build)
+        return _Pipeline(pool, self._pshost, collector, build, input)
 
     def _command(self, pool: RunspacePool, command: str, collector: Collector) -> _Pipeline:
         return _Pipeline(pool, self._pshost, collector, lambda ps: ps.add_script(command))

@@ -10,7 +10,7 @@ would.
 from __future__ import annotations
 
 # Each module registers its models on import.
-from . import boot_info, detached, diagnose, failsafe, helpers, logs, long_steps, maintenance, reset_components  # noqa: F401
+from . import boot_info, detached, diagnose, failsafe, helpers, logs, long_steps, maintenance, push, reset_components  # noqa: F401
 from .registry import (
                        BOOTSTRAP_SHA256,
                        MODELS,

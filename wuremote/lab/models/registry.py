@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from ...contract.scripts import HEADER_START, ScriptHeaderError, ScriptMeta, parse_header, sha256_text, split_payload
 from ..engine import ErrorInfo, Run, Stop
@@ -22,6 +23,15 @@ PRELUDE_SHA256 = "aadedc320e5e8f749dacafe6f5bb23e07a7ed54a1843b9ef5b75c7b80b65fe
 BOOTSTRAP_SHA256 = "30986d8c9cc67f85955aea604108f2680b2d413cb99f627972247e7f5a7b1645"
 
 
+class InputSource(Protocol):
+    """A PSRP pipeline's input as it arrives (MS-PSRP 2.2.2.17 PIPELINE_INPUT, 2.2.2.18 END_OF_PIPELINE_INPUT):
+    items appended to ``inputs``, ``input_arrived`` set after each, ``input_done`` set at the end."""
+
+    inputs: list[Any]
+    input_arrived: asyncio.Event
+    input_done: asyncio.Event
+
+
 @dataclass
 class StepContext:
     host: Host
@@ -29,6 +39,30 @@ class StepContext:
     run: Run
     params: dict[str, Any]
     meta: ScriptMeta
+    source: InputSource | None = None
+
+    async def input_items(self) -> AsyncIterator[Any]:
+        """What the script's ValueFromPipeline parameter ($InputObject) is bound to, item by item:
+        the -InputObject given by name (WinRS), then the pipeline's input as it arrives (PSRP), each
+        item taken out of the pipe once handed over, as a process block consumes it."""
+        bound = next((value for key, value in self.params.items() if key.lower() == "inputobject"), None)
+        for item in (bound if isinstance(bound, list) else [] if bound is None else [bound]):
+            yield item
+        source = self.source
+        if source is None:
+            return
+        while True:
+            while source.inputs:
+                yield source.inputs.pop(0)
+            if source.input_done.is_set():
+                return
+            source.input_arrived.clear()
+            waiters = [asyncio.ensure_future(source.input_arrived.wait()), asyncio.ensure_future(source.input_done.wait())]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
 
     def verbose(self, text: str) -> None:
         self.run.emit("verbose", text)
@@ -98,9 +132,9 @@ class Known:
     text: str
     params: dict[str, Any]
 
-    async def run(self, host: Host, user: str, run: Run) -> int:
+    async def run(self, host: Host, user: str, run: Run, source: InputSource | None = None) -> int:
         try:
-            await self._run(host, user, run)
+            await self._run(host, user, run, source)
         except Stop as stop:
             run.finish(stop.exit_code if stop.failure is None else 1, stop.failure)
         else:
@@ -109,7 +143,7 @@ class Known:
         return run.exit_code
 
 
-    async def _run(self, host: Host, user: str, run: Run) -> None:
+    async def _run(self, host: Host, user: str, run: Run, source: InputSource | None) -> None:
         script, prelude = split_payload(self.text)
         try:
             meta = parse_header(script)
@@ -124,7 +158,7 @@ class Known:
             raise Stop(1, _lab_error(f"lab: no model for script {meta.name!r} v{meta.version} with sha256 {digest}; "
                                      "a script edited without its lab model is refused (see wuremote/lab/models/)"))
         host.state.scripts_run.append(meta.name)
-        ctx = StepContext(host, user, run, self.params, meta)
+        ctx = StepContext(host, user, run, self.params, meta, source)
         if host.state.language_mode != "FullLanguage" and meta.name not in PRELUDE_SKIPS_TRANSCRIPT:
             # Start-WuTranscript's refusal: under Constrained Language every step stops there.
             ctx.finish("failed", 1, facts={"language_mode": host.state.language_mode}, messages=[
