@@ -214,6 +214,8 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "kb": _optional(_kb),
     "kb_url": _optional(as_text),
     "kb_sha256": _optional(_sha256),
+    "kb_file": _optional(as_text),
+    "msu_path": _optional(as_text),
     "dism_source": _optional(as_text),
     "exclude_services": _items(),
     "vendor_av": _vendor_av,

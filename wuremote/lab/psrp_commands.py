@@ -17,8 +17,8 @@ from typing import Any
 from . import models
 from .console import format_value
 from .engine import ErrorInfo, Run, Stop
-from .models.registry import InputSource
 from .host import Host
+from .models.registry import InputSource
 from .pwsh import Session, lab_failure, run_statement, split_statements
 
 COPY_SIGNATURE = ("$bytes = [System.Convert]::FromBase64String($input)", "$MyInvocation.UnboundArguments[0]")

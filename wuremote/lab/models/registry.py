@@ -6,10 +6,10 @@ package, and the package imports them without an import cycle.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol

@@ -1,0 +1,177 @@
+"""Pushing a KB's .msu from the controller (issue 16): picked for the host's build and architecture,
+sent in chunks over the host's own transport (PSRP pipeline input, WinRS stdin), checked by SHA-256
+on the host, continued from what the host holds, and installed by install-kb from where it landed.
+
+Against the lab over real HTTPS: the lab keeps a pushed file's size and hash (not its bytes) and
+counts every byte push-kb wrote, so a test can tell what was sent again."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wuremote import events as ev
+from wuremote.demo import demo_hosts, demo_options
+from wuremote.engine import packages
+from wuremote.engine.ledger import Ledger
+from wuremote.engine.runner import Runner, RunSummary
+from wuremote.engine.steps import StepRunner
+from wuremote.events import Event
+from wuremote.lab.lab import Lab
+
+KB = "KB5068787"  # the manual-kb scenario's update, which only installs by hand
+CATALOG_NAME = f"windows10.0-{KB.lower()}-x64_0123456789abcdef0123456789abcdef01234567.msu"  # Server 2022, AMD64
+
+
+def msu(folder: Path, name: str = CATALOG_NAME, size: int = 700_000) -> Path:
+    """A cabinet-shaped file (MSCF: what a signed .msu starts with) of ``size`` bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(b"MSCF" + os.urandom(size - 4))
+    return path
+
+
+def run(lab: Lab, state_dir: Path, transport: str, *, kb_dir: Path | None = None,
+        **overrides: Any) -> tuple[RunSummary, list[Event]]:
+    seen: list[Event] = []
+    hosts = [replace(h, kb=KB, kb_url=None, **overrides) for h in demo_hosts(lab, transport)]
+    options = replace(demo_options(state_dir), kb_dir=str(kb_dir) if kb_dir else None)
+    summary = Runner(hosts, options, subscribers=[seen.append]).run()
+    return summary, seen
+
+
+def lab_push(lab: Lab, name: str) -> tuple[int, dict[str, tuple[int, str]], set[str]]:
+    """Bytes push-kb wrote on the host, the pushed files (size, SHA-256) by path, the KBs installed."""
+    def read() -> tuple[int, dict[str, tuple[int, str]], set[str]]:
+        state = lab.host(name).state
+        return (state.push_bytes_received, {path: (f.size, f.sha256) for path, f in state.pushed.items()},
+                set(state.installed_kbs))
+    return lab.call(read)
+
+
+@pytest.mark.parametrize("transport", ["psrp", "winrm"])
+def test_kb_file_is_pushed_in_chunks_checked_and_installed(tmp_path: Path, transport: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from wuremote.transport.psrp import PSRPTransport
+    from wuremote.transport.winrm import WinRSTransport
+
+    for kind in (PSRPTransport, WinRSTransport):  # several runs of several chunks, even for a small file
+        monkeypatch.setattr(kind, "input_item_bytes", 64 * 1024)
+        monkeypatch.setattr(kind, "input_run_bytes", 256 * 1024)
+    path = msu(tmp_path / "kbs")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with Lab(scenario="manual-kb", hosts=1, time_scale=0.002) as lab:
+        name = lab.endpoints[0].name
+        summary, seen = run(lab, tmp_path / "state", transport, kb_file=str(path))
+        received, pushed, installed = lab_push(lab, name)
+    assert summary.outcomes[name] == "repaired", summary.causes[name]
+    assert KB in installed
+    assert received == path.stat().st_size  # every byte once
+    staged = [value for key, value in pushed.items() if key.endswith("\\install-kb\\packages\\" + CATALOG_NAME)]
+    assert staged == [(path.stat().st_size, digest)]
+    held = [e.bytes_held for e in seen if isinstance(e, ev.StepProgress) and e.step == "push-kb"]
+    assert held == sorted(held) and len(held) >= 3 and held[-1] == path.stat().st_size
+    install = [e for e in seen if isinstance(e, ev.StepFinished) and e.step == "install-kb"]
+    assert install[-1].exit_code == 3010
+
+
+def test_kb_dir_gives_each_host_the_file_for_its_build_and_architecture(tmp_path: Path) -> None:
+    folder = tmp_path / "kbs"
+    msu(folder, f"windows11.0-{KB.lower()}-x64_{'1' * 40}.msu", 1000)
+    msu(folder, f"windows10.0-{KB.lower()}-arm64_{'2' * 40}.msu", 1000)
+    right = msu(folder, f"windows10.0-{KB.lower()}-x64_{'3' * 40}.msu", 5000)
+    with Lab(scenario="manual-kb", hosts=1, time_scale=0.002) as lab:
+        name = lab.endpoints[0].name
+        summary, _ = run(lab, tmp_path / "state", "psrp", kb_dir=folder)
+        received, pushed, installed = lab_push(lab, name)
+    assert summary.outcomes[name] == "repaired", summary.causes[name]
+    assert received == 5000 and KB in installed
+    assert [key.rsplit("\\", 1)[-1] for key in pushed] == [right.name.lower()]
+
+
+def test_no_fitting_package_is_one_line_naming_the_host(tmp_path: Path) -> None:
+    folder = tmp_path / "kbs"
+    msu(folder, f"windows11.0-{KB.lower()}-x64_{'1' * 40}.msu", 1000)
+    with Lab(scenario="manual-kb", hosts=1, time_scale=0.002) as lab:
+        name = lab.endpoints[0].name
+        lab.call(lambda: setattr(lab.host(name).state, "architecture", "ARM64"))
+        summary, _ = run(lab, tmp_path / "state", "psrp", kb_dir=folder)
+        received, _, installed = lab_push(lab, name)
+    cause = summary.causes[name]
+    assert summary.outcomes[name] == "needs-operator"
+    assert cause.startswith(f"{name}: no package for {KB} fits this host (build 20348, ARM64)") and "\n" not in cause
+    assert "windows10.0-kb5068787-arm64" in cause
+    assert received == 0 and KB not in installed
+
+
+def test_a_file_already_staged_is_not_sent_again(tmp_path: Path) -> None:
+    """install-kb is asked again on a resumed run or after a restart: the staged file is checked, not resent."""
+    path = msu(tmp_path / "kbs", size=300_000)
+    with Lab(scenario="manual-kb", hosts=1, time_scale=0.002) as lab:
+        name = lab.endpoints[0].name
+        host = replace(demo_hosts(lab, "winrm")[0], kb=KB, kb_url=None, kb_file=str(path))
+        pkg = packages.package(path)
+        seen: list[Event] = []
+        runner = Runner([host], demo_options(tmp_path / "state"), subscribers=[seen.append])
+        results = []
+
+        class Ctx:  # what a walk gets from its run: events out, no cancellation, no orphans
+            run_id = "run-staged"
+            options = runner.options
+            cancelled = False
+
+            def emit(self, event: Event) -> None:
+                seen.append(event)
+
+            def write_artifact(self, relative: str, text: str) -> None:
+                pass
+
+            def take_orphans(self, host: str) -> list[str]:
+                return []
+
+        steps = StepRunner(Ctx(), host, Ledger(), set())  # type: ignore[arg-type]
+        steps.open()
+        try:
+            for _ in range(2):
+                results.append(packages.push(steps, pkg, reason="test"))
+        finally:
+            steps.close()
+        received, _, _ = lab_push(lab, name)
+    assert [r.facts["staged"] for r in results] == [True, True]
+    assert [r.facts["written"] for r in results] == [300_000, 0]
+    assert received == 300_000
+
+
+def test_a_missing_kb_file_or_kb_dir_is_one_line_exit_2_before_connecting(tmp_path: Path, capsys: Any,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from wuremote.cli import main
+
+    monkeypatch.setenv("WUREMOTE_PASSWORD", "x")
+    inventory = tmp_path / "hosts.toml"
+    inventory.write_text('[vars]\nusername = "u"\nauth = "ntlm"\n[hosts."srv01"]\nkb_file = "kbs/nothere.msu"\n',
+                         encoding="utf-8")
+    state = tmp_path / "state"
+    assert main(["repair", "-i", str(inventory), "--plain", "--state-dir", str(state)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "srv01" in lines[0] and "kb_file" in lines[0] and "nothere.msu" in lines[0]
+    inventory.write_text('[vars]\nusername = "u"\nauth = "ntlm"\n[hosts."srv01"]\nkb = "KB5034441"\n', encoding="utf-8")
+    assert main(["repair", "-i", str(inventory), "--plain", "--state-dir", str(state), "--kb-dir", str(tmp_path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--kb-dir" in lines[0] and "no .msu" in lines[0]
+    assert not (state / "runs").exists() and not (state / "journal.sqlite3").exists()  # no run, no host touched
+
+
+def test_catalog_names_and_builds() -> None:
+    parsed = packages.catalog_name("windows10.0-kb5034441-x64_efb4b3fd5c4e8ac4a9a0a1d6bb1a8bbd3e0bdb5a.msu")
+    assert parsed == packages.CatalogName("windows10.0", "KB5034441", "x64")
+    assert packages.catalog_name("Windows6.1-KB961367-v2-x86.msu") == packages.CatalogName("windows6.1", "KB961367", "x86")
+    assert packages.catalog_name("windows10.0-kb5033909-x64-ndp48_" + "a" * 40 + ".msu") is not None
+    assert packages.catalog_name("kb5034441.msu") is None
+    assert [packages.os_token(b) for b in (7601, 9200, 9600, 14393, 17763, 20348, 22631, 26100)] == [
+        "windows6.1", "windows8-rt", "windows8.1", "windows10.0", "windows10.0", "windows10.0", "windows11.0",
+        "windows11.0"]
