@@ -175,3 +175,36 @@ def test_catalog_names_and_builds() -> None:
     assert [packages.os_token(b) for b in (7601, 9200, 9600, 14393, 17763, 20348, 22631, 26100)] == [
         "windows6.1", "windows8-rt", "windows8.1", "windows10.0", "windows10.0", "windows10.0", "windows11.0",
         "windows11.0"]
+
+
+def faulty_lab(tmp_path: Path, **faults: Any) -> Lab:
+    scenario = tmp_path / "scenario.toml"
+    lines = ["[[hosts]]", 'scenario = "manual-kb"', 'name = "push"', "[hosts.faults]"]
+    lines += [f"{key} = {value!r}".replace("'", '"') for key, value in faults.items()]
+    scenario.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return Lab(scenario=scenario, time_scale=0.002)
+
+
+@pytest.mark.parametrize("transport", ["psrp", "winrm"])
+def test_a_push_cut_off_mid_file_continues_from_what_the_host_holds(tmp_path: Path, transport: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from wuremote.transport.psrp import PSRPTransport
+    from wuremote.transport.winrm import WinRSTransport
+
+    for kind in (PSRPTransport, WinRSTransport):
+        monkeypatch.setattr(kind, "input_item_bytes", 64 * 1024)
+        monkeypatch.setattr(kind, "input_run_bytes", 512 * 1024)
+    path = msu(tmp_path / "kbs", size=2_000_000)
+    with faulty_lab(tmp_path, reset_send_after_kb=1200) as lab:
+        name = lab.endpoints[0].name
+        summary, seen = run(lab, tmp_path / "state", transport, kb_file=str(path))
+        received, pushed, installed = lab_push(lab, name)
+        injected = lab.call(lambda: dict(lab.faults(name).injected))
+    assert injected.get("send-reset") == 1
+    assert summary.outcomes[name] == "repaired", summary.causes[name]
+    assert KB in installed
+    assert received == path.stat().st_size  # what the host held was not sent again; what was lost was
+    warnings = [e.text for e in seen if isinstance(e, ev.HostMessage) and "push-kb" in e.text]
+    assert any("fresh connection" in text for text in warnings)
+    finished = [e for e in seen if isinstance(e, ev.StepFinished) and e.step == "push-kb"]
+    assert [e.status for e in finished] == ["ok"] and finished[0].facts["staged"] is True
