@@ -8,6 +8,7 @@ counts every byte push-kb wrote, so a test can tell what was sent again."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -208,3 +209,53 @@ def test_a_push_cut_off_mid_file_continues_from_what_the_host_holds(tmp_path: Pa
     assert any("fresh connection" in text for text in warnings)
     finished = [e for e in seen if isinstance(e, ev.StepFinished) and e.step == "push-kb"]
     assert [e.status for e in finished] == ["ok"] and finished[0].facts["staged"] is True
+
+
+def _push_held(rows: list[tuple[str, str | None, str | None, str]]) -> bool:
+    """The journal holds a push run's answer that is neither the first byte nor the last."""
+    return any(kind == "step-progress" and step == "push-kb" and '"percent": 100' not in data
+               for kind, _, step, data in rows)
+
+
+def _install_started(rows: list[tuple[str, str | None, str | None, str]]) -> bool:
+    return any(kind == "step-started" and step == "install-kb" for kind, _, step, _ in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("transport", "size", "moment"), [
+    ("psrp", 20_000_000, _push_held), ("winrm", 4_000_000, _push_held), ("psrp", 20_000_000, _install_started)])
+def test_kill_9_mid_push_then_resume_installs_once_and_sends_only_what_the_host_lacks(
+        tmp_path: Path, transport: str, size: int, moment: Any) -> None:
+    """A real `wuremote repair` killed with SIGKILL once the journal shows part of the file on the host
+    (or once install-kb has started), then `wuremote resume`: the update is installed once and the host
+    receives each byte of the file once."""
+    from test_interrupt_resume import events_recorded, run_id_of, start, wait_until
+
+    path = msu(tmp_path / "kbs", size=size)
+    with Lab(scenario="manual-kb", hosts=1, time_scale=0.002) as lab:
+        name = lab.endpoints[0].name
+        inventory = tmp_path / "inventory.toml"
+        text = lab.inventory_toml().replace('transport = "psrp"', f'transport = "{transport}"')
+        text = "\n".join(f"kb_file = {json.dumps(str(path))}" if line.startswith("kb_url = ") else line
+                         for line in text.splitlines())
+        inventory.write_text(text + "\n", encoding="utf-8")
+        env = {**os.environ, "WUREMOTE_PASSWORD": lab.endpoints[0].password}
+        state = tmp_path / "state"
+        first = start(["repair", "-i", str(inventory), "--plain", "--state-dir", str(state)], env)
+        wait_until(state, moment, timeout=120)
+        first.kill()
+        first.communicate(timeout=30)
+        held_at_kill = [json.loads(data).get("bytes_held") for kind, _, step, data in events_recorded(state)
+                        if kind == "step-progress" and step == "push-kb"]
+        resumed = start(["resume", run_id_of(state), "--plain", "--state-dir", str(state)], env)
+        out, _ = resumed.communicate(timeout=240)
+        received, pushed, installed = lab_push(lab, name)
+        bodies = lab.call(lambda: lab.host(name).state.scripts_run.count("install-kb"))
+    assert resumed.returncode == 0, out[-3000:]
+    assert held_at_kill and 0 < held_at_kill[0] < size
+    assert KB in installed and bodies == 1  # installed once
+    # Sent at most once more than what was lost: the host held every byte it had acknowledged, so nothing it
+    # held was sent again (the lab counts every byte push-kb wrote, re-sent ones included).
+    assert received == size
+    assert list(pushed.values()) == [(size, hashlib.sha256(path.read_bytes()).hexdigest())]
