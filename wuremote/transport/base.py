@@ -76,10 +76,14 @@ class Transport(Protocol):
 
     host: str
     on_opened: SessionCallback | None
-    # Input for a script that takes it ($InputObject, ValueFromPipeline): the bytes one item carries
-    # and the most one run_step carries, which is what the transport can take in one operation.
-    input_item_bytes: int
+    # Input for a script that takes it ($InputObject, ValueFromPipeline): the most one run_step
+    # carries, which is what the transport can take in one operation.
     input_run_bytes: int
+
+    @property
+    def input_item_bytes(self) -> int:
+        """Bytes of one input item: what one request carries best on the open pool/shell."""
+        ...
 
     def run_step(self, script: StepScript, params: dict[str, Any], *, timeout: float,
                  on_stream: StreamCallback | None = None, input: Iterable[str] | None = None) -> StepResult:

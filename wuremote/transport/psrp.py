@@ -47,6 +47,7 @@ from .session import REAUTH_RETRY, Faults, Session, Unreadable
 
 WMI_ERROR_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/MSFT_WmiError"
 PSRP_RESOURCE_URI = "http://schemas.microsoft.com/powershell/Microsoft.PowerShell"
+INPUT_ITEM_FLOOR = 96 * 1024  # bytes of an input item before a pool is open (inside a 150 KB envelope)
 _TERMINAL = (PSInvocationState.COMPLETED, PSInvocationState.FAILED, PSInvocationState.STOPPED)
 FAULTS = Faults(
     auth=AuthenticationError,
@@ -259,15 +260,23 @@ class PSRPTransport(Session[WSMan, RunspacePool]):
     # life even for closed pipelines (pypsrp#148, MS-WSMV note 118): a fresh pool well before it.
     commands_per_session = 900
     output_stream = "output"
-    # One input item is about one WS-Man Send (pypsrp's Client.copy sizes its chunks the same way:
-    # (max_payload_size - 82) / 4 * 3 of the default 150 KB envelope); a run carries 8 MB, so the host's
-    # count of what it holds is read back, and journalled, every 8 MB.
-    input_item_bytes = 96 * 1024
+    # A run of input carries 8 MB, so the host's count of what it holds is read back, and journalled,
+    # every 8 MB; an item fills one fragment (input_item_bytes).
     input_run_bytes = 8 * 1024 * 1024
 
     def __init__(self, connection: Connection, settings: TransportSettings | None = None) -> None:
         super().__init__(connection, settings)
         self._pshost = PSHost(None, None, False, "wuremote", None, None, "1.0")
+
+    @property
+    def input_item_bytes(self) -> int:
+        """Bytes of one input item: one PSRP fragment, one Send, as pypsrp's Client.copy sizes its chunks
+        ((max_payload_size - 82) / 4 * 3: the base64 text and the message around it). The payload size
+        is the open pool's: pypsrp raises it to a 500 KB envelope once the host speaks protocol 2.2 or
+        later (Windows Server 2012 and later; 2008 R2 keeps 150 KB)."""
+        connection = self._handle.connection if self._handle is not None else None
+        payload = int(getattr(connection, "max_payload_size", 0) or 0)
+        return max(INPUT_ITEM_FLOOR, (payload - 82) // 4 * 3)
 
     # --- a step or a command: one pipeline ------------------------------------------------------
     def _step(self, pool: RunspacePool, script: StepScript, params: dict[str, Any],
