@@ -259,3 +259,22 @@ def test_kill_9_mid_push_then_resume_installs_once_and_sends_only_what_the_host_
     # held was sent again (the lab counts every byte push-kb wrote, re-sent ones included).
     assert received == size
     assert list(pushed.values()) == [(size, hashlib.sha256(path.read_bytes()).hexdigest())]
+
+
+def test_a_run_of_chunks_refused_for_the_operations_quota_is_sent_whole_on_a_fresh_shell(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows frees a WinRS shell's operations only when the shell is deleted: the host refuses a Command
+    for MaxConcurrentOperationsPerUser and the transport sends it again on a fresh shell, chunks and all."""
+    from wuremote.transport.winrm import WinRSTransport
+
+    monkeypatch.setattr(WinRSTransport, "input_item_bytes", 64 * 1024)
+    monkeypatch.setattr(WinRSTransport, "input_run_bytes", 256 * 1024)
+    path = msu(tmp_path / "kbs", size=1_500_000)
+    with faulty_lab(tmp_path, max_operations_per_user=6) as lab:
+        name = lab.endpoints[0].name
+        summary, _ = run(lab, tmp_path / "state", "winrm", kb_file=str(path))
+        received, _, installed = lab_push(lab, name)
+        injected = lab.call(lambda: dict(lab.faults(name).injected))
+    assert injected.get("operation-quota", 0) >= 1, injected
+    assert summary.outcomes[name] == "repaired", summary.causes[name]
+    assert KB in installed and received == path.stat().st_size

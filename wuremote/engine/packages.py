@@ -121,17 +121,27 @@ def package(path: Path) -> Package:
     return Package(path, stat.st_size, _hashed(str(path), stat.st_size, stat.st_mtime_ns))
 
 
-def chunks(pkg: Package, start: int, end: int, item_bytes: int) -> Iterator[str]:
-    """Base64 of the file from ``start`` to ``end`` in items of ``item_bytes``, read as they are sent."""
-    with open(pkg.path, "rb") as source:
-        source.seek(start)
-        offset = start
-        while offset < end:
-            data = source.read(min(item_bytes, end - offset))
-            if not data:
-                raise ValueError(f"{pkg.path} is shorter than the {pkg.size} bytes it had when hashed")
-            offset += len(data)
-            yield base64.b64encode(data).decode("ascii")
+@dataclass(frozen=True)
+class Chunks:
+    """Base64 of the file from ``start`` to ``end`` in items of ``item_bytes``, read from disk as they are
+    sent; iterated afresh from ``start`` each time (a transport that sends an operation again on a fresh
+    pool or shell iterates it again)."""
+
+    pkg: Package
+    start: int
+    end: int
+    item_bytes: int
+
+    def __iter__(self) -> Iterator[str]:
+        with open(self.pkg.path, "rb") as source:
+            source.seek(self.start)
+            offset = self.start
+            while offset < self.end:
+                data = source.read(min(self.item_bytes, self.end - offset))
+                if not data:
+                    raise ValueError(f"{self.pkg.path} is shorter than the {self.pkg.size} bytes it had when hashed")
+                offset += len(data)
+                yield base64.b64encode(data).decode("ascii")
 
 
 def push_params(pkg: Package, offset: int = -1) -> dict[str, Any]:
@@ -158,7 +168,7 @@ def push(steps: StepRunner, pkg: Package, *, reason: str) -> StepResult:
             steps.check_time(label)
             transport = steps.connected
             end = min(pkg.size, have + transport.input_run_bytes)
-            items = chunks(pkg, have, end, transport.input_item_bytes)
+            items = Chunks(pkg, have, end, transport.input_item_bytes)
             result = steps.run_script(script, {**params, **push_params(pkg, have)}, label, input=items)
             before, (staged, have) = have, held(result)
             if result.exit_code != ExitCode.OK:

@@ -90,7 +90,9 @@ class Transport(Protocol):
         """Run a step script with its parameters bound as values; raise TransportError when it cannot.
 
         ``input`` (text items) reaches the script's ValueFromPipeline parameter $InputObject: as pipeline
-        input where the transport has a pipeline (PSRP), else bound by name (WinRS, on the command's stdin)."""
+        input where the transport has a pipeline (PSRP), else bound by name (WinRS, on the command's stdin).
+        It is iterated once per attempt (an operation refused for a quota is sent again on a fresh
+        pool/shell), so it must start afresh each time: a list, or an object whose __iter__ does."""
         ...
 
     def run_command(self, command: str, *, timeout: float) -> tuple[int, str]:
