@@ -278,3 +278,20 @@ def test_a_run_of_chunks_refused_for_the_operations_quota_is_sent_whole_on_a_fre
     assert injected.get("operation-quota", 0) >= 1, injected
     assert summary.outcomes[name] == "repaired", summary.causes[name]
     assert KB in installed and received == path.stat().st_size
+
+
+def test_inventory_kb_file_names_the_kb_is_read_beside_the_file_and_excludes_other_sources(tmp_path: Path) -> None:
+    from wuremote.engine.plan import rung_params
+    from wuremote.inventory import InventoryError, load_inventory
+
+    inventory = tmp_path / "inv" / "hosts.toml"
+    inventory.parent.mkdir()
+    inventory.write_text(f'[vars]\nusername = "u"\n[hosts."srv01"]\nkb_file = "kbs/{CATALOG_NAME}"\n'
+                         '[hosts."srv02"]\nkb = "KB5034441"\nmsu_path = "\\\\\\\\files01\\\\updates"\n', encoding="utf-8")
+    hosts = {h.name: h for h in load_inventory(inventory, environ={"WUREMOTE_PASSWORD": "x"}).hosts}
+    assert hosts["srv01"].kb == KB and hosts["srv01"].kb_file == str(tmp_path / "inv" / "kbs" / CATALOG_NAME)
+    assert rung_params("install-kb", hosts["srv02"].policy) == {"KbId": "KB5034441", "MsuPath": "\\\\files01\\updates"}
+    inventory.write_text(f'[vars]\nusername = "u"\n[hosts."srv01"]\nkb_file = "{CATALOG_NAME}"\n'
+                         'kb_url = "https://files/x.msu"\n', encoding="utf-8")
+    with pytest.raises(InventoryError, match="srv01: kb_file and kb_url both say where the .msu is"):
+        load_inventory(inventory, environ={"WUREMOTE_PASSWORD": "x"})
