@@ -1,13 +1,14 @@
 """The model of push-kb: a .msu arriving chunk by chunk into install-kb's staging folder.
 
 Windows behaviour it stands on:
-- over PSRP each chunk is one PIPELINE_INPUT message, handed to the running pipeline as it
-  arrives and ended by END_OF_PIPELINE_INPUT (MS-PSRP 2.2.2.17 and 2.2.2.18,
-  learn.microsoft.com/en-us/openspecs/windows_protocols/ms-psrp/); the script's process block
-  takes them one at a time;
-- over WinRS the chunks are part of the command's stdin, which the client sends in Send
-  messages (MS-WSMV 3.1.4.15, rsp:Send with a stdin stream) and the bootstrap reads before it
-  binds the parameters: they reach the script as -InputObject, one process call for all;
+- over PSRP each chunk is one PIPELINE_INPUT message, sent in wxf:Send on the pipeline's stdin
+  stream while it runs and ended by END_OF_PIPELINE_INPUT (MS-PSRP 2.2.2.17, 2.2.2.18 and
+  3.1.5.3.5, learn.microsoft.com/en-us/openspecs/windows_protocols/ms-psrp/); the script's process
+  block takes them one at a time, as they arrive;
+- over WinRS the chunks are part of the command's stdin, which the client pipes to the running
+  command in Send messages (MS-WSMV 3.1.4.13, rsp:Send with a stdin stream,
+  learn.microsoft.com/en-us/openspecs/windows_protocols/ms-wsmv/) and the bootstrap reads to its
+  end before it binds the parameters: they reach the script as -InputObject, one process call;
 - the partial file keeps what was written before a connection dropped (the script closes the
   file after every chunk).
 
