@@ -295,3 +295,14 @@ def test_inventory_kb_file_names_the_kb_is_read_beside_the_file_and_excludes_oth
                          'kb_url = "https://files/x.msu"\n', encoding="utf-8")
     with pytest.raises(InventoryError, match="srv01: kb_file and kb_url both say where the .msu is"):
         load_inventory(inventory, environ={"WUREMOTE_PASSWORD": "x"})
+
+
+def test_a_kb_file_for_another_version_or_platform_is_refused_and_an_operator_name_taken() -> None:
+    server_2022 = {"os": {"build": 20348, "architecture": "AMD64"}}
+    with pytest.raises(ValueError, match=r"^srv01: no package for KB5068787 fits this host \(build 20348, AMD64\)"):
+        packages.pick("srv01", KB, server_2022, kb_file=f"/kbs/windows11.0-{KB.lower()}-x64.msu", kb_dir=None)
+    with pytest.raises(ValueError, match="windows10.0-kb5068787-x64"):
+        packages.pick("srv01", KB, server_2022, kb_file=f"/kbs/windows10.0-{KB.lower()}-x86.msu", kb_dir=None)
+    assert packages.pick("srv01", KB, server_2022, kb_file="/kbs/KB5068787.msu", kb_dir=None) == Path("/kbs/KB5068787.msu")
+    with pytest.raises(ValueError, match="rename it"):
+        packages.pick("srv01", KB, server_2022, kb_file="/kbs/KB5068787 (1).msu", kb_dir=None)

@@ -31,6 +31,7 @@ from .context import HostFailed
 from .steps import StepRunner
 
 PUSH_STEP = "push-kb"
+_SAFE_NAME = re.compile(r"^[\w.\-]+\.msu$", re.IGNORECASE)  # push-kb's and install-kb's [ValidatePattern]
 _NAME = re.compile(r"^(?P<os>windows[0-9.]+(?:-rt)?)-(?P<kb>kb\d{6,8})-(?:v\d+-)?(?P<arch>x64|x86|arm64)"
                    r"(?:-ndp\d+)?(?:_[0-9a-f]{40})?\.msu$", re.IGNORECASE)
 # %PROCESSOR_ARCHITECTURE% -> the platform a package names.
@@ -43,7 +44,7 @@ OS_TOKENS = ((22000, "windows11.0"), (10240, "windows10.0"), (9600, "windows8.1"
 
 @dataclass(frozen=True)
 class Package:
-    """One .msu on the controller, hashed once a run."""
+    """One .msu on the controller: its size and SHA-256, read once while it stays the same file."""
 
     path: Path
     size: int
@@ -94,6 +95,9 @@ def pick(host: str, kb: str, facts: dict[str, Any], *, kb_file: str | None, kb_d
         parsed = catalog_name(path.name)
         if parsed is None:
             if kb_file and re.search(rf"kb{kb[2:]}(\D|$)", path.name, re.IGNORECASE):
+                if not _SAFE_NAME.match(path.name):
+                    raise ValueError(f"{host}: {path.name}: push-kb takes file names of letters, digits, '.', '-' "
+                                     "and '_' only; rename it as the Update Catalog names it")
                 fitting.append(path)  # named by the operator, not by the Catalog: install-kb checks it names the KB
             continue
         if parsed.kb == kb.upper() and parsed.os == token and parsed.platform == platform:
