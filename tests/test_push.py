@@ -306,3 +306,32 @@ def test_a_kb_file_for_another_version_or_platform_is_refused_and_an_operator_na
     assert packages.pick("srv01", KB, server_2022, kb_file="/kbs/KB5068787.msu", kb_dir=None) == Path("/kbs/KB5068787.msu")
     with pytest.raises(ValueError, match="rename it"):
         packages.pick("srv01", KB, server_2022, kb_file="/kbs/KB5068787 (1).msu", kb_dir=None)
+
+
+def test_the_lab_installs_a_pushed_package_only_when_its_hash_matches(tmp_path: Path) -> None:
+    """The lab keeps no bytes of a pushed file, yet install-kb there checks -Sha256 against what arrived."""
+    from conftest import fast_settings
+
+    from wuremote.contract.scripts import get_script
+    from wuremote.transport import open_transport
+
+    path = msu(tmp_path / "kbs", size=200_000)
+    pkg = packages.package(path)
+    with Lab(scenario="manual-kb", hosts=1, time_scale=0.002) as lab:
+        name = lab.endpoints[0].name
+        host = replace(demo_hosts(lab, "psrp")[0], kb=KB, kb_url=None)
+        transport = open_transport(host, fast_settings())
+        try:
+            pushed = transport.run_step(get_script("push-kb"), {"RunId": "r1", **packages.push_params(pkg, 0)},
+                                        timeout=30, input=packages.Chunks(pkg, 0, pkg.size, 64 * 1024))
+            wrong = transport.run_step(get_script("install-kb"), {"RunId": "r1", "KbId": KB, "Sha256": "0" * 64},
+                                       timeout=30)
+            right = transport.run_step(get_script("install-kb"), {"RunId": "r1", "KbId": KB, "Sha256": pkg.sha256},
+                                       timeout=30)
+        finally:
+            transport.close()
+        record = lab.call(lambda: next(iter(lab.host(name).state.pushed.values())))
+    assert pushed.facts["staged"] is True
+    assert (record.size, record.sha256, record.head) == (pkg.size, pkg.sha256, path.read_bytes()[:8])
+    assert wrong.exit_code == 1 and "does not match the expected" in wrong.messages[0]
+    assert right.exit_code == 3010
