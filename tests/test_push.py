@@ -335,3 +335,29 @@ def test_the_lab_installs_a_pushed_package_only_when_its_hash_matches(tmp_path: 
     assert (record.size, record.sha256, record.head) == (pkg.size, pkg.sha256, path.read_bytes()[:8])
     assert wrong.exit_code == 1 and "does not match the expected" in wrong.messages[0]
     assert right.exit_code == 3010
+
+
+def test_winrs_runs_stay_inside_the_bootstraps_json_limit(tmp_path: Path) -> None:
+    """The WinRS bootstrap reads its parameter line with Windows PowerShell 5.1's ConvertFrom-Json, which
+    refuses more than 2,097,152 characters: a run of the transport's size passes, a larger one would not."""
+    from conftest import fast_settings
+
+    from wuremote.contract.scripts import get_script
+    from wuremote.transport import open_transport
+    from wuremote.transport.winrm import WinRSTransport
+
+    path = msu(tmp_path / "kbs", size=1_600_000)
+    pkg = packages.package(path)
+    script = get_script("push-kb")
+    with Lab(scenario="manual-kb", hosts=1, time_scale=0.002) as lab:
+        transport = open_transport(replace(demo_hosts(lab, "winrm")[0]), fast_settings())
+        try:
+            run_bytes = WinRSTransport.input_run_bytes
+            fits = transport.run_step(script, {"RunId": "r1", **packages.push_params(pkg, 0)}, timeout=30,
+                                      input=packages.Chunks(pkg, 0, run_bytes, 96 * 1024))
+            too_long = transport.run_step(script, {"RunId": "r1", **packages.push_params(pkg, run_bytes)}, timeout=30,
+                                          input=packages.Chunks(pkg, 0, pkg.size, 96 * 1024))
+        finally:
+            transport.close()
+    assert fits.exit_code == 0 and fits.facts["have"] == run_bytes
+    assert too_long.exit_code == 1 and any("maxJsonLength" in error for error in too_long.errors)

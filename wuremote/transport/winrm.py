@@ -324,8 +324,8 @@ class WinRSTransport(Session[Protocol, _Shell]):
     output_stream = "stdout"
     # Input travels in the parameter line the bootstrap reads with ConvertFrom-Json, which Windows
     # PowerShell 5.1 runs on JavaScriptSerializer with its default MaxJsonLength of 2,097,152 characters
-    # (learn.microsoft.com/en-us/dotnet/api/system.web.script.serialization.javascriptserializer.maxjsonlength):
-    # 1 MB of bytes is 1.4 M characters of base64, well inside it.
+    # (learn.microsoft.com/en-us/dotnet/api/system.web.script.serialization.javascriptserializer.maxjsonlength,
+    # microsoft/azure-pipelines-tasks#952): 1 MB of bytes is 1.4 M characters of base64, well inside it.
     input_item_bytes = 96 * 1024
     input_run_bytes = 1024 * 1024
 

@@ -20,6 +20,10 @@ from ..host import Host
 
 # Recorded hashes of the shipped texts the lab knows.  Update them together with the model.
 PRELUDE_SHA256 = "aadedc320e5e8f749dacafe6f5bb23e07a7ed54a1843b9ef5b75c7b80b65fe8d"
+# Windows PowerShell 5.1's ConvertFrom-Json (which the WinRS bootstrap runs on the parameter line) uses
+# JavaScriptSerializer with its default MaxJsonLength of 2,097,152 characters and refuses longer text
+# (microsoft/azure-pipelines-tasks#952; microsoft/sql-server-samples#348 shows the error record).
+MAX_JSON_LENGTH = 2_097_152
 BOOTSTRAP_SHA256 = "30986d8c9cc67f85955aea604108f2680b2d413cb99f627972247e7f5a7b1645"
 
 
@@ -131,8 +135,12 @@ class Known:
 
     text: str
     params: dict[str, Any]
+    refused: ErrorInfo | None = None  # the bootstrap failed before the script ran
 
     async def run(self, host: Host, user: str, run: Run, source: InputSource | None = None) -> int:
+        if self.refused is not None:
+            run.finish(1, self.refused)
+            return 1
         try:
             await self._run(host, user, run, source)
         except Stop as stop:
@@ -188,10 +196,17 @@ def recognize_winrs(stdin: bytes) -> Known | None:
     raw = stdin.decode("utf-8", errors="replace")
     head, _, script = raw.partition("\n")
     try:
-        params = json.loads(base64.b64decode(head.strip(), validate=True).decode("utf-8"))
+        text = base64.b64decode(head.strip(), validate=True).decode("utf-8")
+        params = json.loads(text)
     except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
-        params = None
+        text, params = "", None
     if not isinstance(params, dict) or not script.startswith(HEADER_START):
         return None
+    if len(text) > MAX_JSON_LENGTH:
+        return Known(script, params, refused=ErrorInfo(
+            "Error during serialization or deserialization using the JSON JavaScriptSerializer. The length of the "
+            "string exceeds the value set on the maxJsonLength property.\r\nParameter name: input",
+            fqid="System.ArgumentException,Microsoft.PowerShell.Commands.ConvertFromJsonCommand",
+            exception_type="System.ArgumentException", command="ConvertFrom-Json"))
     return Known(script, params)
 
