@@ -93,6 +93,10 @@ Read-FactGroup -Name 'os' -Reader {
         build         = [int]$os.BuildNumber
         ubr           = [int](Get-WuRegistryValue -Path $currentVersion -Name 'UBR' -Default 0)
         product_type  = $productTypes[[int]$os.ProductType]
+        # The OS's own architecture (AMD64, ARM64, x86), which picks a pushed .msu: a 32-bit
+        # PowerShell on 64-bit Windows sees x86 in PROCESSOR_ARCHITECTURE and the real one in
+        # PROCESSOR_ARCHITEW6432 (https://learn.microsoft.com/en-us/windows/win32/winprog64/wow64-implementation-details).
+        architecture  = [string](@($env:PROCESSOR_ARCHITEW6432, $env:PROCESSOR_ARCHITECTURE) | Where-Object -FilterScript { $_ } | Select-Object -First 1)
         last_boot_utc = $os.LastBootUpTime.ToUniversalTime().ToString('o')
     }
 }

@@ -15,7 +15,8 @@ Rules (each finding names its rule, line and what to write instead):
                   on the same or the previous line saying why
   ps7             no PowerShell 7-only syntax: ?: ternary, ??, ??=, ?., &&, ||,
                   ForEach-Object -Parallel (Windows PowerShell 5.1 is the target)
-  ends-with-complete  a step script's last statement is Complete-WuStep
+  ends-with-complete  a step script's last statement is Complete-WuStep (its end block's, when it has
+                  begin/process/end blocks)
   pester-mock     (tests/ps only, check_pester_mocks) every mocked command exists when Mock runs:
                   a function of the test file or _helpers.ps1, a prelude function _helpers.ps1
                   loads, or a cmdlet every Windows PowerShell 5.1 runner has; and Mock is called
@@ -231,6 +232,12 @@ def lint_step_script(text: str, source: str = "<script>") -> list[Finding]:
     statements = [n for n in root.children if n.type == "statement_list"]
     last = statements[-1].named_children[-1] if statements and statements[-1].named_children else None
     commands = [n for n in _walk(last) if n.type == "command"] if last is not None else []
+    if commands and (_command_name(commands[0]) or "").lower() == "end":
+        # A script with begin/process/end blocks (one that takes pipeline input): its end block's last statement.
+        body = next((n for n in _walk(commands[0]) if n.type == "script_block"), None)
+        inner = [n for n in _walk(body) if n.type == "statement_list"][:1] if body is not None else []
+        last = inner[-1].named_children[-1] if inner and inner[-1].named_children else last
+        commands = [n for n in _walk(last) if n.type == "command"] if last is not None else []
     if not commands or (_command_name(commands[0]) or "").lower() != "complete-wustep":
         line = last.start_point[0] + 1 if last is not None else 1
         found.append(Finding("ends-with-complete", line, "the last statement must be Complete-WuStep"))

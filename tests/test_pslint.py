@@ -138,7 +138,7 @@ def test_prelude_must_set_stop():
 STEPS = {
     "diagnose", "cleanup", "sync-time", "troubleshooter", "reset-components", "dism", "sfc", "av-pause", "av-resume",
     "clean-boot", "clean-boot-restore", "install-kb", "install-updates", "verify", "lock", "restart", "boot-info",
-    "detached-start", "detached-poll", "detached-cleanup", "collect-logs",
+    "detached-start", "detached-poll", "detached-cleanup", "collect-logs", "push-kb",
 }
 
 

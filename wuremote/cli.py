@@ -74,6 +74,9 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", choices=("local", "dask"),
                         help="where hosts are worked on: controller threads, or Dask workers in their sites")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="the Dask scheduler (tcp://host:8786), for --executor dask")
+    parser.add_argument("--kb-dir", metavar="DIR",
+                        help="folder of .msu files named as the Update Catalog names them: install-kb pushes the one "
+                             "that fits each host's build and architecture (a host's kb_file wins)")
     view = parser.add_mutually_exclusive_group()
     view.add_argument("--plain", action="store_true", help="one plain line per event instead of the live view")
     view.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
@@ -357,6 +360,10 @@ def _run(args: argparse.Namespace) -> int:
     from .engine.runner import Runner, RunOptions
 
     hosts = _hosts(args)
+    kb_dir = getattr(args, "kb_dir", None)
+    if kb_dir is not None and not any(Path(kb_dir).glob("*.msu")):
+        raise UsageError(f"--kb-dir {kb_dir}: {'holds no .msu file' if Path(kb_dir).is_dir() else 'is not a folder'}; "
+                         "give the folder the Update Catalog downloads are in")
     if args.list_hosts:
         print(_host_listing(hosts))
         return int(RunExit.OK)
@@ -365,7 +372,8 @@ def _run(args: argparse.Namespace) -> int:
     options = RunOptions(command=args.command, forks=args.forks, max_fail_percent=args.max_fail_percent,
                          state_dir=args.state_dir, host_timeout=args.host_timeout, executor=args.executor,
                          scheduler=args.scheduler, stop_timeout=args.stop_timeout,
-                         no_answer_timeout=args.no_answer_timeout)
+                         no_answer_timeout=args.no_answer_timeout,
+                         kb_dir=str(Path(kb_dir).resolve()) if kb_dir is not None else None)
     subscribers, live = _views(args, [h.name for h in hosts])
     runner = Runner(hosts, options, subscribers=subscribers)
     if args.verbose < 2:

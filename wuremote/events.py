@@ -135,6 +135,7 @@ class StepProgress(Event):
     kind: ClassVar[str] = "step-progress"
     percent: int
     message: str = ""
+    bytes_held: int | None = None  # a push: bytes of the file the host holds (journalled after every run of chunks)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,6 +32,7 @@ class RunOptions:
     stop_timeout: float = 30.0  # after Ctrl-C/SIGTERM: seconds hosts get for owed restores before they are left for resume
     executor: str = "local"  # local (controller threads) | dask (site-routed workers)
     scheduler: str | None = None  # the Dask scheduler's address, for executor "dask"
+    kb_dir: str | None = None  # .msu files named as the Update Catalog names them: install-kb pushes the one that fits
 
     def snapshot(self) -> dict[str, Any]:
         """Everything but where the state lives (resume is told that), as JSON values."""

@@ -98,6 +98,8 @@ def rung_params(rung: str, policy: RepairPolicy) -> dict[str, Any]:
         params["KbId"] = policy.kb
         if policy.kb_url:
             params["Url"] = policy.kb_url
+        if policy.msu_path:
+            params["MsuPath"] = policy.msu_path
         if policy.kb_sha256:
             params["Sha256"] = policy.kb_sha256
     elif name == "clean-boot" and policy.exclude_services:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import events as ev
@@ -37,6 +37,8 @@ _NO_BOOT = "(unknown)"  # a boot time no host reports: wait_until_back returns t
 _PROGRESS = re.compile(r"\s*(\d{1,3})%\s*(.*)")
 # Steps that still run after Ctrl-C: the restores, and what taking and releasing the host needs.
 _AFTER_CANCEL = frozenset(RESTORES.values()) | {"lock", "boot-info", "restart"}
+# A step made of several script runs: (script, parameters, label) -> the last run's result.
+Body = Callable[[StepScript, dict[str, Any], str], StepResult]
 
 
 class StepRunner:
@@ -88,9 +90,13 @@ class StepRunner:
         return sum(self.attempts.values())
 
     # --- one step -----------------------------------------------------------------------
-    def step(self, name: str, params: dict[str, Any], *, reason: str, label: str | None = None) -> StepResult:
-        """Run one script (detached when its header says so), with its events and transcript."""
-        self._check_time(name)
+    def step(self, name: str, params: dict[str, Any], *, reason: str, label: str | None = None,
+             body: Body | None = None) -> StepResult:
+        """Run one script (detached when its header says so), with its events and transcript.
+
+        ``body`` replaces the one script run for a step made of several (a push: runs of chunks);
+        it is run again, whole, on a fresh connection after a lost one."""
+        self.check_time(name)
         script = get_script(name)
         label = label or name
         params = {**params, "RunId": self.ctx.run_id}  # the run id is wuremote's, never an option's
@@ -122,7 +128,9 @@ class StepRunner:
         try:
             for tries in retrying(tries=STEP_RETRIES + 1, when=survivable, between=lost):
                 with tries:
-                    if script.meta.detached:
+                    if body is not None:
+                        result = body(script, params, label)
+                    elif script.meta.detached:
                         again = label in self.reattach or tries.retry_state.attempt_number > 1
                         result = DetachedStep(self, script, params, label).run(reattach=again)
                         self.reattach.discard(label)
@@ -154,14 +162,16 @@ class StepRunner:
     def host_timeout_cause(self, during: str) -> str:
         return f"host timeout ({self.options.host_timeout:.0f} s) reached during {during}"
 
-    def run_script(self, script: StepScript, params: dict[str, Any], label: str) -> StepResult:
+    def run_script(self, script: StepScript, params: dict[str, Any], label: str,
+                   input: Iterable[str] | None = None) -> StepResult:
         """One script run over the transport, no events: the building block of a step.
 
         Its own timeout, cut to what is left of the host's: --host-timeout holds during a step too.
         """
         timeout = max(5.0, min(script.meta.timeout * self.options.time_scale, self.time_left))
         try:
-            return self.connected.run_step(script, params, timeout=timeout, on_stream=self._on_stream(label))
+            return self.connected.run_step(script, params, timeout=timeout, on_stream=self._on_stream(label),
+                                           input=input)
         finally:
             self._note_session()
 
@@ -196,7 +206,7 @@ class StepRunner:
                                               message=match.group(2)[:120]))
         return on_stream
 
-    def _check_time(self, step: str) -> None:
+    def check_time(self, step: str) -> None:
         if time.monotonic() > self.deadline:
             raise HostFailed(Outcome.FAILED, f"host timeout ({self.options.host_timeout:.0f} s) reached before {step}")
         if self.ctx.cancelled and step not in _AFTER_CANCEL:

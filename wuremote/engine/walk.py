@@ -8,6 +8,7 @@ start/poll/cleanup is detached.py; a restart is reboot.py; owed restores are led
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from .. import events as ev
 from ..contract import ExitCode, Outcome, StepResult, hresult
@@ -16,6 +17,7 @@ from ..contract.updates import MAX_INSTALL_ROUNDS, OperationResultCode
 from ..inventory import HostConfig
 from ..store.rundir import logs_name
 from ..transport.base import TransportError
+from . import packages
 from .context import Cancelled, HostContext, HostFailed
 from .findings import (
     needs_source_cause,
@@ -56,6 +58,7 @@ class HostWalk:
         self.done_before = set(self.ran_order)
         self.reboots = progress.reboots if progress else 0
         self.roles: set[str] = set()
+        self.facts: dict[str, Any] = {}  # the last diagnose's
 
     def emit(self, event: ev.Event) -> None:
         self.ctx.emit(event)
@@ -337,6 +340,8 @@ class HostWalk:
             self._ran("restart")
             return StepResult(self.name, "restart", ExitCode.OK, {"status": "ok", "facts": {}, "messages": []})
         params = rung_params(planned.rung, self.policy)
+        if planned.script == "install-kb":
+            params.update(self._pushed_package())
         result = self.steps.step(planned.script, params, reason=planned.reason, label=planned.rung)
         if result.ok:
             self._ran(planned.rung)
@@ -344,11 +349,34 @@ class HostWalk:
             self.reboot_host(f"{planned.rung} asked for a restart")
         return result
 
+    def _pushed_package(self) -> dict[str, str]:
+        """install-kb from a file on this machine (kb_file, else --kb-dir): the one that fits this host's
+        build and architecture, pushed into the step's staging folder; its SHA-256 goes to install-kb.
+
+        Nothing is pushed when the host reads the package itself (kb_url, msu_path)."""
+        policy = self.policy
+        kb_dir = self.options.kb_dir
+        if not policy.kb or policy.kb_url or policy.msu_path or not (policy.kb_file or kb_dir):
+            return {}
+        try:
+            path = packages.pick(self.name, policy.kb, self.facts, kb_file=policy.kb_file, kb_dir=kb_dir)
+            pkg = packages.package(path)
+        except (ValueError, OSError) as exc:
+            raise HostFailed(Outcome.NEEDS_OPERATOR, str(exc)) from None
+        if policy.kb_sha256 and policy.kb_sha256.lower() != pkg.sha256:
+            raise HostFailed(Outcome.NEEDS_OPERATOR, f"{self.name}: {path.name} has SHA-256 {pkg.sha256}, not the "
+                                                     f"kb_sha256 {policy.kb_sha256.lower()} the inventory gives")
+        result = packages.push(self.steps, pkg, reason=f"{path.name} for install-kb")
+        if result.exit_code != ExitCode.OK or not result.facts.get("staged"):
+            raise HostFailed(Outcome.FAILED, f"pushing {path.name} failed: " + "; ".join(result.messages or result.errors)[:300])
+        return {"Sha256": pkg.sha256}
+
     def diagnose(self, reason: str) -> StepResult:
         result = self.steps.step("diagnose", {"ControllerUtc": iso_now()}, reason=reason)
         if result.exit_code != ExitCode.OK or not result.facts:
             raise HostFailed(Outcome.FAILED, f"diagnose failed (exit {result.exit_code}): "
                              + "; ".join(result.messages or result.errors)[:300])
+        self.facts = result.facts
         return result
 
     def verify(self, reason: str, plan: HostPlan | None = None) -> StepResult:

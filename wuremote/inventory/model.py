@@ -43,6 +43,8 @@ class RepairPolicy:
     kb: str | None
     kb_url: str | None
     kb_sha256: str | None
+    kb_file: str | None
+    msu_path: str | None
     dism_source: str | None
     install: tuple[str, ...]
     install_accept: tuple[str, ...]
@@ -83,6 +85,8 @@ class HostConfig:
     kb: str | None = None
     kb_url: str | None = None
     kb_sha256: str | None = None
+    kb_file: str | None = None  # a .msu on this machine that the controller pushes to the host
+    msu_path: str | None = None  # a .msu (or a folder of them) the host reads itself: local or a UNC share
     dism_source: str | None = None
     # Updates to install once updates work (contract/updates.py category keys; () installs nothing).
     install: tuple[str, ...] = ()

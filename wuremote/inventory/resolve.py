@@ -3,7 +3,9 @@ that need a host's merged vars, HostConfig records, passwords, and the hosts lef
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from .passwords import Passwords, PasswordVars, plaintext_warnings
 from .source import HostDef, Source
 from .vars import Var, control_char
 
-_CONTROLLER_PATHS = ("ca_file", "cert_pem", "cert_key_pem")  # files read on this machine, not the host
+_CONTROLLER_PATHS = ("ca_file", "cert_pem", "cert_key_pem", "kb_file")  # files read on this machine, not the host
 
 
 def build(src: Source, environ: Mapping[str, str] | None, prompt: Callable[[str], str] | None, *,
@@ -177,6 +179,16 @@ def _host_config(host: HostDef, merged: dict[str, Var], groups: tuple[str, ...],
                else connection.problem(credentials=False))
     if problem is not None:
         raise InventoryError(f"{host.where}: host {host.name}: {problem}")
+    sources = [name for name in ("kb_file", "kb_url", "msu_path") if getattr(config, name)]
+    if len(sources) > 1:
+        raise InventoryError(f"{host.where}: host {host.name}: {' and '.join(sources)} both say where the .msu is; "
+                             "keep one")
+    if config.kb_file and not config.kb:
+        named = re.search(r"kb(\d{6,8})(\D|$)", Path(config.kb_file).name, re.IGNORECASE)
+        if named is None:
+            raise InventoryError(f"{host.where}: host {host.name}: kb_file {Path(config.kb_file).name} names no KB; "
+                                 "set kb = \"KB...\" or use the file's Update Catalog name")
+        config = dataclasses.replace(config, kb=f"KB{named.group(1)}")
     if config.reboot == "window" and not config.maintenance_window:
         raise InventoryError(f"{host.where}: host {host.name}: reboot window needs maintenance_window, "
                              "e.g. 'Sat 01:00-05:00'; set it or choose reboot never/allowed")

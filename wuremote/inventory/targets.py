@@ -24,7 +24,7 @@ FLAG_WHERE = "command line"
 # options override inventory variables, except -e which overrides everything).
 CONNECTION_FLAGS = {"transport": "transport", "auth": "auth", "user": "username", "scheme": "scheme",
                     "port": "port", "ca_file": "ca_file"}
-_CONTROLLER_FILES = ("ca_file", "cert_pem", "cert_key_pem")
+_CONTROLLER_FILES = ("ca_file", "cert_pem", "cert_key_pem", "kb_file")
 
 
 def default_vars(values: Mapping[str, Any], origin: Mapping[str, str]) -> dict[str, Var]:

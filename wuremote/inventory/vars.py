@@ -237,6 +237,8 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "kb": _optional(_kb),
     "kb_url": _optional(as_text),
     "kb_sha256": _optional(_sha256),
+    "kb_file": _optional(as_text),
+    "msu_path": _optional(as_text),
     "dism_source": _optional(as_text),
     "install": _install,
     "install_accept": _kbs,

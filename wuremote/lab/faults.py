@@ -25,6 +25,8 @@ A scenario file gives each group of hosts a fault plan:
     non_admin = true               # the account is not an administrator there: every Create is "Access is denied"
     send_busy = 2                  # the first 2 WinRS Sends with input: delivered, answered OperationTimeout;
                                    # the next Send of that command is answered ERROR_BUSY (170) once
+    reset_send_after_kb = 512      # once 512 KB of input (WinRS stdin, PSRP pipeline input) has arrived, the next
+                                   # Send is dropped unanswered and undelivered (a network cut mid-push), once
 
 Why these choices:
 - counters ("every Nth") count from the host's start, so a run meets the same faults every
@@ -52,7 +54,7 @@ from typing import Any
 from ..contract.scripts import load_scripts
 from . import wsman
 from .host import Host
-from .wsman import Request, WSManFault
+from .wsman import NS, Request, WSManFault
 
 DEFAULT_HTTP500_CODE = 1726  # RPC_S_CALL_FAILED, as a WMI-backed provider fault reaches WinRM clients
 _HTTP500_MESSAGES = {
@@ -88,6 +90,7 @@ class FaultPlan:
     max_shells_per_user: int | None = None
     max_operations_per_user: int | None = None
     send_busy: int = 0
+    reset_send_after_kb: int = 0
     non_admin: bool = False
     late_receive_seconds: float = 0.0
     stdout_bom: bool = False
@@ -193,6 +196,8 @@ class Faults:
         self._scripts_at_command = 0
         self._last_activity = time.monotonic()
         self._send_busy_left = plan.send_busy
+        self.input_bytes = 0  # input delivered in Sends (base64 decoded), for reset_send_after_kb
+        self._send_reset = False
         self._busy_commands: set[str] = set()  # commands whose last Send timed out while "still being processed"
 
     def _count(self, kind: str) -> None:
@@ -230,6 +235,12 @@ class Faults:
             raise injected_500(plan.http500_code)
         if request.action == wsman.ACTION_COMMAND:
             await self._command(request)
+        if request.action == wsman.ACTION_SEND and plan.reset_send_after_kb and not self._send_reset:
+            if self.input_bytes >= plan.reset_send_after_kb * 1024:
+                self._send_reset = True
+                self._count("send-reset")
+                raise Reset()
+            self.input_bytes += sum(len(node.text or "") * 3 // 4 for node in request.body.findall("rsp:Send/rsp:Stream", NS))
         if request.action == wsman.ACTION_SEND and _send_command(request) in self._busy_commands:
             self._busy_commands.discard(_send_command(request))
             self._count("send-busy")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -127,17 +128,57 @@ def windows_utc(moment: dt.datetime) -> str:
 
 
 @dataclass
+class PushedFile:
+    """A file written chunk by chunk: its length, a SHA-256 carried along as the bytes arrive, and the
+    first bytes (what an Authenticode check reads first: a cabinet starts with MSCF).
+
+    The hash state at every chunk boundary is kept (a few hundred bytes each), so cutting the file
+    back to where a chunk ended (push-kb's SetLength) needs no bytes either."""
+
+    size: int = 0
+    head: bytes = b""
+    marks: dict[int, Any] = field(default_factory=lambda: {0: hashlib.sha256()})
+
+    def append(self, data: bytes) -> None:
+        digest = self.marks[self.size].copy()
+        digest.update(data)
+        if len(self.head) < 8:
+            self.head = (self.head + data)[:8]
+        self.size += len(data)
+        self.marks[self.size] = digest
+
+    def cut(self, size: int) -> bool:
+        """SetLength(size); False when size is not a chunk boundary (the lab keeps no bytes to cut at)."""
+        if size not in self.marks:
+            return False
+        self.marks = {mark: digest for mark, digest in self.marks.items() if mark <= size}
+        self.size = size
+        if size < 8:
+            self.head = self.head[:size]
+        return True
+
+    @property
+    def sha256(self) -> str:
+        return str(self.marks[self.size].hexdigest())
+
+
+@dataclass
 class HostState:
     name: str
     scenario: str = "healthy"
     os_caption: str = "Microsoft Windows Server 2022 Datacenter"
     build: int = 20348
     ubr: int = 2700
+    architecture: str = "AMD64"  # %PROCESSOR_ARCHITECTURE%: AMD64 | ARM64 | x86
     domain_role: str = "member-server"  # member-server | domain-controller | cluster-node | hyperv-host | workgroup
     is_admin: bool = True
     policy_readable: bool = True  # RSoP data can be read
     services: dict[str, Service] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)  # lower-cased Windows paths
+    # Files pushed to the host (push-kb), by lower-cased path: their size and hash, never their bytes,
+    # so 1,000 hosts with a 50 MB package each do not hold 50 GB.
+    pushed: dict[str, PushedFile] = field(default_factory=dict)
+    push_bytes_received: int = 0  # every byte push-kb wrote, re-sent ones included (what a resumed push costs)
     folders: dict[str, Folder] = field(default_factory=dict)  # keys as the constants above, plus backups
     clock_skew_seconds: float = 0.0
     time_source: str = "DC01.corp.example"  # what w32tm /query /status names while w32time runs

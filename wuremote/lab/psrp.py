@@ -74,6 +74,7 @@ class Pipe:
     task: asyncio.Task[None] | None = None
     core_id: uuid.UUID | None = None  # the id psrpcore knows it by, when its messages name another
     inputs: list[Any] = field(default_factory=list)
+    input_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     input_done: asyncio.Event = field(default_factory=asyncio.Event)
     outbox: deque[bytes] = field(default_factory=deque)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -178,6 +179,7 @@ class PSRPService:
                 self._start(pool, pipe)
             elif isinstance(event, psrpcore.PipelineInputEvent):
                 pool.pipes[event.pipeline_id].inputs.append(event.data)
+                pool.pipes[event.pipeline_id].input_arrived.set()
             elif isinstance(event, psrpcore.EndOfPipelineInputEvent):
                 pool.pipes[event.pipeline_id].input_done.set()
             elif isinstance(event, (psrpcore.GetAvailableRunspacesEvent, psrpcore.ResetRunspaceStateEvent)):

@@ -12,12 +12,13 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from . import models
 from .console import format_value
 from .engine import ErrorInfo, Run, Stop
 from .host import Host
+from .models.registry import InputSource
 from .pwsh import Session, lab_failure, run_statement, split_statements
 
 COPY_SIGNATURE = ("$bytes = [System.Convert]::FromBase64String($input)", "$MyInvocation.UnboundArguments[0]")
@@ -31,12 +32,6 @@ class PipelineCommand:
     parameters: list[tuple[str | None, Any]]
     end_of_statement: bool
 
-
-class InputSource(Protocol):
-    inputs: list[Any]
-
-    @property
-    def input_done(self) -> Any: ...
 
 
 def _named(command: PipelineCommand) -> dict[str, Any]:
@@ -84,7 +79,7 @@ async def _run_statement(host: Host, user: str, run: Run, statement: list[Pipeli
         known = models.recognize_psrp(first.text, _named(first))
         if known is not None:
             child = _Forwarding(run)
-            await known.run(host, user, child)
+            await known.run(host, user, child, source)
             if child.failure is not None:
                 raise Stop(1, child.failure)
             if child.exit_code:

@@ -123,6 +123,7 @@ def _apply_fixture(name: str, state: HostState) -> None:
 
     os_facts = facts["os"]
     state.os_caption, state.build, state.ubr = os_facts["caption"], os_facts["build"], os_facts["ubr"]
+    state.architecture = str(os_facts.get("architecture", state.architecture))
     state.last_boot = shifted(os_facts["last_boot_utc"])
     state.domain_role = next((role for key, role in _ROLES if facts["roles"][key]), "workgroup")
     state.is_admin = facts["elevated"]

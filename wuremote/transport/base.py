@@ -7,7 +7,7 @@ it never decides what the result means (that is the runner's and the plan's job)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -76,10 +76,23 @@ class Transport(Protocol):
 
     host: str
     on_opened: SessionCallback | None
+    # Input for a script that takes it ($InputObject, ValueFromPipeline): the most one run_step
+    # carries, which is what the transport can take in one operation.
+    input_run_bytes: int
+
+    @property
+    def input_item_bytes(self) -> int:
+        """Bytes of one input item: what one request carries best on the open pool/shell."""
+        ...
 
     def run_step(self, script: StepScript, params: dict[str, Any], *, timeout: float,
-                 on_stream: StreamCallback | None = None) -> StepResult:
-        """Run a step script with its parameters bound as values; raise TransportError when it cannot."""
+                 on_stream: StreamCallback | None = None, input: Iterable[str] | None = None) -> StepResult:
+        """Run a step script with its parameters bound as values; raise TransportError when it cannot.
+
+        ``input`` (text items) reaches the script's ValueFromPipeline parameter $InputObject: as pipeline
+        input where the transport has a pipeline (PSRP), else bound by name (WinRS, on the command's stdin).
+        It is iterated once per attempt (an operation refused for a quota is sent again on a fresh
+        pool/shell), so it must start afresh each time: a list, or an object whose __iter__ does."""
         ...
 
     def run_command(self, command: str, *, timeout: float) -> tuple[int, str]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import tenacity
@@ -47,6 +47,7 @@ from .session import REAUTH_RETRY, Faults, Session, Unreadable
 
 WMI_ERROR_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/MSFT_WmiError"
 PSRP_RESOURCE_URI = "http://schemas.microsoft.com/powershell/Microsoft.PowerShell"
+INPUT_ITEM_FLOOR = 96 * 1024  # bytes of an input item before a pool is open (inside a 150 KB envelope)
 _TERMINAL = (PSInvocationState.COMPLETED, PSInvocationState.FAILED, PSInvocationState.STOPPED)
 FAULTS = Faults(
     auth=AuthenticationError,
@@ -167,11 +168,12 @@ class _Pipeline:
     every poll (pypsrp's own lists emptied as we go), result objects kept aside."""
 
     def __init__(self, pool: RunspacePool, pshost: PSHost, collector: Collector,
-                 build: Callable[[PowerShell], Any]) -> None:
+                 build: Callable[[PowerShell], Any], input: Iterable[str] | None = None) -> None:
         self.ps = PowerShell(pool)
         build(self.ps)
         self.pshost = pshost
         self.collector = collector
+        self.input = input
         self.results: list[dict[str, Any]] = []
 
     @property
@@ -180,7 +182,18 @@ class _Pipeline:
 
     def begin(self) -> None:
         self.pshost.rc = None  # SetShouldExit of an earlier step must not leak into this one
-        self.ps.begin_invoke()
+        if self.input is None:
+            self.ps.begin_invoke()
+            return
+        items = self.input
+
+        def one_by_one() -> Iterator[list[str]]:
+            # pypsrp sends each list as PIPELINE_INPUT messages, END_OF_PIPELINE_INPUT after the last
+            # (it takes a generator only); an empty input still ends the input.
+            yield from ([item] for item in items)
+            yield []
+
+        self.ps.begin_invoke(input=one_by_one())
 
     def poll(self, seconds: int) -> None:
         self.ps.poll_invoke(timeout=seconds)
@@ -247,21 +260,34 @@ class PSRPTransport(Session[WSMan, RunspacePool]):
     # life even for closed pipelines (pypsrp#148, MS-WSMV note 118): a fresh pool well before it.
     commands_per_session = 900
     output_stream = "output"
+    # A run of input carries 8 MB, so the host's count of what it holds is read back, and journalled,
+    # every 8 MB; an item fills one fragment (input_item_bytes).
+    input_run_bytes = 8 * 1024 * 1024
 
     def __init__(self, connection: Connection, settings: TransportSettings | None = None) -> None:
         super().__init__(connection, settings)
         self._pshost = PSHost(None, None, False, "wuremote", None, None, "1.0")
 
+    @property
+    def input_item_bytes(self) -> int:
+        """Bytes of one input item: one PSRP fragment, one Send, as pypsrp's Client.copy sizes its chunks
+        ((max_payload_size - 82) / 4 * 3: the base64 text and the message around it). The payload size
+        is the open pool's: pypsrp raises it to a 500 KB envelope once the host speaks protocol 2.2 or
+        later (Windows Server 2012 and later; 2008 R2 keeps 150 KB)."""
+        connection = self._handle.connection if self._handle is not None else None
+        payload = int(getattr(connection, "max_payload_size", 0) or 0)
+        return max(INPUT_ITEM_FLOOR, (payload - 82) // 4 * 3)
+
     # --- a step or a command: one pipeline ------------------------------------------------------
     def _step(self, pool: RunspacePool, script: StepScript, params: dict[str, Any],
-              collector: Collector) -> _Pipeline:
+              collector: Collector, input: Iterable[str] | None) -> _Pipeline:
         def build(ps: PowerShell) -> None:
             ps.add_script(script.payload())
             for name, value in params.items():
                 if name != "ResultMarker":  # over PSRP the result is an object, not a marked line
                     ps.add_parameter(name, value)
 
-        return _Pipeline(pool, self._pshost, collector, build)
+        return _Pipeline(pool, self._pshost, collector, build, input)
 
     def _command(self, pool: RunspacePool, command: str, collector: Collector) -> _Pipeline:
         return _Pipeline(pool, self._pshost, collector, lambda ps: ps.add_script(command))

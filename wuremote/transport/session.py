@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -266,7 +266,8 @@ class Session(Generic[C, H]):
         """Delete a pool/shell this client did not open, by its id."""
         raise NotImplementedError
 
-    def _step(self, handle: H, script: StepScript, params: dict[str, Any], collector: Collector) -> Operation:
+    def _step(self, handle: H, script: StepScript, params: dict[str, Any], collector: Collector,
+              input: Iterable[str] | None) -> Operation:
         raise NotImplementedError
 
     def _command(self, handle: H, command: str, collector: Collector) -> Operation:
@@ -274,11 +275,11 @@ class Session(Generic[C, H]):
 
     # --- the protocol -----------------------------------------------------------------------
     def run_step(self, script: StepScript, params: dict[str, Any], *, timeout: float,
-                 on_stream: StreamCallback | None = None) -> StepResult:
+                 on_stream: StreamCallback | None = None, input: Iterable[str] | None = None) -> StepResult:
         deadline = Deadline(timeout)
         step = script.meta.name
         collector = Collector(self.host, step, self.settings.output_cap, on_stream)
-        exit_code, operation = self._run(lambda handle: self._step(handle, script, params, collector), deadline,
+        exit_code, operation = self._run(lambda handle: self._step(handle, script, params, collector, input), deadline,
                                          f"running step {step}")
         result, problem = operation.result()
         if problem is not None:

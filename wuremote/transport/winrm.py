@@ -22,7 +22,7 @@ import json
 import re
 import secrets
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -322,11 +322,21 @@ class WinRSTransport(Session[Protocol, _Shell]):
     # 12 commands, plus the requests in flight, stay under the smallest.
     commands_per_session = 12
     output_stream = "stdout"
+    # Input travels in the parameter line the bootstrap reads with ConvertFrom-Json, which Windows
+    # PowerShell 5.1 runs on JavaScriptSerializer with its default MaxJsonLength of 2,097,152 characters
+    # (learn.microsoft.com/en-us/dotnet/api/system.web.script.serialization.javascriptserializer.maxjsonlength,
+    # microsoft/azure-pipelines-tasks#952): 1 MB of bytes is 1.4 M characters of base64, well inside it.
+    input_item_bytes = 96 * 1024
+    input_run_bytes = 1024 * 1024
 
     # --- a step or a command ----------------------------------------------------------------
-    def _step(self, shell: _Shell, script: StepScript, params: dict[str, Any], collector: Collector) -> _Command:
+    def _step(self, shell: _Shell, script: StepScript, params: dict[str, Any], collector: Collector,
+              input: Iterable[str] | None) -> _Command:
         marker = "WUREMOTE-RESULT-" + secrets.token_hex(12)
-        stdin = stdin_for(script.payload(), {**params, "ResultMarker": marker})
+        bound = {**params, "ResultMarker": marker}
+        if input is not None:  # a cmd shell has no pipeline: the items are bound by name, as -InputObject @(...)
+            bound["InputObject"] = list(input)
+        stdin = stdin_for(script.payload(), bound)
         return _Command(shell, self.settings, collector, "powershell.exe", bootstrap_arguments(), stdin, marker)
 
     def _command(self, shell: _Shell, command: str, collector: Collector) -> _Command:

@@ -10,7 +10,8 @@ would.
 from __future__ import annotations
 
 # Each module registers its models on import.
-from . import boot_info, detached, diagnose, failsafe, helpers, install_updates, logs, long_steps, maintenance, reset_components  # noqa: F401
+from . import (boot_info, detached, diagnose, failsafe, helpers, install_updates, logs, long_steps,  # noqa: F401
+               maintenance, push, reset_components)
 from .registry import (
     BOOTSTRAP_SHA256,
     MODELS,

@@ -21,7 +21,7 @@ FAILURE_DAYS = 30
 PRODUCT_STATE_ON, PRODUCT_STATE_OFF = 397568, 393472
 
 
-@model("diagnose", sha256="0c3618f40d91780c2b54bee697680751b78dd3798a4c4013eaf93cf7fd1fc140")
+@model("diagnose", sha256="8af9221835225d4b82433379ea927b90ccfa681545435029207c55384e1933ff")
 async def diagnose(ctx: StepContext) -> None:
     state = ctx.host.state
     ctx.verbose("reading services, clock, disk, servicing, update source, antivirus")
@@ -75,6 +75,7 @@ def _os(state: HostState) -> dict[str, Any]:
         "build": state.build,
         "ubr": state.ubr,
         "product_type": product_type(state),
+        "architecture": state.architecture,
         "last_boot_utc": windows_utc(state.last_boot),
     }
 

@@ -6,7 +6,7 @@ record, which the detached runner also writes to the transcript).  Progress reco
 for Set-WuStepProgress: the detached runner turns them into status.json's percent.
 
 Lab stand-ins, documented here because no Windows API is behind them:
-- a path "exists" when HostState.files holds it or a file under it (Test-Path);
+- a path "exists" when HostState.files (or .pushed) holds it or a file under it (Test-Path);
 - a package's Authenticode status is "Valid" when its bytes start like a cabinet (``MSCF``,
   as every .msu does), "NotSigned" otherwise;
 - ``-Url`` always downloads (a signed cabinet named by the URL's last segment).
@@ -75,7 +75,8 @@ def run_folder(run_id: str, step: str) -> str:
 
 def path_exists(state: HostState, path: str) -> bool:
     key = path.lower().rstrip("\\")
-    return key in state.files or any(name.startswith(key + "\\") for name in state.files)
+    return any(key in names or any(name.startswith(key + "\\") for name in names)
+               for names in (state.files, state.pushed))
 
 
 def signed_hresult(code: int) -> int:
@@ -235,10 +236,20 @@ INSTALL_SECONDS = 8 * 60
 def _msu_files(state: HostState, path: str) -> list[str]:
     """Get-ChildItem -LiteralPath PATH -Filter *.msu -File: the file itself, or a folder's direct children."""
     key = path.lower().rstrip("\\")
-    if key in state.files:
+    names = [*state.files, *state.pushed]
+    if key in names:
         return [key] if key.endswith(".msu") else []
-    return sorted(name for name in state.files
+    return sorted(name for name in names
                   if name.startswith(key + "\\") and "\\" not in name[len(key) + 1:] and name.endswith(".msu"))
+
+
+def _package_identity(state: HostState, key: str) -> tuple[str, bytes]:
+    """A package's SHA-256 and first bytes: read from the file, or carried by a pushed one (no bytes kept)."""
+    pushed = state.pushed.get(key)
+    if pushed is not None:
+        return pushed.sha256, pushed.head
+    data = state.files[key]
+    return hashlib.sha256(data).hexdigest(), data[:8]
 
 
 @model("install-kb", sha256="9e776f87bf9b17419d5f3faceea5668fc360cc03d97794243543ceca39cda6d0")
@@ -286,9 +297,8 @@ async def install_kb(ctx: StepContext) -> None:
 
     checked = []
     for key in files:
-        data = state.files[key]
-        digest = hashlib.sha256(data).hexdigest()
-        signature = "Valid" if data.startswith(CABINET_MAGIC) else "NotSigned"
+        digest, head = _package_identity(state, key)
+        signature = "Valid" if head.startswith(CABINET_MAGIC) else "NotSigned"
         checked.append({"name": names[key], "sha256": digest, "signature": signature})
         if expected_sha and key in named:
             if digest != expected_sha:

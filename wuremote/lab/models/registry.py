@@ -6,12 +6,13 @@ package, and the package imports them without an import cycle.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from ...contract.scripts import HEADER_START, ScriptHeaderError, ScriptMeta, parse_header, sha256_text, split_payload
 from ..engine import ErrorInfo, Run, Stop
@@ -19,7 +20,20 @@ from ..host import Host
 
 # Recorded hashes of the shipped texts the lab knows.  Update them together with the model.
 PRELUDE_SHA256 = "89a34d74042abdc66e776e92d123c7b9febb37d1218688b22f6d73ce0e8feff2"
+# Windows PowerShell 5.1's ConvertFrom-Json (which the WinRS bootstrap runs on the parameter line) uses
+# JavaScriptSerializer with its default MaxJsonLength of 2,097,152 characters and refuses longer text
+# (microsoft/azure-pipelines-tasks#952; microsoft/sql-server-samples#348 shows the error record).
+MAX_JSON_LENGTH = 2_097_152
 BOOTSTRAP_SHA256 = "30986d8c9cc67f85955aea604108f2680b2d413cb99f627972247e7f5a7b1645"
+
+
+class InputSource(Protocol):
+    """A PSRP pipeline's input as it arrives (MS-PSRP 2.2.2.17 PIPELINE_INPUT, 2.2.2.18 END_OF_PIPELINE_INPUT):
+    items appended to ``inputs``, ``input_arrived`` set after each, ``input_done`` set at the end."""
+
+    inputs: list[Any]
+    input_arrived: asyncio.Event
+    input_done: asyncio.Event
 
 
 @dataclass
@@ -29,6 +43,30 @@ class StepContext:
     run: Run
     params: dict[str, Any]
     meta: ScriptMeta
+    source: InputSource | None = None
+
+    async def input_items(self) -> AsyncIterator[Any]:
+        """What the script's ValueFromPipeline parameter ($InputObject) is bound to, item by item:
+        the -InputObject given by name (WinRS), then the pipeline's input as it arrives (PSRP), each
+        item taken out of the pipe once handed over, as a process block consumes it."""
+        bound = next((value for key, value in self.params.items() if key.lower() == "inputobject"), None)
+        for item in (bound if isinstance(bound, list) else [] if bound is None else [bound]):
+            yield item
+        source = self.source
+        if source is None:
+            return
+        while True:
+            while source.inputs:
+                yield source.inputs.pop(0)
+            if source.input_done.is_set():
+                return
+            source.input_arrived.clear()
+            waiters = [asyncio.ensure_future(source.input_arrived.wait()), asyncio.ensure_future(source.input_done.wait())]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
 
     def verbose(self, text: str) -> None:
         self.run.emit("verbose", text)
@@ -98,10 +136,14 @@ class Known:
 
     text: str
     params: dict[str, Any]
+    refused: ErrorInfo | None = None  # the bootstrap failed before the script ran
 
-    async def run(self, host: Host, user: str, run: Run) -> int:
+    async def run(self, host: Host, user: str, run: Run, source: InputSource | None = None) -> int:
+        if self.refused is not None:
+            run.finish(1, self.refused)
+            return 1
         try:
-            await self._run(host, user, run)
+            await self._run(host, user, run, source)
         except Stop as stop:
             run.finish(stop.exit_code if stop.failure is None else 1, stop.failure)
         else:
@@ -110,7 +152,7 @@ class Known:
         return run.exit_code
 
 
-    async def _run(self, host: Host, user: str, run: Run) -> None:
+    async def _run(self, host: Host, user: str, run: Run, source: InputSource | None) -> None:
         script, prelude = split_payload(self.text)
         try:
             meta = parse_header(script)
@@ -125,7 +167,7 @@ class Known:
             raise Stop(1, _lab_error(f"lab: no model for script {meta.name!r} v{meta.version} with sha256 {digest}; "
                                      "a script edited without its lab model is refused (see wuremote/lab/models/)"))
         host.state.scripts_run.append(meta.name)
-        ctx = StepContext(host, user, run, self.params, meta)
+        ctx = StepContext(host, user, run, self.params, meta, source)
         if host.state.language_mode != "FullLanguage" and meta.name not in PRELUDE_SKIPS_TRANSCRIPT:
             # Start-WuTranscript's refusal: under Constrained Language every step stops there.
             ctx.finish("failed", 1, facts={"language_mode": host.state.language_mode}, messages=[
@@ -155,10 +197,17 @@ def recognize_winrs(stdin: bytes) -> Known | None:
     raw = stdin.decode("utf-8", errors="replace")
     head, _, script = raw.partition("\n")
     try:
-        params = json.loads(base64.b64decode(head.strip(), validate=True).decode("utf-8"))
+        text = base64.b64decode(head.strip(), validate=True).decode("utf-8")
+        params = json.loads(text)
     except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
-        params = None
+        text, params = "", None
     if not isinstance(params, dict) or not script.startswith(HEADER_START):
         return None
+    if len(text) > MAX_JSON_LENGTH:
+        return Known(script, params, refused=ErrorInfo(
+            "Error during serialization or deserialization using the JSON JavaScriptSerializer. The length of the "
+            "string exceeds the value set on the maxJsonLength property.\r\nParameter name: input",
+            fqid="System.ArgumentException,Microsoft.PowerShell.Commands.ConvertFromJsonCommand",
+            exception_type="System.ArgumentException", command="ConvertFrom-Json"))
     return Known(script, params)
 
