@@ -10,20 +10,19 @@ would.
 from __future__ import annotations
 
 # Each module registers its models on import.
-from . import (boot_info, detached, diagnose, failsafe, helpers, install_updates, logs, long_steps,  # noqa: F401
-               maintenance, push, reset_components)
+from . import boot_info, detached, diagnose, failsafe, helpers, install_updates, logs, long_steps, maintenance, push, reset_components  # noqa: F401
 from .registry import (
-    BOOTSTRAP_SHA256,
-    MODELS,
-    PRELUDE_SHA256,
-    Known,
-    Model,
-    ModelFn,
-    StepContext,
-    is_bootstrap,
-    model,
-    recognize_psrp,
-    recognize_winrs,
+               BOOTSTRAP_SHA256,
+               MODELS,
+               PRELUDE_SHA256,
+               Known,
+               Model,
+               ModelFn,
+               StepContext,
+               is_bootstrap,
+               model,
+               recognize_psrp,
+               recognize_winrs,
 )
 
 __all__ = ["BOOTSTRAP_SHA256", "MODELS", "PRELUDE_SHA256", "Known", "Model", "ModelFn", "StepContext", "is_bootstrap",
