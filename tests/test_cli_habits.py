@@ -188,16 +188,6 @@ def test_completion_scripts(shell, capsys) -> None:
         assert checked.returncode == 0, checked.stderr
 
 
-def test_verbose_shows_each_steps_streams_as_it_ends(lab_inventory, tmp_path, capsys) -> None:
-    _, inventory = lab_inventory
-    assert main(["check", "-i", str(inventory), "-v", "--state-dir", str(tmp_path / "s")]) == 0
-    out = capsys.readouterr().out.splitlines()
-    at = next(i for i, line in enumerate(out) if " diagnose ok " in line)
-    streamed = [line for line in out[at + 1:at + 40] if line.startswith("    ")]
-    assert any("[verbose]" in line for line in streamed), out[at:at + 40]
-    assert not any("wuremote_result" in line for line in out)  # the result object stays in report.json
-
-
 def test_very_verbose_shows_the_wsman_exchange_without_the_password(lab_inventory, tmp_path, capsys) -> None:
     lab, inventory = lab_inventory
     assert main(["check", "-i", str(inventory), "-vv", "--state-dir", str(tmp_path / "s")]) == 0

@@ -77,8 +77,8 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     view.add_argument("--plain", action="store_true", help="one plain line per event instead of the live view")
     view.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
     parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="-v: plain lines, and each step's streams as it ends; -vv: also the WS-Man "
-                             "messages (PSRP) on stderr, passwords masked")
+                        help="-v: plain lines, and each step's streams as they arrive; -vv: also the WS-Man "
+                             "messages on stderr, secrets masked")
     bare = parser.add_argument_group("connection (for HOST arguments; with -i, a flag given overrides the "
                                      "inventory for every host the run takes, as Ansible's -u and -c do)")
     bare.add_argument("--transport", choices=("psrp", "winrm"), help="default psrp")
@@ -308,9 +308,9 @@ def _views(args: argparse.Namespace, hosts: list[str]) -> tuple[list[Any], Any]:
     from .output.live import JsonView, LiveView, PlainView, VerboseView
 
     if args.json:
-        return [JsonView(sys.stdout)], None
+        return [JsonView(sys.stdout, streams=bool(getattr(args, "verbose", 0)))], None
     if getattr(args, "verbose", False):
-        return [VerboseView(sys.stdout, args.state_dir)], None
+        return [VerboseView(sys.stdout)], None
     if args.plain or not sys.stdout.isatty():
         return [PlainView(sys.stdout)], None
     from rich.console import Console

@@ -78,7 +78,7 @@ class DetachedStep:
         params = {"RunId": self.run_id, "Step": self.script.meta.name, "Payload": payload,
                   "PayloadSha256": sha256_text(payload), "ParametersJson": json.dumps(self.body_params),
                   "Restart": restart}
-        start = self.runner.run_script(get_script("detached-start"), params, "detached-start")
+        start = self.runner.run_script(get_script("detached-start"), params, self.label)
         self.streams.extend(start.streams)
         return start
 
@@ -103,7 +103,7 @@ class DetachedStep:
             interval = min(interval * 1.5, options.poll_interval)
             try:
                 poll = self.runner.run_script(get_script("detached-poll"), {
-                    "RunId": self.run_id, "Step": self.script.meta.name, "TranscriptOffset": offset}, "detached-poll")
+                    "RunId": self.run_id, "Step": self.script.meta.name, "TranscriptOffset": offset}, None)
             except TransportError as exc:
                 if exc.kind in ("auth", "tls"):
                     raise
@@ -116,6 +116,7 @@ class DetachedStep:
             text = facts.get("transcript")
             if isinstance(text, str) and text:
                 self.streams.append(StreamRecord(time.time(), "host-transcript", text))
+                self.runner.stream_line(self.label, "host-transcript", text)  # -v: what the task wrote since the last poll
             next_offset = facts.get("transcript_next_offset")
             if isinstance(next_offset, int) and next_offset >= offset:
                 offset = next_offset
@@ -133,7 +134,7 @@ class DetachedStep:
     def _clean_up(self) -> None:
         try:
             self.runner.run_script(get_script("detached-cleanup"), {"RunId": self.run_id, "Step": self.script.meta.name},
-                                   "detached-cleanup")
+                                   None)
         except TransportError:
             self.runner.message("warning", f"could not remove the finished {self.label} task; it is removed on the next run")
 

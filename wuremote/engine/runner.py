@@ -67,6 +67,8 @@ class Runner:
         self.run_id = run_id or self.journal.new_run_id()
         self.run_dir = RunDir(Path(self.options.state_dir), self.run_id)
         self.subscribers = list(subscribers)
+        # a view that shows each line a step writes (-v) says so; only then are StepStream events made
+        self.wants_streams = any(getattr(s, "wants_streams", False) for s in self.subscribers)
         self._broken: set[int] = set()  # subscribers whose failure was logged once already
         self.resume = resume or {}
         self._cancel = threading.Event()
@@ -93,8 +95,12 @@ class Runner:
 
         A journal that cannot be written (a full disk) stops new work, but never the owed
         restores: the events go on in memory, the report is built from them, and the run ends
-        non-zero with the journal's own error.
+        non-zero with the journal's own error.  An event that is not journalled (a step's stream
+        line) goes to the subscribers only.
         """
+        if not event.journalled:
+            self._tell(event)
+            return
         if self.journal_error is None:
             try:
                 self.journal.record(event)
@@ -108,6 +114,9 @@ class Runner:
         if self.journal_error is not None:
             with self._lock:
                 self._events_in_memory.append(event)
+        self._tell(event)
+
+    def _tell(self, event: ev.Event) -> None:
         for subscriber in self.subscribers:
             try:
                 subscriber(event)

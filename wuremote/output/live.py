@@ -11,7 +11,6 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console, Group
@@ -22,7 +21,6 @@ from rich.text import Text
 
 from .. import events as ev
 from ..contract import Outcome
-from ..store.rundir import RunDir
 from .terminal import printable
 
 STYLE = {Outcome.HEALTHY: "green", Outcome.REPAIRED: "green", Outcome.PLANNED: "cyan", Outcome.CHECKED: "cyan",
@@ -72,7 +70,10 @@ def _describe(event: ev.Event) -> str:
 
 
 def _news(event: ev.Event) -> bool:
-    """Session bookkeeping is for the journal (resume deletes what a dead run left), not for a person."""
+    """Session bookkeeping is for the journal (resume deletes what a dead run left), not for a person;
+    a step's stream lines are for the -v view only."""
+    if isinstance(event, ev.StepStream):
+        return False
     return not isinstance(event, (ev.SessionOpened, ev.SessionClosed)) or (
         isinstance(event, ev.SessionClosed) and event.orphan)
 
@@ -108,45 +109,76 @@ class PlainView:
             self.stream.flush()
 
 
+# The line Start-Transcript writes above and below its start and end blocks (Windows PowerShell 5.1:
+# "**********************" then "Windows PowerShell transcript start", Start time, Username, ...).
+# https://learn.microsoft.com/powershell/module/microsoft.powershell.host/start-transcript
+TRANSCRIPT_BANNER = "*" * 22
+
+
 class VerboseView(PlainView):
-    """-v: the plain lines, and after each step the streams it sent (from its transcript), indented.
+    """-v: the plain lines, and each record a step writes (verbose, warning, information, error, output; a
+    detached step's transcript at each poll) as it reaches the controller, under its host, step and stream.
 
-    Streams reach the controller when the step's call ends (a detached step's progress comes as it goes)."""
+    Several hosts' lines interleave, so each names its host and step; they are indented under the
+    event lines.  The script's result object is not shown (report.json has it), nor the start and end
+    blocks Start-Transcript writes around a detached step's transcript (who, where, when: boilerplate).
+    """
 
-    MAX_LINES = 200  # per step; the transcript keeps them all
+    wants_streams = True  # the runner makes StepStream events only for a view that shows them
+    MAX_LINES = 200  # per step attempt; the transcript keeps them all
 
-    def __init__(self, stream: IO[str], state_dir: Path) -> None:
+    def __init__(self, stream: IO[str]) -> None:
         super().__init__(stream)
-        self.state_dir = Path(state_dir)
-        self.run_dir: Path | None = None
+        self._lines: dict[tuple[str | None, str | None], int] = {}  # (host, step) -> lines of this attempt
+        self._in_banner: set[tuple[str | None, str | None]] = set()  # inside a transcript's start/end block
 
     def __call__(self, event: ev.Event) -> None:
+        key = (event.host, event.step)
+        if isinstance(event, ev.StepStream):
+            self._stream(event, key)
+            return
+        if isinstance(event, ev.StepStarted):
+            self._lines[key] = 0
         super().__call__(event)
-        if isinstance(event, ev.RunStarted):
-            self.run_dir = RunDir(self.state_dir, event.run_id).path
-        if not isinstance(event, ev.StepFinished) or not event.transcript or self.run_dir is None:
-            return
-        try:
-            text = (self.run_dir / event.transcript).read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return
-        lines = text.split("\n----- result -----")[0].splitlines()
-        shown = [f"    {printable(line)}" for line in lines[:self.MAX_LINES]]
-        if len(lines) > self.MAX_LINES:
-            shown.append(f"    ... {len(lines) - self.MAX_LINES} more lines in {event.transcript}")
+        if isinstance(event, ev.StepFinished):
+            more = self._lines.pop(key, 0) - self.MAX_LINES
+            if more > 0:
+                self._write([f"    ... {more} more lines in {event.transcript}"])
+
+    def _stream(self, event: ev.StepStream, key: tuple[str | None, str | None]) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
+        prefix = f"{stamp} {printable(event.host or '-')}   {printable(event.step or '-')} [{printable(event.stream)}]"
+        shown: list[str] = []
         with self._lock:
-            self.stream.write("".join(line + "\n" for line in shown))
+            for line in event.text.splitlines():
+                if event.stream == "host-transcript" and line.strip() == TRANSCRIPT_BANNER:
+                    self._in_banner ^= {key}
+                    continue
+                if not line.strip() or key in self._in_banner:
+                    continue
+                seen = self._lines[key] = self._lines.get(key, 0) + 1
+                if seen <= self.MAX_LINES:
+                    shown.append(f"{prefix} {printable(line.rstrip())}")
+        self._write(shown)
+
+    def _write(self, lines: list[str]) -> None:
+        with self._lock:
+            self.stream.write("".join(line + "\n" for line in lines))
             self.stream.flush()
 
 
 class JsonView:
-    """--json: one JSON object per event on stdout, for scripts."""
+    """--json: one JSON object per event on stdout, for scripts; with -v also each step's stream
+    records ("step-stream" objects, which the journal does not keep)."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], *, streams: bool = False) -> None:
         self.stream = stream
+        self.wants_streams = streams
         self._lock = threading.Lock()
 
     def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, ev.StepStream) and not self.wants_streams:
+            return
         line = json.dumps(event.as_dict(), default=str, separators=(",", ":"))
         with self._lock:
             self.stream.write(line + "\n")
