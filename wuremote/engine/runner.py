@@ -55,6 +55,11 @@ class RunSummary:
         return RunExit.NOT_ALL_WELL if code is RunExit.OK and self.journal_error else code
 
 
+# A host's walk runs on a controller thread named after it: log records (the -vv WS-Man trace, whose
+# client libraries do not name the host) say whose they are by the thread's name.
+HOST_THREAD = "wuremote-host "
+
+
 class Runner:
     """Run one command over many hosts and publish what happens as events."""
 
@@ -259,12 +264,16 @@ class Runner:
         return ThreadPoolExecutor(max_workers=max(1, self.options.forks), thread_name_prefix="wuremote-host")
 
     def _host(self, host: HostConfig) -> tuple[Outcome, str]:
+        thread = threading.current_thread()
+        before, thread.name = thread.name, HOST_THREAD + host.name  # whose messages a -vv trace shows
         try:
             return HostWalk(self, host, self.resume.get(host.name)).run()
         except Exception as exc:  # noqa: BLE001 - a bug in one host's cleanup must not end the run for the others
             cause = f"internal error: {type(exc).__name__}: {exc}"
             self.emit(ev.HostFinished(self.run_id, host.name, outcome=Outcome.FAILED, cause=cause))
             return Outcome.FAILED, cause
+        finally:
+            thread.name = before
 
 
 def orphan_sessions(events: list[ev.Event]) -> dict[str, list[str]]:
