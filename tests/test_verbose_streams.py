@@ -101,7 +101,7 @@ def test_over_winrs_a_steps_verbose_lines_come_before_its_end(tmp_path: Path) ->
 def test_a_detached_steps_transcript_is_shown_at_each_poll(tmp_path: Path, transport: str) -> None:
     with Lab(scenario="component-store-corrupt", hosts=1, time_scale=LAB_SCALE) as lab:
         _, shown = run_held(lab, tmp_path, transport, dism_running, "dism", "Deployment Image Servicing")
-    assert "dism [host-transcript] VERBOSE: Deployment Image Servicing and Management tool" in shown
+    assert "   dism [verbose] Deployment Image Servicing and Management tool" in shown  # a transcript's VERBOSE: line
     assert "Windows PowerShell transcript start" not in shown  # Start-Transcript's banner is boilerplate
 
 
@@ -159,3 +159,16 @@ def test_json_shows_stream_lines_only_with_verbose(lab_inventory, tmp_path: Path
     assert "step-stream" not in quiet
     streams = [e for e in loud if e["kind"] == "step-stream"]
     assert streams and streams[0]["step"] == "diagnose" and streams[0]["data"]["stream"] == "verbose"
+
+
+def test_a_detached_step_run_again_shows_only_its_own_transcript(tmp_path: Path) -> None:
+    """verify runs twice (baseline, then after dism) and its transcript file on the host grows by one
+    run each time (Start-Transcript -Append): the second run shows and keeps only what it wrote."""
+    out = io.StringIO()
+    with Lab(scenario="component-store-corrupt", hosts=1, time_scale=LAB_SCALE) as lab:
+        summary = Runner(demo_hosts(lab), demo_options(tmp_path / "state"), subscribers=[VerboseView(out)]).run()
+    name = lab.endpoints[0].name
+    transcripts = summary.report_json.parent / "transcripts" / name
+    assert (transcripts / "verify-2.log").read_text(encoding="utf-8").count("Windows PowerShell transcript start") == 1
+    shown = out.getvalue().splitlines()
+    assert not any("transcript start" in line or "[transcript] Start time" in line for line in shown)

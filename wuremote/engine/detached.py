@@ -86,7 +86,7 @@ class DetachedStep:
         options = self.runner.options
         step_deadline = time.monotonic() + max(30.0, self.script.meta.timeout * options.time_scale)
         deadline = min(step_deadline, self.runner.deadline)  # --host-timeout holds while the step runs
-        offset = 0
+        offset = self.runner.transcript_read.get(self.script.meta.name, 0)  # not what an earlier attempt showed
         last: StepResult | None = None
         last_percent = -1
         interval = min(_FIRST_POLL, options.poll_interval)
@@ -120,6 +120,9 @@ class DetachedStep:
             next_offset = facts.get("transcript_next_offset")
             if isinstance(next_offset, int) and next_offset >= offset:
                 offset = next_offset
+            elif isinstance(next_offset, int):
+                offset = 0  # the file is shorter than what was read: a new one (removed meanwhile), read it whole
+            self.runner.transcript_read[self.script.meta.name] = offset
             percent = facts.get("percent")
             if isinstance(percent, int) and percent != last_percent:
                 last_percent = percent

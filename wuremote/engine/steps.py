@@ -51,6 +51,9 @@ class StepRunner:
         self.reattach = reattach  # detached steps a stopped controller left running: re-attach, never restart
         self.transport: Transport | None = None
         self.attempts: dict[str, int] = {}
+        # Bytes of each detached script's host transcript already read: a later attempt in the same run
+        # appends to the same file (the prelude's Start-Transcript -Append), so it is read on from there.
+        self.transcript_read: dict[str, int] = {}
         self.boot_seen: str | None = None  # the host's boot time as last read: a change means it restarted
         self.deadline = time.monotonic() + self.options.host_timeout
         self._session: str | None = None

@@ -113,6 +113,16 @@ class PlainView:
 # "**********************" then "Windows PowerShell transcript start", Start time, Username, ...).
 # https://learn.microsoft.com/powershell/module/microsoft.powershell.host/start-transcript
 TRANSCRIPT_BANNER = "*" * 22
+# What a transcript puts before a verbose, warning or debug record: shown as that stream, as over PSRP.
+TRANSCRIPT_STREAMS = {"VERBOSE: ": "verbose", "WARNING: ": "warning", "DEBUG: ": "debug"}
+
+
+def _transcript_line(line: str) -> tuple[str, str]:
+    """A line of a detached step's transcript as (stream, text): "VERBOSE: x" is ("verbose", "x")."""
+    for prefix, stream in TRANSCRIPT_STREAMS.items():
+        if line.startswith(prefix) or line.rstrip() == prefix.rstrip():  # "VERBOSE:" alone: an empty record
+            return stream, line[len(prefix):]
+    return "transcript", line
 
 
 class VerboseView(PlainView):
@@ -139,6 +149,7 @@ class VerboseView(PlainView):
             return
         if isinstance(event, ev.StepStarted):
             self._lines[key] = 0
+            self._in_banner.discard(key)
         super().__call__(event)
         if isinstance(event, ev.StepFinished):
             more = self._lines.pop(key, 0) - self.MAX_LINES
@@ -147,18 +158,21 @@ class VerboseView(PlainView):
 
     def _stream(self, event: ev.StepStream, key: tuple[str | None, str | None]) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
-        prefix = f"{stamp} {printable(event.host or '-')}   {printable(event.step or '-')} [{printable(event.stream)}]"
+        where = f"{stamp} {printable(event.host or '-')}   {printable(event.step or '-')}"
         shown: list[str] = []
         with self._lock:
             for line in event.text.splitlines():
-                if event.stream == "host-transcript" and line.strip() == TRANSCRIPT_BANNER:
-                    self._in_banner ^= {key}
-                    continue
+                stream = event.stream
+                if stream == "host-transcript":
+                    if line.strip() == TRANSCRIPT_BANNER:
+                        self._in_banner ^= {key}
+                        continue
+                    stream, line = _transcript_line(line)
                 if not line.strip() or key in self._in_banner:
                     continue
                 seen = self._lines[key] = self._lines.get(key, 0) + 1
                 if seen <= self.MAX_LINES:
-                    shown.append(f"{prefix} {printable(line.rstrip())}")
+                    shown.append(f"{where} [{printable(stream)}] {printable(line.rstrip())}")
         self._write(shown)
 
     def _write(self, lines: list[str]) -> None:
