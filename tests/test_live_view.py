@@ -82,3 +82,15 @@ def test_the_demo_piped_says_its_own_exit_and_never_wraps(tmp_path: Path, capsys
     summary = [line for line in out.splitlines() if line.startswith("  WULAB")]
     assert len(summary) == 13  # one whole line per host, however long its cause
     assert any(len(line) > 80 for line in summary)
+
+
+def test_a_step_that_never_answered_says_why_not_exit_none() -> None:
+    out = io.StringIO()
+    from wuremote.output.live import PlainView
+
+    PlainView(out)(ev.StepFinished(RUN, "web01", "dism", exit_code=None, status="error", error_kind="interrupted",
+                                   messages=["interrupted by the operator; a detached step keeps running"]))
+    line = out.getvalue()
+    assert "exit None" not in line and "0.0s" not in line
+    assert line.rstrip().endswith("web01 dism ended without a result (interrupted): interrupted by the operator; "
+                                  "a detached step keeps running")

@@ -51,8 +51,11 @@ def _describe(event: ev.Event) -> str:
     if isinstance(event, ev.StepFinished):
         extra = f" {', '.join(event.hresults)}" if event.hresults else ""
         first = (event.messages or [""])[0]
-        return f"{event.step} {event.status} (exit {event.exit_code}, {event.duration:.1f}s){extra}" + (
-            f": {first}" if first else "")
+        if event.exit_code is None:  # the script never answered: say why, not "exit None, 0.0s"
+            head = f"{event.step} ended without a result ({event.error_kind or event.status})"
+        else:
+            head = f"{event.step} {event.status} (exit {event.exit_code}, {event.duration:.1f}s){extra}"
+        return head + (f": {first}" if first else "")
     if isinstance(event, ev.RebootStarted):
         return f"restarting: {event.reason}"
     if isinstance(event, ev.RebootFinished):
