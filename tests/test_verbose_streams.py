@@ -87,8 +87,10 @@ def test_a_steps_verbose_line_is_shown_while_the_step_still_runs(tmp_path: Path)
 
 
 def test_over_winrs_a_steps_verbose_lines_come_before_its_end(tmp_path: Path) -> None:
-    """powershell.exe writes them to stderr as one CLIXML document, read whole when it ends (the lab
-    models it so): over WinRS they are shown with the step's end, still before its finish line."""
+    """powershell.exe writes them to stderr as CLIXML through an XmlWriter it never flushes per record
+    (WrappedSerializer in PowerShell/PowerShell src/Microsoft.PowerShell.ConsoleHost/host/msh/Serialization.cs),
+    so they arrive in buffer-sized pieces or at the end; the lab sends the document at the end.  Over
+    WinRS they are shown with the step's end, still before its finish line."""
     seen = Seen()
     with Lab(scenario="clock-skew", hosts=1, time_scale=LAB_SCALE) as lab:
         Runner(demo_hosts(lab, "winrm"), demo_options(tmp_path / "state"), subscribers=[seen]).run()
