@@ -94,3 +94,20 @@ def test_a_step_that_never_answered_says_why_not_exit_none() -> None:
     assert "exit None" not in line and "0.0s" not in line
     assert line.rstrip().endswith("web01 dism ended without a result (interrupted): interrupted by the operator; "
                                   "a detached step keeps running")
+
+
+def test_the_last_event_stays_readable_while_a_step_only_reports_its_percent() -> None:
+    console = Console(width=80, height=30, file=io.StringIO(), force_terminal=False, color_system=None)
+    view = LiveView(console, ["web01", "web02"])
+    now = time.time()
+    for name in ("web01", "web02"):
+        view(ev.HostStarted(RUN, name, time=now, address=name, transport="psrp"))
+    view(ev.StepStarted(RUN, "web01", "verify", time=now, reason="baseline"))
+    view(ev.StepProgress(RUN, "web01", "verify", time=now, percent=30))
+    view(ev.RebootRequested(RUN, "web02", time=now))
+    console.print(view._render())
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    web01 = next(line for line in lines if line.startswith("web01"))
+    web02 = next(line for line in lines if line.startswith("web02"))
+    assert "verify 30%" in web01 and "verify started (attempt 1): bas" in web01
+    assert "reboot-requested" not in web02 and "restart sent" in web02

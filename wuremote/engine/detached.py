@@ -123,12 +123,13 @@ class DetachedStep:
             elif isinstance(next_offset, int):
                 offset = 0  # the file is shorter than what was read: a new one (removed meanwhile), read it whole
             self.runner.transcript_read[self.script.meta.name] = offset
+            state = str(facts.get("state") or "")
             percent = facts.get("percent")
             if isinstance(percent, int) and percent != last_percent:
                 last_percent = percent
                 self.runner.emit(ev.StepProgress(self.runner.ctx.run_id, self.runner.name, self.script.meta.name,
-                                                 percent=percent, message=str(facts.get("state", ""))))
-            state = str(facts.get("state") or "")
+                                                 percent=percent,  # "running" says nothing the percent does not
+                                                 message="" if state == "running" else state))
             if poll.exit_code == ExitCode.NOT_APPLICABLE:
                 return MISSING, poll
             if state in (FINISHED, INTERRUPTED):

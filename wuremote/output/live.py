@@ -58,6 +58,8 @@ def _describe(event: ev.Event) -> str:
         return head + (f": {first}" if first else "")
     if isinstance(event, ev.RebootStarted):
         return f"restarting: {event.reason}"
+    if isinstance(event, ev.RebootRequested):
+        return "restart sent; waiting for the host to go down and come back"
     if isinstance(event, ev.RebootFinished):
         return f"restart {'done' if event.ok else 'FAILED'}: {event.message}"
     if isinstance(event, ev.HostMessage):
@@ -257,8 +259,9 @@ class LiveView:
             # (and a step's progress is in the step column: the last event is what the step says it does)
             if isinstance(event, ev.HostFinished):
                 row.message = printable(event.cause)
-            elif isinstance(event, ev.StepProgress) and event.message:
-                row.message = printable(event.message)
+            elif isinstance(event, ev.StepProgress):
+                if event.message:  # a bare percent is in the step column: the last event stays what it was
+                    row.message = printable(event.message)
             else:
                 row.message = describe(event)
 
