@@ -256,12 +256,16 @@ class LiveView:
             elif isinstance(event, ev.HostFinished):
                 row.state, row.step, row.percent = event.outcome.value, "", None
             # a finished host's state column already says its outcome: the last event is its cause
-            # (and a step's progress is in the step column: the last event is what the step says it does)
+            # (and a step's name and progress are in the step column: the last event is why it runs and
+            # what it says it does)
             if isinstance(event, ev.HostFinished):
                 row.message = printable(event.cause)
             elif isinstance(event, ev.StepProgress):
                 if event.message:  # a bare percent is in the step column: the last event stays what it was
                     row.message = printable(event.message)
+            elif isinstance(event, ev.StepStarted):  # the step column names it: the narrow last event says why
+                again = f"attempt {event.attempt}: " if event.attempt > 1 else ""
+                row.message = printable(again + event.reason)
             else:
                 row.message = describe(event)
 
