@@ -373,7 +373,8 @@ def _after_run(summary: Any, live: Any, args: argparse.Namespace) -> None:
 
         from .output.terminal import render_text
 
-        print(render_text(json.loads(summary.report_json.read_text(encoding="utf-8"))), file=out)
+        report = json.loads(summary.report_json.read_text(encoding="utf-8"))
+        print(render_text(report, width=live.console.width - 1), file=out)  # folded between words, not mid-name
     html = summary.run_dir / "report.html"
     print(f"run {summary.run_id}: report {summary.report_json}  junit {summary.junit_xml}  html {html}", file=out)
     if summary.journal_error:
