@@ -143,13 +143,15 @@ class StepStream(Event):
     """A record a step's script wrote (verbose, warning, information, error, output...), as it reached
     the controller: what ``-v`` shows while the step still runs.  ``stream`` is the record's stream
     (StreamRecord.stream, or "host-transcript" for a detached step's transcript read at each poll);
-    ``text`` is the host's, unescaped (every view passes it through ``printable``), cut at MAX_CHARS.
+    ``text`` is the host's, unescaped (every view passes it through ``printable``), cut at MAX_CHARS
+    (saying how much more the transcript has).
 
-    Not journalled, and sent only when a subscriber asked for streams (``wants_streams``): the
-    step's transcript file keeps every record whole, and nothing reads them back (resume folds
-    decisions, the report reads results).  A DISM or sfc run writes hundreds of lines and a host
-    up to the 4 MB output cap; one journal row each (a synchronous SQLite commit) would multiply
-    the journal of a 1,000-host run for no reader, and on Dask each line would cross the queue.
+    Not journalled: the step's transcript file keeps every record whole, and nothing reads them back
+    (resume folds decisions, the report reads results).  A DISM or sfc run writes hundreds of lines
+    and a host up to the 4 MB output cap; one journal row each (a synchronous SQLite commit) would
+    multiply the journal of a 1,000-host run for no reader.  And made only when a subscriber asks
+    for streams (``wants_streams``, the -v views): a run without -v pays nothing for them, and on
+    Dask no line crosses the queue.
     """
 
     kind: ClassVar[str] = "step-stream"

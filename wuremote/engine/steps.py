@@ -211,8 +211,10 @@ class StepRunner:
     def stream_line(self, label: str, stream: str, text: str) -> None:
         """Tell a -v view one record of the step as it arrives (never journalled: events.StepStream)."""
         if self.ctx.wants_streams:
-            self.emit(ev.StepStream(self.ctx.run_id, self.name, label, stream=stream,
-                                    text=text[:ev.StepStream.MAX_CHARS]))
+            cut = len(text) - ev.StepStream.MAX_CHARS
+            if cut > 0:
+                text = text[:ev.StepStream.MAX_CHARS] + f" ... ({cut} more characters in the transcript)"
+            self.emit(ev.StepStream(self.ctx.run_id, self.name, label, stream=stream, text=text))
 
     def _check_time(self, step: str) -> None:
         if time.monotonic() > self.deadline:
