@@ -1,6 +1,7 @@
 """-v shows what a step writes as it arrives (issue 15): a step's verbose lines reach the operator's view
-while the step still runs on the host, over both transports and for a detached step's transcript; they
-are escaped like all host text, and never journalled."""
+while the step still runs on the host (over PSRP; a detached step's transcript over both transports; over
+WinRS a script's own verbose records come with its end, still before its finish line); they are escaped
+like all host text, made only for a view that shows them, and never journalled."""
 
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ def resyncing(state: HostState):  # noqa: ANN201 - a held_clock `when`
 
 
 def dism_running(state: HostState):  # noqa: ANN201 - a held_clock `when`
+    """DISM's body runs on the host (its status file says so): hold the host's time there."""
     def now() -> bool:
         return any(path.endswith("\\dism\\status.json") and b'"running"' in data for path, data in state.files.items())
     return now
