@@ -3,6 +3,7 @@ file and WUREMOTE_* defaults with their precedence, shell completion, and resume
 
 from __future__ import annotations
 
+import base64
 import io
 import shutil
 import subprocess
@@ -188,19 +189,41 @@ def test_completion_scripts(shell, capsys) -> None:
         assert checked.returncode == 0, checked.stderr
 
 
-def test_verbose_shows_each_steps_streams_as_it_ends(lab_inventory, tmp_path, capsys) -> None:
-    _, inventory = lab_inventory
-    assert main(["check", "-i", str(inventory), "-v", "--state-dir", str(tmp_path / "s")]) == 0
-    out = capsys.readouterr().out.splitlines()
-    at = next(i for i, line in enumerate(out) if " diagnose ok " in line)
-    streamed = [line for line in out[at + 1:at + 40] if line.startswith("    ")]
-    assert any("[verbose]" in line for line in streamed), out[at:at + 40]
-    assert not any("wuremote_result" in line for line in out)  # the result object stays in report.json
-
-
-def test_very_verbose_shows_the_wsman_exchange_without_the_password(lab_inventory, tmp_path, capsys) -> None:
+@pytest.mark.parametrize("transport", ["psrp", "winrm"])
+def test_very_verbose_shows_the_wsman_exchange_without_the_password(lab_inventory, tmp_path, capsys,
+                                                                    transport) -> None:
     lab, inventory = lab_inventory
-    assert main(["check", "-i", str(inventory), "-vv", "--state-dir", str(tmp_path / "s")]) == 0
+    assert main(["check", "-i", str(inventory), "-vv", "--transport", transport, "--auth", "basic",
+                 "--state-dir", str(tmp_path / "s")]) == 0
     captured = capsys.readouterr()
-    assert "wsman Sending message" in captured.err and "<s:Envelope" in captured.err
-    assert lab.credentials.password not in captured.out + captured.err
+    err = captured.err
+    assert "wsman Sending message" in err and "wsman Received message" in err
+    assert f" {lab.endpoints[0].name} wsman Sending message" in err  # whose message it is
+    assert "Envelope" in err and ("rsp:Shell" if transport == "winrm" else "creationXml") in err
+    password = lab.credentials.password
+    basic = base64.b64encode(f"{lab.credentials.username}:{password}".encode()).decode()
+    for secret in (password, basic, "Authorization"):
+        assert secret not in captured.out + err
+
+
+def test_the_wsman_trace_escapes_what_a_host_sends() -> None:
+    import logging
+    import threading
+
+    from wuremote.engine.runner import HOST_THREAD
+    from wuremote.secret import Secret
+    from wuremote.wsman_trace import stop_trace, trace_wsman
+
+    out = io.StringIO()
+    handler = trace_wsman([Secret("hunter2")], out)
+    try:
+        thread = threading.Thread(name=HOST_THREAD + "web\u202e01", target=lambda: logging.getLogger(
+            "wuremote.winrs.wsman").debug("Received message: %s", "<s:Envelope>\x1b[2Jhunter2\n"
+                                          "12:00:00 db01 wsman forged</s:Envelope>"))
+        thread.start()
+        thread.join()
+    finally:
+        stop_trace(handler)
+    text = out.getvalue()
+    assert text.count("\n") == 1 and "\x1b" not in text and "\u202e" not in text and "hunter2" not in text
+    assert " web\\u202e01 wsman Received message: <s:Envelope>\\x1b[2J***\\x0a12:00:00 db01" in text

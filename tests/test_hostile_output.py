@@ -382,3 +382,35 @@ def test_host_sent_text_cannot_forge_lines_of_the_plain_view(lab: Lab, tmp_path:
     lines = out.getvalue().splitlines()
     assert not [line for line in lines if f"{victim} CHECKED" in line], lines  # no forged verdict line
     assert "\x1b" not in out.getvalue() and "\x07" not in out.getvalue()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_flood_of_stream_lines_is_bounded_and_escaped_in_the_verbose_view(lab: Lab, tmp_path: Path, transport: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """-v shows a host's stream records as they come: a flood shows 200 lines and says where the rest
+    is, a record longer than StepStream.MAX_CHARS is cut saying so, and no line drives the terminal."""
+    from wuremote.output.live import VerboseView
+
+    victim, bystander = names(lab)
+
+    async def chatty(ctx: models.StepContext) -> None:
+        ctx.verbose("x" * 50_000)
+        ctx.warning(f"forged\n10:00:00 {bystander} CHECKED: nothing to report\x1b[2J")
+        for n in range(1_000):
+            ctx.verbose(f"line {n}")
+        ctx.finish("ok", 0, facts={"os": {"caption": "chatty"}})
+
+    misbehave(monkeypatch, victim, chatty)
+    hosts = [HostConfig(name=e.name, address=e.address, port=e.port, scheme=e.scheme, transport=transport, auth="basic",
+                        username=e.username, password=Secret(e.password), ca_file=e.ca_file) for e in lab.endpoints]
+    out = io.StringIO()
+    options = RunOptions(command="check", state_dir=tmp_path, time_scale=LAB_SCALE * 100, transport=PATIENT)
+    Runner(hosts, options, subscribers=[VerboseView(out)]).run()
+    lines = out.getvalue().splitlines()
+    shown = [line for line in lines if f"{victim}   diagnose [" in line]
+    assert len(shown) == VerboseView.MAX_LINES
+    assert any(line.endswith(f"more lines in transcripts/{victim}/diagnose.log") for line in lines)
+    assert any(line.endswith("... (48000 more characters in the transcript)") for line in shown)
+    assert max(len(line) for line in lines) < 2_200
+    assert "\x1b" not in out.getvalue()
+    assert not [line for line in lines if line.startswith("10:00:00")], lines  # no forged line

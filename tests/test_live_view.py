@@ -82,3 +82,32 @@ def test_the_demo_piped_says_its_own_exit_and_never_wraps(tmp_path: Path, capsys
     summary = [line for line in out.splitlines() if line.startswith("  WULAB")]
     assert len(summary) == 13  # one whole line per host, however long its cause
     assert any(len(line) > 80 for line in summary)
+
+
+def test_a_step_that_never_answered_says_why_not_exit_none() -> None:
+    out = io.StringIO()
+    from wuremote.output.live import PlainView
+
+    PlainView(out)(ev.StepFinished(RUN, "web01", "dism", exit_code=None, status="error", error_kind="interrupted",
+                                   messages=["interrupted by the operator; a detached step keeps running"]))
+    line = out.getvalue()
+    assert "exit None" not in line and "0.0s" not in line
+    assert line.rstrip().endswith("web01 dism ended without a result (interrupted): interrupted by the operator; "
+                                  "a detached step keeps running")
+
+
+def test_the_last_event_stays_readable_while_a_step_only_reports_its_percent() -> None:
+    console = Console(width=80, height=30, file=io.StringIO(), force_terminal=False, color_system=None)
+    view = LiveView(console, ["web01", "web02"])
+    now = time.time()
+    for name in ("web01", "web02"):
+        view(ev.HostStarted(RUN, name, time=now, address=name, transport="psrp"))
+    view(ev.StepStarted(RUN, "web01", "verify", time=now, reason="baseline"))
+    view(ev.StepProgress(RUN, "web01", "verify", time=now, percent=30))
+    view(ev.RebootRequested(RUN, "web02", time=now))
+    console.print(view._render())
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    web01 = next(line for line in lines if line.startswith("web01"))
+    web02 = next(line for line in lines if line.startswith("web02"))
+    assert "verify 30%" in web01 and web01.rstrip().endswith(" baseline")  # why it runs: the step column names it
+    assert "reboot-requested" not in web02 and "restart sent" in web02

@@ -292,6 +292,17 @@ def test_text_summary_has_one_line_per_host_with_outcome_steps_and_cause() -> No
     assert len(lines) == 7
 
 
+def test_text_summary_on_a_terminal_folds_between_words_with_each_host_at_the_margin() -> None:
+    report = build_report(fleet_run())
+    folded = render_text(report, width=40).splitlines()
+    assert all(len(line) <= 40 for line in folded)
+    hosts = [line for line in folded if line.startswith("  ") and not line.startswith("      ")]
+    assert [line.split()[0] for line in hosts] == list(report["hosts"])  # each host's line starts at the margin
+    words = " ".join(render_text(report).split())
+    assert " ".join(" ".join(folded).split()) == words  # only folded: no word cut, dropped or added
+    assert any("reset-components(3010)," in line.split() for line in folded)  # a step's name is never cut
+
+
 def test_events_of_two_runs_or_none_are_refused() -> None:
     with pytest.raises(ValueError, match="no run-started"):
         build_report([])

@@ -81,8 +81,8 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     view.add_argument("--plain", action="store_true", help="one plain line per event instead of the live view")
     view.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
     parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="-v: plain lines, and each step's streams as it ends; -vv: also the WS-Man "
-                             "messages (PSRP) on stderr, passwords masked")
+                        help="-v: plain lines, and each step's streams as they arrive; -vv: also the WS-Man "
+                             "messages on stderr, secrets masked")
     bare = parser.add_argument_group("connection (for HOST arguments; with -i, a flag given overrides the "
                                      "inventory for every host the run takes, as Ansible's -u and -c do)")
     bare.add_argument("--transport", choices=("psrp", "winrm"), help="default psrp")
@@ -345,9 +345,9 @@ def _views(args: argparse.Namespace, hosts: list[str]) -> tuple[list[Any], Any]:
     from .output.live import JsonView, LiveView, PlainView, VerboseView
 
     if args.json:
-        return [JsonView(sys.stdout)], None
+        return [JsonView(sys.stdout, streams=bool(getattr(args, "verbose", 0)))], None
     if getattr(args, "verbose", False):
-        return [VerboseView(sys.stdout, args.state_dir)], None
+        return [VerboseView(sys.stdout)], None
     if args.plain or not sys.stdout.isatty():
         return [PlainView(sys.stdout)], None
     from rich.console import Console
@@ -415,7 +415,8 @@ def _after_run(summary: Any, live: Any, args: argparse.Namespace) -> None:
 
         from .output.terminal import render_text
 
-        print(render_text(json.loads(summary.report_json.read_text(encoding="utf-8"))), file=out)
+        report = json.loads(summary.report_json.read_text(encoding="utf-8"))
+        print(render_text(report, width=live.console.width - 1), file=out)  # folded between words, not mid-name
     html = summary.run_dir / "report.html"
     print(f"run {summary.run_id}: report {summary.report_json}  junit {summary.junit_xml}  html {html}", file=out)
     if summary.journal_error:

@@ -25,6 +25,7 @@ class Event:
     """What every event carries; the subclasses add their payload as keyword-only fields."""
 
     kind: ClassVar[str] = ""
+    journalled: ClassVar[bool] = True  # False: told to the subscribers only (StepStream says why)
     run_id: str
     host: str | None = None
     step: str | None = None
@@ -139,6 +140,29 @@ class StepProgress(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class StepStream(Event):
+    """A record a step's script wrote (verbose, warning, information, error, output...), as it reached
+    the controller: what ``-v`` shows while the step still runs.  ``stream`` is the record's stream
+    (StreamRecord.stream, or "host-transcript" for a detached step's transcript read at each poll);
+    ``text`` is the host's, unescaped (every view passes it through ``printable``), cut at MAX_CHARS
+    (saying how much more the transcript has).
+
+    Not journalled: the step's transcript file keeps every record whole, and nothing reads them back
+    (resume folds decisions, the report reads results).  A DISM or sfc run writes hundreds of lines
+    and a host up to the 4 MB output cap; one journal row each (a synchronous SQLite commit) would
+    multiply the journal of a 1,000-host run for no reader.  And made only when a subscriber asks
+    for streams (``wants_streams``, the -v views): a run without -v pays nothing for them, and on
+    Dask no line crosses the queue.
+    """
+
+    kind: ClassVar[str] = "step-stream"
+    journalled: ClassVar[bool] = False
+    MAX_CHARS: ClassVar[int] = 2000  # of one record; the transcript has it whole
+    stream: str
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class StepFinished(Event):
     kind: ClassVar[str] = "step-finished"
     exit_code: int | None  # None: the transport failed before the script answered
@@ -208,8 +232,8 @@ class RunFinished(Event):
 
 # Every kind, in the order a host's life produces them.
 KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in (
-    RunStarted, HostStarted, HostPlanned, SessionOpened, StepStarted, StepProgress, StepFinished, RebootStarted,
-    RebootRequested, RebootFinished, HostMessage, SessionClosed, HostFinished, RunFinished)}
+    RunStarted, HostStarted, HostPlanned, SessionOpened, StepStarted, StepProgress, StepStream, StepFinished,
+    RebootStarted, RebootRequested, RebootFinished, HostMessage, SessionClosed, HostFinished, RunFinished)}
 
 # What a journal row of an older version may lack for a field the class requires.
 _EMPTY: dict[str, Any] = {"command": "", "plan": {}, "text": "", "session": "", "percent": 0, "exit_code": None,

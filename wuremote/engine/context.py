@@ -20,6 +20,7 @@ from .progress import HostProgress
 class HostContext(Protocol):
     run_id: str
     options: RunOptions
+    wants_streams: bool  # a view shows each line a step writes (-v): only then are StepStream events made
 
     def emit(self, event: Event) -> None:
         """Journal the event (before the walk acts on it) and tell the subscribers."""

@@ -94,6 +94,7 @@ class DaskExecutor(Executor):
             "queue": self.queue_name,
             "cancel": self.cancel_name,
             "reboot_cap": host.policy.reboot_group_cap,
+            "streams": self.runner.wants_streams,
         }
         resources = {site_resource(host.site): 1} if host.site else None
         future = self.client.submit(run_unit, unit, key=f"wuremote-{self.runner.run_id}-{host.name}-{uuid.uuid4().hex[:6]}",
@@ -162,6 +163,7 @@ class WorkerContext:
         self.inflight = Variable(f"{unit['queue']}-inflight-{unit['host']['name']}", client=self.client)
         self._inflight: str | None = None
         self._reboot_cap: int | None = unit["reboot_cap"]
+        self.wants_streams: bool = bool(unit.get("streams"))  # each line crosses the queue only for a -v view
         self._cancelled = False
         self._checked = 0.0
 

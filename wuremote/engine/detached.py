@@ -78,7 +78,7 @@ class DetachedStep:
         params = {"RunId": self.run_id, "Step": self.script.meta.name, "Payload": payload,
                   "PayloadSha256": sha256_text(payload), "ParametersJson": json.dumps(self.body_params),
                   "Restart": restart}
-        start = self.runner.run_script(get_script("detached-start"), params, "detached-start")
+        start = self.runner.run_script(get_script("detached-start"), params, self.label)
         self.streams.extend(start.streams)
         return start
 
@@ -86,7 +86,7 @@ class DetachedStep:
         options = self.runner.options
         step_deadline = time.monotonic() + max(30.0, self.script.meta.timeout * options.time_scale)
         deadline = min(step_deadline, self.runner.deadline)  # --host-timeout holds while the step runs
-        offset = 0
+        offset = self.runner.transcript_read.get(self.script.meta.name, 0)  # not what an earlier attempt showed
         last: StepResult | None = None
         last_percent: tuple[int, str] = (-1, "")
         interval = min(_FIRST_POLL, options.poll_interval)
@@ -103,7 +103,7 @@ class DetachedStep:
             interval = min(interval * 1.5, options.poll_interval)
             try:
                 poll = self.runner.run_script(get_script("detached-poll"), {
-                    "RunId": self.run_id, "Step": self.script.meta.name, "TranscriptOffset": offset}, "detached-poll")
+                    "RunId": self.run_id, "Step": self.script.meta.name, "TranscriptOffset": offset}, None)
             except TransportError as exc:
                 if exc.kind in ("auth", "tls"):
                     raise
@@ -116,17 +116,21 @@ class DetachedStep:
             text = facts.get("transcript")
             if isinstance(text, str) and text:
                 self.streams.append(StreamRecord(time.time(), "host-transcript", text))
+                self.runner.stream_line(self.label, "host-transcript", text)  # -v: what the task wrote since the last poll
             next_offset = facts.get("transcript_next_offset")
             if isinstance(next_offset, int) and next_offset >= offset:
                 offset = next_offset
+            elif isinstance(next_offset, int):
+                offset = 0  # the file is shorter than what was read: a new one (removed meanwhile), read it whole
+            self.runner.transcript_read[self.script.meta.name] = offset
+            state = str(facts.get("state") or "")
             percent = facts.get("percent")
             # What the step says it does now (install-updates: "3/7 KB5034441"), else its state.
-            said = str(facts.get("message") or facts.get("state", ""))
+            said = str(facts.get("message") or ("" if state == "running" else state))  # "running" says nothing
             if isinstance(percent, int) and (percent, said) != last_percent:
                 last_percent = (percent, said)
                 self.runner.emit(ev.StepProgress(self.runner.ctx.run_id, self.runner.name, self.script.meta.name,
                                                  percent=percent, message=said))
-            state = str(facts.get("state") or "")
             if poll.exit_code == ExitCode.NOT_APPLICABLE:
                 return MISSING, poll
             if state in (FINISHED, INTERRUPTED):
@@ -135,7 +139,7 @@ class DetachedStep:
     def _clean_up(self) -> None:
         try:
             self.runner.run_script(get_script("detached-cleanup"), {"RunId": self.run_id, "Step": self.script.meta.name},
-                                   "detached-cleanup")
+                                   None)
         except TransportError:
             self.runner.message("warning", f"could not remove the finished {self.label} task; it is removed on the next run")
 

@@ -55,6 +55,11 @@ class RunSummary:
         return RunExit.NOT_ALL_WELL if code is RunExit.OK and self.journal_error else code
 
 
+# A host's walk runs on a controller thread named after it: log records (the -vv WS-Man trace, whose
+# client libraries do not name the host) say whose they are by the thread's name.
+HOST_THREAD = "wuremote-host "
+
+
 class Runner:
     """Run one command over many hosts and publish what happens as events."""
 
@@ -67,6 +72,8 @@ class Runner:
         self.run_id = run_id or self.journal.new_run_id()
         self.run_dir = RunDir(Path(self.options.state_dir), self.run_id)
         self.subscribers = list(subscribers)
+        # a view that shows each line a step writes (-v) says so; only then are StepStream events made
+        self.wants_streams = any(getattr(s, "wants_streams", False) for s in self.subscribers)
         self._broken: set[int] = set()  # subscribers whose failure was logged once already
         self.resume = resume or {}
         self._cancel = threading.Event()
@@ -93,8 +100,12 @@ class Runner:
 
         A journal that cannot be written (a full disk) stops new work, but never the owed
         restores: the events go on in memory, the report is built from them, and the run ends
-        non-zero with the journal's own error.
+        non-zero with the journal's own error.  An event that is not journalled (a step's stream
+        line) goes to the subscribers only.
         """
+        if not event.journalled:
+            self._tell(event)
+            return
         if self.journal_error is None:
             try:
                 self.journal.record(event)
@@ -108,6 +119,9 @@ class Runner:
         if self.journal_error is not None:
             with self._lock:
                 self._events_in_memory.append(event)
+        self._tell(event)
+
+    def _tell(self, event: ev.Event) -> None:
         for subscriber in self.subscribers:
             try:
                 subscriber(event)
@@ -250,12 +264,16 @@ class Runner:
         return ThreadPoolExecutor(max_workers=max(1, self.options.forks), thread_name_prefix="wuremote-host")
 
     def _host(self, host: HostConfig) -> tuple[Outcome, str]:
+        thread = threading.current_thread()
+        before, thread.name = thread.name, HOST_THREAD + host.name  # whose messages a -vv trace shows
         try:
             return HostWalk(self, host, self.resume.get(host.name)).run()
         except Exception as exc:  # noqa: BLE001 - a bug in one host's cleanup must not end the run for the others
             cause = f"internal error: {type(exc).__name__}: {exc}"
             self.emit(ev.HostFinished(self.run_id, host.name, outcome=Outcome.FAILED, cause=cause))
             return Outcome.FAILED, cause
+        finally:
+            thread.name = before
 
 
 def orphan_sessions(events: list[ev.Event]) -> dict[str, list[str]]:

@@ -21,7 +21,7 @@ from ..contract import Outcome, StepResult, StreamRecord
 from ..contract.scripts import StepScript, get_script
 from ..contract.steps import RESTORES
 from ..inventory import HostConfig
-from ..output.transcript import render_transcript
+from ..output.transcript import RESULT_KEY, render_transcript
 from ..store.rundir import transcript_name
 from ..transport import open_transport
 from ..transport.base import Transport, TransportError
@@ -53,6 +53,9 @@ class StepRunner:
         self.reattach = reattach  # detached steps a stopped controller left running: re-attach, never restart
         self.transport: Transport | None = None
         self.attempts: dict[str, int] = {}
+        # Bytes of each detached script's host transcript already read: a later attempt in the same run
+        # appends to the same file (the prelude's Start-Transcript -Append), so it is read on from there.
+        self.transcript_read: dict[str, int] = {}
         self.boot_seen: str | None = None  # the host's boot time as last read: a change means it restarted
         self.deadline = time.monotonic() + self.options.host_timeout
         self._session: str | None = None
@@ -162,16 +165,18 @@ class StepRunner:
     def host_timeout_cause(self, during: str) -> str:
         return f"host timeout ({self.options.host_timeout:.0f} s) reached during {during}"
 
-    def run_script(self, script: StepScript, params: dict[str, Any], label: str,
+    def run_script(self, script: StepScript, params: dict[str, Any], label: str | None,
                    input: Iterable[str] | None = None) -> StepResult:
-        """One script run over the transport, no events: the building block of a step.
+        """One script run over the transport: the building block of a step.
 
+        Its progress and (for a -v view) its stream lines are told as the step ``label``'s as they
+        arrive; with no label (a detached step's polls) they are only kept in the result.
         Its own timeout, cut to what is left of the host's: --host-timeout holds during a step too.
         """
         timeout = max(5.0, min(script.meta.timeout * self.options.time_scale, self.time_left))
+        on_stream = self._on_stream(label) if label is not None else None
         try:
-            return self.connected.run_step(script, params, timeout=timeout, on_stream=self._on_stream(label),
-                                           input=input)
+            return self.connected.run_step(script, params, timeout=timeout, on_stream=on_stream, input=input)
         finally:
             self._note_session()
 
@@ -198,13 +203,27 @@ class StepRunner:
                                   reboot_required=result.reboot_required, transcript=relative))
 
     def _on_stream(self, label: str) -> Callable[[StreamRecord], None]:
+        """Progress as StepProgress; every other record as a StepStream when a view shows them (-v),
+        except the script's result object (report.json has it; the transcript names it)."""
+        streams = self.ctx.wants_streams
+
         def on_stream(record: StreamRecord) -> None:
             if record.stream == "progress":
                 match = _PROGRESS.match(record.text)
                 if match:
                     self.emit(ev.StepProgress(self.ctx.run_id, self.name, label, percent=int(match.group(1)),
                                               message=match.group(2)[:120]))
+            elif streams and not (record.stream in ("output", "stdout") and RESULT_KEY in record.text):
+                self.stream_line(label, record.stream, record.text)
         return on_stream
+
+    def stream_line(self, label: str, stream: str, text: str) -> None:
+        """Tell a -v view one record of the step as it arrives (never journalled: events.StepStream)."""
+        if self.ctx.wants_streams:
+            cut = len(text) - ev.StepStream.MAX_CHARS
+            if cut > 0:
+                text = text[:ev.StepStream.MAX_CHARS] + f" ... ({cut} more characters in the transcript)"
+            self.emit(ev.StepStream(self.ctx.run_id, self.name, label, stream=stream, text=text))
 
     def check_time(self, step: str) -> None:
         if time.monotonic() > self.deadline:

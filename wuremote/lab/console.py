@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from collections.abc import Awaitable, Callable
 from xml.sax.saxutils import escape
 
@@ -52,8 +53,15 @@ def format_error(info: ErrorInfo) -> str:
     )
 
 
+# What CLIXML writes as _xHHHH_: characters XML cannot carry (controls, surrogates, U+FFFE/FFFF) and the
+# "_" of a literal "_x", as PowerShell's serializer does (an escape sequence arrives as _x001B_ and a
+# line break as _x000A_: PowerShell/PowerShell#16678).
+_CLIXML_ENCODED = re.compile("[\x00-\x1f\ud800-\udfff\ufffe\uffff]|_(?=x)")
+
+
 def _clixml_string(stream: str, text: str) -> str:
-    return f'<S S="{stream}">{escape(text).replace(chr(13), "_x000D_").replace(chr(10), "_x000A_")}</S>'
+    encoded = _CLIXML_ENCODED.sub(lambda m: f"_x{ord(m.group()):04X}_", text)
+    return f'<S S="{stream}">{escape(encoded)}</S>'
 
 
 class ConsoleRenderer:

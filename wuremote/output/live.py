@@ -12,7 +12,6 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console, Group
@@ -23,7 +22,6 @@ from rich.text import Text
 
 from .. import events as ev
 from ..contract import Outcome
-from ..store.rundir import RunDir
 from .terminal import printable
 
 STYLE = {Outcome.HEALTHY: "green", Outcome.REPAIRED: "green", Outcome.PATCHED: "green", Outcome.PLANNED: "cyan", Outcome.CHECKED: "cyan",
@@ -66,10 +64,15 @@ def _describe(event: ev.Event) -> str:
     if isinstance(event, ev.StepFinished):
         extra = f" {', '.join(event.hresults)}" if event.hresults else ""
         first = (event.messages or [""])[0]
-        return f"{event.step} {event.status} (exit {event.exit_code}, {event.duration:.1f}s){extra}" + (
-            f": {first}" if first else "")
+        if event.exit_code is None:  # the script never answered: say why, not "exit None, 0.0s"
+            head = f"{event.step} ended without a result ({event.error_kind or event.status})"
+        else:
+            head = f"{event.step} {event.status} (exit {event.exit_code}, {event.duration:.1f}s){extra}"
+        return head + (f": {first}" if first else "")
     if isinstance(event, ev.RebootStarted):
         return f"restarting: {event.reason}"
+    if isinstance(event, ev.RebootRequested):
+        return "restart sent; waiting for the host to go down and come back"
     if isinstance(event, ev.RebootFinished):
         return f"restart {'done' if event.ok else 'FAILED'}: {event.message}"
     if isinstance(event, ev.HostMessage):
@@ -85,7 +88,10 @@ def _describe(event: ev.Event) -> str:
 
 
 def _news(event: ev.Event) -> bool:
-    """Session bookkeeping is for the journal (resume deletes what a dead run left), not for a person."""
+    """Session bookkeeping is for the journal (resume deletes what a dead run left), not for a person;
+    a step's stream lines are for the -v view only."""
+    if isinstance(event, ev.StepStream):
+        return False
     return not isinstance(event, (ev.SessionOpened, ev.SessionClosed)) or (
         isinstance(event, ev.SessionClosed) and event.orphan)
 
@@ -121,45 +127,90 @@ class PlainView:
             self.stream.flush()
 
 
+# The line Start-Transcript writes above and below its start and end blocks (Windows PowerShell 5.1:
+# "**********************" then "Windows PowerShell transcript start", Start time, Username, ...).
+# https://learn.microsoft.com/powershell/module/microsoft.powershell.host/start-transcript
+TRANSCRIPT_BANNER = "*" * 22
+# What a transcript puts before a verbose, warning or debug record: shown as that stream, as over PSRP.
+TRANSCRIPT_STREAMS = {"VERBOSE: ": "verbose", "WARNING: ": "warning", "DEBUG: ": "debug"}
+
+
+def _transcript_line(line: str) -> tuple[str, str]:
+    """A line of a detached step's transcript as (stream, text): "VERBOSE: x" is ("verbose", "x")."""
+    for prefix, stream in TRANSCRIPT_STREAMS.items():
+        if line.startswith(prefix) or line.rstrip() == prefix.rstrip():  # "VERBOSE:" alone: an empty record
+            return stream, line[len(prefix):]
+    return "transcript", line
+
+
 class VerboseView(PlainView):
-    """-v: the plain lines, and after each step the streams it sent (from its transcript), indented.
+    """-v: the plain lines, and each record a step writes (verbose, warning, information, error, output; a
+    detached step's transcript at each poll) as it reaches the controller, under its host, step and stream.
 
-    Streams reach the controller when the step's call ends (a detached step's progress comes as it goes)."""
+    Several hosts' lines interleave, so each names its host and step; they are indented under the
+    event lines.  The script's result object is not shown (report.json has it), nor the start and end
+    blocks Start-Transcript writes around a detached step's transcript (who, where, when: boilerplate).
+    """
 
-    MAX_LINES = 200  # per step; the transcript keeps them all
+    wants_streams = True  # the runner makes StepStream events only for a view that shows them
+    MAX_LINES = 200  # per step attempt; the transcript keeps them all
 
-    def __init__(self, stream: IO[str], state_dir: Path) -> None:
+    def __init__(self, stream: IO[str]) -> None:
         super().__init__(stream)
-        self.state_dir = Path(state_dir)
-        self.run_dir: Path | None = None
+        self._lines: dict[tuple[str | None, str | None], int] = {}  # (host, step) -> lines of this attempt
+        self._in_banner: set[tuple[str | None, str | None]] = set()  # inside a transcript's start/end block
 
     def __call__(self, event: ev.Event) -> None:
+        key = (event.host, event.step)
+        if isinstance(event, ev.StepStream):
+            self._stream(event, key)
+            return
+        if isinstance(event, ev.StepStarted):
+            self._lines[key] = 0
+            self._in_banner.discard(key)
         super().__call__(event)
-        if isinstance(event, ev.RunStarted):
-            self.run_dir = RunDir(self.state_dir, event.run_id).path
-        if not isinstance(event, ev.StepFinished) or not event.transcript or self.run_dir is None:
-            return
-        try:
-            text = (self.run_dir / event.transcript).read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return
-        lines = text.split("\n----- result -----")[0].splitlines()
-        shown = [f"    {printable(line)}" for line in lines[:self.MAX_LINES]]
-        if len(lines) > self.MAX_LINES:
-            shown.append(f"    ... {len(lines) - self.MAX_LINES} more lines in {event.transcript}")
+        if isinstance(event, ev.StepFinished):
+            more = self._lines.pop(key, 0) - self.MAX_LINES
+            if more > 0:
+                self._write([f"    ... {more} more lines in {event.transcript}"])
+
+    def _stream(self, event: ev.StepStream, key: tuple[str | None, str | None]) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
+        where = f"{stamp} {printable(event.host or '-')}   {printable(event.step or '-')}"
+        shown: list[str] = []
         with self._lock:
-            self.stream.write("".join(line + "\n" for line in shown))
+            for line in event.text.splitlines():
+                stream = event.stream
+                if stream == "host-transcript":
+                    if line.strip() == TRANSCRIPT_BANNER:
+                        self._in_banner ^= {key}
+                        continue
+                    stream, line = _transcript_line(line)
+                if not line.strip() or key in self._in_banner:
+                    continue
+                seen = self._lines[key] = self._lines.get(key, 0) + 1
+                if seen <= self.MAX_LINES:
+                    shown.append(f"{where} [{printable(stream)}] {printable(line.rstrip())}")
+        self._write(shown)
+
+    def _write(self, lines: list[str]) -> None:
+        with self._lock:
+            self.stream.write("".join(line + "\n" for line in lines))
             self.stream.flush()
 
 
 class JsonView:
-    """--json: one JSON object per event on stdout, for scripts."""
+    """--json: one JSON object per event on stdout, for scripts; with -v also each step's stream
+    records ("step-stream" objects, which the journal does not keep)."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], *, streams: bool = False) -> None:
         self.stream = stream
+        self.wants_streams = streams
         self._lock = threading.Lock()
 
     def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, ev.StepStream) and not self.wants_streams:
+            return
         line = json.dumps(event.as_dict(), default=str, separators=(",", ":"))
         with self._lock:
             self.stream.write(line + "\n")
@@ -218,11 +269,16 @@ class LiveView:
             elif isinstance(event, ev.HostFinished):
                 row.state, row.step, row.percent = event.outcome.value, "", None
             # a finished host's state column already says its outcome: the last event is its cause
-            # (and a step's progress is in the step column: the last event is what the step says it does)
+            # (and a step's name and progress are in the step column: the last event is why it runs and
+            # what it says it does)
             if isinstance(event, ev.HostFinished):
                 row.message = printable(event.cause)
-            elif isinstance(event, ev.StepProgress) and event.message:
-                row.message = printable(progress_text(event))
+            elif isinstance(event, ev.StepProgress):
+                if event.message:  # a bare percent is in the step column: the last event stays what it was
+                    row.message = printable(progress_text(event))
+            elif isinstance(event, ev.StepStarted):  # the step column names it: the narrow last event says why
+                again = f"attempt {event.attempt}: " if event.attempt > 1 else ""
+                row.message = printable(again + event.reason)
             else:
                 row.message = describe(event)
 

@@ -31,8 +31,12 @@ def escape_char(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def render_text(report: dict[str, Any]) -> str:
-    """A short summary for the terminal: the run, then one line per host (outcome, steps, cause)."""
+def render_text(report: dict[str, Any], width: int | None = None) -> str:
+    """A short summary for the terminal: the run, then one line per host (outcome, steps, cause).
+
+    With a ``width`` (a terminal's), a host's line that is longer is folded between words with an
+    indent, so a step name is never cut in two and the next host still starts at the margin; without
+    one (a pipe, a file) each host keeps one whole line, for grep."""
     run = report["run"]
     if run["finished"] is None:
         state = "did not finish (killed, or still running)"
@@ -40,15 +44,27 @@ def render_text(report: dict[str, Any]) -> str:
         state = f"{'interrupted' if run['interrupted'] else 'finished'}, exit {run['exit_code']}"
     counts = ", ".join(f"{n} {outcome}" for outcome, n in run["counts"].items()) or "no hosts"
     lines = [printable(f"run {run['id']} ({run['command']}) {state}: {counts}")]
-    width = max((len(printable(name)) for name in report["hosts"]), default=0)
+    names = max((len(printable(name)) for name in report["hosts"]), default=0)
     for name, host in report["hosts"].items():
         steps = ", ".join(_step_label(step) for step in host["steps"]) or "no steps"
         reboots = f"; {host['reboots']} reboot{'s' if host['reboots'] != 1 else ''}" if host["reboots"] else ""
-        line = f"  {printable(name):<{width}}  {host['outcome']:<14}  {steps}{reboots}"
+        line = f"  {printable(name):<{names}}  {host['outcome']:<14}  {steps}{reboots}"
         if host["cause"]:
             line += f"  -- {host['cause']}"
         lines.append(printable(line))
+    if width is not None:
+        lines = [_fold(line, width) for line in lines]
     return "\n".join(lines) + "\n"
+
+
+def _fold(line: str, width: int) -> str:
+    """One summary line folded between words at ``width``, the rest indented under it."""
+    if len(line) <= width:
+        return line
+    import textwrap
+
+    return "\n".join(textwrap.wrap(line, width, subsequent_indent=" " * 6, break_long_words=False,
+                                   break_on_hyphens=False))
 
 
 def _step_label(step: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
 import secrets
 import xml.etree.ElementTree as ET
@@ -51,6 +52,10 @@ MAX_LINE_BYTES = 8 * 1024 * 1024  # a "line" longer than this is cut, so one end
 PYWINRM_AUTH = {"basic": "basic", "ntlm": "ntlm", "negotiate": "ntlm", "kerberos": "kerberos",
                 "credssp": "credssp", "certificate": "certificate"}
 ERROR_BUSY = 170  # "The requested resource is in use": a Send while the host still works on the one before
+# pywinrm logs no message: -vv (wsman_trace) reads the SOAP envelopes here, in plain text (before
+# message encryption, after decryption), as pypsrp's own "pypsrp.wsman" logger gives them for PSRP.
+# No HTTP header is logged, so no Authorization token can reach the trace.
+WSMAN_LOG = logging.getLogger("wuremote.winrs.wsman")
 CLIXML_MARK = "#< CLIXML"
 CLIXML_NS = "{http://schemas.microsoft.com/powershell/2004/04}"
 _CLIXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
@@ -71,9 +76,22 @@ FAULTS = Faults(
 class _Protocol(Protocol):
     """pywinrm's Protocol; a sealed request answered 400 (HTTP.sys closed the idle connection and the
     body came on a new socket without a logon, as ansible-core's winrm plugin notes) logs on afresh
-    (a new session sets up encryption first) and is sent again, once (REAUTH_RETRY)."""
+    (a new session sets up encryption first) and is sent again, once (REAUTH_RETRY).  Each envelope
+    sent and received goes to WSMAN_LOG at debug level (what -vv shows)."""
 
     def send_message(self, message: str) -> bytes:
+        if not WSMAN_LOG.isEnabledFor(logging.DEBUG):
+            return self._send(message)
+        WSMAN_LOG.debug("Sending message: %s", message)
+        try:
+            answer = self._send(message)
+        except WinRMTransportError as exc:
+            WSMAN_LOG.debug("Received HTTP %s: %s", exc.code, exc.response_text)
+            raise
+        WSMAN_LOG.debug("Received message: %s", answer.decode("utf-8", errors="replace"))
+        return answer
+
+    def _send(self, message: str) -> bytes:
         transport = self.transport
 
         def refused(exc: BaseException) -> bool:
