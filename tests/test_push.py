@@ -125,6 +125,7 @@ def test_a_file_already_staged_is_not_sent_again(tmp_path: Path) -> None:
             run_id = "run-staged"
             options = runner.options
             cancelled = False
+            wants_streams = False
 
             def emit(self, event: Event) -> None:
                 seen.append(event)
