@@ -251,3 +251,35 @@ def test_clean_boot_keeps_a_launch_protected_service_of_an_unknown_vendor(tmp_pa
     assert "northwindedr" not in disabled and "fabrikamsync" in disabled
     kept = {k["name"]: k["kept_because"] for k in clean.facts["kept"]}
     assert kept["northwindedr"].startswith("launch-protected")
+
+
+# --- item 3: status.json missing or held for a moment while the step runs ----------------------
+DETACHED_STEPS = ("verify", "dism", "sfc", "cleanup", "install-kb")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_status_file_missing_or_held_for_a_moment_is_read_again_not_a_failed_step(tmp_path, transport) -> None:
+    def status_gaps(host: Host) -> None:
+        host.state.status_json_gaps = 3  # ReplaceFile's 1176 gap: no status.json
+        host.state.status_json_held = 3  # then a scanner holds it without sharing
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "component-store-corrupt", status_gaps)
+    assert summary.outcomes[host.name] == "repaired", summary.causes[host.name]
+    assert summary.causes[host.name].startswith("repaired by dism"), summary.causes[host.name]
+    assert host.state.status_json_gaps == 0 and host.state.status_json_held == 0  # the polls met every gap
+    detached = [e for e in seen if isinstance(e, ev.StepFinished) and e.step in DETACHED_STEPS]
+    assert all("interrupted" not in " ".join(e.messages) for e in detached), [e.messages for e in detached]
+    assert host.state.scripts_run.count("dism") == 1  # DISM ran once, read to its end
+    warnings = [e.text for e in seen if isinstance(e, ev.HostMessage) and "status.json" in e.text]
+    assert warnings  # the operator was told the file was read again
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_status_file_that_stays_missing_fails_the_host_leaving_the_task_as_it_is(tmp_path, transport) -> None:
+    def status_gone(host: Host) -> None:
+        host.state.status_json_gaps = 10_000
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "healthy", status_gone)
+    assert summary.outcomes[host.name] == "failed"
+    cause = summary.causes[host.name]
+    assert "no status.json" in cause and "left on the host" in cause and "nothing was stopped" in cause, cause

@@ -188,6 +188,14 @@ class HostState:
     failsafe: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: dict[str, object] | None = None
     reboot_never_returns: bool = False
+    # Reads of a running detached step's status.json that find it gone or held: the next N polls
+    # find no file (ReplaceFile without a backup that fails with ERROR_UNABLE_TO_MOVE_REPLACEMENT,
+    # 1176, leaves "the replaced file no longer exists" until the writer tries again; Microsoft,
+    # ReplaceFileW, learn.microsoft.com/windows/win32/api/winbase/nf-winbase-replacefilew), then
+    # the N after them find it held by a scanner without sharing, so the read throws IOException
+    # 0x80070020 ERROR_SHARING_VIOLATION (Microsoft, CreateFileW: "the sharing mode ... conflicts").
+    status_json_gaps: int = 0
+    status_json_held: int = 0
     # PowerShell policy: an execution policy set by Group Policy (MachinePolicy) outranks the
     # command line's -ExecutionPolicy Bypass (Process scope), so under AllSigned an unsigned
     # `-File x.ps1` does not run, while a command (-EncodedCommand) is no script file and is not

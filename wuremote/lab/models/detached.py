@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...contract.scripts import ScriptHeaderError, parse_header, prelude_text, sha256_text, split_payload
-from ..engine import Run, Stop
+from ..engine import ErrorInfo, Run, Stop
 from ..host import Host, HostState, parse_windows_utc, windows_utc
 from .helpers import NAME_PATTERN, param, require_elevated, switch
 from .long_steps import SYSTEM_USER, int_param, run_folder, text_param
@@ -316,6 +316,16 @@ async def detached_poll(ctx: StepContext) -> None:
     folder = run_folder(run_id, step)
     facts: dict[str, Any] = {"run_id": run_id, "step": step}
     current = detached_state(ctx.host, run_id, step)
+    live = current is not None and _process_alive(ctx.host, task_name(run_id, step))
+    if live and state.status_json_gaps > 0:  # the runner's ReplaceFile left a gap (HostState.status_json_gaps)
+        state.status_json_gaps -= 1
+        current = None
+    elif live and state.status_json_held > 0:  # Read-WuSharedText gives up on a file held without sharing
+        state.status_json_held -= 1
+        raise Stop(1, ErrorInfo(
+            "Exception calling \".ctor\" with \"4\" argument(s): \"The process cannot access the file "
+            "because it is being used by another process.\"", category="NotSpecified",
+            fqid="IOException", exception_type="System.IO.IOException", command="New-Object"))
     if current is None:
         ctx.finish("not-applicable", 2, facts=facts, messages=[f"no detached step {step} for run {run_id} on this host"])
     status = current.status
