@@ -20,6 +20,7 @@ from .progress import HostProgress
 class HostContext(Protocol):
     run_id: str
     options: RunOptions
+    controller: str  # this controller instance, as the host lock names it (store.lock.controller_identity)
 
     def emit(self, event: Event) -> None:
         """Journal the event (before the walk acts on it) and tell the subscribers."""

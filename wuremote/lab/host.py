@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -205,6 +206,13 @@ class HostState:
     execution_policy_gpo: str | None = None  # e.g. "AllSigned"; None: not set by policy
     language_mode: str = "FullLanguage"  # FullLanguage | ConstrainedLanguage
     boot_seconds: float = 45.0  # modelled time a restart takes
+    # HKLM keys created with REG_OPTION_VOLATILE (path -> value): "not preserved when the
+    # corresponding registry hive is unloaded", for HKLM at shutdown (Microsoft, RegistryOptions.
+    # Volatile; RegCreateKeyExW).  Cleared by Host.boot.
+    volatile_registry: dict[str, str] = field(default_factory=dict)
+    # Time that passed on the host beyond the lab's real time, as its performance counter sees
+    # it (Host.tick_ms): a test moves it to age a lease without stepping the clock.
+    uptime_extra_seconds: float = 0.0
     reboots: int = 0
     scripts_run: list[str] = field(default_factory=list, repr=False, compare=False)  # scripts received, in order
 
@@ -271,6 +279,17 @@ class Host:
         self._shutdown_started = False  # past its /t delay: no longer abortable (1115, not 1190)
         self._task_actions: dict[str, Callable[[], object]] = {}
         self._task_timers: dict[str, asyncio.Task[None]] = {}
+        up_for = (state.clock - state.last_boot).total_seconds()
+        self._booted = time.monotonic() - max(0.0, up_for)  # the performance counter's zero
+
+    def tick_ms(self) -> int:
+        """Milliseconds since this boot by the performance counter (Stopwatch.GetTimestamp).
+
+        QueryPerformanceCounter is "monotonically nondecreasing", its frequency "fixed at system
+        boot" (Microsoft, KeQueryPerformanceCounter; "Acquiring high-resolution time stamps"): a
+        step of the clock (clock_skew_seconds, as sync-time makes it) does not move it.
+        """
+        return int((time.monotonic() - self._booted + self.state.uptime_extra_seconds) * 1000)
 
     @property
     def name(self) -> str:
@@ -349,6 +368,8 @@ class Host:
         self.generation += 1
         state.reboots += 1
         state.last_boot = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=state.clock_skew_seconds)
+        self._booted, state.uptime_extra_seconds = time.monotonic(), 0.0
+        state.volatile_registry.clear()
         state.pending_reboot.clear()
         if state.agent_rewrites_file_renames:
             state.pending_reboot.add("pending-file-rename")

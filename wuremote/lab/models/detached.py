@@ -316,11 +316,10 @@ async def detached_poll(ctx: StepContext) -> None:
     folder = run_folder(run_id, step)
     facts: dict[str, Any] = {"run_id": run_id, "step": step}
     current = detached_state(ctx.host, run_id, step)
-    live = current is not None and _process_alive(ctx.host, task_name(run_id, step))
-    if live and state.status_json_gaps > 0:  # the runner's ReplaceFile left a gap (HostState.status_json_gaps)
+    if current is not None and state.status_json_gaps > 0:  # ReplaceFile left a gap (HostState.status_json_gaps)
         state.status_json_gaps -= 1
         current = None
-    elif live and state.status_json_held > 0:  # Read-WuSharedText gives up on a file held without sharing
+    elif current is not None and state.status_json_held > 0:  # Read-WuSharedText gives up on a held file
         state.status_json_held -= 1
         raise Stop(1, ErrorInfo(
             "Exception calling \".ctor\" with \"4\" argument(s): \"The process cannot access the file "
