@@ -283,3 +283,45 @@ def test_a_status_file_that_stays_missing_fails_the_host_leaving_the_task_as_it_
     assert summary.outcomes[host.name] == "failed"
     cause = summary.causes[host.name]
     assert "no status.json" in cause and "left on the host" in cause and "nothing was stopped" in cause, cause
+
+
+# --- item 5: a state folder a user made first, a junction, a loose ACL ----------------------------
+USER_SID = "S-1-5-21-1004336348-1177238915-682003330-1001"  # an ordinary local account
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(("item", "planted", "said"), [
+    ("\\failsafe", {"owner": USER_SID, "writers": (USER_SID,)}, f"failsafe: owned by {USER_SID}"),
+    ("\\runs", {"writers": ("S-1-5-32-545",)}, "runs: writable by S-1-5-32-545"),
+    ("\\runs\\20200101-000000-dead", {"reparse": True}, "20200101-000000-dead: a junction or symbolic link"),
+    ("", {"reparse": True}, "is a junction or symbolic link"),
+], ids=["pre-created-by-a-user", "loose-acl", "junction-inside", "root-is-a-junction"])
+def test_a_state_folder_not_only_ours_is_refused_before_anything_changes(tmp_path, transport, item, planted, said) -> None:
+    from wuremote.lab.host import STATE_ROOT, StateItem
+
+    path = (STATE_ROOT + item).lower()
+
+    def plant(host: Host) -> None:
+        host.state.state_items[path] = StateItem(**planted)
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "av-interference", plant)
+    cause = summary.causes[host.name]
+    assert summary.outcomes[host.name] == "failed", cause
+    assert said in cause and "nothing was changed" in cause, cause
+    sent = set(host.state.scripts_run)
+    assert sent <= {"boot-info", "lock", "collect-logs"}, sent  # no diagnose, no pause, nothing staged or run
+    assert host.state.state_items[path] == StateItem(**planted)  # left for the operator to look at
+    assert not host.state.failsafe and not host.state.scheduled_tasks
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_state_folder_of_systems_and_administrators_own_items_is_used(tmp_path, transport) -> None:
+    from wuremote.lab.host import STATE_ROOT, StateItem
+
+    def ours(host: Host) -> None:
+        host.state.state_items[STATE_ROOT.lower()] = StateItem(owner=USER_SID, writers=(USER_SID,))  # the root is reset
+        host.state.state_items[(STATE_ROOT + "\\failsafe").lower()] = StateItem(owner="S-1-5-18", writers=("S-1-3-0",))
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "av-interference", ours)
+    assert summary.outcomes[host.name] == "repaired", summary.causes[host.name]
+    assert STATE_ROOT.lower() not in host.state.state_items

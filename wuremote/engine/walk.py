@@ -155,7 +155,8 @@ class HostWalk:
             raise HostFailed(Outcome.FAILED, "the host lock was taken by another controller while this run worked "
                              f"the host; stopped ({'; '.join(result.messages)[:200]})")
         if result.exit_code != ExitCode.OK:
-            raise HostFailed(Outcome.FAILED, f"lock {action} failed (exit {result.exit_code})")
+            said = "; ".join(result.messages or result.errors)[:600]
+            raise HostFailed(Outcome.FAILED, f"lock {action} failed (exit {result.exit_code})" + (f": {said}" if said else ""))
         return True
 
     def _planned(self, plan: HostPlan) -> None:

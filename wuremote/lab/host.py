@@ -125,6 +125,25 @@ def windows_utc(moment: dt.datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond:06d}0Z"
 
 
+STATE_ROOT = "C:\\ProgramData\\wuremote"  # Get-WuStateRoot
+TRUSTED_OWNERS = ("S-1-5-18", "S-1-5-32-544", "S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464")
+
+
+@dataclass
+class StateItem:
+    """An item in or under the state folder as its security descriptor has it.
+
+    %ProgramData% lets any user create folders, so one may be there before wuremote (a user's
+    `failsafe\\` keeps that user as owner, and "an object's owner implicitly has WRITE_DAC
+    access": Microsoft, "Owner of a New Object"), or be a junction (FileAttributes.ReparsePoint)
+    that Windows PowerShell's Remove-Item -Recurse follows (PowerShell/PowerShell#621).
+    """
+
+    owner: str = "S-1-5-32-544"  # the owner's SID
+    writers: tuple[str, ...] = ()  # SIDs an allow rule grants write, delete or permission rights (inherit-only too)
+    reparse: bool = False  # a junction or symbolic link
+
+
 @dataclass
 class HostState:
     name: str
@@ -188,6 +207,10 @@ class HostState:
     # %ProgramData%\wuremote\failsafe\<kind>.json by kind (av, clean-boot), and lock.json.
     failsafe: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: dict[str, object] | None = None
+    # Items of STATE_ROOT (and the root itself) that are not plainly wuremote's: lower-cased path ->
+    # StateItem.  Absent: made by wuremote inside its protected root (owner Administrators, the
+    # root's inherited rules only).  Protect-WuStateRoot resets the root's own entry.
+    state_items: dict[str, StateItem] = field(default_factory=dict)
     reboot_never_returns: bool = False
     # Reads of a running detached step's status.json that find it gone or held: the next N polls
     # find no file (ReplaceFile without a backup that fails with ERROR_UNABLE_TO_MOVE_REPLACEMENT,

@@ -25,7 +25,7 @@ from typing import Any
 from ...contract.scripts import ScriptHeaderError, parse_header, prelude_text, sha256_text, split_payload
 from ..engine import ErrorInfo, Run, Stop
 from ..host import Host, HostState, parse_windows_utc, windows_utc
-from .helpers import NAME_PATTERN, param, require_elevated, switch
+from .helpers import NAME_PATTERN, StateRootUnsafe, param, protect_state_root, require_elevated, switch, thrown
 from .long_steps import SYSTEM_USER, int_param, run_folder, text_param
 from .registry import MODELS, PRELUDE_SHA256, Known, StepContext, _lab_error, model
 
@@ -238,6 +238,10 @@ async def detached_start(ctx: StepContext) -> None:
     require_elevated(ctx)
     if not NAME_PATTERN.match(run_id):
         ctx.finish("failed", 1, messages=[RUN_ID_MESSAGE])
+    try:
+        protect_state_root(ctx.host)
+    except StateRootUnsafe as exc:
+        raise thrown(str(exc)) from None
     host, state = ctx.host, ctx.host.state
     folder = run_folder(run_id, step)
     name = task_name(run_id, step)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..host import Host, HostState, windows_utc
-from .helpers import param, require_elevated, strings, switch
+from .helpers import StateRootUnsafe, param, protect_state_root, require_elevated, strings, switch
 from .registry import StepContext, model
 
 TASK_PATH = "\\wuremote\\"
@@ -48,6 +48,10 @@ def register_failsafe(host: Host, kind: str, deadline: dt.datetime) -> str:
     """Register-WuFailSafe: a SYSTEM task at the deadline and at start-up, running the kind's restore
     through the -EncodedCommand loader; then its probe run, which must answer in FullLanguage."""
     name = task_name(kind)
+    try:
+        protect_state_root(host)
+    except StateRootUnsafe as exc:
+        raise FailSafeCannotRun(str(exc)) from None
     host.state.scheduled_tasks[name] = {"path": TASK_PATH, "state": "Ready", "deadline_utc": windows_utc(deadline),
                                         "at_startup": True, "kind": "failsafe", "action": "encoded-command"}
     if not host.state.task_action_runs("encoded-command"):

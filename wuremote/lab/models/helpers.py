@@ -11,7 +11,15 @@ import re
 from typing import Any
 
 from ..engine import ErrorInfo, Stop
-from ..host import ERROR_SHUTDOWN_IN_PROGRESS, ERROR_SHUTDOWN_IS_SCHEDULED, parse_windows_utc, windows_utc
+from ..host import (
+    ERROR_SHUTDOWN_IN_PROGRESS,
+    ERROR_SHUTDOWN_IS_SCHEDULED,
+    STATE_ROOT,
+    TRUSTED_OWNERS,
+    Host,
+    parse_windows_utc,
+    windows_utc,
+)
 from .registry import StepContext, model
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # Test-WuName
@@ -68,6 +76,50 @@ def require(ctx: StepContext, name: str) -> Any:
     return value
 
 
+CREATOR_OWNER = "S-1-3-0"
+
+
+class StateRootUnsafe(Exception):
+    """Protect-WuStateRoot refused the state folder (its message is the script's)."""
+
+
+def protect_state_root(host: Host, session_user: str = "") -> str:
+    """Protect-WuStateRoot: refuse a root that is a link; reset the root's owner and ACL; then fail
+    closed on any item under it that is a link, owned by someone else, or writable by anyone else."""
+    state = host.state
+    root = STATE_ROOT.lower()
+    item = state.state_items.get(root)
+    if item is not None and item.reparse:
+        raise StateRootUnsafe(f"the state folder {STATE_ROOT} is a junction or symbolic link; refused, nothing was "
+                              f"changed. Remove the link (rmdir {STATE_ROOT}; the folder it points at is kept) and run again")
+    state.state_items.pop(root, None)
+    trusted = set(TRUSTED_OWNERS) | ({session_user} if session_user else set())
+    unsafe = []
+    for path, entry in sorted(state.state_items.items()):
+        if not path.startswith(root + "\\"):
+            continue
+        if any(path.startswith(link + "\\") for link, e in state.state_items.items() if e.reparse):
+            continue  # never walked into
+        shown = STATE_ROOT + path[len(root):]
+        if entry.reparse:
+            unsafe.append(f"{shown}: a junction or symbolic link")
+        elif entry.owner not in trusted:
+            unsafe.append(f"{shown}: owned by {entry.owner}")
+        elif set(entry.writers) - trusted - {CREATOR_OWNER}:
+            unsafe.append(f"{shown}: writable by {', '.join(sorted(set(entry.writers) - trusted - {CREATOR_OWNER}))}")
+    if unsafe:
+        raise StateRootUnsafe(f"the state folder {STATE_ROOT} holds items that are not only SYSTEM's and Administrators': "
+                              f"{'; '.join(unsafe[:5])}; refused (fail closed), nothing was changed. Check what they hold, "
+                              "delete them and run again")
+    return STATE_ROOT
+
+
+def thrown(message: str) -> Stop:
+    """A script's `throw 'text'` that nothing caught: RuntimeException, its message as the error id."""
+    return Stop(1, ErrorInfo(message, category="OperationStopped", fqid=message,
+                             exception_type="System.Management.Automation.RuntimeException", command=""))
+
+
 BOOT_MARKER_KEY = "HKLM\\SOFTWARE\\wuremote\\boot"  # lock.ps1's volatile key: this boot's id
 CONTROLLER_PATTERN = re.compile(r"^$|^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 
@@ -106,6 +158,10 @@ async def lock(ctx: StepContext) -> None:
     run_id = str(param(ctx, "RunId", ""))
     if action != "show" and not NAME_PATTERN.match(run_id):
         ctx.finish("failed", 1, messages=["take, renew and release need a run id of letters, digits, dot, dash or underscore (1-64)"])
+    try:
+        protect_state_root(ctx.host)
+    except StateRootUnsafe as exc:
+        raise thrown(str(exc)) from None
     await ctx.host.sleep(0.3)
     now, tick, marker = state.clock, ctx.host.tick_ms(), _boot_marker(ctx)
     holder = state.lock
