@@ -472,6 +472,25 @@ function Get-WuServiceTable {
     $table
 }
 
+function Test-WuClusterNode {
+    <#
+    Whether this host is a failover cluster node, not merely one with the feature installed.
+    Installing Failover Clustering adds the Cluster Service (ClusSvc) without making the host a
+    node; a node holds the cluster database, "a set of keys ... under HKEY_LOCAL_MACHINE"
+    (Microsoft, "Cluster Database", learn.microsoft.com/previous-versions/windows/desktop/mscs/
+    cluster-database), and its ClusSvc starts at boot. Assumed, only Windows can confirm: the
+    feature alone leaves ClusSvc Disabled, and HKLM\Cluster is loaded while ClusSvc runs on a
+    node. So: ClusSvc present and either not Disabled or the cluster hive loaded.
+    #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][hashtable]$Services)
+    $clussvc = $Services['clussvc']
+    if ($null -eq $clussvc) {
+        return $false
+    }
+    ([string]$clussvc.StartMode -ne 'Disabled') -or (Test-Path -LiteralPath 'HKLM:\Cluster')
+}
+
 function ConvertTo-WuStartType {
     <# Automatic, AutomaticDelayed, Manual, Disabled, Boot, System or Unknown from a Win32_Service row. #>
     [CmdletBinding()]

@@ -325,3 +325,68 @@ def test_a_state_folder_of_systems_and_administrators_own_items_is_used(tmp_path
     lab, host, summary, seen = run_one(tmp_path, transport, "av-interference", ours)
     assert summary.outcomes[host.name] == "repaired", summary.causes[host.name]
     assert STATE_ROOT.lower() not in host.state.state_items
+
+
+# --- item 9: services a failover cluster manages, on a cluster node --------------------------------
+def _repair_node(tmp_path: Path, transport: str, setup: Callable[[Host], object]) -> tuple[Host, RunSummary, list[Event]]:
+    """The clean-boot scenario on a host made a cluster node; the inventory lets wuremote restart nodes."""
+    seen: list[Event] = []
+    with Lab(scenario="third-party-service-conflict", hosts=1, time_scale=LAB_SCALE) as lab:
+        host = lab.host(lab.endpoints[0].name)
+        lab.call(setup, host)
+        hosts = [replace(h, allow_reboot_roles=("cluster-node",)) for h in demo_hosts(lab, transport)]
+        summary = Runner(hosts, demo_options(tmp_path / "state"), subscribers=[seen.append]).run()
+    return host, summary, seen
+
+
+def _cluster_node_with_a_generic_service(host: Host) -> None:
+    from wuremote.lab.host import Service
+
+    host.state.domain_role = "cluster-node"
+    host.state.services["clussvc"] = Service("ClusSvc", "Cluster Service", "Automatic", "Running")
+    # A vendor's service made highly available: Manual, started by the cluster on the owning node.
+    host.state.services["northwindapp"] = Service("northwindapp", "Northwind Order Service", "Manual", "Running",
+                                                  company="Northwind Traders", role="third-party")
+    host.state.cluster_resources = [{"name": "Northwind Orders", "type": "Generic Service", "service_name": "NorthwindApp"},
+                                    {"name": "Cluster IP Address", "type": "IP Address", "service_name": ""}]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_clean_boot_on_a_cluster_node_keeps_the_services_its_cluster_manages(tmp_path, transport) -> None:
+    host, summary, seen = _repair_node(tmp_path, transport, _cluster_node_with_a_generic_service)
+    assert summary.outcomes[host.name] == "repaired", summary.causes[host.name]
+    [clean] = step_results(seen, "clean-boot")
+    disabled = {c.get("name") for c in clean.changes if isinstance(c, dict)}
+    assert "fabrikamsync" in disabled and "northwindapp" not in disabled
+    kept = {k["name"]: k["kept_because"] for k in clean.facts["kept"]}
+    assert kept["northwindapp"].startswith("cluster-managed")
+    assert host.state.services["northwindapp"].start_type == "Manual"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_clean_boot_is_refused_on_a_node_whose_cluster_resources_cannot_be_read(tmp_path, transport) -> None:
+    def unreadable(host: Host) -> None:
+        _cluster_node_with_a_generic_service(host)
+        host.state.cluster_wmi_readable = False
+
+    host, summary, seen = _repair_node(tmp_path, transport, unreadable)
+    [clean] = step_results(seen, "clean-boot")
+    assert clean.exit_code == 1 and "clean boot refused, nothing was changed" in " ".join(clean.messages)
+    assert all(s.start_type != "Disabled" for s in host.state.services.values())
+    assert "clean-boot" not in host.state.failsafe and not host.state.scheduled_tasks
+
+
+# --- item 15: the Failover Clustering feature installed is not a cluster node -----------------------
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_host_with_the_clustering_feature_but_no_cluster_is_restarted_as_any_server(tmp_path, transport) -> None:
+    from wuremote.lab.host import Service
+
+    def feature_only(host: Host) -> None:
+        host.state.services["clussvc"] = Service("ClusSvc", "Cluster Service", "Disabled")  # as the feature installs it
+        host.state.pending_reboot.add("cbs-reboot-pending")
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "healthy", feature_only)
+    assert summary.outcomes[host.name] in ("healthy", "repaired"), summary.causes[host.name]
+    assert host.state.reboots == 1
+    first = next(e for e in step_results(seen, "diagnose") if e.facts)
+    assert first.facts["roles"]["cluster_node"] is False

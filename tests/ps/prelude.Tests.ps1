@@ -119,3 +119,18 @@ Describe 'Protect-WuStateRoot' {
         (Get-Acl -LiteralPath $target).AreAccessRulesProtected | Should -BeFalse  # the ACL reset never went through the link
     }
 }
+
+Describe 'Test-WuClusterNode' {
+    # Issue 13, item 15: the Failover Clustering feature installs ClusSvc on hosts that are no node.
+    It 'tells a cluster node from a host that only has the feature installed' {
+        Mock Test-Path -ParameterFilter { $LiteralPath -eq 'HKLM:\Cluster' } { $false }
+        Test-WuClusterNode -Services @{} | Should -BeFalse
+        Test-WuClusterNode -Services @{ clussvc = [pscustomobject]@{ StartMode = 'Disabled' } } | Should -BeFalse
+        Test-WuClusterNode -Services @{ clussvc = [pscustomobject]@{ StartMode = 'Auto' } } | Should -BeTrue
+    }
+
+    It 'counts a node whose Cluster Service is disabled but whose cluster hive is loaded' {
+        Mock Test-Path -ParameterFilter { $LiteralPath -eq 'HKLM:\Cluster' } { $true }
+        Test-WuClusterNode -Services @{ clussvc = [pscustomobject]@{ StartMode = 'Disabled' } } | Should -BeTrue
+    }
+}

@@ -152,6 +152,12 @@ class HostState:
     build: int = 20348
     ubr: int = 2700
     domain_role: str = "member-server"  # member-server | domain-controller | cluster-node | hyperv-host | workgroup
+    # MSCluster_Resource rows of the node's cluster ({"name", "type", "service_name"}: a Generic
+    # Service resource names the service the cluster runs in its ServiceName private property;
+    # Microsoft, "Generic Service Private Properties").  Meaningful on a cluster-node only, whose
+    # cluster hive (HKLM\\Cluster) is loaded (Microsoft, "Cluster Database").
+    cluster_resources: list[dict[str, str]] = field(default_factory=list)
+    cluster_wmi_readable: bool = True  # root/MSCluster answers (a broken provider throws)
     is_admin: bool = True
     policy_readable: bool = True  # RSoP data can be read
     services: dict[str, Service] = field(default_factory=dict)
@@ -238,6 +244,16 @@ class HostState:
     uptime_extra_seconds: float = 0.0
     reboots: int = 0
     scripts_run: list[str] = field(default_factory=list, repr=False, compare=False)  # scripts received, in order
+
+    @property
+    def cluster_node(self) -> bool:
+        """Test-WuClusterNode: ClusSvc present and either not Disabled or the cluster hive loaded.
+
+        Installing Failover Clustering adds ClusSvc (Disabled) without making the host a node; a
+        "cluster-node" host is a member, its ClusSvc running (listed in services or not).
+        """
+        clussvc = self.services.get("clussvc")
+        return self.domain_role == "cluster-node" or (clussvc is not None and clussvc.start_mode != "Disabled")
 
     def task_action_runs(self, action: str) -> bool:
         """Whether a SYSTEM task's PowerShell action gets to run our script to its end.

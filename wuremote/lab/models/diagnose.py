@@ -21,7 +21,7 @@ FAILURE_DAYS = 30
 PRODUCT_STATE_ON, PRODUCT_STATE_OFF = 397568, 393472
 
 
-@model("diagnose", sha256="0c3618f40d91780c2b54bee697680751b78dd3798a4c4013eaf93cf7fd1fc140")
+@model("diagnose", sha256="348e72a4c6432b10d36dd550198bfaffa6b5ac2b494dd9e5dd1a543a5370e754")
 async def diagnose(ctx: StepContext) -> None:
     state = ctx.host.state
     ctx.verbose("reading services, clock, disk, servicing, update source, antivirus")
@@ -31,7 +31,7 @@ async def diagnose(ctx: StepContext) -> None:
         "roles": {
             "domain_member": state.domain_role != "workgroup",
             "domain_controller": state.domain_role == "domain-controller",
-            "cluster_node": state.domain_role == "cluster-node",
+            "cluster_node": state.cluster_node,
             "hyperv_host": state.domain_role == "hyperv-host",
         },
         "services": _services(state),

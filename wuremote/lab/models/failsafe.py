@@ -243,7 +243,7 @@ def _protected_reason(name: str, company: str, role: str, excluded: set[str]) ->
     return f"protected vendor ({vendor})" if vendor else None
 
 
-@model("clean-boot", sha256="abbf4bc849766b04e1cf95645f2e264d1e1a3c0a89738ccf1eacaa428f3403d7")
+@model("clean-boot", sha256="0928054295656761ac4bcc9713720206576e261c7512e0824e9924ed30b1a47a")
 async def clean_boot(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
@@ -262,6 +262,15 @@ async def clean_boot(ctx: StepContext) -> None:
         facts["state"] = dict(existing)
         ctx.finish("ok", 0, facts=facts, messages=["clean boot already active (recorded by wuremote); fail-safe deadline extended"])
 
+    managed: set[str] = set()
+    if state.cluster_node:  # Get-ClusterManagedService: the node's Generic Service resources, by WMI
+        if not state.cluster_wmi_readable:
+            ctx.finish("failed", 1, facts=facts, messages=[
+                "this host is a cluster node and the services its cluster manages could not be read (Generic failure ); "
+                "clean boot refused, nothing was changed"])
+        managed = {r["service_name"].lower() for r in state.cluster_resources
+                   if r.get("type") == "Generic Service" and r.get("service_name")}
+    facts["cluster_managed"] = sorted(managed)
     excluded = {name.lower() for name in strings(ctx, "ExcludeServices")}
     candidates: list[dict[str, Any]] = []
     kept: list[dict[str, Any]] = []
@@ -272,6 +281,8 @@ async def clean_boot(ctx: StepContext) -> None:
         entry: dict[str, Any] = {"name": service.name, "display_name": service.display_name, "publisher": service.company,
                                  "original_start_type": service.start_mode, "original_state": service.status}
         reason = _protected_reason(name, service.company, service.role, excluded)
+        if reason is None and name in managed:
+            reason = "cluster-managed service (a Generic Service resource of this node's cluster)"
         if reason is None and service.launch_protected:
             reason = "launch-protected service (LaunchProtected 3)"
         if reason:
