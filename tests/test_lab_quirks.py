@@ -390,3 +390,28 @@ def test_a_host_with_the_clustering_feature_but_no_cluster_is_restarted_as_any_s
     assert host.state.reboots == 1
     first = next(e for e in step_results(seen, "diagnose") if e.facts)
     assert first.facts["roles"]["cluster_node"] is False
+
+
+# --- item 15: .msu on 2012 R2/2016, and 0x800F0823 as its own cause ---------------------------------
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_on_2012_r2_the_kb_is_installed_from_the_cab_inside_its_msu(tmp_path, transport) -> None:
+    def server_2012_r2(host: Host) -> None:
+        host.state.os_caption, host.state.build, host.state.ubr = "Microsoft Windows Server 2012 R2 Datacenter", 9600, 21620
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "manual-kb", server_2012_r2)
+    assert summary.outcomes[host.name] == "repaired", summary.causes[host.name]
+    [install] = [e for e in step_results(seen, "install-kb") if e.exit_code in (0, 3010)]
+    assert str(install.facts["expanded_cab"]).lower().endswith(".cab")
+    assert [c["package"] for c in install.changes] == [install.facts["expanded_cab"]]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_kb_that_needs_a_newer_servicing_stack_says_so_and_stops(tmp_path, transport) -> None:
+    def old_servicing_stack(host: Host) -> None:
+        host.state.servicing_stack_too_old = True
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "manual-kb", old_servicing_stack)
+    cause = summary.causes[host.name]
+    assert summary.outcomes[host.name] == "needs-operator", cause
+    assert "0x800F0823" in cause and "servicing stack update" in cause, cause
+    assert host.state.scripts_run.count("install-kb") == 1  # not retried: the SSU must come first

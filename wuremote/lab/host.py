@@ -208,6 +208,9 @@ class HostState:
     downloaded_kbs: set[str] = field(default_factory=set)
     verify_ok_utc: str | None = None  # %ProgramData%\wuremote\verify-ok.json (verify -RecordSuccess)
     manual_kb: str | None = None  # a KB that installs only by hand
+    # The manual KB needs a newer servicing stack than the host has: DISM /Add-Package fails with
+    # 0x800F0823 CBS_E_NEW_SERVICING_STACK_REQUIRED until the SSU is installed.
+    servicing_stack_too_old: bool = False
     troubleshooter_available: bool = True
     scheduled_tasks: dict[str, dict[str, object]] = field(default_factory=dict)
     # %ProgramData%\wuremote\failsafe\<kind>.json by kind (av, clean-boot), and lock.json.
