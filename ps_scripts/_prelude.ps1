@@ -1073,6 +1073,39 @@ function Register-WuFailSafe {
     $taskName
 }
 
+function Complete-WuFailSafeExtended {
+    <#
+    A pausing step (av-pause, clean-boot) that finds its own earlier change still recorded:
+    extends the deadline (written first: the fail-safe's probe run reads it), re-arms the
+    fail-safe and ends the step, recording nothing new. When no fail-safe can run here any more,
+    the change is undone now (RestoreFunction) rather than left without one. Never returns.
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Step,
+        [Parameter(Mandatory = $true)][ValidateSet('av', 'clean-boot')][string]$Kind,
+        [Parameter(Mandatory = $true)][object]$Existing,
+        [Parameter(Mandatory = $true)][DateTime]$DeadlineUtc,
+        [Parameter(Mandatory = $true)][ValidateSet('Restore-WuAvState', 'Restore-WuStartTypes')][string]$RestoreFunction,
+        [Parameter(Mandatory = $true)][hashtable]$Facts,
+        [Parameter(Mandatory = $true)][string]$UndoneText,
+        [Parameter(Mandatory = $true)][string]$ExtendedText,
+        [string]$ResultMarker = ''
+    )
+    $Facts['state'] = $Existing
+    $Existing.deadline_utc = $DeadlineUtc.ToString('o')
+    Write-WuJsonFile -Path (Get-WuFailSafePath -Kind $Kind) -InputObject $Existing
+    try {
+        $null = Register-WuFailSafe -Kind $Kind -DeadlineUtc $DeadlineUtc -RestoreFunction $RestoreFunction
+    }
+    catch {
+        $Facts['restored'] = & $RestoreFunction -Reason 'fail-safe cannot run'
+        Complete-WuStep -Step $Step -Status 'failed' -ExitCode 1 -Facts $Facts -ResultMarker $ResultMarker `
+            -Messages @(('{0}; {1}' -f $_.Exception.Message, $UndoneText))
+    }
+    Complete-WuStep -Step $Step -Status 'ok' -ExitCode 0 -Facts $Facts -Messages @($ExtendedText) -ResultMarker $ResultMarker
+}
+
 function Unregister-WuFailSafe {
     <# Removes the fail-safe task and its script; the caller removes the state file once restored. #>
     [CmdletBinding()]

@@ -60,21 +60,9 @@ $deadline = [DateTime]::UtcNow.AddMinutes($FailSafeMinutes)
 
 $existing = Read-WuJsonFile -Path $statePath
 if ($null -ne $existing -and -not $ListOnly) {
-    # The new deadline first: the fail-safe's probe run reads it.
-    $existing.deadline_utc = $deadline.ToString('o')
-    Write-WuJsonFile -Path $statePath -InputObject $existing
-    try {
-        $null = Register-WuFailSafe -Kind 'clean-boot' -DeadlineUtc $deadline -RestoreFunction 'Restore-WuStartTypes'
-    }
-    catch {
-        # No fail-safe can run here any more: put the start types back now.
-        $facts['restored'] = Restore-WuStartTypes -Reason 'fail-safe cannot run'
-        Complete-WuStep -Step 'clean-boot' -Status 'failed' -ExitCode 1 -Facts $facts -ResultMarker $ResultMarker `
-            -Messages @(('{0}; start types put back' -f $_.Exception.Message))
-    }
-    $facts['state'] = $existing
-    Complete-WuStep -Step 'clean-boot' -Status 'ok' -ExitCode 0 -Facts $facts -ResultMarker $ResultMarker `
-        -Messages @('clean boot already active (recorded by wuremote); fail-safe deadline extended')
+    Complete-WuFailSafeExtended -Step 'clean-boot' -Kind 'clean-boot' -Existing $existing -DeadlineUtc $deadline `
+        -RestoreFunction 'Restore-WuStartTypes' -Facts $facts -UndoneText 'start types put back' `
+        -ExtendedText 'clean boot already active (recorded by wuremote); fail-safe deadline extended' -ResultMarker $ResultMarker
 }
 
 function Get-ServiceBinary {

@@ -139,7 +139,7 @@ def _deadline(ctx: StepContext, default_minutes: int) -> dt.datetime:
     return ctx.host.state.clock + dt.timedelta(minutes=int(param(ctx, "FailSafeMinutes", default_minutes)))
 
 
-@model("av-pause", sha256="1d8c8b169639db0e7477e8e0e847e144302bf7fc8c5d64719a45eb0ac29fe0c1")
+@model("av-pause", sha256="de10bac52f4e0aadf85af6d36ee6d454a79228958591bdc5566ed24a2f22f245")
 async def av_pause(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
@@ -154,9 +154,9 @@ async def av_pause(ctx: StepContext) -> None:
     await ctx.host.sleep(1.0)
 
     existing = state.failsafe.get("av")
-    if existing is not None:
+    if existing is not None:  # Complete-WuFailSafeExtended
         facts["already_paused"] = True
-        facts["state"] = dict(existing)
+        facts["state"] = existing
         existing["deadline_utc"] = windows_utc(deadline)
         try:
             register_failsafe(ctx.host, "av", deadline)
@@ -243,7 +243,7 @@ def _protected_reason(name: str, company: str, role: str, excluded: set[str]) ->
     return f"protected vendor ({vendor})" if vendor else None
 
 
-@model("clean-boot", sha256="0928054295656761ac4bcc9713720206576e261c7512e0824e9924ed30b1a47a")
+@model("clean-boot", sha256="e0005bfccf258873a449ec2088930f6a5eedc14ece9338757146e625a52364cc")
 async def clean_boot(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
@@ -252,14 +252,14 @@ async def clean_boot(ctx: StepContext) -> None:
     facts: dict[str, Any] = {"list_only": list_only}
     await ctx.host.sleep(3.0)
     existing = state.failsafe.get("clean-boot")
-    if existing is not None and not list_only:
+    if existing is not None and not list_only:  # Complete-WuFailSafeExtended
+        facts["state"] = existing
         existing["deadline_utc"] = windows_utc(deadline)
         try:
             register_failsafe(ctx.host, "clean-boot", deadline)
         except FailSafeCannotRun as exc:
             facts["restored"] = restore_start_types(state, "fail-safe cannot run")
             ctx.finish("failed", 1, facts=facts, messages=[f"{exc}; start types put back"])
-        facts["state"] = dict(existing)
         ctx.finish("ok", 0, facts=facts, messages=["clean boot already active (recorded by wuremote); fail-safe deadline extended"])
 
     managed: set[str] = set()
