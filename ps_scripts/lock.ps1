@@ -16,7 +16,7 @@
     cannot both win.
       take     succeeds when the lock is free, its lease has run out, or it is already held by
                this run from this controller (then it is renewed: a resume reclaims its lock)
-      renew    as take; the controller renews after every rung while it works the host
+      renew    as take; the controller renews as each rung begins while it works the host
       release  removes the lock only when this run and controller hold it (or it is free)
       show     reports the holder
     The same run id from another controller (a resumed copy of the run on another machine) is

@@ -126,7 +126,7 @@ def test_a_resume_from_the_same_controller_reclaims_its_lock(tmp_path, transport
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_the_lease_is_renewed_after_every_rung_and_outlives_the_host_timeout(tmp_path, transport) -> None:
+def test_the_lease_is_renewed_as_each_rung_begins_and_outlives_the_host_timeout(tmp_path, transport) -> None:
     with Lab(scenario="corrupt-download-cache", hosts=1, time_scale=LAB_SCALE) as lab:
         host = host_of(lab)
         summary, seen = repair(lab, tmp_path / "s", transport)

@@ -27,7 +27,7 @@ from .steps import StepRunner, iso_now
 
 RUNGS = frozenset(LADDER) | frozenset(GATES)  # what "repaired by" can name
 # The host lock's lease outlives the longest a host may be worked on (--host-timeout) by this
-# margin, so a live controller never loses it; it is renewed after every rung besides.
+# margin, so a live controller never loses it; it is renewed as each rung begins besides.
 LEASE_MARGIN_MINUTES = 30
 LEASE_MAX_MINUTES = 10080  # lock.ps1's ExpiresMinutes range
 ROLE_FACTS = {"domain_controller": "domain-controller", "cluster_node": "cluster-node", "hyperv_host": "hyperv-host"}
@@ -54,6 +54,7 @@ class HostWalk:
         self.done_before = set(self.ran_order)
         self.reboots = progress.reboots if progress else 0
         self.roles: set[str] = set()
+        self.rungs_begun = 0  # rungs started in this walk: each after the first renews the host lock first
 
     def emit(self, event: ev.Event) -> None:
         self.ctx.emit(event)
@@ -249,10 +250,12 @@ class HostWalk:
 
     # --- steps --------------------------------------------------------------------------
     def rung(self, planned: PlannedStep) -> StepResult:
+        if self.rungs_begun:  # the lease runs on while the host is worked on; the take renewed it for the first
+            self._lock("renew")
+        self.rungs_begun += 1
         if planned.rung == "restart":
             self.reboot_host(planned.reason, rung=planned.rung)
             self._ran("restart")
-            self._lock("renew")
             return StepResult(self.name, "restart", ExitCode.OK, {"status": "ok", "facts": {}, "messages": []})
         params = rung_params(planned.rung, self.policy)
         result = self.steps.step(planned.script, params, reason=planned.reason, label=planned.rung)
@@ -260,7 +263,6 @@ class HostWalk:
             self._ran(planned.rung)
         if result.reboot_required:
             self.reboot_host(f"{planned.rung} asked for a restart")
-        self._lock("renew")  # the lease runs on while the host is worked on (sync-time may have stepped the clock)
         return result
 
     def diagnose(self, reason: str) -> StepResult:

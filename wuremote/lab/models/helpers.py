@@ -144,7 +144,7 @@ def _lease_over(holder: dict[str, Any], now: dt.datetime, tick: int, marker: str
     return elapsed > int(holder["lease_minutes"]) * 60000
 
 
-@model("lock", sha256="1821a3f8fe00b42ef800962f2557b097f4605eb03e8cfd1753bcf7bab2937ede")
+@model("lock", sha256="b0f114ce64b1114db80d65f45b2d9ea6f36163af022bffd226453191c7cc0103")
 async def lock(ctx: StepContext) -> None:
     action = str(param(ctx, "Action", "take")).lower()
     controller = str(param(ctx, "Controller", ""))
