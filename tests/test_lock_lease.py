@@ -138,3 +138,15 @@ def test_the_lease_is_renewed_as_each_rung_begins_and_outlives_the_host_timeout(
     host_timeout_minutes = demo_options(tmp_path).host_timeout / 60
     assert all(h["lease_minutes"] > host_timeout_minutes for h in renewals)
     assert len({h["controller"] for h in renewals}) == 1
+
+
+def test_a_controller_keeps_one_identity_per_state_dir_and_another_dir_is_another(tmp_path, monkeypatch) -> None:
+    import re
+    import socket
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "ops laptop\u202e;rm")  # whatever the machine is called
+    first = controller_identity(tmp_path / "a")
+    assert controller_identity(tmp_path / "a") == first  # a resume from the same state dir is the same controller
+    assert controller_identity(tmp_path / "b") != first  # another state dir is another controller
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}", first), first  # what lock.ps1's -Controller accepts
+    assert first.endswith("@ops-laptop--rm")

@@ -76,17 +76,24 @@ def controller_identity(state_dir: Path) -> str:
 
     A resume from the same state dir on the same machine is the same controller and reclaims its
     host locks; the same run resumed from a copy of the state dir on another machine is another
-    controller, and is told who holds the host.  The id is created once (O_EXCL: two processes
-    starting together agree on one) and holds only [0-9a-f]; the machine name is cut to the
-    characters lock.ps1 accepts.
+    controller, and is told who holds the host.  The id is created once (two processes starting
+    together agree on one) and holds only [0-9a-f]; the machine name is cut to the characters
+    lock.ps1 accepts.
     """
     path = Path(state_dir) / CONTROLLER_ID_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(path, "x", encoding="ascii") as handle:
-            handle.write(secrets.token_hex(6))
-    except FileExistsError:
-        pass
+    if not path.exists():
+        # Written whole beside it, then linked into place: the link fails if another process won,
+        # and no reader ever sees the file empty.
+        token = secrets.token_hex(6)
+        staged = path.with_name(f"{CONTROLLER_ID_FILE}.{token}.tmp")
+        staged.write_text(token, encoding="ascii")
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            pass
+        finally:
+            staged.unlink(missing_ok=True)
     token = re.sub(r"[^0-9a-f]", "", path.read_text(encoding="ascii", errors="replace"))[:32] or "0"
     machine = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:80].strip(".-") or "controller"
     return f"{token}@{machine}"
