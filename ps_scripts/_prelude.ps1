@@ -472,6 +472,25 @@ function Get-WuServiceTable {
     $table
 }
 
+function Test-WuClusterNode {
+    <#
+    Whether this host is a failover cluster node, not merely one with the feature installed.
+    Installing Failover Clustering adds the Cluster Service (ClusSvc) without making the host a
+    node; a node holds the cluster database, "a set of keys ... under HKEY_LOCAL_MACHINE"
+    (Microsoft, "Cluster Database", learn.microsoft.com/previous-versions/windows/desktop/mscs/
+    cluster-database), and its ClusSvc starts at boot. Assumed, only Windows can confirm: the
+    feature alone leaves ClusSvc Disabled, and HKLM\Cluster is loaded while ClusSvc runs on a
+    node. So: ClusSvc present and either not Disabled or the cluster hive loaded.
+    #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][hashtable]$Services)
+    $clussvc = $Services['clussvc']
+    if ($null -eq $clussvc) {
+        return $false
+    }
+    ([string]$clussvc.StartMode -ne 'Disabled') -or (Test-Path -LiteralPath 'HKLM:\Cluster')
+}
+
 function ConvertTo-WuStartType {
     <# Automatic, AutomaticDelayed, Manual, Disabled, Boot, System or Unknown from a Win32_Service row. #>
     [CmdletBinding()]
@@ -604,11 +623,26 @@ function Set-WuStepProgress {
 function Protect-WuStateRoot {
     <#
     %ProgramData% lets any user create folders; a SYSTEM task runs files from ours, so only
-    SYSTEM and Administrators may hold it (owner reset, inheritance cut).
+    SYSTEM and Administrators may hold it: owner Administrators and an explicit ACL for SYSTEM
+    and Administrators alone, inheritance from %ProgramData% cut
+    (ObjectSecurity.SetAccessRuleProtection($true, $false): protected, inherited rules not
+    kept; Microsoft, learn.microsoft.com/dotnet/api/system.security.accesscontrol.
+    objectsecurity.setaccessruleprotection). That reset covers only the folder itself: a child a
+    user made before it (failsafe\, runs\) keeps its own owner and explicit rules, and "an
+    object's owner implicitly has WRITE_DAC access" (Microsoft, "Owner of a New Object"), so
+    its maker could still edit restore-*.ps1 or runner.ps1. Every child is therefore checked
+    (Get-WuUnsafeStateItem) and the step fails closed, changing nothing, when one is not ours.
+    A reparse point (junction or symbolic link, FileAttributes.ReparsePoint) is refused
+    anywhere in the tree: Windows PowerShell's Remove-Item -Recurse follows one and deletes
+    what it points at (PowerShell/PowerShell#621), and a write through one lands elsewhere.
     #>
     [CmdletBinding()]
     param()
     $root = Get-WuStateRoot
+    if ([System.IO.Directory]::Exists($root) -and
+        ([System.IO.File]::GetAttributes($root) -band [System.IO.FileAttributes]::ReparsePoint)) {
+        throw ('the state folder {0} is a junction or symbolic link; refused, nothing was changed. Remove the link (rmdir {0}; the folder it points at is kept) and run again' -f $root)
+    }
     $null = New-Item -ItemType Directory -Path $root -Force
     $acl = New-Object -TypeName System.Security.AccessControl.DirectorySecurity
     $acl.SetAccessRuleProtection($true, $false)
@@ -621,7 +655,64 @@ function Protect-WuStateRoot {
         $acl.AddAccessRule($rule)
     }
     Set-Acl -LiteralPath $root -AclObject $acl
+    $unsafe = @(Get-WuUnsafeStateItem -Root $root)
+    if ($unsafe.Count -gt 0) {
+        $shown = @($unsafe | Select-Object -First 5) -join '; '
+        throw ('the state folder {0} holds items that are not only SYSTEM''s and Administrators'': {1}; refused (fail closed), nothing was changed. Check what they hold, delete them and run again' -f $root, $shown)
+    }
     $root
+}
+
+function Get-WuUnsafeStateItem {
+    <#
+    Each item under the state folder that a non-administrator could change, as "path: why": a
+    reparse point, an owner other than SYSTEM, Administrators, TrustedInstaller or this
+    session's own account, or an allow rule granting any write, delete or permission right to
+    anyone else (inherit-only rules too: they pass to what we create inside). Reparse points
+    are never followed.
+    #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][string]$Root)
+    $trusted = @('S-1-5-18', 'S-1-5-32-544', 'S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464',
+        [System.Security.Principal.WindowsIdentity]::GetCurrent().User.Value)
+    # CREATOR OWNER (S-1-3-0) only stands for whoever creates a child: ourselves, in here.
+    $trustedRules = $trusted + @('S-1-3-0')
+    # WriteData, AppendData, WriteExtendedAttributes, DeleteSubdirectoriesAndFiles,
+    # WriteAttributes, Delete, ChangePermissions, TakeOwnership, GENERIC_ALL, GENERIC_WRITE
+    # (Microsoft, FileSystemRights; "Generic Access Rights").
+    $writeMask = 0x500d0156
+    $sidType = [System.Security.Principal.SecurityIdentifier]
+    $pending = New-Object -TypeName System.Collections.Generic.Stack[string]
+    $pending.Push($Root)
+    while ($pending.Count -gt 0) {
+        $folder = $pending.Pop()
+        foreach ($item in @(Get-ChildItem -LiteralPath $folder -Force)) {
+            $path = $item.FullName
+            if ($item.Attributes -band [System.IO.FileAttributes]::ReparsePoint) {
+                '{0}: a junction or symbolic link' -f $path
+                continue
+            }
+            $acl = Get-Acl -LiteralPath $path
+            $owner = $acl.GetOwner($sidType)
+            if ($null -eq $owner -or $trusted -notcontains $owner.Value) {
+                '{0}: owned by {1}' -f $path, $(if ($null -eq $owner) { 'nobody' } else { $owner.Value })
+                continue
+            }
+            $writers = @(foreach ($rule in $acl.GetAccessRules($true, $true, $sidType)) {
+                    if ($rule.AccessControlType -eq 'Allow' -and ([int64]$rule.FileSystemRights -band $writeMask) -and
+                        $trustedRules -notcontains $rule.IdentityReference.Value) {
+                        $rule.IdentityReference.Value
+                    }
+                })
+            if ($writers.Count -gt 0) {
+                '{0}: writable by {1}' -f $path, (($writers | Select-Object -Unique) -join ', ')
+                continue
+            }
+            if ($item.PSIsContainer) {
+                $pending.Push($path)
+            }
+        }
+    }
 }
 
 function Get-WuDetachedState {
@@ -992,6 +1083,39 @@ function Register-WuFailSafe {
         throw ('the fail-safe task cannot run on this host: {0}{1}; check the execution policy (Get-ExecutionPolicy -List) and the language mode (WDAC/AppLocker); nothing was changed' -f $mode, $lastResult)
     }
     $taskName
+}
+
+function Complete-WuFailSafeExtended {
+    <#
+    A pausing step (av-pause, clean-boot) that finds its own earlier change still recorded:
+    extends the deadline (written first: the fail-safe's probe run reads it), re-arms the
+    fail-safe and ends the step, recording nothing new. When no fail-safe can run here any more,
+    the change is undone now (RestoreFunction) rather than left without one. Never returns.
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)][string]$Step,
+        [Parameter(Mandatory = $true)][ValidateSet('av', 'clean-boot')][string]$Kind,
+        [Parameter(Mandatory = $true)][object]$Existing,
+        [Parameter(Mandatory = $true)][DateTime]$DeadlineUtc,
+        [Parameter(Mandatory = $true)][ValidateSet('Restore-WuAvState', 'Restore-WuStartTypes')][string]$RestoreFunction,
+        [Parameter(Mandatory = $true)][hashtable]$Facts,
+        [Parameter(Mandatory = $true)][string]$UndoneText,
+        [Parameter(Mandatory = $true)][string]$ExtendedText,
+        [string]$ResultMarker = ''
+    )
+    $Facts['state'] = $Existing
+    $Existing.deadline_utc = $DeadlineUtc.ToString('o')
+    Write-WuJsonFile -Path (Get-WuFailSafePath -Kind $Kind) -InputObject $Existing
+    try {
+        $null = Register-WuFailSafe -Kind $Kind -DeadlineUtc $DeadlineUtc -RestoreFunction $RestoreFunction
+    }
+    catch {
+        $Facts['restored'] = & $RestoreFunction -Reason 'fail-safe cannot run'
+        Complete-WuStep -Step $Step -Status 'failed' -ExitCode 1 -Facts $Facts -ResultMarker $ResultMarker `
+            -Messages @(('{0}; {1}' -f $_.Exception.Message, $UndoneText))
+    }
+    Complete-WuStep -Step $Step -Status 'ok' -ExitCode 0 -Facts $Facts -Messages @($ExtendedText) -ResultMarker $ResultMarker
 }
 
 function Unregister-WuFailSafe {

@@ -62,20 +62,9 @@ $existing = Read-WuJsonFile -Path $statePath
 if ($null -ne $existing) {
     # Paused earlier by this tool: extend the deadline, record nothing new.
     $facts['already_paused'] = $true
-    $facts['state'] = $existing
-    # The new deadline first: the fail-safe's probe run reads it.
-    $existing.deadline_utc = $deadline.ToString('o')
-    Write-WuJsonFile -Path $statePath -InputObject $existing
-    try {
-        $null = Register-WuFailSafe -Kind 'av' -DeadlineUtc $deadline -RestoreFunction 'Restore-WuAvState'
-    }
-    catch {
-        # No fail-safe can run here any more: put protection back now rather than leave it off.
-        $facts['restored'] = Restore-WuAvState -Reason 'fail-safe cannot run'
-        Complete-WuStep -Step 'av-pause' -Status 'failed' -ExitCode 1 -Facts $facts -ResultMarker $ResultMarker `
-            -Messages @(('{0}; antivirus turned back on' -f $_.Exception.Message))
-    }
-    Complete-WuStep -Step 'av-pause' -Status 'ok' -ExitCode 0 -Facts $facts -Messages @('already paused by wuremote; fail-safe deadline extended') -ResultMarker $ResultMarker
+    Complete-WuFailSafeExtended -Step 'av-pause' -Kind 'av' -Existing $existing -DeadlineUtc $deadline `
+        -RestoreFunction 'Restore-WuAvState' -Facts $facts -UndoneText 'antivirus turned back on' `
+        -ExtendedText 'already paused by wuremote; fail-safe deadline extended' -ResultMarker $ResultMarker
 }
 
 # Record first, then register the fail-safe, then change anything: a crash at any point

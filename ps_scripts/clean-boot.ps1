@@ -1,6 +1,6 @@
 # wuremote-script
 # name: clean-boot
-# version: 1
+# version: 2
 # reboot: always
 # timeout: 600
 # idempotent: yes
@@ -18,7 +18,9 @@
     left alone. Never touched: drivers (not Win32 services), WinRM and every service it
     depends on, services of networking, storage/multipath, virtualisation guest tools and
     cloud agents, backup agents, EDR/antivirus (by signer or company, and by known service
-    names), and anything in -ExcludeServices.
+    names), services launched protected, services a failover cluster manages on a node
+    (Generic Service resources), everything a kept service depends on, and anything in
+    -ExcludeServices.
     Order: record %ProgramData%\wuremote\failsafe\clean-boot.json, arm the fail-safe task
     \wuremote\wuremote-failsafe-clean-boot, then disable. A reboot makes it take effect.
     -ListOnly reports the candidates and changes nothing.
@@ -58,21 +60,9 @@ $deadline = [DateTime]::UtcNow.AddMinutes($FailSafeMinutes)
 
 $existing = Read-WuJsonFile -Path $statePath
 if ($null -ne $existing -and -not $ListOnly) {
-    # The new deadline first: the fail-safe's probe run reads it.
-    $existing.deadline_utc = $deadline.ToString('o')
-    Write-WuJsonFile -Path $statePath -InputObject $existing
-    try {
-        $null = Register-WuFailSafe -Kind 'clean-boot' -DeadlineUtc $deadline -RestoreFunction 'Restore-WuStartTypes'
-    }
-    catch {
-        # No fail-safe can run here any more: put the start types back now.
-        $facts['restored'] = Restore-WuStartTypes -Reason 'fail-safe cannot run'
-        Complete-WuStep -Step 'clean-boot' -Status 'failed' -ExitCode 1 -Facts $facts -ResultMarker $ResultMarker `
-            -Messages @(('{0}; start types put back' -f $_.Exception.Message))
-    }
-    $facts['state'] = $existing
-    Complete-WuStep -Step 'clean-boot' -Status 'ok' -ExitCode 0 -Facts $facts -ResultMarker $ResultMarker `
-        -Messages @('clean boot already active (recorded by wuremote); fail-safe deadline extended')
+    Complete-WuFailSafeExtended -Step 'clean-boot' -Kind 'clean-boot' -Existing $existing -DeadlineUtc $deadline `
+        -RestoreFunction 'Restore-WuStartTypes' -Facts $facts -UndoneText 'start types put back' `
+        -ExtendedText 'clean boot already active (recorded by wuremote); fail-safe deadline extended' -ResultMarker $ResultMarker
 }
 
 function Get-ServiceBinary {
@@ -142,11 +132,45 @@ function Get-DependencyClosure {
     , @($seen)
 }
 
+function Get-ClusterManagedService {
+    <#
+    On a failover cluster node, the services the cluster itself starts, stops and fails over:
+    each Generic Service resource names one in its ServiceName private property (Microsoft,
+    "Generic Service Private Properties"; "the cluster software will start the service":
+    Add-ClusterGenericServiceRole). Disabled on this node, the cluster could not bring its role
+    online here. Read through the cluster's WMI provider (root/MSCluster, MSCluster_Resource,
+    PrivateProperties), never the cluster hive ("Never use the registry functions to access or
+    change the cluster database": Microsoft, "Cluster Database"). Lower-case names; none off a
+    node; a node whose resources cannot be read throws, and clean boot is refused.
+    #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][hashtable]$Services)
+    if (-not (Test-WuClusterNode -Services $Services)) {
+        return , @()
+    }
+    $names = foreach ($resource in @(Get-CimInstance -Namespace 'root/MSCluster' -ClassName 'MSCluster_Resource' -Filter "Type = 'Generic Service'")) {
+        $serviceName = [string]$resource.PrivateProperties.ServiceName
+        if ($serviceName) {
+            $serviceName.ToLowerInvariant()
+        }
+    }
+    , @($names)
+}
+
+$serviceTable = Get-WuServiceTable
+try {
+    $clusterManaged = Get-ClusterManagedService -Services $serviceTable
+}
+catch {
+    Complete-WuStep -Step 'clean-boot' -Status 'failed' -ExitCode 1 -Facts $facts -ResultMarker $ResultMarker `
+        -Messages @(('this host is a cluster node and the services its cluster manages could not be read ({0}); clean boot refused, nothing was changed' -f $_.Exception.Message))
+}
+$facts['cluster_managed'] = $clusterManaged
 $exclude = @($ExcludeServices | ForEach-Object -Process { $_.ToLowerInvariant() })
 $protected = @($ProtectedNames + (Get-DependencyClosure -Name 'WinRM') + $exclude)
 $candidates = New-Object -TypeName System.Collections.Generic.List[object]
 $kept = New-Object -TypeName System.Collections.Generic.List[object]
-foreach ($service in @(Get-CimInstance -ClassName Win32_Service | Sort-Object -Property Name)) {
+foreach ($service in @($serviceTable.Values | Sort-Object -Property Name)) {
     $name = ([string]$service.Name).ToLowerInvariant()
     $startType = ConvertTo-WuStartType -Service $service
     if ($startType -eq 'Disabled' -or $startType -eq 'Boot' -or $startType -eq 'System') {
@@ -163,6 +187,9 @@ foreach ($service in @(Get-CimInstance -ClassName Win32_Service | Sort-Object -P
     $launchProtected = [int](Get-WuRegistryValue -Path ('HKLM:\SYSTEM\CurrentControlSet\Services\{0}' -f $service.Name) -Name 'LaunchProtected' -Default 0)
     if ($protected -contains $name) {
         $reason = 'protected service'
+    }
+    elseif ($clusterManaged -contains $name) {
+        $reason = 'cluster-managed service (a Generic Service resource of this node''s cluster)'
     }
     elseif ($launchProtected -gt 0) {
         $reason = ('launch-protected service (LaunchProtected {0})' -f $launchProtected)

@@ -48,15 +48,41 @@ function Get-SystemDriveFree {
     [long]$drive.FreeSpace
 }
 
+function Remove-WuTree {
+    <#
+    Deletes a file or folder without following links. Windows PowerShell's Remove-Item -Recurse
+    follows a junction or directory symbolic link and deletes what it points at
+    (PowerShell/PowerShell#621), and any user can plant one in %SystemRoot%\Temp or a folder
+    of ours made before us. A link (FileAttributes.ReparsePoint) is removed itself:
+    Directory.Delete(path, $false) on a junction removes the junction, the target "is not
+    affected" (Microsoft, RemoveDirectoryW).
+    #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][object]$Item)
+    $isLink = [bool]($Item.Attributes -band [System.IO.FileAttributes]::ReparsePoint)
+    if (-not $Item.PSIsContainer) {
+        Remove-Item -LiteralPath $Item.FullName -Force
+        return
+    }
+    if ($isLink) {
+        [System.IO.Directory]::Delete($Item.FullName, $false)
+        return
+    }
+    foreach ($child in @(Get-ChildItem -LiteralPath $Item.FullName -Force)) {
+        Remove-WuTree -Item $child
+    }
+    Remove-Item -LiteralPath $Item.FullName -Force
+}
+
 function Remove-OldItem {
-    <# Removes one file or folder; a locked item is counted and left, never fatal. #>
+    <# Removes one file or folder (never through a link: Remove-WuTree); a locked item is counted and left, never fatal. #>
     [CmdletBinding()]
     param(
         [Parameter(Mandatory = $true)][object]$Item,
         [Parameter(Mandatory = $true)][string]$Kind
     )
     try {
-        Remove-Item -LiteralPath $Item.FullName -Recurse -Force
+        Remove-WuTree -Item $Item
         $changes.Add([pscustomobject]@{ kind = $Kind; path = $Item.FullName })
         return $true
     }

@@ -1,6 +1,6 @@
 # wuremote-script
 # name: diagnose
-# version: 1
+# version: 2
 # reboot: never
 # timeout: 300
 # idempotent: yes
@@ -106,7 +106,7 @@ Read-FactGroup -Name 'roles' -Reader {
     @{
         domain_member     = [bool]$computer.PartOfDomain
         domain_controller = ([int]$computer.DomainRole -ge 4)
-        cluster_node      = $services.ContainsKey('clussvc')
+        cluster_node      = Test-WuClusterNode -Services $services
         hyperv_host       = $services.ContainsKey('vmms')
     }
 }

@@ -1,6 +1,6 @@
 # wuremote-script
 # name: install-kb
-# version: 1
+# version: 2
 # reboot: usually
 # timeout: 5400
 # idempotent: yes
@@ -24,7 +24,11 @@
 .NOTES
     Exit codes: 0 installed or already installed, 3010 installed and a reboot is needed,
     1 failed, 2 not applicable to this host (0x800F081E), 4 refused: servicing in progress,
-    5 not elevated, 6 the component store needs repair first (0x80073712: run dism).
+    5 not elevated, 6 something must come first: the component store needs repair
+    (0x80073712: run dism) or a newer servicing stack (0x800F0823: install the SSU).
+    Before Server 2019 (build 17763) a single .msu is expanded first and its .cab given to
+    DISM, as Ansible's win_hotfix does for every .msu (expand.exe -F:*, the .cab named by the
+    .xml's unattend/servicing/package/source location).
 #>
 [CmdletBinding()]
 param(
@@ -136,6 +140,28 @@ $target = $named[0].FullName
 if ($files.Count -gt 1) {
     $target = $packagePath
 }
+elseif ([int](Get-CimInstance -ClassName Win32_OperatingSystem).BuildNumber -lt 17763) {
+    # 2012 R2 and 2016: DISM gets the .cab inside the .msu (ansible.windows win_hotfix, Expand-MSU
+    # and Get-HotfixMetadataFromFile; the .msu layout: Microsoft KB934307, "Description of the
+    # Windows Update Standalone Installer").
+    $expanded = Join-Path -Path $stepFolder -ChildPath 'expanded'
+    if (Test-Path -LiteralPath $expanded) {
+        Remove-Item -LiteralPath $expanded -Recurse -Force
+    }
+    $null = New-Item -ItemType Directory -Path $expanded -Force
+    $expand = Invoke-WuNative -FilePath (Get-WuSystemTool -Name 'expand.exe') -ArgumentList @($target, $expanded, '-F:*')
+    $manifest = @(Get-ChildItem -LiteralPath $expanded -Filter '*.xml' -File) | Select-Object -First 1
+    if ($expand.ExitCode -ne 0 -or $null -eq $manifest) {
+        Complete-Failed -Message ('could not expand {0} to find its .cab (expand.exe exit {1})' -f $named[0].Name, $expand.ExitCode)
+    }
+    [xml]$unattend = Get-Content -LiteralPath $manifest.FullName -Raw
+    $cab = Join-Path -Path $expanded -ChildPath (Split-Path -Path $unattend.unattend.servicing.package.source.GetAttribute('location') -Leaf)
+    if (-not (Test-Path -LiteralPath $cab -PathType Leaf)) {
+        Complete-Failed -Message ('{0}: its .xml names a .cab the package does not hold' -f $named[0].Name)
+    }
+    $facts['expanded_cab'] = $cab
+    $target = $cab
+}
 $onLine = {
     param([string]$Line)
     $found = [regex]::Matches($Line, '(\d{1,3}(?:\.\d)?)%')
@@ -176,6 +202,10 @@ switch ($hex) {
     '0x80073712' {
         $exitCode = 6
         $messages = @('the component store is damaged (0x80073712): run dism, then install again')
+    }
+    '0x800F0823' {
+        $exitCode = 6
+        $messages = @(('{0} needs a newer servicing stack (0x800F0823): install the latest servicing stack update (SSU) for this build, then {0} again' -f $KbId))
     }
 }
 Complete-WuStep -Step 'install-kb' -Status $status -ExitCode $exitCode -Facts $facts -Changes $changes -Messages $messages `

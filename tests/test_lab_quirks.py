@@ -251,3 +251,167 @@ def test_clean_boot_keeps_a_launch_protected_service_of_an_unknown_vendor(tmp_pa
     assert "northwindedr" not in disabled and "fabrikamsync" in disabled
     kept = {k["name"]: k["kept_because"] for k in clean.facts["kept"]}
     assert kept["northwindedr"].startswith("launch-protected")
+
+
+# --- item 3: status.json missing or held for a moment while the step runs ----------------------
+DETACHED_STEPS = ("verify", "dism", "sfc", "cleanup", "install-kb")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_status_file_missing_or_held_for_a_moment_is_read_again_not_a_failed_step(tmp_path, transport) -> None:
+    def status_gaps(host: Host) -> None:
+        host.state.status_json_gaps = 3  # ReplaceFile's 1176 gap: no status.json
+        host.state.status_json_held = 3  # then a scanner holds it without sharing
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "component-store-corrupt", status_gaps)
+    assert summary.outcomes[host.name] == "repaired", summary.causes[host.name]
+    assert summary.causes[host.name].startswith("repaired by dism"), summary.causes[host.name]
+    assert host.state.status_json_gaps == 0 and host.state.status_json_held == 0  # the polls met every gap
+    detached = [e for e in seen if isinstance(e, ev.StepFinished) and e.step in DETACHED_STEPS]
+    assert all("interrupted" not in " ".join(e.messages) for e in detached), [e.messages for e in detached]
+    assert host.state.scripts_run.count("dism") == 1  # DISM ran once, read to its end
+    warnings = [e.text for e in seen if isinstance(e, ev.HostMessage) and "status.json" in e.text]
+    assert warnings  # the operator was told the file was read again
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_status_file_that_stays_missing_fails_the_host_leaving_the_task_as_it_is(tmp_path, transport) -> None:
+    def status_gone(host: Host) -> None:
+        host.state.status_json_gaps = 10_000
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "healthy", status_gone)
+    assert summary.outcomes[host.name] == "failed"
+    cause = summary.causes[host.name]
+    assert "no status.json" in cause and "left on the host" in cause and "nothing was stopped" in cause, cause
+
+
+# --- item 5: a state folder a user made first, a junction, a loose ACL ----------------------------
+USER_SID = "S-1-5-21-1004336348-1177238915-682003330-1001"  # an ordinary local account
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(("item", "planted", "said"), [
+    ("\\failsafe", {"owner": USER_SID, "writers": (USER_SID,)}, f"failsafe: owned by {USER_SID}"),
+    ("\\runs", {"writers": ("S-1-5-32-545",)}, "runs: writable by S-1-5-32-545"),
+    ("\\runs\\20200101-000000-dead", {"reparse": True}, "20200101-000000-dead: a junction or symbolic link"),
+    ("", {"reparse": True}, "is a junction or symbolic link"),
+], ids=["pre-created-by-a-user", "loose-acl", "junction-inside", "root-is-a-junction"])
+def test_a_state_folder_not_only_ours_is_refused_before_anything_changes(tmp_path, transport, item, planted, said) -> None:
+    from wuremote.lab.host import STATE_ROOT, StateItem
+
+    path = (STATE_ROOT + item).lower()
+
+    def plant(host: Host) -> None:
+        host.state.state_items[path] = StateItem(**planted)
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "av-interference", plant)
+    cause = summary.causes[host.name]
+    assert summary.outcomes[host.name] == "failed", cause
+    assert said in cause and "nothing was changed" in cause, cause
+    sent = set(host.state.scripts_run)
+    assert sent <= {"boot-info", "lock", "collect-logs"}, sent  # no diagnose, no pause, nothing staged or run
+    assert host.state.state_items[path] == StateItem(**planted)  # left for the operator to look at
+    assert not host.state.failsafe and not host.state.scheduled_tasks
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_state_folder_of_systems_and_administrators_own_items_is_used(tmp_path, transport) -> None:
+    from wuremote.lab.host import STATE_ROOT, StateItem
+
+    def ours(host: Host) -> None:
+        host.state.state_items[STATE_ROOT.lower()] = StateItem(owner=USER_SID, writers=(USER_SID,))  # the root is reset
+        host.state.state_items[(STATE_ROOT + "\\failsafe").lower()] = StateItem(owner="S-1-5-18", writers=("S-1-3-0",))
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "av-interference", ours)
+    assert summary.outcomes[host.name] == "repaired", summary.causes[host.name]
+    assert STATE_ROOT.lower() not in host.state.state_items
+
+
+# --- item 9: services a failover cluster manages, on a cluster node --------------------------------
+def _repair_node(tmp_path: Path, transport: str, setup: Callable[[Host], object]) -> tuple[Host, RunSummary, list[Event]]:
+    """The clean-boot scenario on a host made a cluster node; the inventory lets wuremote restart nodes."""
+    seen: list[Event] = []
+    with Lab(scenario="third-party-service-conflict", hosts=1, time_scale=LAB_SCALE) as lab:
+        host = lab.host(lab.endpoints[0].name)
+        lab.call(setup, host)
+        hosts = [replace(h, allow_reboot_roles=("cluster-node",)) for h in demo_hosts(lab, transport)]
+        summary = Runner(hosts, demo_options(tmp_path / "state"), subscribers=[seen.append]).run()
+    return host, summary, seen
+
+
+def _cluster_node_with_a_generic_service(host: Host) -> None:
+    from wuremote.lab.host import Service
+
+    host.state.domain_role = "cluster-node"
+    host.state.services["clussvc"] = Service("ClusSvc", "Cluster Service", "Automatic", "Running")
+    # A vendor's service made highly available: Manual, started by the cluster on the owning node.
+    host.state.services["northwindapp"] = Service("northwindapp", "Northwind Order Service", "Manual", "Running",
+                                                  company="Northwind Traders", role="third-party")
+    host.state.cluster_resources = [{"name": "Northwind Orders", "type": "Generic Service", "service_name": "NorthwindApp"},
+                                    {"name": "Cluster IP Address", "type": "IP Address", "service_name": ""}]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_clean_boot_on_a_cluster_node_keeps_the_services_its_cluster_manages(tmp_path, transport) -> None:
+    host, summary, seen = _repair_node(tmp_path, transport, _cluster_node_with_a_generic_service)
+    assert summary.outcomes[host.name] == "repaired", summary.causes[host.name]
+    [clean] = step_results(seen, "clean-boot")
+    disabled = {c.get("name") for c in clean.changes if isinstance(c, dict)}
+    assert "fabrikamsync" in disabled and "northwindapp" not in disabled
+    kept = {k["name"]: k["kept_because"] for k in clean.facts["kept"]}
+    assert kept["northwindapp"].startswith("cluster-managed")
+    assert host.state.services["northwindapp"].start_type == "Manual"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_clean_boot_is_refused_on_a_node_whose_cluster_resources_cannot_be_read(tmp_path, transport) -> None:
+    def unreadable(host: Host) -> None:
+        _cluster_node_with_a_generic_service(host)
+        host.state.cluster_wmi_readable = False
+
+    host, summary, seen = _repair_node(tmp_path, transport, unreadable)
+    [clean] = step_results(seen, "clean-boot")
+    assert clean.exit_code == 1 and "clean boot refused, nothing was changed" in " ".join(clean.messages)
+    assert all(s.start_type != "Disabled" for s in host.state.services.values())
+    assert "clean-boot" not in host.state.failsafe and not host.state.scheduled_tasks
+
+
+# --- item 15: the Failover Clustering feature installed is not a cluster node -----------------------
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_host_with_the_clustering_feature_but_no_cluster_is_restarted_as_any_server(tmp_path, transport) -> None:
+    from wuremote.lab.host import Service
+
+    def feature_only(host: Host) -> None:
+        host.state.services["clussvc"] = Service("ClusSvc", "Cluster Service", "Disabled")  # as the feature installs it
+        host.state.pending_reboot.add("cbs-reboot-pending")
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "healthy", feature_only)
+    assert summary.outcomes[host.name] in ("healthy", "repaired"), summary.causes[host.name]
+    assert host.state.reboots == 1
+    first = next(e for e in step_results(seen, "diagnose") if e.facts)
+    assert first.facts["roles"]["cluster_node"] is False
+
+
+# --- item 15: .msu on 2012 R2/2016, and 0x800F0823 as its own cause ---------------------------------
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_on_2012_r2_the_kb_is_installed_from_the_cab_inside_its_msu(tmp_path, transport) -> None:
+    def server_2012_r2(host: Host) -> None:
+        host.state.os_caption, host.state.build, host.state.ubr = "Microsoft Windows Server 2012 R2 Datacenter", 9600, 21620
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "manual-kb", server_2012_r2)
+    assert summary.outcomes[host.name] == "repaired", summary.causes[host.name]
+    [install] = [e for e in step_results(seen, "install-kb") if e.exit_code in (0, 3010)]
+    assert str(install.facts["expanded_cab"]).lower().endswith(".cab")
+    assert [c["package"] for c in install.changes] == [install.facts["expanded_cab"]]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_kb_that_needs_a_newer_servicing_stack_says_so_and_stops(tmp_path, transport) -> None:
+    def old_servicing_stack(host: Host) -> None:
+        host.state.servicing_stack_too_old = True
+
+    lab, host, summary, seen = run_one(tmp_path, transport, "manual-kb", old_servicing_stack)
+    cause = summary.causes[host.name]
+    assert summary.outcomes[host.name] == "needs-operator", cause
+    assert "0x800F0823" in cause and "servicing stack update" in cause, cause
+    assert host.state.scripts_run.count("install-kb") == 1  # not retried: the SSU must come first

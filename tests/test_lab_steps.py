@@ -414,7 +414,7 @@ def test_lock_take_release_show(lab: Lab) -> None:
     assert code == 0 and renewed["facts"]["holder"]["taken_utc"] == taken["facts"]["holder"]["taken_utc"]
 
     code, refused = run_step(lab, "lock01", "lock", RunId="run-b")
-    assert code == 4 and refused["messages"][0].startswith("host is locked by run run-a until ")
+    assert code == 4 and refused["messages"][0].startswith("host is locked by run run-a (lease of 240 min, renewed ")
     code, _ = run_step(lab, "lock01", "lock", RunId="run-b", Action="release")
     assert code == 4 and state(lab, "lock01").lock["run_id"] == "run-a"
     code, shown = run_step(lab, "lock01", "lock", RunId="", Action="show")
@@ -426,7 +426,10 @@ def test_lock_take_release_show(lab: Lab) -> None:
     assert code == 0 and again["changes"] == [] and state(lab, "lock01").lock is None
 
     code, _ = run_step(lab, "lock01", "lock", RunId="run-b", ExpiresMinutes=1)
-    lab.call(lambda: setattr(state(lab, "lock01"), "clock_skew_seconds", 120.0))
+    lab.call(lambda: setattr(state(lab, "lock01"), "clock_skew_seconds", 120.0))  # a clock step ends no lease
+    code, kept = run_step(lab, "lock01", "lock", RunId="run-c")
+    assert code == 4 and kept["facts"]["expired"] is False
+    lab.call(lambda: setattr(state(lab, "lock01"), "uptime_extra_seconds", 120.0))  # two minutes on the counter do
     code, stolen = run_step(lab, "lock01", "lock", RunId="run-c")
     assert code == 0 and stolen["facts"]["expired"] is True and state(lab, "lock01").lock["run_id"] == "run-c"
 

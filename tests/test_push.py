@@ -126,6 +126,7 @@ def test_a_file_already_staged_is_not_sent_again(tmp_path: Path) -> None:
             options = runner.options
             cancelled = False
             wants_streams = False
+            controller = "test-controller@lab"
 
             def emit(self, event: Event) -> None:
                 seen.append(event)

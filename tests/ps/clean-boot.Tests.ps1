@@ -53,6 +53,33 @@ Describe 'clean-boot' {
         Should -Invoke Register-WuFailSafe -Times 0 -Exactly
     }
 
+    It 'keeps on a cluster node the service a Generic Service resource names, and disables the rest' {
+        $fixture = Get-WuFixture -Scenario 'third-party-service-conflict'
+        $fixture.cmdlets.Win32_Service += [pscustomobject]@{ Name = 'ClusSvc'; DisplayName = 'Cluster Service'; State = 'Running'; StartMode = 'Auto'; DelayedAutoStart = $false; PathName = ('{0}\Cluster\clussvc.exe -s' -f $env:SystemRoot); ProcessId = 0 }
+        $fixture.cmdlets.Win32_Service += [pscustomobject]@{ Name = 'FabrikamOrders'; DisplayName = 'Fabrikam orders'; State = 'Running'; StartMode = 'Manual'; DelayedAutoStart = $false; PathName = '"D:\Fabrikam\orders.exe"'; ProcessId = 0 }
+        Set-WuFixtureMocks -Fixture $fixture
+        Mock Get-CimInstance -ParameterFilter { $Namespace -eq 'root/MSCluster' } {
+            [pscustomobject]@{ Name = 'Orders'; Type = 'Generic Service'; PrivateProperties = [pscustomobject]@{ ServiceName = 'FabrikamOrders' } }
+        }
+        $run = Invoke-WuTestStep -Path $script:Payload
+        $run.ExitCode | Should -Be 3010
+        Should -Invoke Set-WuServiceStartType -ParameterFilter { $Name -eq 'FabrikamOrders' } -Times 0 -Exactly
+        Should -Invoke Set-WuServiceStartType -ParameterFilter { $Name -eq 'FabrikamSync' -and $StartType -eq 'Disabled' } -Times 1 -Exactly
+        @($run.Result.facts.kept | Where-Object -FilterScript { $_.name -eq 'FabrikamOrders' -and $_.kept_because -like 'cluster-managed*' }).Count | Should -Be 1
+    }
+
+    It 'refuses on a cluster node whose resources cannot be read, changing nothing' {
+        $fixture = Get-WuFixture -Scenario 'third-party-service-conflict'
+        $fixture.cmdlets.Win32_Service += [pscustomobject]@{ Name = 'ClusSvc'; DisplayName = 'Cluster Service'; State = 'Running'; StartMode = 'Auto'; DelayedAutoStart = $false; PathName = ('{0}\Cluster\clussvc.exe -s' -f $env:SystemRoot); ProcessId = 0 }
+        Set-WuFixtureMocks -Fixture $fixture
+        Mock Get-CimInstance -ParameterFilter { $Namespace -eq 'root/MSCluster' } { throw 'Generic failure' }
+        $run = Invoke-WuTestStep -Path $script:Payload
+        $run.ExitCode | Should -Be 1
+        ($run.Result.messages -join ' ') | Should -Match 'clean boot refused, nothing was changed'
+        Should -Invoke Set-WuServiceStartType -Times 0 -Exactly
+        Should -Invoke Register-WuFailSafe -Times 0 -Exactly
+    }
+
     It 'keeps a launch-protected service whatever its signer' {
         $fixture = Get-WuFixture -Scenario 'third-party-service-conflict'
         $fixture.cmdlets.Win32_Service += [pscustomobject]@{ Name = 'NorthwindEdr'; DisplayName = 'Northwind EDR'; State = 'Running'; StartMode = 'Auto'; DelayedAutoStart = $false; PathName = '"D:\Northwind\edr.exe"'; ProcessId = 0 }

@@ -66,3 +66,71 @@ Describe 'ConvertTo-WuStartType' {
         ConvertTo-WuStartType -Service ([pscustomobject]@{ Name = 'usosvc'; StartMode = 'Auto'; DelayedAutoStart = $false }) | Should -Be 'Automatic'
     }
 }
+
+Describe 'Protect-WuStateRoot' {
+    # Real NTFS in TestDrive (issue 13, item 5): the runner is elevated, as every step is.
+    BeforeEach {
+        $script:SavedProgramData = $env:ProgramData
+        $env:ProgramData = Join-Path -Path $TestDrive -ChildPath ('pd-{0}' -f [guid]::NewGuid())
+        $null = New-Item -ItemType Directory -Path $env:ProgramData -Force
+        $script:Root = Join-Path -Path $env:ProgramData -ChildPath 'wuremote'
+    }
+    AfterEach {
+        $env:ProgramData = $script:SavedProgramData
+    }
+
+    It 'creates the folder with a protected ACL for SYSTEM and Administrators only' {
+        Protect-WuStateRoot | Should -Be $script:Root
+        $acl = Get-Acl -LiteralPath $script:Root
+        $acl.AreAccessRulesProtected | Should -BeTrue
+        $sids = @($acl.GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier]) |
+                ForEach-Object -Process { $_.IdentityReference.Value } | Sort-Object -Unique)
+        $sids | Should -Be @('S-1-5-18', 'S-1-5-32-544')
+    }
+
+    It 'refuses a child a user could write, and changes nothing in it' {
+        $failsafe = Join-Path -Path $script:Root -ChildPath 'failsafe'
+        $null = New-Item -ItemType Directory -Path $failsafe -Force
+        $acl = Get-Acl -LiteralPath $failsafe
+        $users = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList 'S-1-5-32-545'
+        $acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList @(
+                    $users, 'Modify', 'ContainerInherit,ObjectInherit', 'None', 'Allow')))
+        Set-Acl -LiteralPath $failsafe -AclObject $acl
+        { Protect-WuStateRoot } | Should -Throw -ExpectedMessage '*failsafe: writable by S-1-5-32-545*'
+        @((Get-Acl -LiteralPath $failsafe).Access | Where-Object -FilterScript { $_.IdentityReference.Value -match 'Users' }).Count | Should -BeGreaterThan 0
+    }
+
+    It 'refuses a junction in the tree and never follows it' {
+        $target = Join-Path -Path $TestDrive -ChildPath ('elsewhere-{0}' -f [guid]::NewGuid())
+        $null = New-Item -ItemType Directory -Path $target -Force
+        Set-Content -LiteralPath (Join-Path -Path $target -ChildPath 'keep.txt') -Value 'keep'
+        $runs = Join-Path -Path $script:Root -ChildPath 'runs'
+        $null = New-Item -ItemType Directory -Path $runs -Force
+        $null = New-Item -ItemType Junction -Path (Join-Path -Path $runs -ChildPath 'old') -Target $target
+        { Protect-WuStateRoot } | Should -Throw -ExpectedMessage '*old: a junction or symbolic link*'
+        Test-Path -LiteralPath (Join-Path -Path $target -ChildPath 'keep.txt') | Should -BeTrue
+    }
+
+    It 'refuses a state folder that is itself a junction' {
+        $target = Join-Path -Path $TestDrive -ChildPath ('elsewhere-{0}' -f [guid]::NewGuid())
+        $null = New-Item -ItemType Directory -Path $target -Force
+        $null = New-Item -ItemType Junction -Path $script:Root -Target $target
+        { Protect-WuStateRoot } | Should -Throw -ExpectedMessage '*is a junction or symbolic link*'
+        (Get-Acl -LiteralPath $target).AreAccessRulesProtected | Should -BeFalse  # the ACL reset never went through the link
+    }
+}
+
+Describe 'Test-WuClusterNode' {
+    # Issue 13, item 15: the Failover Clustering feature installs ClusSvc on hosts that are no node.
+    It 'tells a cluster node from a host that only has the feature installed' {
+        Mock Test-Path -ParameterFilter { $LiteralPath -eq 'HKLM:\Cluster' } { $false }
+        Test-WuClusterNode -Services @{} | Should -BeFalse
+        Test-WuClusterNode -Services @{ clussvc = [pscustomobject]@{ StartMode = 'Disabled' } } | Should -BeFalse
+        Test-WuClusterNode -Services @{ clussvc = [pscustomobject]@{ StartMode = 'Auto' } } | Should -BeTrue
+    }
+
+    It 'counts a node whose Cluster Service is disabled but whose cluster hive is loaded' {
+        Mock Test-Path -ParameterFilter { $LiteralPath -eq 'HKLM:\Cluster' } { $true }
+        Test-WuClusterNode -Services @{ clussvc = [pscustomobject]@{ StartMode = 'Disabled' } } | Should -BeTrue
+    }
+}

@@ -30,6 +30,7 @@ CATEGORIES = MappingProxyType(
         "busy": "another operation was running or the service was stopping: retry",
         "not-applicable": "the update does not apply to this host",
         "environment": "host resources or firmware: fix outside Windows Update",
+        "prerequisite": "an update this one needs is missing (a servicing stack update): install it first",
         "unknown": "not in wuremote's table",
     }
 )
@@ -123,6 +124,8 @@ KNOWN: tuple[HResult, ...] = (
        "needs-source", "dism"),
     _h(0x800F081E, "CBS_E_NOT_APPLICABLE", "the package does not apply to this host",
        "none: wrong OS, architecture or superseded update", "not-applicable"),
+    _h(0x800F0823, "CBS_E_NEW_SERVICING_STACK_REQUIRED", "the package needs a newer servicing stack",
+       "install the latest servicing stack update (SSU) for this build, then the KB again", "prerequisite"),
     # --- network, proxy, WSUS: not a repair step ---
     _h(0x8024402C, "WU_E_PT_WINHTTP_NAME_NOT_RESOLVED", "the proxy or update server name cannot be resolved", _NET_FIX, "network"),
     _h(0x80244022, "WU_E_PT_HTTP_STATUS_SERVICE_UNAVAIL", "the update server answered HTTP 503 (WSUS application pool stopped?)",

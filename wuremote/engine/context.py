@@ -21,6 +21,7 @@ class HostContext(Protocol):
     run_id: str
     options: RunOptions
     wants_streams: bool  # a view shows each line a step writes (-v): only then are StepStream events made
+    controller: str  # this controller instance, as the host lock names it (store.lock.controller_identity)
 
     def emit(self, event: Event) -> None:
         """Journal the event (before the walk acts on it) and tell the subscribers."""

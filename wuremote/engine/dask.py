@@ -87,6 +87,7 @@ class DaskExecutor(Executor):
             self._waiting[host.name] = done
         unit = {
             "run_id": self.runner.run_id,
+            "controller": self.runner.controller,
             "options": self.runner.options,
             "host": host_snapshot(host),
             "progress": self.runner.resume.get(host.name),
@@ -156,6 +157,7 @@ class WorkerContext:
 
         self.client = get_client()
         self.run_id: str = unit["run_id"]
+        self.controller: str = unit["controller"]
         self.options: RunOptions = unit["options"]
         self.queue = Queue(unit["queue"], client=self.client)
         self.cancel_var = Variable(unit["cancel"], client=self.client)

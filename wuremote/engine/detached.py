@@ -25,6 +25,13 @@ if TYPE_CHECKING:
 
 FINISHED, INTERRUPTED, MISSING = "finished", "interrupted", "missing"  # the task states the poll reports
 _FIRST_POLL = 0.25  # seconds: short steps end quickly; long ones are polled less, up to RunOptions.poll_interval
+# Polls in a row that may find status.json missing or unreadable before the step is given up on.
+# After detached-start succeeded the file exists, but Windows can leave a gap: ReplaceFile
+# without a backup file that fails with ERROR_UNABLE_TO_MOVE_REPLACEMENT (1176) leaves "the
+# replaced file no longer exists" until the writer's next attempt (Microsoft, ReplaceFileW,
+# learn.microsoft.com/windows/win32/api/winbase/nf-winbase-replacefilew), and a scanner holding the
+# file without sharing makes the poll's read fail.  DISM runs on meanwhile: read again, bounded.
+STATUS_UNREADABLE_POLLS = 12
 
 
 class _RestartedUnder(Exception):
@@ -91,6 +98,7 @@ class DetachedStep:
         last_percent: tuple[int, str] = (-1, "")
         interval = min(_FIRST_POLL, options.poll_interval)
         silence = Silence(self.runner, self.script.meta.name)
+        unreadable = 0
         while True:
             if self.runner.ctx.cancelled:
                 raise Cancelled()
@@ -111,6 +119,10 @@ class DetachedStep:
                 self.runner.connected.reset()  # re-attach on a fresh connection; the task runs on
                 continue
             silence.answered()
+            if poll.exit_code != ExitCode.OK or not poll.facts.get("state"):
+                unreadable = self._status_unreadable(poll, unreadable)
+                continue
+            unreadable = 0
             last = poll
             facts = poll.facts
             text = facts.get("transcript")
@@ -131,10 +143,25 @@ class DetachedStep:
                 last_percent = (percent, said)
                 self.runner.emit(ev.StepProgress(self.runner.ctx.run_id, self.runner.name, self.script.meta.name,
                                                  percent=percent, message=said))
-            if poll.exit_code == ExitCode.NOT_APPLICABLE:
-                return MISSING, poll
             if state in (FINISHED, INTERRUPTED):
                 return state, last
+
+    def _status_unreadable(self, poll: StepResult, polls_before: int) -> int:
+        """A poll that found no status.json or could not read it: "try again", up to STATUS_UNREADABLE_POLLS.
+
+        Never a failed step while the task may still run: past the bound the host fails with the
+        task left as it is (nothing stopped, nothing removed) and `wuremote resume` re-attaches.
+        """
+        polls = polls_before + 1
+        what = "no status.json" if poll.exit_code == ExitCode.NOT_APPLICABLE else f"status.json unreadable (exit {poll.exit_code})"
+        if polls == 1:
+            self.runner.message("warning", f"{self.label}: {what}; reading it again")
+        if polls >= STATUS_UNREADABLE_POLLS:
+            detail = "; ".join(poll.messages or poll.errors)[:200]
+            raise HostFailed(Outcome.FAILED, f"{self.label}: {what} at {polls} polls in a row ({detail}); the task "
+                             f"wuremote-{self.run_id}-{self.script.meta.name} is left on the host as it is, nothing "
+                             "was stopped; `wuremote resume` re-attaches")
+        return polls
 
     def _clean_up(self) -> None:
         try:

@@ -26,7 +26,7 @@ from ..contract import Outcome, RunExit, run_exit_code
 from ..inventory import HostConfig, host_snapshot
 from ..output.report import write_report
 from ..store.journal import Journal, JournalError
-from ..store.lock import ControllerLock
+from ..store.lock import ControllerLock, controller_identity
 from ..store.rundir import RunDir
 from .options import RunOptions
 from .progress import HostProgress, progress_of
@@ -71,6 +71,7 @@ class Runner:
         self.journal = Journal(Path(self.options.state_dir))
         self.run_id = run_id or self.journal.new_run_id()
         self.run_dir = RunDir(Path(self.options.state_dir), self.run_id)
+        self.controller = controller_identity(Path(self.options.state_dir))
         self.subscribers = list(subscribers)
         # a view that shows each line a step writes (-v) says so; only then are StepStream events made
         self.wants_streams = any(getattr(s, "wants_streams", False) for s in self.subscribers)

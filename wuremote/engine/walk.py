@@ -8,6 +8,7 @@ start/poll/cleanup is detached.py; a restart is reboot.py; owed restores are led
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 from .. import events as ev
@@ -28,12 +29,17 @@ from .findings import (
     verify_cause,
 )
 from .ledger import Ledger
+from .options import RunOptions
 from .plan import GATES, LADDER, HostPlan, PlannedStep, install_params, install_rung, is_done, plan_host, rung_params
 from .progress import HostProgress
 from .reboot import RebootError, read_boot, reboot, reboot_refusal, wait_until_back
 from .steps import StepRunner, iso_now
 
 RUNGS = frozenset(LADDER) | frozenset(GATES)  # what "repaired by" can name
+# The host lock's lease outlives the longest a host may be worked on (--host-timeout) by this
+# margin, so a live controller never loses it; it is renewed as each rung begins besides.
+LEASE_MARGIN_MINUTES = 30
+LEASE_MAX_MINUTES = 10080  # lock.ps1's ExpiresMinutes range
 ROLE_FACTS = {"domain_controller": "domain-controller", "cluster_node": "cluster-node", "hyperv_host": "hyperv-host"}
 
 
@@ -59,6 +65,7 @@ class HostWalk:
         self.reboots = progress.reboots if progress else 0
         self.roles: set[str] = set()
         self.facts: dict[str, Any] = {}  # the last diagnose's
+        self.rungs_begun = 0  # rungs started in this walk: each after the first renews the host lock first
 
     def emit(self, event: ev.Event) -> None:
         self.ctx.emit(event)
@@ -150,12 +157,18 @@ class HostWalk:
                                     message="back (restart begun before resume)"))
 
     def _lock(self, action: str) -> bool:
-        result = self.steps.step("lock", {"Action": action}, reason=f"{action} the per-host lock")
+        """Take, renew or release the host lock, which names this run and this controller instance."""
+        params = {"Action": action, "Controller": self.ctx.controller, "ExpiresMinutes": lease_minutes(self.options)}
+        result = self.steps.step("lock", params, reason=f"{action} the per-host lock")
         if action == "take" and result.exit_code == ExitCode.REFUSED:
             # Not a failure of this host: it was never worked on (so no logs are collected either).
             raise HostFailed(Outcome.SKIPPED, _held_lock(result.facts.get("holder"), self.name))
+        if action == "renew" and result.exit_code == ExitCode.REFUSED:
+            raise HostFailed(Outcome.FAILED, "the host lock was taken by another controller while this run worked "
+                             f"the host; stopped ({'; '.join(result.messages)[:200]})")
         if result.exit_code != ExitCode.OK:
-            raise HostFailed(Outcome.FAILED, f"lock {action} failed (exit {result.exit_code})")
+            said = "; ".join(result.messages or result.errors)[:600]
+            raise HostFailed(Outcome.FAILED, f"lock {action} failed (exit {result.exit_code})" + (f": {said}" if said else ""))
         return True
 
     def _planned(self, plan: HostPlan) -> None:
@@ -335,6 +348,9 @@ class HostWalk:
 
     # --- steps --------------------------------------------------------------------------
     def rung(self, planned: PlannedStep) -> StepResult:
+        if self.rungs_begun:  # the lease runs on while the host is worked on; the take renewed it for the first
+            self._lock("renew")
+        self.rungs_begun += 1
         if planned.rung == "restart":
             self.reboot_host(planned.reason, rung=planned.rung)
             self._ran("restart")
@@ -449,10 +465,22 @@ def _installed_text(installed: list[str]) -> str:
     return f"installed {len(installed)} update(s): {', '.join(installed)}"
 
 
+def lease_minutes(options: RunOptions) -> int:
+    """The host lock's lease: longer than --host-timeout (LEASE_MARGIN_MINUTES), within lock.ps1's range."""
+    return max(1, min(LEASE_MAX_MINUTES, math.ceil(options.host_timeout / 60) + LEASE_MARGIN_MINUTES))
+
+
 def _held_lock(holder: object, host: str) -> str:
-    """Who holds a host's lock, since when, and how to clear it if that run is gone."""
+    """Who holds a host's lock (run and controller), since when, and how to clear it if that run is gone."""
     found = holder if isinstance(holder, dict) else {}
     run_id, taken, expires = (str(found.get(key) or "?")[:64] for key in ("run_id", "taken_utc", "expires_utc"))
-    return (f"run {run_id} holds the host lock since {taken}; if that run is still going, let it finish. "
-            f"If it is gone, the lock expires at {expires}, or clear it now by deleting "
+    controller = str(found.get("controller") or "")[:128]
+    by = f" from controller {controller}" if controller else ""
+    if found.get("lease_minutes") is not None:
+        ends = (f"its lease ends {found.get('lease_minutes')} min after its last renewal "
+                f"({str(found.get('renewed_utc') or '?')[:40]}, about {expires} by the host's clock)")
+    else:
+        ends = f"the lock expires at {expires}"
+    return (f"run {run_id}{by} holds the host lock since {taken}; if that run is still going, let it finish. "
+            f"If it is gone, {ends}, or clear it now by deleting "
             f"%ProgramData%\\wuremote\\lock.json on {host}")

@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +128,25 @@ def windows_utc(moment: dt.datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond:06d}0Z"
 
 
+STATE_ROOT = "C:\\ProgramData\\wuremote"  # Get-WuStateRoot
+TRUSTED_OWNERS = ("S-1-5-18", "S-1-5-32-544", "S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464")
+
+
+@dataclass
+class StateItem:
+    """An item in or under the state folder as its security descriptor has it.
+
+    %ProgramData% lets any user create folders, so one may be there before wuremote (a user's
+    `failsafe\\` keeps that user as owner, and "an object's owner implicitly has WRITE_DAC
+    access": Microsoft, "Owner of a New Object"), or be a junction (FileAttributes.ReparsePoint)
+    that Windows PowerShell's Remove-Item -Recurse follows (PowerShell/PowerShell#621).
+    """
+
+    owner: str = "S-1-5-32-544"  # the owner's SID
+    writers: tuple[str, ...] = ()  # SIDs an allow rule grants write, delete or permission rights (inherit-only too)
+    reparse: bool = False  # a junction or symbolic link
+
+
 @dataclass
 class PushedFile:
     """A file written chunk by chunk: its length, a SHA-256 carried along as the bytes arrive, and the
@@ -171,6 +191,12 @@ class HostState:
     ubr: int = 2700
     architecture: str = "AMD64"  # %PROCESSOR_ARCHITECTURE%: AMD64 | ARM64 | x86
     domain_role: str = "member-server"  # member-server | domain-controller | cluster-node | hyperv-host | workgroup
+    # MSCluster_Resource rows of the node's cluster ({"name", "type", "service_name"}: a Generic
+    # Service resource names the service the cluster runs in its ServiceName private property;
+    # Microsoft, "Generic Service Private Properties").  Meaningful on a cluster-node only, whose
+    # cluster hive (HKLM\\Cluster) is loaded (Microsoft, "Cluster Database").
+    cluster_resources: list[dict[str, str]] = field(default_factory=list)
+    cluster_wmi_readable: bool = True  # root/MSCluster answers (a broken provider throws)
     is_admin: bool = True
     policy_readable: bool = True  # RSoP data can be read
     services: dict[str, Service] = field(default_factory=dict)
@@ -238,12 +264,27 @@ class HostState:
     # The newest successful installation in the agent's history (IUpdateSearcher::QueryHistory).
     last_install_success: dt.datetime | None = field(
         default_factory=lambda: dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=38))
+    # The manual KB needs a newer servicing stack than the host has: DISM /Add-Package fails with
+    # 0x800F0823 CBS_E_NEW_SERVICING_STACK_REQUIRED until the SSU is installed.
+    servicing_stack_too_old: bool = False
     troubleshooter_available: bool = True
     scheduled_tasks: dict[str, dict[str, object]] = field(default_factory=dict)
     # %ProgramData%\wuremote\failsafe\<kind>.json by kind (av, clean-boot), and lock.json.
     failsafe: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: dict[str, object] | None = None
+    # Items of STATE_ROOT (and the root itself) that are not plainly wuremote's: lower-cased path ->
+    # StateItem.  Absent: made by wuremote inside its protected root (owner Administrators, the
+    # root's inherited rules only).  Protect-WuStateRoot resets the root's own entry.
+    state_items: dict[str, StateItem] = field(default_factory=dict)
     reboot_never_returns: bool = False
+    # Reads of a running detached step's status.json that find it gone or held: the next N polls
+    # find no file (ReplaceFile without a backup that fails with ERROR_UNABLE_TO_MOVE_REPLACEMENT,
+    # 1176, leaves "the replaced file no longer exists" until the writer tries again; Microsoft,
+    # ReplaceFileW, learn.microsoft.com/windows/win32/api/winbase/nf-winbase-replacefilew), then
+    # the N after them find it held by a scanner without sharing, so the read throws IOException
+    # 0x80070020 ERROR_SHARING_VIOLATION (Microsoft, CreateFileW: "the sharing mode ... conflicts").
+    status_json_gaps: int = 0
+    status_json_held: int = 0
     # PowerShell policy: an execution policy set by Group Policy (MachinePolicy) outranks the
     # command line's -ExecutionPolicy Bypass (Process scope), so under AllSigned an unsigned
     # `-File x.ps1` does not run, while a command (-EncodedCommand) is no script file and is not
@@ -253,8 +294,25 @@ class HostState:
     execution_policy_gpo: str | None = None  # e.g. "AllSigned"; None: not set by policy
     language_mode: str = "FullLanguage"  # FullLanguage | ConstrainedLanguage
     boot_seconds: float = 45.0  # modelled time a restart takes
+    # HKLM keys created with REG_OPTION_VOLATILE (path -> value): "not preserved when the
+    # corresponding registry hive is unloaded", for HKLM at shutdown (Microsoft, RegistryOptions.
+    # Volatile; RegCreateKeyExW).  Cleared by Host.boot.
+    volatile_registry: dict[str, str] = field(default_factory=dict)
+    # Time that passed on the host beyond the lab's real time, as its performance counter sees
+    # it (Host.tick_ms): a test moves it to age a lease without stepping the clock.
+    uptime_extra_seconds: float = 0.0
     reboots: int = 0
     scripts_run: list[str] = field(default_factory=list, repr=False, compare=False)  # scripts received, in order
+
+    @property
+    def cluster_node(self) -> bool:
+        """Test-WuClusterNode: ClusSvc present and either not Disabled or the cluster hive loaded.
+
+        Installing Failover Clustering adds ClusSvc (Disabled) without making the host a node; a
+        "cluster-node" host is a member, its ClusSvc running (listed in services or not).
+        """
+        clussvc = self.services.get("clussvc")
+        return self.domain_role == "cluster-node" or (clussvc is not None and clussvc.start_mode != "Disabled")
 
     def task_action_runs(self, action: str) -> bool:
         """Whether a SYSTEM task's PowerShell action gets to run our script to its end.
@@ -319,6 +377,17 @@ class Host:
         self._shutdown_started = False  # past its /t delay: no longer abortable (1115, not 1190)
         self._task_actions: dict[str, Callable[[], object]] = {}
         self._task_timers: dict[str, asyncio.Task[None]] = {}
+        up_for = (state.clock - state.last_boot).total_seconds()
+        self._booted = time.monotonic() - max(0.0, up_for)  # the performance counter's zero
+
+    def tick_ms(self) -> int:
+        """Milliseconds since this boot by the performance counter (Stopwatch.GetTimestamp).
+
+        QueryPerformanceCounter is "monotonically nondecreasing", its frequency "fixed at system
+        boot" (Microsoft, KeQueryPerformanceCounter; "Acquiring high-resolution time stamps"): a
+        step of the clock (clock_skew_seconds, as sync-time makes it) does not move it.
+        """
+        return int((time.monotonic() - self._booted + self.state.uptime_extra_seconds) * 1000)
 
     @property
     def name(self) -> str:
@@ -397,6 +466,8 @@ class Host:
         self.generation += 1
         state.reboots += 1
         state.last_boot = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=state.clock_skew_seconds)
+        self._booted, state.uptime_extra_seconds = time.monotonic(), 0.0
+        state.volatile_registry.clear()
         state.pending_reboot.clear()
         if state.agent_rewrites_file_renames:
             state.pending_reboot.add("pending-file-rename")

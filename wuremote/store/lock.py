@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import socket
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ except ImportError:  # pragma: no cover - a Windows controller: no lock (documen
     fcntl = None  # type: ignore[assignment]
 
 LOCK_FILE = "controller.lock"
+CONTROLLER_ID_FILE = "controller-id"  # in the state dir: this controller's random half of its identity
 
 
 class RunLockedError(RuntimeError):
@@ -66,3 +69,31 @@ def _holder(text: str) -> str:
         return f"pid {int(info['pid'])} on {str(info['host'])[:100]}, since {str(info['since'])[:40]}"
     except (ValueError, KeyError, TypeError):
         return "its lock file names no holder"
+
+
+def controller_identity(state_dir: Path) -> str:
+    """This controller instance as the host lock names it: ``<random id of the state dir>@<machine>``.
+
+    A resume from the same state dir on the same machine is the same controller and reclaims its
+    host locks; the same run resumed from a copy of the state dir on another machine is another
+    controller, and is told who holds the host.  The id is created once (two processes starting
+    together agree on one) and holds only [0-9a-f]; the machine name is cut to the characters
+    lock.ps1 accepts.
+    """
+    path = Path(state_dir) / CONTROLLER_ID_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        # Written whole beside it, then linked into place: the link fails if another process won,
+        # and no reader ever sees the file empty.
+        token = secrets.token_hex(6)
+        staged = path.with_name(f"{CONTROLLER_ID_FILE}.{token}.tmp")
+        staged.write_text(token, encoding="ascii")
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            pass
+        finally:
+            staged.unlink(missing_ok=True)
+    token = re.sub(r"[^0-9a-f]", "", path.read_text(encoding="ascii", errors="replace"))[:32] or "0"
+    machine = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:80].strip(".-") or "controller"
+    return f"{token}@{machine}"

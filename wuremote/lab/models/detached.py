@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...contract.scripts import ScriptHeaderError, parse_header, prelude_text, sha256_text, split_payload
-from ..engine import Run, Stop
+from ..engine import ErrorInfo, Run, Stop
 from ..host import Host, HostState, parse_windows_utc, windows_utc
-from .helpers import NAME_PATTERN, param, require_elevated, switch
+from .helpers import NAME_PATTERN, StateRootUnsafe, param, protect_state_root, require_elevated, switch, thrown
 from .long_steps import SYSTEM_USER, int_param, run_folder, text_param
 from .registry import MODELS, PRELUDE_SHA256, Known, StepContext, _lab_error, model
 
@@ -243,6 +243,10 @@ async def detached_start(ctx: StepContext) -> None:
     require_elevated(ctx)
     if not NAME_PATTERN.match(run_id):
         ctx.finish("failed", 1, messages=[RUN_ID_MESSAGE])
+    try:
+        protect_state_root(ctx.host)
+    except StateRootUnsafe as exc:
+        raise thrown(str(exc)) from None
     host, state = ctx.host, ctx.host.state
     folder = run_folder(run_id, step)
     name = task_name(run_id, step)
@@ -321,6 +325,15 @@ async def detached_poll(ctx: StepContext) -> None:
     folder = run_folder(run_id, step)
     facts: dict[str, Any] = {"run_id": run_id, "step": step}
     current = detached_state(ctx.host, run_id, step)
+    if current is not None and state.status_json_gaps > 0:  # ReplaceFile left a gap (HostState.status_json_gaps)
+        state.status_json_gaps -= 1
+        current = None
+    elif current is not None and state.status_json_held > 0:  # Read-WuSharedText gives up on a held file
+        state.status_json_held -= 1
+        raise Stop(1, ErrorInfo(
+            "Exception calling \".ctor\" with \"4\" argument(s): \"The process cannot access the file "
+            "because it is being used by another process.\"", category="NotSpecified",
+            fqid="IOException", exception_type="System.IO.IOException", command="New-Object"))
     if current is None:
         ctx.finish("not-applicable", 2, facts=facts, messages=[f"no detached step {step} for run {run_id} on this host"])
     status = current.status

@@ -21,7 +21,7 @@ FAILURE_DAYS = 30
 PRODUCT_STATE_ON, PRODUCT_STATE_OFF = 397568, 393472
 
 
-@model("diagnose", sha256="8af9221835225d4b82433379ea927b90ccfa681545435029207c55384e1933ff")
+@model("diagnose", sha256="6154b4dee8fe1ecbde2b7ff3b575927d619780566004de8d0493302e7c23ac6f")
 async def diagnose(ctx: StepContext) -> None:
     state = ctx.host.state
     ctx.verbose("reading services, clock, disk, servicing, update source, antivirus")
@@ -31,7 +31,7 @@ async def diagnose(ctx: StepContext) -> None:
         "roles": {
             "domain_member": state.domain_role != "workgroup",
             "domain_controller": state.domain_role == "domain-controller",
-            "cluster_node": state.domain_role == "cluster-node",
+            "cluster_node": state.cluster_node,
             "hyperv_host": state.domain_role == "hyperv-host",
         },
         "services": _services(state),

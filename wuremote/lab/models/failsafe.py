@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..host import Host, HostState, windows_utc
-from .helpers import param, require_elevated, strings, switch
+from .helpers import StateRootUnsafe, param, protect_state_root, require_elevated, strings, switch
 from .registry import StepContext, model
 
 TASK_PATH = "\\wuremote\\"
@@ -48,6 +48,10 @@ def register_failsafe(host: Host, kind: str, deadline: dt.datetime) -> str:
     """Register-WuFailSafe: a SYSTEM task at the deadline and at start-up, running the kind's restore
     through the -EncodedCommand loader; then its probe run, which must answer in FullLanguage."""
     name = task_name(kind)
+    try:
+        protect_state_root(host)
+    except StateRootUnsafe as exc:
+        raise FailSafeCannotRun(str(exc)) from None
     host.state.scheduled_tasks[name] = {"path": TASK_PATH, "state": "Ready", "deadline_utc": windows_utc(deadline),
                                         "at_startup": True, "kind": "failsafe", "action": "encoded-command"}
     if not host.state.task_action_runs("encoded-command"):
@@ -135,7 +139,7 @@ def _deadline(ctx: StepContext, default_minutes: int) -> dt.datetime:
     return ctx.host.state.clock + dt.timedelta(minutes=int(param(ctx, "FailSafeMinutes", default_minutes)))
 
 
-@model("av-pause", sha256="1d8c8b169639db0e7477e8e0e847e144302bf7fc8c5d64719a45eb0ac29fe0c1")
+@model("av-pause", sha256="de10bac52f4e0aadf85af6d36ee6d454a79228958591bdc5566ed24a2f22f245")
 async def av_pause(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
@@ -150,9 +154,9 @@ async def av_pause(ctx: StepContext) -> None:
     await ctx.host.sleep(1.0)
 
     existing = state.failsafe.get("av")
-    if existing is not None:
+    if existing is not None:  # Complete-WuFailSafeExtended
         facts["already_paused"] = True
-        facts["state"] = dict(existing)
+        facts["state"] = existing
         existing["deadline_utc"] = windows_utc(deadline)
         try:
             register_failsafe(ctx.host, "av", deadline)
@@ -239,7 +243,7 @@ def _protected_reason(name: str, company: str, role: str, excluded: set[str]) ->
     return f"protected vendor ({vendor})" if vendor else None
 
 
-@model("clean-boot", sha256="abbf4bc849766b04e1cf95645f2e264d1e1a3c0a89738ccf1eacaa428f3403d7")
+@model("clean-boot", sha256="e0005bfccf258873a449ec2088930f6a5eedc14ece9338757146e625a52364cc")
 async def clean_boot(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
@@ -248,16 +252,25 @@ async def clean_boot(ctx: StepContext) -> None:
     facts: dict[str, Any] = {"list_only": list_only}
     await ctx.host.sleep(3.0)
     existing = state.failsafe.get("clean-boot")
-    if existing is not None and not list_only:
+    if existing is not None and not list_only:  # Complete-WuFailSafeExtended
+        facts["state"] = existing
         existing["deadline_utc"] = windows_utc(deadline)
         try:
             register_failsafe(ctx.host, "clean-boot", deadline)
         except FailSafeCannotRun as exc:
             facts["restored"] = restore_start_types(state, "fail-safe cannot run")
             ctx.finish("failed", 1, facts=facts, messages=[f"{exc}; start types put back"])
-        facts["state"] = dict(existing)
         ctx.finish("ok", 0, facts=facts, messages=["clean boot already active (recorded by wuremote); fail-safe deadline extended"])
 
+    managed: set[str] = set()
+    if state.cluster_node:  # Get-ClusterManagedService: the node's Generic Service resources, by WMI
+        if not state.cluster_wmi_readable:
+            ctx.finish("failed", 1, facts=facts, messages=[
+                "this host is a cluster node and the services its cluster manages could not be read (Generic failure ); "
+                "clean boot refused, nothing was changed"])
+        managed = {r["service_name"].lower() for r in state.cluster_resources
+                   if r.get("type") == "Generic Service" and r.get("service_name")}
+    facts["cluster_managed"] = sorted(managed)
     excluded = {name.lower() for name in strings(ctx, "ExcludeServices")}
     candidates: list[dict[str, Any]] = []
     kept: list[dict[str, Any]] = []
@@ -268,6 +281,8 @@ async def clean_boot(ctx: StepContext) -> None:
         entry: dict[str, Any] = {"name": service.name, "display_name": service.display_name, "publisher": service.company,
                                  "original_start_type": service.start_mode, "original_state": service.status}
         reason = _protected_reason(name, service.company, service.role, excluded)
+        if reason is None and name in managed:
+            reason = "cluster-managed service (a Generic Service resource of this node's cluster)"
         if reason is None and service.launch_protected:
             reason = "launch-protected service (LaunchProtected 3)"
         if reason:

@@ -231,6 +231,14 @@ async def sfc(ctx: StepContext) -> None:
 
 # --- install-kb ------------------------------------------------------------------------------
 INSTALL_SECONDS = 8 * 60
+# Below this build (2012 R2 9600, 2016 14393) install-kb expands a single .msu and gives DISM its
+# .cab, as ansible.windows' win_hotfix does for every .msu (Expand-MSU, Get-HotfixMetadataFromFile).
+MSU_BY_DISM_BUILD = 17763
+
+
+def _nt_version(build: int) -> str:
+    """The OS version in a package's file name (Windows8.1-KB..., Windows10.0-KB...)."""
+    return "8.1" if build < 10240 else "10.0"
 
 
 def _msu_files(state: HostState, path: str) -> list[str]:
@@ -252,7 +260,7 @@ def _package_identity(state: HostState, key: str) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest(), data[:8]
 
 
-@model("install-kb", sha256="9e776f87bf9b17419d5f3faceea5668fc360cc03d97794243543ceca39cda6d0")
+@model("install-kb", sha256="c6490de431715fddd19c42c1978331f27cd84d047964ab18c2858b0198a59040")
 async def install_kb(ctx: StepContext) -> None:
     kb_id = text_param(ctx, "KbId", r"^KB\d{6,8}$", mandatory=True)
     msu_path = text_param(ctx, "MsuPath")
@@ -310,6 +318,11 @@ async def install_kb(ctx: StepContext) -> None:
     facts["packages"] = checked
 
     target = package_path if len(files) > 1 else named[0]
+    if len(files) == 1 and state.build < MSU_BY_DISM_BUILD:  # expand.exe -F:*, then DISM on the .cab it holds
+        cab = f"{step_folder}\\expanded\\windows{_nt_version(state.build)}-{kb.lower()}-x64.cab"
+        facts["expanded_cab"] = cab
+        target = cab.lower()
+        state.files[target] = CABINET_MAGIC + kb.encode("ascii")
     lines = DISM_BANNER + [f"Image Version: 10.0.{state.build}.{state.ubr}", "", "Processing 1 of 1 - Adding package "
                            f"Package_for_RollupFix~31bf3856ad364e35~amd64~~{state.build}.4405.1.13"]
     damaged = state.component_store != "healthy"
@@ -322,6 +335,10 @@ async def install_kb(ctx: StepContext) -> None:
         code = 0x80073712
         tail = ["", "Error: 0x80073712", "", "The component store has been corrupted.", "",
                 "The DISM log file can be found at C:\\Windows\\Logs\\DISM\\dism.log"]
+    elif state.servicing_stack_too_old:
+        code = 0x800F0823
+        tail = ["", "Error: 0x800f0823", "", "The package requires a newer version of the servicing stack.", "",
+                "The DISM log file can be found at C:\\Windows\\Logs\\DISM\\dism.log"]
     else:
         code = 3010
         tail = ["The operation completed successfully.", "Restart Windows to complete this operation."]
@@ -332,7 +349,11 @@ async def install_kb(ctx: StepContext) -> None:
     facts.update({"exit_code": signed_hresult(code), "hresult": hex_hresult(code), "output_tail": _tail(lines + tail)})
     if damaged:
         failed("the component store is damaged (0x80073712): run dism, then install again", 6)
-    change = {"kind": "kb-installed", "kb": kb_id, "package": _display_path(package_path, target)}
+    if state.servicing_stack_too_old:
+        failed(f"{kb_id} needs a newer servicing stack (0x800F0823): install the latest servicing stack update (SSU) "
+               f"for this build, then {kb_id} again", 6)
+    shown = facts.get("expanded_cab") or _display_path(package_path, target)
+    change = {"kind": "kb-installed", "kb": kb_id, "package": shown}
     ctx.finish("reboot-required", 3010, facts=facts, changes=[change],
                messages=[f"{kb_id} installed; a reboot completes it"], reboot_required=True)
 

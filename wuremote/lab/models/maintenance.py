@@ -33,7 +33,7 @@ def remove_folder(state: HostState, key: str) -> int:
     return freed
 
 
-@model("cleanup", sha256="459aeb4afa35fb43ce7476e5bdaaa22b4dad3ebdae39a0ff93578018cddb298d")
+@model("cleanup", sha256="4bb35f9095200a51cdd237226cb71946ee12f6adf4c6fb59ef056cb4c27ffd89")
 async def cleanup(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state

@@ -19,7 +19,7 @@ from ..engine import ErrorInfo, Run, Stop
 from ..host import Host
 
 # Recorded hashes of the shipped texts the lab knows.  Update them together with the model.
-PRELUDE_SHA256 = "89a34d74042abdc66e776e92d123c7b9febb37d1218688b22f6d73ce0e8feff2"
+PRELUDE_SHA256 = "184421b9865735afbadbaefb89594853865aa3ce54523e05f8cd2e105774d349"
 # Windows PowerShell 5.1's ConvertFrom-Json (which the WinRS bootstrap runs on the parameter line) uses
 # JavaScriptSerializer with its default MaxJsonLength of 2,097,152 characters and refuses longer text
 # (microsoft/azure-pipelines-tasks#952; microsoft/sql-server-samples#348 shows the error record).
