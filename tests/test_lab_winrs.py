@@ -12,6 +12,7 @@ from conftest import edit_one_byte, held_clock, in_reboot, port_open, wait_for, 
 
 from wuremote.contract import scripts
 from wuremote.lab.lab import Endpoint, Lab
+from wuremote.transport.winrm import stdin_for
 
 NS = {
     "s": "http://www.w3.org/2003/05/soap-envelope",
@@ -328,8 +329,7 @@ def _run_bootstrap(endpoint: Endpoint, payload: str, params: dict) -> tuple[byte
     shell_id = protocol.open_shell(codepage=65001)
     try:
         command_id = protocol.run_command(shell_id, _bootstrap_command())
-        head = base64.b64encode(json.dumps(params).encode("utf-8"))
-        protocol.send_command_input(shell_id, command_id, head + b"\n" + payload.encode("utf-8"), end=True)
+        protocol.send_command_input(shell_id, command_id, stdin_for(payload, params, staged=False), end=True)
         result = protocol.get_command_output(shell_id, command_id)
         protocol.cleanup_command(shell_id, command_id)
         return result
@@ -338,7 +338,7 @@ def _run_bootstrap(endpoint: Endpoint, payload: str, params: dict) -> tuple[byte
 
 
 def test_boot_info_over_winrs_prints_marked_result(lab: Lab, endpoint: Endpoint) -> None:
-    payload = scripts.get_script("boot-info").payload()
+    payload = scripts.get_script("boot-info").session_payload()
     marker = "WUREMOTE-RESULT-" + uuid.uuid4().hex
     stdout, stderr, code = _run_bootstrap(endpoint, payload, {"RunId": "r1", "ResultMarker": marker})
     assert code == 0, stderr
@@ -350,7 +350,7 @@ def test_boot_info_over_winrs_prints_marked_result(lab: Lab, endpoint: Endpoint)
 
 
 def test_edited_boot_info_over_winrs_is_refused(endpoint: Endpoint) -> None:
-    payload = scripts.get_script("boot-info").payload()
+    payload = scripts.get_script("boot-info").session_payload()
     edited = edit_one_byte(payload)
     stdout, stderr, code = _run_bootstrap(endpoint, edited, {"RunId": "r2", "ResultMarker": "M"})
     assert code != 0

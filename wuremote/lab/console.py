@@ -115,7 +115,7 @@ async def run_powershell_text(
     child = Run()
     known = None
     if read_stdin is not None and models.is_bootstrap(text):
-        known = models.recognize_winrs(await read_stdin())
+        known = models.recognize_winrs(await read_stdin(), host)
     if known is not None:
         work = asyncio.ensure_future(known.run(host, user, child))
     else:

@@ -78,6 +78,7 @@ class Pipe:
     outbox: deque[bytes] = field(default_factory=deque)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     finished: bool = False
+    preludes: set[str] = field(default_factory=set)  # the pool's, shared: its one runspace's globals
 
 
 @dataclass
@@ -87,6 +88,9 @@ class Pool:
     core: psrpcore.ServerRunspacePool
     pipes: dict[uuid.UUID, Pipe] = field(default_factory=dict)
     commands_run: int = 0  # over the pool's life: Windows counts closed pipelines too (pypsrp#148)
+    # Prelude hashes whose script block the pool's runspace holds ($global:WuremotePrelude_<sha256>):
+    # one runspace per pool (pypsrp opens min = max = 1), whose globals outlive each pipeline.
+    preludes: set[str] = field(default_factory=set)
     outbox: deque[bytes] = field(default_factory=deque)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -215,7 +219,7 @@ class PSRPService:
         # test_client_execute_ps.yml), so psrpcore gets the messages' own id and both name the pipe.
         core_id = _message_pipeline_id(arguments[0]) if arguments else None
         core_id = core_id or pipe_id
-        pipe = Pipe(pipe_id, psrpcore.ServerPipeline(pool.core, core_id), user, core_id=core_id)
+        pipe = Pipe(pipe_id, psrpcore.ServerPipeline(pool.core, core_id), user, core_id=core_id, preludes=pool.preludes)
         pool.pipes[pipe_id] = pipe
         pool.pipes[core_id] = pipe
         for data in arguments:

@@ -34,6 +34,7 @@ class PipelineCommand:
 
 class InputSource(Protocol):
     inputs: list[Any]
+    preludes: set[str]  # the pool's runspace: prelude hashes defined in it (models.PreludeDefinition)
 
     @property
     def input_done(self) -> Any: ...
@@ -81,7 +82,7 @@ async def _run_statement(host: Host, user: str, run: Run, statement: list[Pipeli
     first = statement[0]
     sinks = [c.text.lower() for c in statement[1:]]
     if first.is_script:
-        known = models.recognize_psrp(first.text, _named(first))
+        known = models.recognize_psrp(first.text, _named(first), source.preludes)
         if known is not None:
             child = _Forwarding(run)
             await known.run(host, user, child)

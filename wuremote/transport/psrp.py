@@ -4,6 +4,10 @@ Why each choice:
 - the pool is reused so a step costs a Command, a few Receives and a Signal, not a logon;
   each pipeline is closed (Signal terminate) so the endpoint's per-shell command limit is
   never reached;
+- the prelude is defined once per pool: the pool's first step pipeline begins with a statement
+  (ps_scripts/_psrp_prelude.ps1) that keeps it as a script block in the pool's one runspace,
+  and every step's body dot-sources that block (``StepScript.session_payload``), so a step
+  sends its body alone; a new pool (reconnect, recycle) gets the definition again;
 - parameters go through add_parameter: values travel as serialized data, never as code;
 - the exit code comes from SetShouldExit on our PSHost (``exit N`` in a remote script calls
   it; ``exit 0`` does not), so the host's record is reset before every step;
@@ -40,7 +44,7 @@ from pypsrp.host import PSHost
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import NAMESPACES, SelectorSet, WSMan, WSManAction
 
-from ..contract.scripts import StepScript
+from ..contract.scripts import StepScript, prelude_sha256, prelude_text, psrp_prelude_text
 from .common import Collector, TransportSettings, contract_problem, to_json_text
 from .connection import Connection
 from .session import REAUTH_RETRY, Faults, Session, Unreadable
@@ -167,12 +171,13 @@ class _Pipeline:
     every poll (pypsrp's own lists emptied as we go), result objects kept aside."""
 
     def __init__(self, pool: RunspacePool, pshost: PSHost, collector: Collector,
-                 build: Callable[[PowerShell], Any]) -> None:
+                 build: Callable[[PowerShell], Any], on_ran: Callable[[], None] | None = None) -> None:
         self.ps = PowerShell(pool)
         build(self.ps)
         self.pshost = pshost
         self.collector = collector
         self.results: list[dict[str, Any]] = []
+        self.on_ran = on_ran  # told once the pipeline ended with a result or Completed
 
     @property
     def done(self) -> bool:
@@ -188,6 +193,8 @@ class _Pipeline:
 
     def finish(self) -> int:
         self._drain()
+        if self.on_ran is not None and (self.results or self.ps.state == PSInvocationState.COMPLETED):
+            self.on_ran()
         if self.pshost.rc is not None:
             return int(self.pshost.rc)
         return 0 if self.ps.state == PSInvocationState.COMPLETED else 1
@@ -251,17 +258,28 @@ class PSRPTransport(Session[WSMan, RunspacePool]):
     def __init__(self, connection: Connection, settings: TransportSettings | None = None) -> None:
         super().__init__(connection, settings)
         self._pshost = PSHost(None, None, False, "wuremote", None, None, "1.0")
+        self._prelude_pool: RunspacePool | None = None  # the pool whose runspace holds the prelude
 
     # --- a step or a command: one pipeline ------------------------------------------------------
     def _step(self, pool: RunspacePool, script: StepScript, params: dict[str, Any],
               collector: Collector) -> _Pipeline:
+        define = self._prelude_pool is not pool
+
         def build(ps: PowerShell) -> None:
-            ps.add_script(script.payload())
+            if define:  # its own statement, in a local scope: only the global it sets outlives it
+                ps.add_script(psrp_prelude_text(), use_local_scope=True)
+                ps.add_parameter("Text", prelude_text())
+                ps.add_parameter("Sha256", prelude_sha256())
+                ps.add_statement()
+            ps.add_script(script.session_payload())
             for name, value in params.items():
                 if name != "ResultMarker":  # over PSRP the result is an object, not a marked line
                     ps.add_parameter(name, value)
 
-        return _Pipeline(pool, self._pshost, collector, build)
+        def defined() -> None:
+            self._prelude_pool = pool
+
+        return _Pipeline(pool, self._pshost, collector, build, defined if define else None)
 
     def _command(self, pool: RunspacePool, command: str, collector: Collector) -> _Pipeline:
         return _Pipeline(pool, self._pshost, collector, lambda ps: ps.add_script(command))

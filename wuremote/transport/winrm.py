@@ -4,8 +4,12 @@ Why each choice:
 - ``powershell -Command -`` runs stdin line by line and ignores $ErrorActionPreference, and a
   script on the command line is capped at 8191 characters; so the constant bootstrap
   (ps_scripts/_winrs_bootstrap.ps1) goes as -EncodedCommand, and stdin carries line 1 = the
-  parameters (base64 of UTF-8 JSON) and then the payload, run as one script block with the
-  parameters bound: values never become code;
+  parameters (base64 of UTF-8 JSON), line 2 = the prelude, then the step's body, run as one
+  script block with the parameters bound: values never become code;
+- the prelude travels once per host, not with every step: the first step stages it under the
+  state folder (``stage <sha256> <base64>``), later ones name it (``staged <sha256>``) and the
+  bootstrap uses the staged copy only when its sha256 matches; when it does not (deleted,
+  changed), nothing of the step ran and the step is sent again with the prelude;
 - the result is the stdout line that starts with a fresh random marker (``ResultMarker``),
   so nothing else the script prints can pass for it; the exit code is the CommandState's;
 - output is read with pywinrm's raw receive loop, one long poll at a time, so the deadline
@@ -38,8 +42,9 @@ from winrm.exceptions import (
 )
 from winrm.protocol import Protocol
 
-from ..contract.scripts import StepScript, scripts_dir
-from .base import TransportError
+from ..contract import StepResult
+from ..contract.scripts import PRELUDE_NOT_STAGED_EXIT, StepScript, prelude_sha256, prelude_text, scripts_dir
+from .base import StreamCallback, TransportError
 from .common import Collector, TransportSettings, contract_problem, one_line
 from .session import REAUTH_RETRY, Faults, Session, Unreadable
 
@@ -141,10 +146,19 @@ def bootstrap_arguments() -> tuple[str, ...]:
     return ("-NoProfile", "-NonInteractive", "-EncodedCommand", base64.b64encode(text.encode("utf-16-le")).decode("ascii"))
 
 
-def stdin_for(payload: str, params: dict[str, Any]) -> bytes:
-    """What the bootstrap reads: base64 of the parameters' UTF-8 JSON, a newline, the payload."""
+def stdin_for(payload: str, params: dict[str, Any], *, staged: bool) -> bytes:
+    """What the bootstrap reads: base64 of the parameters' UTF-8 JSON, the prelude line (the staged
+    copy's sha256, or the prelude itself to stage), then the payload, each after a newline."""
     head = base64.b64encode(json.dumps(params, ensure_ascii=False).encode("utf-8"))
-    return head + b"\n" + payload.encode("utf-8")
+    return head + b"\n" + prelude_line(staged) + b"\n" + payload.encode("utf-8")
+
+
+@lru_cache(maxsize=2)
+def prelude_line(staged: bool) -> bytes:
+    """``staged <sha256>``, or ``stage <sha256> <base64 of the prelude's UTF-8 text>``."""
+    if staged:
+        return f"staged {prelude_sha256()}".encode("ascii")
+    return f"stage {prelude_sha256()} ".encode("ascii") + base64.b64encode(prelude_text().encode("utf-8"))
 
 
 class _Lines:
@@ -323,10 +337,29 @@ class WinRSTransport(Session[Protocol, _Shell]):
     commands_per_session = 12
     output_stream = "stdout"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The prelude is staged on the host (under %ProgramData%\wuremote, kept across shells and
+        # restarts) once a step that carried it finished; until then every step carries it.
+        self._staged = False
+
+    def run_step(self, script: StepScript, params: dict[str, Any], *, timeout: float,
+                 on_stream: StreamCallback | None = None) -> StepResult:
+        """A step; sent again with the prelude, once, when the host's staged copy failed its check
+        (nothing of the step ran: the bootstrap stops before it)."""
+        staged = self._staged
+        result = super().run_step(script, params, timeout=timeout, on_stream=on_stream)
+        if staged and result.exit_code == PRELUDE_NOT_STAGED_EXIT and result.result is None:
+            self._staged = False
+            result = super().run_step(script, params, timeout=timeout, on_stream=on_stream)
+        if result.result is not None:
+            self._staged = True  # the step ran, so the bootstrap had the prelude; a stage left a copy
+        return result
+
     # --- a step or a command ----------------------------------------------------------------
     def _step(self, shell: _Shell, script: StepScript, params: dict[str, Any], collector: Collector) -> _Command:
         marker = "WUREMOTE-RESULT-" + secrets.token_hex(12)
-        stdin = stdin_for(script.payload(), {**params, "ResultMarker": marker})
+        stdin = stdin_for(script.session_payload(), {**params, "ResultMarker": marker}, staged=self._staged)
         return _Command(shell, self.settings, collector, "powershell.exe", bootstrap_arguments(), stdin, marker)
 
     def _command(self, shell: _Shell, command: str, collector: Collector) -> _Command:
