@@ -47,7 +47,7 @@ from pypsrp.wsman import NAMESPACES, SelectorSet, WSMan, WSManAction
 from ..contract.scripts import StepScript, prelude_sha256, prelude_text, psrp_prelude_text
 from .common import Collector, TransportSettings, contract_problem, to_json_text
 from .connection import Connection
-from .session import REAUTH_RETRY, Faults, Session, Unreadable
+from .session import REAUTH_RETRY, Faults, Session, Unreadable, tune_session
 
 WMI_ERROR_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/MSFT_WmiError"
 PSRP_RESOURCE_URI = "http://schemas.microsoft.com/powershell/Microsoft.PowerShell"
@@ -88,10 +88,18 @@ class _WSMan(WSMan):
       again, once (REAUTH_RETRY): a 400 is answered before the service reads the request.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, tune: Callable[[Any], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         transport = self.transport
         send = transport.send
+        build = transport._build_session
+
+        def built() -> Any:
+            session = build()
+            tune(session)  # session.tune_session: no environment lookups, one TLS context per CA file
+            return session
+
+        transport._build_session = built  # type: ignore[method-assign]
 
         def sent(message: bytes, *, retries_on_read_timeout: int = 0, timeout: Any = None) -> bytes:
             if isinstance(timeout, (int, float)):  # pypsrp's OperationTimeout + 2: keep the configured margin
@@ -311,6 +319,7 @@ class PSRPTransport(Session[WSMan, RunspacePool]):
             read_timeout=settings.read_timeout,
             connection_timeout=settings.connect_timeout,  # requests takes a float
             reconnection_retries=0,
+            tune=lambda session: tune_session(session, host),
             **extra,
         )
 

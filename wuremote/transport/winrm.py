@@ -46,7 +46,7 @@ from ..contract import StepResult
 from ..contract.scripts import PRELUDE_NOT_STAGED_EXIT, StepScript, prelude_sha256, prelude_text, scripts_dir
 from .base import StreamCallback, TransportError
 from .common import Collector, TransportSettings, contract_problem, one_line
-from .session import REAUTH_RETRY, Faults, Session, Unreadable
+from .session import REAUTH_RETRY, Faults, Session, Unreadable, tune_session
 
 BOOTSTRAP_FILE = "_winrs_bootstrap.ps1"
 CODEPAGE_UTF8 = 65001
@@ -391,6 +391,17 @@ class WinRSTransport(Session[Protocol, _Shell]):
             raise TransportError("config", f"{self.host}: the WinRS client refused the settings: {one_line(exc)}") from None
         # pywinrm hands this straight to requests, which takes (connect, read): a dead address fails fast.
         protocol.transport.read_timeout_sec = (settings.connect_timeout, settings.read_timeout)  # type: ignore[assignment]
+        transport = protocol.transport
+        build = transport.build_session
+
+        def built() -> Any:  # pywinrm calls it before every request: the session is tuned when it is new
+            fresh = transport.session is None
+            session = build()
+            if fresh:
+                tune_session(session, host)  # no environment lookups, one TLS context per CA file
+            return session
+
+        transport.build_session = built  # type: ignore[method-assign]
         return protocol
 
     def _release(self, client: Protocol) -> None:
