@@ -10,6 +10,11 @@ Why each choice:
   state folder (``stage <sha256> <base64>``), later ones name it (``staged <sha256>``) and the
   bootstrap uses the staged copy only when its sha256 matches; when it does not (deleted,
   changed), nothing of the step ran and the step is sent again with the prelude;
+- the bootstrap reads stdin through a UTF-8 reader and sets [Console]::OutputEncoding to UTF-8
+  itself: [Console]::In and Out otherwise follow the console's code page (Microsoft,
+  "Console.InputEncoding", "Console.OutputEncoding"; about_PowerShell_exe for -Command -), which
+  is the shell's WINRS_CODEPAGE only where the host honours it (GitLab Runner forced the same for
+  the same reason: gitlab-runner!3707, !3728); an accent in a path or a localised caption survives;
 - the result is the stdout line that starts with a fresh random marker (``ResultMarker``),
   so nothing else the script prints can pass for it; the exit code is the CommandState's;
 - output is read with pywinrm's raw receive loop, one long poll at a time, so the deadline

@@ -75,7 +75,10 @@ class StepContext:
         }
         marker = str(self.params.get("ResultMarker") or "")
         if marker:
-            self.run.emit("stdout", f"{marker} {json.dumps(result, separators=(',', ':'))}\r\n")
+            # ConvertTo-Json writes non-ASCII characters as they are (Windows PowerShell 5.1's
+            # JavaScriptSerializer escapes only control characters, quotes and <>&'), so a result with
+            # an accent reaches stdout as that character, in the console's output encoding.
+            self.run.emit("stdout", f"{marker} {json.dumps(result, separators=(',', ':'), ensure_ascii=False)}\r\n")
         else:
             self.run.emit("output", result)
         raise Stop(exit_code)
