@@ -115,3 +115,25 @@ def test_a_ca_file_is_loaded_once_for_every_host_and_connection(clab: Lab, kind:
             client.close()
     assert [str(path) for path in loads if path is not None] == [ca_file]  # two hosts, four sessions: one load
     assert checks == []  # no per-request look at the file
+
+
+def test_a_short_psrp_step_costs_three_requests_every_time(clab: Lab) -> None:
+    """Command, one Receive, Signal: Windows answers a short pipeline's output, its state and Done in one
+    Receive (pypsrp's test_client_execute_ps.yml), so a warm short step never needs a second one."""
+    endpoint = clab.endpoints[0]
+    client = transport(endpoint, "psrp")
+    costs = []
+    try:
+        boot_info(client)  # opens the pool and defines the prelude
+        for index in range(20):
+            before = clab.requests_served(endpoint.name)
+            if index % 2:
+                boot_info(client)
+            else:
+                action = "take" if index % 4 == 0 else "release"
+                result = client.run_step(get_script("lock"), {"RunId": "costs", "Action": action}, timeout=10)
+                assert result.result is not None, result.errors
+            costs.append(clab.requests_served(endpoint.name) - before)
+    finally:
+        client.close()
+    assert set(costs) == {3}, costs

@@ -231,7 +231,11 @@ class PSRPService:
     def _start(self, pool: Pool, pipe: Pipe) -> None:
         if pipe.core.metadata is not None and pipe.core.metadata.no_input:
             pipe.input_done.set()
-        pipe.core.start()
+        # Running, without a PIPELINE_STATE message: Windows sends a pipeline's state once, when it ends,
+        # in the Receive that carries its last output and CommandState Done (pypsrp's recordings:
+        # test_client_execute_ps.yml, test_psrp_long_running_cmdlet.yml, test_psrp_multiple_commands.yml);
+        # psrpcore's start() would announce Running, which made a short step cost a second Receive.
+        pipe.core._change_state(PSInvocationState.Running, emit=False)  # psrpcore has no public quiet start
         self._flush(pool)
         pipe.task = asyncio.get_running_loop().create_task(self._execute(pool, pipe))
 
