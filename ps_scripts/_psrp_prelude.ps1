@@ -11,9 +11,14 @@ param(
     [Parameter(Mandatory = $true)][ValidatePattern('^[0-9a-f]{64}$')][string]$Sha256
 )
 $ErrorActionPreference = 'Stop'  # this statement runs in a local scope (use_local_scope): nothing leaks
-$sha = [System.Security.Cryptography.SHA256]::Create()
-$actual = -join ($sha.ComputeHash([System.Text.Encoding]::UTF8.GetBytes($Text)) | ForEach-Object -Process { $_.ToString('x2') })
-if ($actual -ne $Sha256) {
-    throw ('wuremote: the prelude arrived with sha256 {0}, not {1}' -f $actual, $Sha256)
+# Under Constrained Language (WDAC/AppLocker) only core types' methods may be called (Microsoft,
+# about_Language_Modes), so the hash is checked in FullLanguage only; a ScriptBlock is a core type,
+# and the step that loads the prelude then refuses cleanly in Start-WuTranscript, as when inlined.
+if ([string]$ExecutionContext.SessionState.LanguageMode -eq 'FullLanguage') {
+    $sha = [System.Security.Cryptography.SHA256]::Create()
+    $actual = -join ($sha.ComputeHash([System.Text.Encoding]::UTF8.GetBytes($Text)) | ForEach-Object -Process { $_.ToString('x2') })
+    if ($actual -ne $Sha256) {
+        throw ('wuremote: the prelude arrived with sha256 {0}, not {1}' -f $actual, $Sha256)
+    }
 }
 Set-Variable -Name ('WuremotePrelude_' + $Sha256) -Scope Global -Value ([System.Management.Automation.ScriptBlock]::Create($Text))

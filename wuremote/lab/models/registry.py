@@ -29,7 +29,7 @@ from ..host import Host
 # Recorded hashes of the shipped texts the lab knows.  Update them together with the model.
 PRELUDE_SHA256 = "aadedc320e5e8f749dacafe6f5bb23e07a7ed54a1843b9ef5b75c7b80b65fe8d"
 BOOTSTRAP_SHA256 = "f564751b387fe29ec8b4dc2c41824ec4c73a671fe10f5f4805e3d119888d5e97"
-PSRP_PRELUDE_SHA256 = "26b998400744fda8c637934b2b6ef37028e8da7c9bc5a856ea76a437e3f59245"
+PSRP_PRELUDE_SHA256 = "f44678a58528008d069ed5caca5b77f8c7a176050091945f7bd73aba5dd234a9"
 # Where the WinRS bootstrap stages the prelude (%ProgramData%\wuremote\prelude\<sha256>.ps1), lower-cased
 # as the lab's file table keys paths.
 STAGED_PRELUDE = "c:\\programdata\\wuremote\\prelude\\{0}.ps1"
