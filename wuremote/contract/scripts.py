@@ -47,6 +47,7 @@ PRELUDE_FILE = "_prelude.ps1"
 PRELUDE_REF = "# wuremote-prelude-ref"  # followed by the prelude's sha256; the next line dot-sources it
 PRELUDE_VARIABLE = "WuremotePrelude_"  # + sha256: the global variable holding the prelude's script block
 PSRP_PRELUDE_FILE = "_psrp_prelude.ps1"  # defines that variable in a runspace pool's runspace
+PSRP_CHAIN_FILE = "_psrp_chain.ps1"  # runs several steps one after another in one PSRP pipeline
 # The WinRS bootstrap's exit code when the prelude copy staged on the host is missing or does not
 # match its sha256: nothing of the step ran, and the controller sends it again with the prelude.
 # One place for the number: _winrs_bootstrap.ps1 writes the same literal.
@@ -216,6 +217,11 @@ def prelude_sha256() -> str:
 @lru_cache(maxsize=1)
 def psrp_prelude_text() -> str:
     return _read(PSRP_PRELUDE_FILE)
+
+
+@lru_cache(maxsize=1)
+def psrp_chain_text() -> str:
+    return _read(PSRP_CHAIN_FILE)
 
 
 @lru_cache(maxsize=1)

@@ -14,6 +14,7 @@ import datetime as dt
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .. import events as ev
@@ -39,6 +40,17 @@ _PROGRESS = re.compile(r"\s*(\d{1,3})%\s*(.*)")
 _AFTER_CANCEL = frozenset(RESTORES.values()) | {"lock", "boot-info", "restart"}
 
 
+@dataclass(frozen=True)
+class FollowUp:
+    """A read-only step sent in the same pipeline as the one before it (PSRP's chain), run only when that
+    one exits 0 and asks for no restart: a rung and the diagnose after it cost one request sequence.
+    Its events, transcript and journal records are those of a step of its own, written once it ran."""
+
+    name: str
+    params: dict[str, Any]
+    reason: str
+
+
 class StepRunner:
     """One host's connection and step runs, on one worker thread."""
 
@@ -55,6 +67,7 @@ class StepRunner:
         self.deadline = time.monotonic() + self.options.host_timeout
         self._session: str | None = None
         self._orphans_closed = False
+        self.followed: StepResult | None = None  # the FollowUp's result, when the last step's chain ran it
 
     # --- the connection -----------------------------------------------------------------
     def open(self) -> Transport:
@@ -88,9 +101,15 @@ class StepRunner:
         return sum(self.attempts.values())
 
     # --- one step -----------------------------------------------------------------------
-    def step(self, name: str, params: dict[str, Any], *, reason: str, label: str | None = None) -> StepResult:
-        """Run one script (detached when its header says so), with its events and transcript."""
+    def step(self, name: str, params: dict[str, Any], *, reason: str, label: str | None = None,
+             then: FollowUp | None = None) -> StepResult:
+        """Run one script (detached when its header says so), with its events and transcript.
+
+        ``then``: a read-only step to send in the same pipeline where the transport can chain (PSRP);
+        its result is left in ``followed`` (None when it did not run: the caller runs it on its own)."""
         self._check_time(name)
+        self.followed = None
+        followed: StepResult | None = None
         script = get_script(name)
         label = label or name
         params = {**params, "RunId": self.ctx.run_id}  # the run id is wuremote's, never an option's
@@ -126,6 +145,8 @@ class StepRunner:
                         again = label in self.reattach or tries.retry_state.attempt_number > 1
                         result = DetachedStep(self, script, params, label).run(reattach=again)
                         self.reattach.discard(label)
+                    elif then is not None and hasattr(self.connected, "run_chain"):
+                        result, followed = self._run_chain(script, params, label, then)
                     else:
                         result = self.run_script(script, params, label)
         except TransportError as exc:
@@ -144,7 +165,24 @@ class StepRunner:
                            error_kind="internal")
             raise
         self._finished(label, attempt, result)
+        if followed is not None and then is not None:
+            follow_attempt = self._start(then.name, get_script(then.name), then.reason)
+            self._finished(then.name, follow_attempt, followed)
+            self.followed = followed
         return result
+
+    def _run_chain(self, script: StepScript, params: dict[str, Any], label: str,
+                   then: FollowUp) -> tuple[StepResult, StepResult | None]:
+        """The step and its follow-up in one pipeline; the follow-up's result when the chain reached it."""
+        follow = get_script(then.name)
+        timeout = max(5.0, min((script.meta.timeout + follow.meta.timeout) * self.options.time_scale, self.time_left))
+        calls = [(script, params), (follow, {**then.params, "RunId": self.ctx.run_id})]
+        try:
+            results = self.connected.run_chain(calls, timeout=timeout,  # type: ignore[attr-defined]
+                                               on_stream=self._on_stream(label))
+        finally:
+            self._note_session()
+        return results[0], results[1] if len(results) > 1 else None
 
     @property
     def time_left(self) -> float:

@@ -21,7 +21,7 @@ from .ledger import Ledger
 from .plan import GATES, LADDER, HostPlan, PlannedStep, is_done, plan_host, rung_params
 from .progress import HostProgress
 from .reboot import RebootError, read_boot, reboot, reboot_refusal, wait_until_back
-from .steps import StepRunner, iso_now
+from .steps import FollowUp, StepRunner, iso_now
 
 RUNGS = frozenset(LADDER) | frozenset(GATES)  # what "repaired by" can name
 ROLE_FACTS = {"domain_controller": "domain-controller", "cluster_node": "cluster-node", "hyperv_host": "hyperv-host"}
@@ -186,14 +186,14 @@ class HostWalk:
                 continue  # only what the findings demand; the rest is the operator's
             if self._done_before(rung, verify_ok=verify_ok):
                 continue
-            result = self.rung(rung)
+            result = self.rung(rung, diagnose_after=True)
             if result.exit_code == ExitCode.NEEDS_REPAIR_FIRST:
                 stop_reason = needs_source_cause(rung, result)
                 break
             if result.exit_code == ExitCode.REFUSED:
                 stop_reason = f"{rung.script} refused: host busy ({'; '.join(result.messages)[:200]})"
                 break
-            self.diagnose(f"after {rung.rung}")
+            self.diagnose(f"after {rung.rung}", chained=self.steps.followed)
             verify = self.verify(f"after {rung.rung}", plan)
             if verify.exit_code == ExitCode.UNREACHABLE_UPDATE_SERVER:
                 return Outcome.NEEDS_OPERATOR, network_cause(verify, plan)
@@ -236,21 +236,26 @@ class HostWalk:
         self.ran_order.append(rung)
 
     # --- steps --------------------------------------------------------------------------
-    def rung(self, planned: PlannedStep) -> StepResult:
+    def rung(self, planned: PlannedStep, *, diagnose_after: bool = False) -> StepResult:
+        """One rung; with ``diagnose_after``, the diagnose that follows it travels in the same pipeline
+        where the transport can chain (left in ``steps.followed``; it runs only after exit 0 and no restart)."""
+        self.steps.followed = None
         if planned.rung == "restart":
             self.reboot_host(planned.reason, rung=planned.rung)
             self._ran("restart")
             return StepResult(self.name, "restart", ExitCode.OK, {"status": "ok", "facts": {}, "messages": []})
         params = rung_params(planned.rung, self.policy)
-        result = self.steps.step(planned.script, params, reason=planned.reason, label=planned.rung)
+        then = FollowUp("diagnose", {"ControllerUtc": iso_now()}, f"after {planned.rung}") if diagnose_after else None
+        result = self.steps.step(planned.script, params, reason=planned.reason, label=planned.rung, then=then)
         if result.ok:
             self._ran(planned.rung)
         if result.reboot_required:
             self.reboot_host(f"{planned.rung} asked for a restart")
         return result
 
-    def diagnose(self, reason: str) -> StepResult:
-        result = self.steps.step("diagnose", {"ControllerUtc": iso_now()}, reason=reason)
+    def diagnose(self, reason: str, *, chained: StepResult | None = None) -> StepResult:
+        """Diagnose, or the one already run in the same pipeline as the step before it (``chained``)."""
+        result = chained if chained is not None else self.steps.step("diagnose", {"ControllerUtc": iso_now()}, reason=reason)
         if result.exit_code != ExitCode.OK or not result.facts:
             raise HostFailed(Outcome.FAILED, f"diagnose failed (exit {result.exit_code}): "
                              + "; ".join(result.messages or result.errors)[:300])

@@ -41,11 +41,14 @@ from pypsrp.exceptions import (
     WSManFaultError,
 )
 from pypsrp.host import PSHost
+from pypsrp.messages import MessageType
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import NAMESPACES, SelectorSet, WSMan, WSManAction
 
-from ..contract.scripts import StepScript, prelude_sha256, prelude_text, psrp_prelude_text
-from .common import Collector, TransportSettings, contract_problem, to_json_text
+from ..contract import StepResult
+from ..contract.scripts import StepScript, prelude_sha256, prelude_text, psrp_chain_text, psrp_prelude_text
+from .base import OPERATION_TIMEOUT_FAULT, StreamCallback
+from .common import Collector, Deadline, TransportSettings, contract_problem, to_json_text
 from .connection import Connection
 from .session import REAUTH_RETRY, Faults, Session, Unreadable, tune_session
 
@@ -252,6 +255,104 @@ class _Pipeline:
             kept.clear()
 
 
+# The record streams pypsrp keeps a list of each, by the message that brings a record.
+_STREAMS = {MessageType.ERROR_RECORD: "error", MessageType.DEBUG_RECORD: "debug", MessageType.VERBOSE_RECORD: "verbose",
+            MessageType.WARNING_RECORD: "warning", MessageType.PROGRESS_RECORD: "progress",
+            MessageType.INFORMATION_RECORD: "information"}
+
+
+class _OrderedPowerShell(PowerShell):
+    """pypsrp's PowerShell, also keeping the order in which the records of all streams arrived (pypsrp keeps
+    one list per stream): a chain's records belong to the step whose result object has not come yet."""
+
+    def __init__(self, pool: RunspacePool) -> None:
+        super().__init__(pool)
+        self.ordered: list[tuple[str, Any]] = []
+
+    def poll_invoke(self, timeout: int | None = None) -> None:
+        """pypsrp's poll_invoke (the OperationTimeout fault is an empty answer), noting every record in order."""
+        seen = {name: len(getattr(self.streams, name)) for name in _STREAMS.values()}
+        try:
+            responses = self.runspace_pool._receive(self.id, timeout=timeout)
+        except WSManFaultError as err:
+            if err.code != OPERATION_TIMEOUT_FAULT:
+                raise
+            responses = []
+        for message_type, value in responses:
+            if message_type == MessageType.PIPELINE_OUTPUT:
+                self.output.append(value.data.data)
+                self.ordered.append(("output", value.data.data))
+            elif message_type in _STREAMS:
+                name = _STREAMS[message_type]
+                kept = getattr(self.streams, name)
+                if seen[name] < len(kept):
+                    self.ordered.append((name, kept[seen[name]]))
+                    seen[name] += 1
+        for name, count in seen.items():  # the pipeline's own end can bring an error record
+            self.ordered.extend((name, record) for record in getattr(self.streams, name)[count:])
+
+
+class _ChainPipeline(_Pipeline):
+    """Several steps in one pipeline (_psrp_chain.ps1): each record goes to the transcript of the step
+    running when it came, the one whose result object has not come yet."""
+
+    def __init__(self, pool: RunspacePool, pshost: PSHost, collectors: list[Collector],
+                 build: Callable[[PowerShell], Any], on_ran: Callable[[], None] | None = None) -> None:
+        self.ps = _OrderedPowerShell(pool)
+        build(self.ps)
+        self.pshost = pshost
+        self.collectors = collectors
+        self.collector = collectors[0]
+        self.results = []
+        self.by_step: dict[int, list[dict[str, Any]]] = {}
+        self.index = 0
+        self.on_ran = on_ran
+
+    def _drain(self) -> None:
+        ps = self.ps
+        assert isinstance(ps, _OrderedPowerShell)
+        for stream, record in ps.ordered:
+            collector = self.collectors[self.index]
+            if stream == "output":
+                value = to_plain(record)
+                collector.add("output", value if isinstance(value, str) else to_json_text(value))
+                if _is_result(value):
+                    self.results.append(value)
+                    self.by_step.setdefault(self.index, []).append(value)
+                    self.index = min(self.index + 1, len(self.collectors) - 1)
+            elif stream == "error":
+                collector.error(str(record))
+            elif stream == "information":
+                collector.add("information", str(to_plain(record.message_data)))
+            elif stream == "progress":
+                collector.add("progress", progress_text(record))
+            else:
+                collector.add(stream, str(record.message))
+        ps.ordered.clear()
+        ps.output.clear()
+        for name in _STREAMS.values():
+            getattr(ps.streams, name).clear()
+
+    def step_results(self, exit_code: int) -> list[StepResult]:
+        """A StepResult for each step that ran, in order; a step the chain did not reach has none."""
+        done: list[StepResult] = []
+        for index, collector in enumerate(self.collectors):
+            found = self.by_step.get(index)
+            result = found[-1] if found else None
+            problem = contract_problem(result) if result is not None else "it emitted no result object"
+            if result is None or problem is not None:
+                collector.errors.append(f"{collector.host}: step {collector.step} broke the script contract: {problem}")
+                done.append(collector.result(exit_code or 1, None))
+                break
+            if found is not None and len(found) > 1:
+                collector.errors.append(f"{collector.host}: step {collector.step} emitted {len(found)} result objects; "
+                                        "the last one is used")
+            done.append(collector.result(int(result["exit_code"]), result))
+            if result["exit_code"] != 0 or result["reboot_required"]:
+                break  # the chain runs the next step only after a success that asks for no restart
+        return done
+
+
 class PSRPTransport(Session[WSMan, RunspacePool]):
     """One host over PSRP: a RunspacePool reused across steps, one closed pipeline per step or command."""
 
@@ -274,11 +375,8 @@ class PSRPTransport(Session[WSMan, RunspacePool]):
         define = self._prelude_pool is not pool
 
         def build(ps: PowerShell) -> None:
-            if define:  # its own statement, in a local scope: only the global it sets outlives it
-                ps.add_script(psrp_prelude_text(), use_local_scope=True)
-                ps.add_parameter("Text", prelude_text())
-                ps.add_parameter("Sha256", prelude_sha256())
-                ps.add_statement()
+            if define:
+                self._define_prelude(ps)
             ps.add_script(script.session_payload())
             for name, value in params.items():
                 if name != "ResultMarker":  # over PSRP the result is an object, not a marked line
@@ -288,6 +386,44 @@ class PSRPTransport(Session[WSMan, RunspacePool]):
             self._prelude_pool = pool
 
         return _Pipeline(pool, self._pshost, collector, build, defined if define else None)
+
+    def run_chain(self, calls: list[tuple[StepScript, dict[str, Any]]], *, timeout: float,
+                  on_stream: StreamCallback | None = None) -> list[StepResult]:
+        """Steps one after another in one pipeline (_psrp_chain.ps1), each with its own result and transcript;
+        the next runs only after the one before exited 0 and asked for no restart.  Returns a result for
+        each step that ran: fewer than asked when the chain stopped early."""
+        deadline = Deadline(timeout)
+        collectors = [Collector(self.host, script.meta.name, self.settings.output_cap, on_stream) for script, _ in calls]
+        names = ", ".join(script.meta.name for script, _ in calls)
+        exit_code, operation = self._run(lambda pool: self._chain(pool, calls, collectors), deadline,
+                                         f"running steps {names}")
+        assert isinstance(operation, _ChainPipeline)
+        return operation.step_results(exit_code)
+
+    def _chain(self, pool: RunspacePool, calls: list[tuple[StepScript, dict[str, Any]]],
+               collectors: list[Collector]) -> _ChainPipeline:
+        define = self._prelude_pool is not pool
+
+        def build(ps: PowerShell) -> None:
+            if define:
+                self._define_prelude(ps)
+            ps.add_script(psrp_chain_text(), use_local_scope=True)
+            ps.add_parameter("Steps", [script.session_payload() for script, _ in calls])
+            ps.add_parameter("Parameters", [{name: value for name, value in params.items() if name != "ResultMarker"}
+                                            for _, params in calls])
+
+        def defined() -> None:
+            self._prelude_pool = pool
+
+        return _ChainPipeline(pool, self._pshost, collectors, build, defined if define else None)
+
+    @staticmethod
+    def _define_prelude(ps: PowerShell) -> None:
+        """The prelude's definition, a statement of its own in a local scope: only the global it sets outlives it."""
+        ps.add_script(psrp_prelude_text(), use_local_scope=True)
+        ps.add_parameter("Text", prelude_text())
+        ps.add_parameter("Sha256", prelude_sha256())
+        ps.add_statement()
 
     def _command(self, pool: RunspacePool, command: str, collector: Collector) -> _Pipeline:
         return _Pipeline(pool, self._pshost, collector, lambda ps: ps.add_script(command))

@@ -27,8 +27,9 @@ from ..engine import ErrorInfo, Run, Stop
 from ..host import Host
 
 # Recorded hashes of the shipped texts the lab knows.  Update them together with the model.
-PRELUDE_SHA256 = "aadedc320e5e8f749dacafe6f5bb23e07a7ed54a1843b9ef5b75c7b80b65fe8d"
+PRELUDE_SHA256 = "d710e0e218f2649e99db83a7f24840cd2868e1bfbf4ed360d1e4a442cc4a29e6"
 BOOTSTRAP_SHA256 = "f564751b387fe29ec8b4dc2c41824ec4c73a671fe10f5f4805e3d119888d5e97"
+PSRP_CHAIN_SHA256 = "b30f974d70a5fa70e26cbf61c9b38415b14308e2e14095ac6adc059a5154254b"
 PSRP_PRELUDE_SHA256 = "f44678a58528008d069ed5caca5b77f8c7a176050091945f7bd73aba5dd234a9"
 # Where the WinRS bootstrap stages the prelude (%ProgramData%\wuremote\prelude\<sha256>.ps1), lower-cased
 # as the lab's file table keys paths.
@@ -198,11 +199,52 @@ class PreludeDefinition:
         return 0
 
 
-def recognize_psrp(script: str, params: dict[str, Any], preludes: set[str]) -> Known | PreludeDefinition | None:
-    """A wuremote step payload or the prelude's definition added with add_script, or None for any other
-    text.  ``preludes`` is the pool's runspace: the prelude hashes defined in it so far."""
-    if sha256_text(script) == PSRP_PRELUDE_SHA256:
+class _Chained(Run):
+    """A chained step's run: its records reach the chain's run at once; its result is kept aside."""
+
+    def __init__(self, parent: Run) -> None:
+        super().__init__()
+        self.parent = parent
+        self.result: dict[str, Any] | None = None
+
+    def emit(self, kind: str, value: Any) -> None:
+        if kind == "output" and isinstance(value, dict) and "wuremote_result" in value:
+            self.result = value
+        self.parent.emit(kind, value)
+
+
+@dataclass
+class Chain:
+    """_psrp_chain.ps1: each step in turn, in one pipeline; the next only after exit code 0 and no restart
+    asked (Complete-WuStep, chained, ends the step by leaving the chain's loop instead of `exit`)."""
+
+    params: dict[str, Any]
+    preludes: set[str]
+
+    async def run(self, host: Host, user: str, run: Run) -> int:
+        steps = list(self.params.get("Steps") or [])
+        bound = list(self.params.get("Parameters") or [])
+        for text, params in zip(steps, bound):
+            child = _Chained(run)
+            await Known(str(text), {str(k): v for k, v in dict(params).items()}, frozenset(self.preludes)).run(host, user, child)
+            if child.failure is not None:  # a terminating error ends the whole pipeline, as it would the chain
+                run.finish(1, child.failure)
+                return 1
+            last = child.result
+            if last is None or last.get("exit_code") != 0 or last.get("reboot_required"):
+                break
+        run.finish(0)
+        return 0
+
+
+def recognize_psrp(script: str, params: dict[str, Any], preludes: set[str]) -> Known | PreludeDefinition | Chain | None:
+    """A wuremote step payload, the prelude's definition or a chain of steps added with add_script, or None
+    for any other text.  ``preludes`` is the pool's runspace: the prelude hashes defined in it so far."""
+    digest = sha256_text(script)
+    if digest == PSRP_PRELUDE_SHA256:
         return PreludeDefinition(params, preludes)
+    if digest == PSRP_CHAIN_SHA256:
+        return Chain(params, preludes)
     if not script.startswith(HEADER_START):
         return None
     return Known(script, params, frozenset(preludes))
