@@ -89,3 +89,18 @@ def test_a_chain_keeps_each_steps_result_and_stops_after_a_step_that_did_not_suc
     # Another run holds the lock: lock exits 4 (refused) and boot-info after it never runs.
     assert [(r.step, r.exit_code) for r in held] == [("lock", 4)]
     assert held[0].facts.get("holder")
+
+
+def test_the_lock_the_boot_time_and_the_baseline_diagnose_travel_in_one_pipeline(tmp_path: Path) -> None:
+    with Lab(scenario="healthy", hosts=1, time_scale=0.002) as lab:
+        seen = Requests(lab)
+        summary = Runner(demo_hosts(lab), demo_options(tmp_path), subscribers=[seen]).run()
+    assert list(summary.outcomes.values()) == ["healthy"], summary.causes
+    steps = [(type(event).__name__, event.step, served) for event, served in seen.events]
+    assert [(kind, step) for kind, step, _ in steps[:4]] == [
+        ("StepStarted", "lock"), ("StepFinished", "lock"), ("StepStarted", "diagnose"), ("StepFinished", "diagnose")]
+    # Opening the pool (Create and its Receives), then one Command, its Receives and one Signal for all
+    # three; one by one it was 13 requests (6 + 3 + 4).
+    assert steps[3][2] - steps[0][2] <= 8, steps[:4]
+    baseline = seen.events[3][0]
+    assert baseline.status == "ok" and baseline.facts and baseline.transcript

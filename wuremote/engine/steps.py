@@ -49,6 +49,7 @@ class FollowUp:
     name: str
     params: dict[str, Any]
     reason: str
+    quiet: bool = False  # no events, transcript or journal records (boot-info, which has none on its own)
 
 
 class StepRunner:
@@ -67,7 +68,7 @@ class StepRunner:
         self.deadline = time.monotonic() + self.options.host_timeout
         self._session: str | None = None
         self._orphans_closed = False
-        self.followed: StepResult | None = None  # the FollowUp's result, when the last step's chain ran it
+        self.followed: dict[str, StepResult] = {}  # the FollowUps' results, by step, that the last step's chain ran
 
     # --- the connection -----------------------------------------------------------------
     def open(self) -> Transport:
@@ -102,14 +103,15 @@ class StepRunner:
 
     # --- one step -----------------------------------------------------------------------
     def step(self, name: str, params: dict[str, Any], *, reason: str, label: str | None = None,
-             then: FollowUp | None = None) -> StepResult:
+             then: tuple[FollowUp, ...] = ()) -> StepResult:
         """Run one script (detached when its header says so), with its events and transcript.
 
-        ``then``: a read-only step to send in the same pipeline where the transport can chain (PSRP);
-        its result is left in ``followed`` (None when it did not run: the caller runs it on its own)."""
+        ``then``: read-only steps to send in the same pipeline where the transport can chain (PSRP);
+        their results are left in ``followed`` (by step; one that did not run is missing: the caller
+        runs it on its own)."""
         self._check_time(name)
-        self.followed = None
-        followed: StepResult | None = None
+        self.followed = {}
+        followed: list[StepResult] = []
         script = get_script(name)
         label = label or name
         params = {**params, "RunId": self.ctx.run_id}  # the run id is wuremote's, never an option's
@@ -145,7 +147,7 @@ class StepRunner:
                         again = label in self.reattach or tries.retry_state.attempt_number > 1
                         result = DetachedStep(self, script, params, label).run(reattach=again)
                         self.reattach.discard(label)
-                    elif then is not None and hasattr(self.connected, "run_chain"):
+                    elif then and hasattr(self.connected, "run_chain"):
                         result, followed = self._run_chain(script, params, label, then)
                     else:
                         result = self.run_script(script, params, label)
@@ -165,24 +167,27 @@ class StepRunner:
                            error_kind="internal")
             raise
         self._finished(label, attempt, result)
-        if followed is not None and then is not None:
-            follow_attempt = self._start(then.name, get_script(then.name), then.reason)
-            self._finished(then.name, follow_attempt, followed)
-            self.followed = followed
+        for follow, done in zip(then, followed):
+            if not follow.quiet:
+                follow_attempt = self._start(follow.name, get_script(follow.name), follow.reason)
+                self._finished(follow.name, follow_attempt, done)
+            self.followed[follow.name] = done
         return result
 
     def _run_chain(self, script: StepScript, params: dict[str, Any], label: str,
-                   then: FollowUp) -> tuple[StepResult, StepResult | None]:
-        """The step and its follow-up in one pipeline; the follow-up's result when the chain reached it."""
-        follow = get_script(then.name)
-        timeout = max(5.0, min((script.meta.timeout + follow.meta.timeout) * self.options.time_scale, self.time_left))
-        calls = [(script, params), (follow, {**then.params, "RunId": self.ctx.run_id})]
+                   then: tuple[FollowUp, ...]) -> tuple[StepResult, list[StepResult]]:
+        """The step and its follow-ups in one pipeline; the follow-ups' results as far as the chain reached."""
+        follows = [get_script(follow.name) for follow in then]
+        budget = script.meta.timeout + sum(follow.meta.timeout for follow in follows)
+        timeout = max(5.0, min(budget * self.options.time_scale, self.time_left))
+        calls = [(script, params)] + [(follow_script, {**follow.params, "RunId": self.ctx.run_id})
+                                      for follow_script, follow in zip(follows, then)]
         try:
             results = self.connected.run_chain(calls, timeout=timeout,  # type: ignore[attr-defined]
                                                on_stream=self._on_stream(label))
         finally:
             self._note_session()
-        return results[0], results[1] if len(results) > 1 else None
+        return results[0], results[1:]
 
     @property
     def time_left(self) -> float:

@@ -66,9 +66,14 @@ class HostWalk:
                 outcome, cause = self._check()
             else:
                 self._settle_interrupted_reboot()
-                locked = self._lock("take")
+                # The boot time and the baseline diagnose travel with the lock where the transport can
+                # chain, unless restores are owed (on resume they run first).
+                start = () if self.ledger.owed else (FollowUp("boot-info", {}, "boot time", quiet=True),
+                                                     FollowUp("diagnose", {"ControllerUtc": iso_now()}, "baseline"))
+                locked = self._lock("take", then=start)
+                started = dict(self.steps.followed)
                 self._pay_owed_now()  # on resume: restores owed by the stopped controller run first
-                outcome, cause = self._repair()
+                outcome, cause = self._repair(started)
         except HostFailed as failure:
             outcome, cause = failure.outcome, failure.cause
         except Cancelled:
@@ -138,8 +143,8 @@ class HostWalk:
         self.emit(ev.RebootFinished(self.ctx.run_id, self.name, ok=True, boot_after=boot,
                                     message="back (restart begun before resume)"))
 
-    def _lock(self, action: str) -> bool:
-        result = self.steps.step("lock", {"Action": action}, reason=f"{action} the per-host lock")
+    def _lock(self, action: str, *, then: tuple[FollowUp, ...] = ()) -> bool:
+        result = self.steps.step("lock", {"Action": action}, reason=f"{action} the per-host lock", then=then)
         if action == "take" and result.exit_code == ExitCode.REFUSED:
             # Not a failure of this host: it was never worked on (so no logs are collected either).
             raise HostFailed(Outcome.SKIPPED, _held_lock(result.facts.get("holder"), self.name))
@@ -163,9 +168,12 @@ class HostWalk:
             return Outcome.NEEDS_OPERATOR, "; ".join(findings)
         return Outcome.CHECKED, "; ".join(findings) or "nothing to report"
 
-    def _repair(self) -> tuple[Outcome, str]:
-        self.steps.boot_seen = self.steps.read_boot()[0]
-        facts = self.diagnose("baseline").facts
+    def _repair(self, started: dict[str, StepResult]) -> tuple[Outcome, str]:
+        """The repair; ``started`` holds what ran in the lock's pipeline (boot-info, the baseline diagnose)."""
+        boot = started.get("boot-info")
+        last_boot = boot.facts.get("last_boot_utc") if boot is not None and boot.exit_code == ExitCode.OK else None
+        self.steps.boot_seen = last_boot if isinstance(last_boot, str) else self.steps.read_boot()[0]
+        facts = self.diagnose("baseline", chained=started.get("diagnose")).facts
         self.roles = {role for key, role in ROLE_FACTS.items() if (facts.get("roles") or {}).get(key)}
         plan = plan_host(self.name, self.policy, facts)
         self._planned(plan)
@@ -193,7 +201,7 @@ class HostWalk:
             if result.exit_code == ExitCode.REFUSED:
                 stop_reason = f"{rung.script} refused: host busy ({'; '.join(result.messages)[:200]})"
                 break
-            self.diagnose(f"after {rung.rung}", chained=self.steps.followed)
+            self.diagnose(f"after {rung.rung}", chained=self.steps.followed.get("diagnose"))
             verify = self.verify(f"after {rung.rung}", plan)
             if verify.exit_code == ExitCode.UNREACHABLE_UPDATE_SERVER:
                 return Outcome.NEEDS_OPERATOR, network_cause(verify, plan)
@@ -239,13 +247,13 @@ class HostWalk:
     def rung(self, planned: PlannedStep, *, diagnose_after: bool = False) -> StepResult:
         """One rung; with ``diagnose_after``, the diagnose that follows it travels in the same pipeline
         where the transport can chain (left in ``steps.followed``; it runs only after exit 0 and no restart)."""
-        self.steps.followed = None
+        self.steps.followed = {}
         if planned.rung == "restart":
             self.reboot_host(planned.reason, rung=planned.rung)
             self._ran("restart")
             return StepResult(self.name, "restart", ExitCode.OK, {"status": "ok", "facts": {}, "messages": []})
         params = rung_params(planned.rung, self.policy)
-        then = FollowUp("diagnose", {"ControllerUtc": iso_now()}, f"after {planned.rung}") if diagnose_after else None
+        then = (FollowUp("diagnose", {"ControllerUtc": iso_now()}, f"after {planned.rung}"),) if diagnose_after else ()
         result = self.steps.step(planned.script, params, reason=planned.reason, label=planned.rung, then=then)
         if result.ok:
             self._ran(planned.rung)
