@@ -75,7 +75,8 @@ function Start-WuTranscript {
 }
 
 function Complete-WuStep {
-    <# Emits the one result object of a step (and, for the WinRS transport, the marked JSON line) and exits. #>
+    <# Emits the one result object of a step (and, for the WinRS transport, the marked JSON line) and exits
+       (or, in a chain of steps, ends this one and lets the next run). #>
     [CmdletBinding()]
     param(
         [Parameter(Mandatory = $true)][string]$Step,
@@ -112,6 +113,15 @@ function Complete-WuStep {
     }
     catch {
         Write-Verbose 'no transcript to stop'
+    }
+    # SilentlyContinue: outside a chain the variable does not exist, which only means "not chained".
+    if (Get-Variable -Name 'WuremoteChain' -Scope Global -ValueOnly -ErrorAction SilentlyContinue) {
+        # Chained (_psrp_chain.ps1): `exit` would end the whole pipeline, so the step ends by leaving the
+        # chain's loop labelled WuremoteStep; a break looks up the call stack for its loop (Microsoft,
+        # about_Break), and its label may be an expression, here a string (PowerShell Language
+        # Specification 3.0, 8.5.1); the next step of the chain runs in the same pipeline.
+        $global:WuremoteChainResult = $result
+        break 'WuremoteStep'
     }
     exit $ExitCode
 }

@@ -76,6 +76,12 @@ def config(lab: Lab, index: int, transport: str, **overrides: Any) -> HostConfig
 
 
 def shipped_payloads() -> dict[str, str]:
+    """What a step sends (its body, the prelude by reference), by step name."""
+    return {name: script.session_payload() for name, script in load_scripts().items()}
+
+
+def detached_bodies() -> dict[str, str]:
+    """A detached step's staged body: the script with the prelude inlined (a task has no session)."""
     return {name: script.payload() for name, script in load_scripts().items()}
 
 
@@ -90,7 +96,7 @@ def assert_only_shipped_payloads(received: list[models.Known]) -> None:
     for known in received:
         assert known.text == payloads[step_of(known)], step_of(known)
         if step_of(known) == "detached-start":
-            assert known.params["Payload"] == payloads[known.params["Step"]]
+            assert known.params["Payload"] == detached_bodies()[known.params["Step"]]
             assert isinstance(json.loads(known.params["ParametersJson"]), dict)
 
 

@@ -22,6 +22,7 @@ from pypsrp.powershell import PowerShell, RunspacePool
 
 from wuremote.contract import scripts
 from wuremote.lab.lab import Lab
+from wuremote.transport.winrm import stdin_for
 
 TIME_SCALE = 0.001
 FLEET = """
@@ -150,9 +151,9 @@ def test_over_winrs_the_result_is_one_marked_json_line(lab: Lab) -> None:
     shell_id = protocol.open_shell(codepage=65001)
     try:
         command_id = protocol.run_command(shell_id, command)
-        head = base64.b64encode(json.dumps({"RunId": "winrs-run", "ResultMarker": marker, "MaxBytes": 4096}).encode())
-        protocol.send_command_input(shell_id, command_id, head + b"\n" + scripts.get_script("collect-logs").payload().encode(),
-                                    end=True)
+        stdin = stdin_for(scripts.get_script("collect-logs").session_payload(),
+                          {"RunId": "winrs-run", "ResultMarker": marker, "MaxBytes": 4096}, staged=False)
+        protocol.send_command_input(shell_id, command_id, stdin, end=True)
         stdout, stderr, code = protocol.get_command_output(shell_id, command_id)
         protocol.cleanup_command(shell_id, command_id)
     finally:

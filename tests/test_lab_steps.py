@@ -26,6 +26,7 @@ from wuremote.contract import scripts
 from wuremote.lab.host import GIB, HostState
 from wuremote.lab.lab import Lab
 from wuremote.lab.scenarios import FIXTURE_SCENARIOS, fixture
+from wuremote.transport.winrm import stdin_for
 
 TIME_SCALE = 0.001
 # One host per purpose (name prefix -> scenario); each test changes only its own hosts.
@@ -489,9 +490,9 @@ def test_steps_over_winrs_print_one_marked_result_line(lab: Lab, step: str, para
     shell_id = protocol.open_shell(codepage=65001)
     try:
         command_id = protocol.run_command(shell_id, _bootstrap_command())
-        head = base64.b64encode(json.dumps({"RunId": "winrs-run", "ResultMarker": marker, **params}).encode())
-        payload = scripts.get_script(step).payload().encode()
-        protocol.send_command_input(shell_id, command_id, head + b"\n" + payload, end=True)
+        stdin = stdin_for(scripts.get_script(step).session_payload(), {"RunId": "winrs-run", "ResultMarker": marker, **params},
+                          staged=False)
+        protocol.send_command_input(shell_id, command_id, stdin, end=True)
         stdout, stderr, code = protocol.get_command_output(shell_id, command_id)
         protocol.cleanup_command(shell_id, command_id)
     finally:

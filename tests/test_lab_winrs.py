@@ -7,11 +7,13 @@ import json
 import uuid
 import xml.etree.ElementTree as ET
 
+import pytest
 import requests
 from conftest import edit_one_byte, held_clock, in_reboot, port_open, wait_for, winrm_protocol, winrm_session
 
 from wuremote.contract import scripts
 from wuremote.lab.lab import Endpoint, Lab
+from wuremote.transport.winrm import stdin_for
 
 NS = {
     "s": "http://www.w3.org/2003/05/soap-envelope",
@@ -323,13 +325,12 @@ def _bootstrap_command() -> str:
     return f"powershell -NoProfile -NonInteractive -EncodedCommand {encoded}"
 
 
-def _run_bootstrap(endpoint: Endpoint, payload: str, params: dict) -> tuple[bytes, bytes, int]:
+def _run_bootstrap(endpoint: Endpoint, payload: str, params: dict, codepage: int = 65001) -> tuple[bytes, bytes, int]:
     protocol = winrm_protocol(endpoint)
-    shell_id = protocol.open_shell(codepage=65001)
+    shell_id = protocol.open_shell(codepage=codepage)
     try:
         command_id = protocol.run_command(shell_id, _bootstrap_command())
-        head = base64.b64encode(json.dumps(params).encode("utf-8"))
-        protocol.send_command_input(shell_id, command_id, head + b"\n" + payload.encode("utf-8"), end=True)
+        protocol.send_command_input(shell_id, command_id, stdin_for(payload, params, staged=False), end=True)
         result = protocol.get_command_output(shell_id, command_id)
         protocol.cleanup_command(shell_id, command_id)
         return result
@@ -338,7 +339,7 @@ def _run_bootstrap(endpoint: Endpoint, payload: str, params: dict) -> tuple[byte
 
 
 def test_boot_info_over_winrs_prints_marked_result(lab: Lab, endpoint: Endpoint) -> None:
-    payload = scripts.get_script("boot-info").payload()
+    payload = scripts.get_script("boot-info").session_payload()
     marker = "WUREMOTE-RESULT-" + uuid.uuid4().hex
     stdout, stderr, code = _run_bootstrap(endpoint, payload, {"RunId": "r1", "ResultMarker": marker})
     assert code == 0, stderr
@@ -349,8 +350,27 @@ def test_boot_info_over_winrs_prints_marked_result(lab: Lab, endpoint: Endpoint)
     assert result["facts"]["last_boot_utc"] == lab.host(endpoint.name).state.last_boot.isoformat()
 
 
+@pytest.mark.parametrize("codepage", [65001, 437])
+def test_non_ascii_survives_the_bootstrap_whatever_the_shell_code_page(lab: Lab, endpoint: Endpoint, codepage: int) -> None:
+    # A localised Windows names itself with accents; the bootstrap reads stdin and writes stdout as
+    # UTF-8 itself, so neither the parameters nor the result depend on the shell's code page.
+    state = lab.host(endpoint.name).state
+    caption, before = "Microsoft Windows Server 2019 Datacenter Évaluation", state.os_caption
+    lab.call(lambda: setattr(state, "os_caption", caption))
+    marker = "WUREMOTE-RESULT-" + uuid.uuid4().hex
+    try:
+        stdout, stderr, code = _run_bootstrap(endpoint, scripts.get_script("diagnose").session_payload(),
+                                              {"RunId": "r-é", "ResultMarker": marker,
+                                               "ControllerUtc": "2026-01-01T00:00:00Z"}, codepage)
+    finally:
+        lab.call(lambda: setattr(state, "os_caption", before))
+    assert code == 0, stderr
+    [line] = [line for line in stdout.decode("utf-8").split("\r\n") if line.startswith(marker + " ")]
+    assert json.loads(line[len(marker) + 1:])["facts"]["os"]["caption"] == caption
+
+
 def test_edited_boot_info_over_winrs_is_refused(endpoint: Endpoint) -> None:
-    payload = scripts.get_script("boot-info").payload()
+    payload = scripts.get_script("boot-info").session_payload()
     edited = edit_one_byte(payload)
     stdout, stderr, code = _run_bootstrap(endpoint, edited, {"RunId": "r2", "ResultMarker": "M"})
     assert code != 0

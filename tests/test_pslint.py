@@ -43,8 +43,10 @@ def rules(text: str) -> set[str]:
 
 
 # The WinRS bootstrap's whole job is to turn the step script it reads from stdin into a script
-# block and run it with the parameters bound (splatted, never pasted): its one Create is allowed.
-ALLOWED = {"_winrs_bootstrap.ps1": {"invoke-expression"}}
+# block and run it with the parameters bound (splatted, never pasted): its Creates are allowed, as is
+# the PSRP prelude definition's, which keeps the prelude (checked by sha256) as a script block.
+ALLOWED = {"_winrs_bootstrap.ps1": {"invoke-expression"}, "_psrp_prelude.ps1": {"invoke-expression"},
+           "_psrp_chain.ps1": {"invoke-expression"}}  # the chain runs each step's text as a script block
 
 
 @pytest.mark.parametrize("path", SHIPPED + PESTER, ids=lambda p: p.name)

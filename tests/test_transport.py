@@ -92,7 +92,7 @@ def test_parameters_reach_the_host_only_as_data(tlab: Lab, connect: Any, kind: s
     result = connect(tlab.endpoints[0], kind).run_step(script, {"RunId": hostile}, timeout=10)
     assert result.exit_code == 0 and result.result is not None and result.result["status"] == "ok"
     [known] = received
-    assert known.text == script.payload()  # the script bytes are the shipped payload, untouched
+    assert known.text == script.session_payload()  # the script bytes are the shipped payload, untouched
     assert known.params["RunId"] == hostile
     assert tlab.host(tlab.endpoints[0].name).state.reboots == 0
 

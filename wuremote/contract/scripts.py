@@ -12,9 +12,15 @@ A step script starts with a header that both the controller and the lab read:
     # opt-in: no
     # end-wuremote-script
 
-After its ``param()`` block it has the line ``# wuremote-prelude``; the payload sent to a
-host is the script with that line replaced by the shared prelude between two marker
-lines.  Parameters never enter the text: they travel as PowerShell parameters.
+After its ``param()`` block it has the line ``# wuremote-prelude``.  The prelude goes to a host
+once per session, not with every step (issue 17): a step's payload is the script with that
+line replaced by a reference (a marker naming the prelude's sha256, then a line that
+dot-sources the script block ``$global:WuremotePrelude_<sha256>``), so the prelude runs in the
+step's own scope exactly as if it were inlined.  The transports define that variable: PSRP
+in the pool's runspace (``_psrp_prelude.ps1``, once per pool), WinRS in each powershell.exe
+from a copy staged on the host and checked by hash (``_winrs_bootstrap.ps1``).  A detached
+step's body still carries the prelude inlined between two marker lines, since a scheduled
+task has no session.  Parameters never enter the text: they travel as PowerShell parameters.
 """
 
 from __future__ import annotations
@@ -38,6 +44,14 @@ PRELUDE_PLACEHOLDER = "# wuremote-prelude"
 PRELUDE_BEGIN = "# >>> wuremote-prelude"
 PRELUDE_END = "# <<< wuremote-prelude"
 PRELUDE_FILE = "_prelude.ps1"
+PRELUDE_REF = "# wuremote-prelude-ref"  # followed by the prelude's sha256; the next line dot-sources it
+PRELUDE_VARIABLE = "WuremotePrelude_"  # + sha256: the global variable holding the prelude's script block
+PSRP_PRELUDE_FILE = "_psrp_prelude.ps1"  # defines that variable in a runspace pool's runspace
+PSRP_CHAIN_FILE = "_psrp_chain.ps1"  # runs several steps one after another in one PSRP pipeline
+# The WinRS bootstrap's exit code when the prelude copy staged on the host is missing or does not
+# match its sha256: nothing of the step ran, and the controller sends it again with the prelude.
+# One place for the number: _winrs_bootstrap.ps1 writes the same literal.
+PRELUDE_NOT_STAGED_EXIT = 22357
 
 REBOOT_VALUES = ("never", "maybe", "recommended", "usually", "always")
 _YES_NO = {"yes": True, "no": False}
@@ -70,8 +84,13 @@ class StepScript:
         return sha256_text(self.text)
 
     def payload(self) -> str:
-        """The text sent to a host: the script with the prelude inlined after its param() block."""
+        """The script with the prelude inlined after its param() block (a detached step's body)."""
         return inline_prelude(self.text, prelude_text())
+
+    def session_payload(self) -> str:
+        """The text a transport sends once the prelude is defined in its session: the script with
+        a reference to the prelude (by sha256) after its param() block."""
+        return reference_prelude(self.text, prelude_sha256())
 
 
 def sha256_text(text: str) -> str:
@@ -133,6 +152,34 @@ def inline_prelude(script: str, prelude: str) -> str:
     return "\n".join(lines[:index] + block + lines[index + 1 :])
 
 
+def prelude_loader(sha256: str) -> str:
+    """The line that runs the prelude defined in the session, in the step's own scope (dot-sourced)."""
+    return f". $global:{PRELUDE_VARIABLE}{sha256}"
+
+
+def reference_prelude(script: str, sha256: str) -> str:
+    """The script with its placeholder replaced by the reference marker and the loader line."""
+    lines = script.split("\n")
+    try:
+        index = [line.strip() for line in lines].index(PRELUDE_PLACEHOLDER)
+    except ValueError:
+        raise ScriptHeaderError(f"step script has no '{PRELUDE_PLACEHOLDER}' line after its param() block") from None
+    return "\n".join(lines[:index] + [f"{PRELUDE_REF} {sha256}", prelude_loader(sha256)] + lines[index + 1 :])
+
+
+def split_reference(payload: str) -> tuple[str, str] | None:
+    """Undo :func:`reference_prelude`: (script as shipped, the prelude's sha256), or None when the
+    payload holds no reference (or one whose loader line is not the expected one)."""
+    lines = payload.split("\n")
+    for index, line in enumerate(lines[:-1]):
+        if line.startswith(PRELUDE_REF + " "):
+            sha256 = line[len(PRELUDE_REF) + 1 :].strip()
+            if lines[index + 1] != prelude_loader(sha256):
+                return None
+            return "\n".join(lines[:index] + [PRELUDE_PLACEHOLDER] + lines[index + 2 :]), sha256
+    return None
+
+
 def split_payload(payload: str) -> tuple[str, str | None]:
     """Undo :func:`inline_prelude`: (script as shipped, prelude) or (payload, None) if no prelude block."""
     begin = payload.find(PRELUDE_BEGIN + "\n")
@@ -160,6 +207,21 @@ def _read(name: str) -> str:
 @lru_cache(maxsize=1)
 def prelude_text() -> str:
     return _read(PRELUDE_FILE)
+
+
+@lru_cache(maxsize=1)
+def prelude_sha256() -> str:
+    return sha256_text(prelude_text())
+
+
+@lru_cache(maxsize=1)
+def psrp_prelude_text() -> str:
+    return _read(PSRP_PRELUDE_FILE)
+
+
+@lru_cache(maxsize=1)
+def psrp_chain_text() -> str:
+    return _read(PSRP_CHAIN_FILE)
 
 
 @lru_cache(maxsize=1)

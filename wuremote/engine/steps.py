@@ -14,6 +14,7 @@ import datetime as dt
 import re
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from .. import events as ev
@@ -41,6 +42,18 @@ _AFTER_CANCEL = frozenset(RESTORES.values()) | {"lock", "boot-info", "restart"}
 Body = Callable[[StepScript, dict[str, Any], str], StepResult]
 
 
+@dataclass(frozen=True)
+class FollowUp:
+    """A read-only step sent in the same pipeline as the one before it (PSRP's chain), run only when that
+    one exits 0 and asks for no restart: a rung and the diagnose after it cost one request sequence.
+    Its events, transcript and journal records are those of a step of its own, written once it ran."""
+
+    name: str
+    params: dict[str, Any]
+    reason: str
+    quiet: bool = False  # no events, transcript or journal records (boot-info, which has none on its own)
+
+
 class StepRunner:
     """One host's connection and step runs, on one worker thread."""
 
@@ -60,6 +73,7 @@ class StepRunner:
         self.deadline = time.monotonic() + self.options.host_timeout
         self._session: str | None = None
         self._orphans_closed = False
+        self.followed: dict[str, StepResult] = {}  # the FollowUps' results, by step, that the last step's chain ran
 
     # --- the connection -----------------------------------------------------------------
     def open(self) -> Transport:
@@ -94,12 +108,17 @@ class StepRunner:
 
     # --- one step -----------------------------------------------------------------------
     def step(self, name: str, params: dict[str, Any], *, reason: str, label: str | None = None,
-             body: Body | None = None) -> StepResult:
+             body: Body | None = None, then: tuple[FollowUp, ...] = ()) -> StepResult:
         """Run one script (detached when its header says so), with its events and transcript.
 
         ``body`` replaces the one script run for a step made of several (a push: runs of chunks);
-        it is run again, whole, on a fresh connection after a lost one."""
+        it is run again, whole, on a fresh connection after a lost one.
+        ``then``: read-only steps to send in the same pipeline where the transport can chain (PSRP);
+        their results are left in ``followed`` (by step; one that did not run is missing: the caller
+        runs it on its own)."""
         self.check_time(name)
+        self.followed = {}
+        followed: list[StepResult] = []
         script = get_script(name)
         label = label or name
         params = {**params, "RunId": self.ctx.run_id}  # the run id is wuremote's, never an option's
@@ -137,6 +156,8 @@ class StepRunner:
                         again = label in self.reattach or tries.retry_state.attempt_number > 1
                         result = DetachedStep(self, script, params, label).run(reattach=again)
                         self.reattach.discard(label)
+                    elif then and hasattr(self.connected, "run_chain"):
+                        result, followed = self._run_chain(script, params, label, then)
                     else:
                         result = self.run_script(script, params, label)
         except TransportError as exc:
@@ -155,7 +176,27 @@ class StepRunner:
                            error_kind="internal")
             raise
         self._finished(label, attempt, result)
+        for follow, done in zip(then, followed):
+            if not follow.quiet:
+                follow_attempt = self._start(follow.name, get_script(follow.name), follow.reason)
+                self._finished(follow.name, follow_attempt, done)
+            self.followed[follow.name] = done
         return result
+
+    def _run_chain(self, script: StepScript, params: dict[str, Any], label: str,
+                   then: tuple[FollowUp, ...]) -> tuple[StepResult, list[StepResult]]:
+        """The step and its follow-ups in one pipeline; the follow-ups' results as far as the chain reached."""
+        follows = [get_script(follow.name) for follow in then]
+        budget = script.meta.timeout + sum(follow.meta.timeout for follow in follows)
+        timeout = max(5.0, min(budget * self.options.time_scale, self.time_left))
+        calls = [(script, params)] + [(follow_script, {**follow.params, "RunId": self.ctx.run_id})
+                                      for follow_script, follow in zip(follows, then)]
+        try:
+            results = self.connected.run_chain(calls, timeout=timeout,  # type: ignore[attr-defined]
+                                               on_stream=self._on_stream(label))
+        finally:
+            self._note_session()
+        return results[0], results[1:]
 
     @property
     def time_left(self) -> float:

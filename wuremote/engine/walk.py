@@ -33,7 +33,7 @@ from .options import RunOptions
 from .plan import GATES, LADDER, HostPlan, PlannedStep, install_params, install_rung, is_done, plan_host, rung_params
 from .progress import HostProgress
 from .reboot import RebootError, read_boot, reboot, reboot_refusal, wait_until_back
-from .steps import StepRunner, iso_now
+from .steps import FollowUp, StepRunner, iso_now
 
 RUNGS = frozenset(LADDER) | frozenset(GATES)  # what "repaired by" can name
 # The host lock's lease outlives the longest a host may be worked on (--host-timeout) by this
@@ -84,9 +84,14 @@ class HostWalk:
                 outcome, cause = self._check()
             else:
                 self._settle_interrupted_reboot()
-                locked = self._lock("take")
+                # The boot time and the baseline diagnose travel with the lock where the transport can
+                # chain, unless restores are owed (on resume they run first).
+                start = () if self.ledger.owed else (FollowUp("boot-info", {}, "boot time", quiet=True),
+                                                     FollowUp("diagnose", {"ControllerUtc": iso_now()}, "baseline"))
+                locked = self._lock("take", then=start)
+                started = dict(self.steps.followed)
                 self._pay_owed_now()  # on resume: restores owed by the stopped controller run first
-                outcome, cause = self._repair()
+                outcome, cause = self._repair(started)
         except HostFailed as failure:
             outcome, cause = failure.outcome, failure.cause
         except Cancelled:
@@ -156,10 +161,10 @@ class HostWalk:
         self.emit(ev.RebootFinished(self.ctx.run_id, self.name, ok=True, boot_after=boot,
                                     message="back (restart begun before resume)"))
 
-    def _lock(self, action: str) -> bool:
+    def _lock(self, action: str, *, then: tuple[FollowUp, ...] = ()) -> bool:
         """Take, renew or release the host lock, which names this run and this controller instance."""
         params = {"Action": action, "Controller": self.ctx.controller, "ExpiresMinutes": lease_minutes(self.options)}
-        result = self.steps.step("lock", params, reason=f"{action} the per-host lock")
+        result = self.steps.step("lock", params, reason=f"{action} the per-host lock", then=then)
         if action == "take" and result.exit_code == ExitCode.REFUSED:
             # Not a failure of this host: it was never worked on (so no logs are collected either).
             raise HostFailed(Outcome.SKIPPED, _held_lock(result.facts.get("holder"), self.name))
@@ -191,15 +196,19 @@ class HostWalk:
             return Outcome.NEEDS_OPERATOR, "; ".join(findings)
         return Outcome.CHECKED, "; ".join(findings) or "nothing to report"
 
-    def _repair(self) -> tuple[Outcome, str]:
-        outcome, cause = self._repair_ladder()
+    def _repair(self, started: dict[str, StepResult]) -> tuple[Outcome, str]:
+        """The repair, then the install when asked; ``started`` holds what ran in the lock's pipeline
+        (boot-info, the baseline diagnose)."""
+        outcome, cause = self._repair_ladder(started)
         if outcome in (Outcome.HEALTHY, Outcome.REPAIRED) and self.policy.install:
             return self._install(cause)
         return outcome, cause
 
-    def _repair_ladder(self) -> tuple[Outcome, str]:
-        self.steps.boot_seen = self.steps.read_boot()[0]
-        facts = self.diagnose("baseline").facts
+    def _repair_ladder(self, started: dict[str, StepResult]) -> tuple[Outcome, str]:
+        boot = started.get("boot-info")
+        last_boot = boot.facts.get("last_boot_utc") if boot is not None and boot.exit_code == ExitCode.OK else None
+        self.steps.boot_seen = last_boot if isinstance(last_boot, str) else self.steps.read_boot()[0]
+        facts = self.diagnose("baseline", chained=started.get("diagnose")).facts
         self.roles = {role for key, role in ROLE_FACTS.items() if (facts.get("roles") or {}).get(key)}
         plan = plan_host(self.name, self.policy, facts)
         self._planned(plan)
@@ -220,14 +229,14 @@ class HostWalk:
                 continue  # only what the findings demand; the rest is the operator's
             if self._done_before(rung, verify_ok=verify_ok):
                 continue
-            result = self.rung(rung)
+            result = self.rung(rung, diagnose_after=True)
             if result.exit_code == ExitCode.NEEDS_REPAIR_FIRST:
                 stop_reason = needs_source_cause(rung, result)
                 break
             if result.exit_code == ExitCode.REFUSED:
                 stop_reason = f"{rung.script} refused: host busy ({'; '.join(result.messages)[:200]})"
                 break
-            self.diagnose(f"after {rung.rung}")
+            self.diagnose(f"after {rung.rung}", chained=self.steps.followed.get("diagnose"))
             verify = self.verify(f"after {rung.rung}", plan)
             if verify.exit_code == ExitCode.UNREACHABLE_UPDATE_SERVER:
                 return Outcome.NEEDS_OPERATOR, network_cause(verify, plan)
@@ -347,10 +356,13 @@ class HostWalk:
         self.ran_order.append(rung)
 
     # --- steps --------------------------------------------------------------------------
-    def rung(self, planned: PlannedStep) -> StepResult:
+    def rung(self, planned: PlannedStep, *, diagnose_after: bool = False) -> StepResult:
+        """One rung; with ``diagnose_after``, the diagnose that follows it travels in the same pipeline
+        where the transport can chain (left in ``steps.followed``; it runs only after exit 0 and no restart)."""
         if self.rungs_begun:  # the lease runs on while the host is worked on; the take renewed it for the first
             self._lock("renew")
         self.rungs_begun += 1
+        self.steps.followed = {}
         if planned.rung == "restart":
             self.reboot_host(planned.reason, rung=planned.rung)
             self._ran("restart")
@@ -358,7 +370,8 @@ class HostWalk:
         params = rung_params(planned.rung, self.policy)
         if planned.script == "install-kb":
             params.update(self._pushed_package())
-        result = self.steps.step(planned.script, params, reason=planned.reason, label=planned.rung)
+        then = (FollowUp("diagnose", {"ControllerUtc": iso_now()}, f"after {planned.rung}"),) if diagnose_after else ()
+        result = self.steps.step(planned.script, params, reason=planned.reason, label=planned.rung, then=then)
         if result.ok:
             self._ran(planned.rung)
         if result.reboot_required:
@@ -387,8 +400,9 @@ class HostWalk:
             raise HostFailed(Outcome.FAILED, f"pushing {path.name} failed: " + "; ".join(result.messages or result.errors)[:300])
         return {"Sha256": pkg.sha256}
 
-    def diagnose(self, reason: str) -> StepResult:
-        result = self.steps.step("diagnose", {"ControllerUtc": iso_now()}, reason=reason)
+    def diagnose(self, reason: str, *, chained: StepResult | None = None) -> StepResult:
+        """Diagnose, or the one already run in the same pipeline as the step before it (``chained``)."""
+        result = chained if chained is not None else self.steps.step("diagnose", {"ControllerUtc": iso_now()}, reason=reason)
         if result.exit_code != ExitCode.OK or not result.facts:
             raise HostFailed(Outcome.FAILED, f"diagnose failed (exit {result.exit_code}): "
                              + "; ".join(result.messages or result.errors)[:300])

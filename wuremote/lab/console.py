@@ -123,7 +123,10 @@ async def run_powershell_text(
     child = Run()
     known = None
     if read_stdin is not None and models.is_bootstrap(text):
-        known = models.recognize_winrs(await read_stdin())
+        # The bootstrap sets [Console]::OutputEncoding to UTF-8, which Console.Out and Console.Error
+        # encode with (Microsoft, "Console.OutputEncoding"): its text is UTF-8 whatever the shell's code page.
+        run.console_encoding = "utf-8"
+        known = models.recognize_winrs(await read_stdin(), host)
     if known is not None:
         work = asyncio.ensure_future(known.run(host, user, child))
     else:

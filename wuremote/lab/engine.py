@@ -44,6 +44,9 @@ class Run:
     exit_code: int | None = None
     failure: ErrorInfo | None = None  # a terminating error
     stopped: bool = False
+    # The encoding of its console text when the program chose one ([Console]::OutputEncoding), else None:
+    # the shell's code page.
+    console_encoding: str | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _read: int = 0
 

@@ -113,6 +113,7 @@ class Listener:
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
         self.skew_refusals = 0  # Kerberos logons refused for clock skew (KRB_AP_ERR_SKEW)
         self.requests_served = 0
+        self.bytes_received = 0  # request bodies as they came on the wire (sealed or not): what a client sends
         self.idle_closed = 0  # connections closed for idling, as HTTP.sys closes them
         self.refused_seals = 0  # sealed bodies on a connection with no logon: HTTP 400
         self.kerberos_logons = 0  # logons that used Kerberos (the Kerberos scheme, or Negotiate with a ticket)
@@ -197,6 +198,7 @@ class Listener:
 
     async def _answer(self, request: HttpRequest, connection: _Connection) -> HttpResponse:
         self.requests_served += 1
+        self.bytes_received += len(request.body)
         if request.method != "POST":
             return HttpResponse(405)
         if request.path.split("?")[0].rstrip("/").lower() != "/wsman":

@@ -223,6 +223,10 @@ class Lab:
     def requests_served(self, name: str) -> int:
         return self.hosts[name].listener.requests_served
 
+    def bytes_received(self, name: str) -> int:
+        """Request body bytes this host's listener received, as sent (sealed or not)."""
+        return self.hosts[name].listener.bytes_received
+
     def listener(self, name: str) -> Listener:
         """A host's listener: its wire counters (sealed_requests, plain_requests, auth_failures)."""
         return self.hosts[name].listener

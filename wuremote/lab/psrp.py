@@ -79,6 +79,7 @@ class Pipe:
     outbox: deque[bytes] = field(default_factory=deque)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     finished: bool = False
+    preludes: set[str] = field(default_factory=set)  # the pool's, shared: its one runspace's globals
 
 
 @dataclass
@@ -88,6 +89,9 @@ class Pool:
     core: psrpcore.ServerRunspacePool
     pipes: dict[uuid.UUID, Pipe] = field(default_factory=dict)
     commands_run: int = 0  # over the pool's life: Windows counts closed pipelines too (pypsrp#148)
+    # Prelude hashes whose script block the pool's runspace holds ($global:WuremotePrelude_<sha256>):
+    # one runspace per pool (pypsrp opens min = max = 1), whose globals outlive each pipeline.
+    preludes: set[str] = field(default_factory=set)
     outbox: deque[bytes] = field(default_factory=deque)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -217,7 +221,7 @@ class PSRPService:
         # test_client_execute_ps.yml), so psrpcore gets the messages' own id and both name the pipe.
         core_id = _message_pipeline_id(arguments[0]) if arguments else None
         core_id = core_id or pipe_id
-        pipe = Pipe(pipe_id, psrpcore.ServerPipeline(pool.core, core_id), user, core_id=core_id)
+        pipe = Pipe(pipe_id, psrpcore.ServerPipeline(pool.core, core_id), user, core_id=core_id, preludes=pool.preludes)
         pool.pipes[pipe_id] = pipe
         pool.pipes[core_id] = pipe
         for data in arguments:
@@ -229,7 +233,11 @@ class PSRPService:
     def _start(self, pool: Pool, pipe: Pipe) -> None:
         if pipe.core.metadata is not None and pipe.core.metadata.no_input:
             pipe.input_done.set()
-        pipe.core.start()
+        # Running, without a PIPELINE_STATE message: Windows sends a pipeline's state once, when it ends,
+        # in the Receive that carries its last output and CommandState Done (pypsrp's recordings:
+        # test_client_execute_ps.yml, test_psrp_long_running_cmdlet.yml, test_psrp_multiple_commands.yml);
+        # psrpcore's start() would announce Running, which made a short step cost a second Receive.
+        pipe.core._change_state(PSInvocationState.Running, emit=False)  # psrpcore has no public quiet start
         self._flush(pool)
         pipe.task = asyncio.get_running_loop().create_task(self._execute(pool, pipe))
 

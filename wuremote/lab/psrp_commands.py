@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from . import models
 from .console import format_value
@@ -32,6 +32,11 @@ class PipelineCommand:
     parameters: list[tuple[str | None, Any]]
     end_of_statement: bool
 
+
+class PipelineSource(InputSource, Protocol):
+    """A pipeline's input as it arrives, and the runspace it runs in."""
+
+    preludes: set[str]  # the pool's runspace: prelude hashes defined in it (models.PreludeDefinition)
 
 
 def _named(command: PipelineCommand) -> dict[str, Any]:
@@ -59,7 +64,7 @@ def _statements(commands: list[PipelineCommand]) -> list[list[PipelineCommand]]:
     return [s for s in statements if s]
 
 
-async def run_pipeline(host: Host, user: str, run: Run, commands: list[PipelineCommand], source: InputSource) -> None:
+async def run_pipeline(host: Host, user: str, run: Run, commands: list[PipelineCommand], source: PipelineSource) -> None:
     try:
         for statement in _statements(commands):
             await _run_statement(host, user, run, statement, source)
@@ -72,11 +77,11 @@ async def run_pipeline(host: Host, user: str, run: Run, commands: list[PipelineC
     run.finish(0)
 
 
-async def _run_statement(host: Host, user: str, run: Run, statement: list[PipelineCommand], source: InputSource) -> None:
+async def _run_statement(host: Host, user: str, run: Run, statement: list[PipelineCommand], source: PipelineSource) -> None:
     first = statement[0]
     sinks = [c.text.lower() for c in statement[1:]]
     if first.is_script:
-        known = models.recognize_psrp(first.text, _named(first))
+        known = models.recognize_psrp(first.text, _named(first), source.preludes)
         if known is not None:
             child = _Forwarding(run)
             await known.run(host, user, child, source)
@@ -137,7 +142,7 @@ class _Forwarding(Run):
         self.parent.emit(kind, value)
 
 
-async def _copy(host: Host, run: Run, args: list[Any], source: InputSource) -> None:
+async def _copy(host: Host, run: Run, args: list[Any], source: PipelineSource) -> None:
     await source.input_done.wait()
     chunks = [item if isinstance(item, str) else str(item) for item in source.inputs]
     if not chunks:

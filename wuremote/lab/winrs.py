@@ -172,7 +172,7 @@ class WinRSService:
         budget = max(1024, (request.max_envelope_size - 2048) * 3 // 4)
         chunks: list[tuple[str, bytes]] = []
         size = 0
-        encoding = CODEPAGES[shell.codepage]
+        encoding = run.console_encoding or CODEPAGES[shell.codepage]
         while size < budget:
             records = run.take(1)
             if not records:

@@ -4,6 +4,10 @@ Why each choice:
 - the pool is reused so a step costs a Command, a few Receives and a Signal, not a logon;
   each pipeline is closed (Signal terminate) so the endpoint's per-shell command limit is
   never reached;
+- the prelude is defined once per pool: the pool's first step pipeline begins with a statement
+  (ps_scripts/_psrp_prelude.ps1) that keeps it as a script block in the pool's one runspace,
+  and every step's body dot-sources that block (``StepScript.session_payload``), so a step
+  sends its body alone; a new pool (reconnect, recycle) gets the definition again;
 - parameters go through add_parameter: values travel as serialized data, never as code;
 - the exit code comes from SetShouldExit on our PSHost (``exit N`` in a remote script calls
   it; ``exit 0`` does not), so the host's record is reset before every step;
@@ -37,13 +41,16 @@ from pypsrp.exceptions import (
     WSManFaultError,
 )
 from pypsrp.host import PSHost
+from pypsrp.messages import MessageType
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import NAMESPACES, SelectorSet, WSMan, WSManAction
 
-from ..contract.scripts import StepScript
-from .common import Collector, TransportSettings, contract_problem, to_json_text
+from ..contract import StepResult
+from ..contract.scripts import StepScript, prelude_sha256, prelude_text, psrp_chain_text, psrp_prelude_text
+from .base import OPERATION_TIMEOUT_FAULT, StreamCallback
+from .common import Collector, Deadline, TransportSettings, contract_problem, to_json_text
 from .connection import Connection
-from .session import REAUTH_RETRY, Faults, Session, Unreadable
+from .session import REAUTH_RETRY, Faults, Session, Unreadable, tune_session
 
 WMI_ERROR_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/MSFT_WmiError"
 PSRP_RESOURCE_URI = "http://schemas.microsoft.com/powershell/Microsoft.PowerShell"
@@ -85,10 +92,18 @@ class _WSMan(WSMan):
       again, once (REAUTH_RETRY): a 400 is answered before the service reads the request.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, tune: Callable[[Any], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         transport = self.transport
         send = transport.send
+        build = transport._build_session
+
+        def built() -> Any:
+            session = build()
+            tune(session)  # session.tune_session: no environment lookups, one TLS context per CA file
+            return session
+
+        transport._build_session = built  # type: ignore[method-assign]
 
         def sent(message: bytes, *, retries_on_read_timeout: int = 0, timeout: Any = None) -> bytes:
             if isinstance(timeout, (int, float)):  # pypsrp's OperationTimeout + 2: keep the configured margin
@@ -168,13 +183,15 @@ class _Pipeline:
     every poll (pypsrp's own lists emptied as we go), result objects kept aside."""
 
     def __init__(self, pool: RunspacePool, pshost: PSHost, collector: Collector,
-                 build: Callable[[PowerShell], Any], input: Iterable[str] | None = None) -> None:
+                 build: Callable[[PowerShell], Any], input: Iterable[str] | None = None,
+                 on_ran: Callable[[], None] | None = None) -> None:
         self.ps = PowerShell(pool)
         build(self.ps)
         self.pshost = pshost
         self.collector = collector
         self.input = input
         self.results: list[dict[str, Any]] = []
+        self.on_ran = on_ran  # told once the pipeline ended with a result or Completed
 
     @property
     def done(self) -> bool:
@@ -201,6 +218,8 @@ class _Pipeline:
 
     def finish(self) -> int:
         self._drain()
+        if self.on_ran is not None and (self.results or self.ps.state == PSInvocationState.COMPLETED):
+            self.on_ran()
         if self.pshost.rc is not None:
             return int(self.pshost.rc)
         return 0 if self.ps.state == PSInvocationState.COMPLETED else 1
@@ -250,6 +269,105 @@ class _Pipeline:
             kept.clear()
 
 
+# The record streams pypsrp keeps a list of each, by the message that brings a record.
+_STREAMS = {MessageType.ERROR_RECORD: "error", MessageType.DEBUG_RECORD: "debug", MessageType.VERBOSE_RECORD: "verbose",
+            MessageType.WARNING_RECORD: "warning", MessageType.PROGRESS_RECORD: "progress",
+            MessageType.INFORMATION_RECORD: "information"}
+
+
+class _OrderedPowerShell(PowerShell):
+    """pypsrp's PowerShell, also keeping the order in which the records of all streams arrived (pypsrp keeps
+    one list per stream): a chain's records belong to the step whose result object has not come yet."""
+
+    def __init__(self, pool: RunspacePool) -> None:
+        super().__init__(pool)
+        self.ordered: list[tuple[str, Any]] = []
+
+    def poll_invoke(self, timeout: int | None = None) -> None:
+        """pypsrp's poll_invoke (the OperationTimeout fault is an empty answer), noting every record in order."""
+        seen = {name: len(getattr(self.streams, name)) for name in _STREAMS.values()}
+        try:
+            responses = self.runspace_pool._receive(self.id, timeout=timeout)
+        except WSManFaultError as err:
+            if err.code != OPERATION_TIMEOUT_FAULT:
+                raise
+            responses = []
+        for message_type, value in responses:
+            if message_type == MessageType.PIPELINE_OUTPUT:
+                self.output.append(value.data.data)
+                self.ordered.append(("output", value.data.data))
+            elif message_type in _STREAMS:
+                name = _STREAMS[message_type]
+                kept = getattr(self.streams, name)
+                if seen[name] < len(kept):
+                    self.ordered.append((name, kept[seen[name]]))
+                    seen[name] += 1
+        for name, count in seen.items():  # the pipeline's own end can bring an error record
+            self.ordered.extend((name, record) for record in getattr(self.streams, name)[count:])
+
+
+class _ChainPipeline(_Pipeline):
+    """Several steps in one pipeline (_psrp_chain.ps1): each record goes to the transcript of the step
+    running when it came, the one whose result object has not come yet."""
+
+    def __init__(self, pool: RunspacePool, pshost: PSHost, collectors: list[Collector],
+                 build: Callable[[PowerShell], Any], on_ran: Callable[[], None] | None = None) -> None:
+        self.ps = _OrderedPowerShell(pool)
+        build(self.ps)
+        self.pshost = pshost
+        self.collectors = collectors
+        self.collector = collectors[0]
+        self.results = []
+        self.by_step: dict[int, list[dict[str, Any]]] = {}
+        self.index = 0
+        self.on_ran = on_ran
+        self.input = None  # a chain takes no input
+
+    def _drain(self) -> None:
+        ps = self.ps
+        assert isinstance(ps, _OrderedPowerShell)
+        for stream, record in ps.ordered:
+            collector = self.collectors[self.index]
+            if stream == "output":
+                value = to_plain(record)
+                collector.add("output", value if isinstance(value, str) else to_json_text(value))
+                if _is_result(value):
+                    self.results.append(value)
+                    self.by_step.setdefault(self.index, []).append(value)
+                    self.index = min(self.index + 1, len(self.collectors) - 1)
+            elif stream == "error":
+                collector.error(str(record))
+            elif stream == "information":
+                collector.add("information", str(to_plain(record.message_data)))
+            elif stream == "progress":
+                collector.add("progress", progress_text(record))
+            else:
+                collector.add(stream, str(record.message))
+        ps.ordered.clear()
+        ps.output.clear()
+        for name in _STREAMS.values():
+            getattr(ps.streams, name).clear()
+
+    def step_results(self, exit_code: int) -> list[StepResult]:
+        """A StepResult for each step that ran, in order; a step the chain did not reach has none."""
+        done: list[StepResult] = []
+        for index, collector in enumerate(self.collectors):
+            found = self.by_step.get(index)
+            result = found[-1] if found else None
+            problem = contract_problem(result) if result is not None else "it emitted no result object"
+            if result is None or problem is not None:
+                collector.errors.append(f"{collector.host}: step {collector.step} broke the script contract: {problem}")
+                done.append(collector.result(exit_code or 1, None))
+                break
+            if found is not None and len(found) > 1:
+                collector.errors.append(f"{collector.host}: step {collector.step} emitted {len(found)} result objects; "
+                                        "the last one is used")
+            done.append(collector.result(int(result["exit_code"]), result))
+            if result["exit_code"] != 0 or result["reboot_required"]:
+                break  # the chain runs the next step only after a success that asks for no restart
+        return done
+
+
 class PSRPTransport(Session[WSMan, RunspacePool]):
     """One host over PSRP: a RunspacePool reused across steps, one closed pipeline per step or command."""
 
@@ -267,6 +385,7 @@ class PSRPTransport(Session[WSMan, RunspacePool]):
     def __init__(self, connection: Connection, settings: TransportSettings | None = None) -> None:
         super().__init__(connection, settings)
         self._pshost = PSHost(None, None, False, "wuremote", None, None, "1.0")
+        self._prelude_pool: RunspacePool | None = None  # the pool whose runspace holds the prelude
 
     @property
     def input_item_bytes(self) -> int:
@@ -281,13 +400,62 @@ class PSRPTransport(Session[WSMan, RunspacePool]):
     # --- a step or a command: one pipeline ------------------------------------------------------
     def _step(self, pool: RunspacePool, script: StepScript, params: dict[str, Any],
               collector: Collector, input: Iterable[str] | None) -> _Pipeline:
+        # A step fed with input on a pool without the prelude carries it inline: a definition sent as
+        # the pipeline's first statement would stand between the input and the step.
+        defined_here = self._prelude_pool is pool
+        define = not defined_here and input is None
+        text = script.session_payload() if defined_here or define else script.payload()
+
         def build(ps: PowerShell) -> None:
-            ps.add_script(script.payload())
+            if define:
+                self._define_prelude(ps)
+            ps.add_script(text)
             for name, value in params.items():
                 if name != "ResultMarker":  # over PSRP the result is an object, not a marked line
                     ps.add_parameter(name, value)
 
-        return _Pipeline(pool, self._pshost, collector, build, input)
+        def defined() -> None:
+            self._prelude_pool = pool
+
+        return _Pipeline(pool, self._pshost, collector, build, input, defined if define else None)
+
+    def run_chain(self, calls: list[tuple[StepScript, dict[str, Any]]], *, timeout: float,
+                  on_stream: StreamCallback | None = None) -> list[StepResult]:
+        """Steps one after another in one pipeline (_psrp_chain.ps1), each with its own result and transcript;
+        the next runs only after the one before exited 0 and asked for no restart.  Returns a result for
+        each step that ran: fewer than asked when the chain stopped early."""
+        deadline = Deadline(timeout)
+        collectors = [Collector(self.host, script.meta.name, self.settings.output_cap, on_stream) for script, _ in calls]
+        names = ", ".join(script.meta.name for script, _ in calls)
+        exit_code, operation = self._run(lambda pool: self._chain(pool, calls, collectors), deadline,
+                                         f"running steps {names}")
+        assert isinstance(operation, _ChainPipeline)
+        return operation.step_results(exit_code)
+
+    def _chain(self, pool: RunspacePool, calls: list[tuple[StepScript, dict[str, Any]]],
+               collectors: list[Collector]) -> _ChainPipeline:
+        define = self._prelude_pool is not pool
+
+        def build(ps: PowerShell) -> None:
+            if define:
+                self._define_prelude(ps)
+            ps.add_script(psrp_chain_text(), use_local_scope=True)
+            ps.add_parameter("Steps", [script.session_payload() for script, _ in calls])
+            ps.add_parameter("Parameters", [{name: value for name, value in params.items() if name != "ResultMarker"}
+                                            for _, params in calls])
+
+        def defined() -> None:
+            self._prelude_pool = pool
+
+        return _ChainPipeline(pool, self._pshost, collectors, build, defined if define else None)
+
+    @staticmethod
+    def _define_prelude(ps: PowerShell) -> None:
+        """The prelude's definition, a statement of its own in a local scope: only the global it sets outlives it."""
+        ps.add_script(psrp_prelude_text(), use_local_scope=True)
+        ps.add_parameter("Text", prelude_text())
+        ps.add_parameter("Sha256", prelude_sha256())
+        ps.add_statement()
 
     def _command(self, pool: RunspacePool, command: str, collector: Collector) -> _Pipeline:
         return _Pipeline(pool, self._pshost, collector, lambda ps: ps.add_script(command))
@@ -319,6 +487,7 @@ class PSRPTransport(Session[WSMan, RunspacePool]):
             read_timeout=settings.read_timeout,
             connection_timeout=settings.connect_timeout,  # requests takes a float
             reconnection_retries=0,
+            tune=lambda session: tune_session(session, host),
             **extra,
         )
 

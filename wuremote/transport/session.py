@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import os
 import ssl
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+import certifi
 import requests
+import requests.adapters
 import tenacity
 import urllib3.exceptions
 
@@ -178,6 +182,62 @@ def network_error(connection: Connection, exc: BaseException, what: str) -> Tran
                         ssl.SSLError)) or any(isinstance(c, ssl.SSLError) for c in causes):
         return TransportError("lost", f"{where}: connection lost while {what} ({type(exc).__name__})")
     return None
+
+
+@lru_cache(maxsize=64)
+def tls_context(ca_file: str | None, cert_pem: str | None = None, cert_key_pem: str | None = None) -> ssl.SSLContext:
+    """One verifying SSLContext per CA file (requests' own bundle when None), loaded once for every
+    host that names it.  A client certificate gets a context of its own: urllib3 loads the chain
+    into the context it is given, which must not then present it to other hosts."""
+    where = ca_file or certifi.where()  # requests' own bundle, as verify=True uses
+    if os.path.isdir(where):
+        return ssl.create_default_context(capath=where)
+    return ssl.create_default_context(cafile=where)
+
+
+class PreloadedTLS(requests.adapters.HTTPAdapter):
+    """An HTTPS adapter that verifies with a preloaded SSLContext.
+
+    requests checks that the CA path exists on every request (``cert_verify``) and urllib3 loads
+    the file into a new context for every new connection; a fleet pays that per request per host.
+    Here the context is loaded once (``tls_context``) and the pool only says CERT_REQUIRED."""
+
+    def __init__(self, context: ssl.SSLContext, **kwargs: Any) -> None:
+        self.context = context
+        super().__init__(**kwargs)
+
+    def build_connection_pool_key_attributes(self, request: requests.PreparedRequest, verify: Any,
+                                             cert: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, False, cert)
+        if verify is not False:
+            pool_kwargs.update(cert_reqs="CERT_REQUIRED", ssl_context=self.context)
+        return host_params, pool_kwargs
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        super().cert_verify(conn, url, False, cert)  # the client certificate, no CA path to look up
+        if verify is not False and url.lower().startswith("https"):
+            conn.cert_reqs = "CERT_REQUIRED"
+
+
+def tune_session(session: requests.Session, connection: Connection) -> None:
+    """Per-request costs a client library's requests.Session would pay, taken off once it is built.
+
+    - ``trust_env`` off unless the inventory sets a proxy: requests otherwise reads the proxy
+      environment on every request (the README promises environment proxies are ignored, and
+      pypsrp would also take REQUESTS_CA_BUNDLE for a host without ca_file; pywinrm is told never to);
+    - certificates verified with one SSLContext per CA file (PreloadedTLS)."""
+    if connection.proxy is None:
+        session.trust_env = False
+    if connection.scheme != "https" or not connection.cert_validation:
+        return
+    try:
+        context = tls_context(connection.ca_file, connection.cert_pem, connection.cert_key_pem)
+    except (OSError, ssl.SSLError) as exc:
+        raise TransportError("config", f"{connection.name}: cannot load ca_file {connection.ca_file!r}: "
+                                       f"{one_line(exc)}") from None
+    session.verify = True
+    previous = session.adapters.get("https://")
+    session.mount("https://", PreloadedTLS(context, max_retries=getattr(previous, "max_retries", 0)))
 
 
 KERBEROS_AUTHS = ("kerberos", "negotiate")

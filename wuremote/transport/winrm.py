@@ -4,8 +4,17 @@ Why each choice:
 - ``powershell -Command -`` runs stdin line by line and ignores $ErrorActionPreference, and a
   script on the command line is capped at 8191 characters; so the constant bootstrap
   (ps_scripts/_winrs_bootstrap.ps1) goes as -EncodedCommand, and stdin carries line 1 = the
-  parameters (base64 of UTF-8 JSON) and then the payload, run as one script block with the
-  parameters bound: values never become code;
+  parameters (base64 of UTF-8 JSON), line 2 = the prelude, then the step's body, run as one
+  script block with the parameters bound: values never become code;
+- the prelude travels once per host, not with every step: the first step stages it under the
+  state folder (``stage <sha256> <base64>``), later ones name it (``staged <sha256>``) and the
+  bootstrap uses the staged copy only when its sha256 matches; when it does not (deleted,
+  changed), nothing of the step ran and the step is sent again with the prelude;
+- the bootstrap reads stdin through a UTF-8 reader and sets [Console]::OutputEncoding to UTF-8
+  itself: [Console]::In and Out otherwise follow the console's code page (Microsoft,
+  "Console.InputEncoding", "Console.OutputEncoding"; about_PowerShell_exe for -Command -), which
+  is the shell's WINRS_CODEPAGE only where the host honours it (GitLab Runner forced the same for
+  the same reason: gitlab-runner!3707, !3728); an accent in a path or a localised caption survives;
 - the result is the stdout line that starts with a fresh random marker (``ResultMarker``),
   so nothing else the script prints can pass for it; the exit code is the CommandState's;
 - output is read with pywinrm's raw receive loop, one long poll at a time, so the deadline
@@ -39,10 +48,11 @@ from winrm.exceptions import (
 )
 from winrm.protocol import Protocol
 
-from ..contract.scripts import StepScript, scripts_dir
-from .base import TransportError
+from ..contract import StepResult
+from ..contract.scripts import PRELUDE_NOT_STAGED_EXIT, StepScript, prelude_sha256, prelude_text, scripts_dir
+from .base import StreamCallback, TransportError
 from .common import Collector, TransportSettings, contract_problem, one_line
-from .session import REAUTH_RETRY, Faults, Session, Unreadable
+from .session import REAUTH_RETRY, Faults, Session, Unreadable, tune_session
 
 BOOTSTRAP_FILE = "_winrs_bootstrap.ps1"
 CODEPAGE_UTF8 = 65001
@@ -159,10 +169,19 @@ def bootstrap_arguments() -> tuple[str, ...]:
     return ("-NoProfile", "-NonInteractive", "-EncodedCommand", base64.b64encode(text.encode("utf-16-le")).decode("ascii"))
 
 
-def stdin_for(payload: str, params: dict[str, Any]) -> bytes:
-    """What the bootstrap reads: base64 of the parameters' UTF-8 JSON, a newline, the payload."""
+def stdin_for(payload: str, params: dict[str, Any], *, staged: bool) -> bytes:
+    """What the bootstrap reads: base64 of the parameters' UTF-8 JSON, the prelude line (the staged
+    copy's sha256, or the prelude itself to stage), then the payload, each after a newline."""
     head = base64.b64encode(json.dumps(params, ensure_ascii=False).encode("utf-8"))
-    return head + b"\n" + payload.encode("utf-8")
+    return head + b"\n" + prelude_line(staged) + b"\n" + payload.encode("utf-8")
+
+
+@lru_cache(maxsize=2)
+def prelude_line(staged: bool) -> bytes:
+    """``staged <sha256>``, or ``stage <sha256> <base64 of the prelude's UTF-8 text>``."""
+    if staged:
+        return f"staged {prelude_sha256()}".encode("ascii")
+    return f"stage {prelude_sha256()} ".encode("ascii") + base64.b64encode(prelude_text().encode("utf-8"))
 
 
 class _Lines:
@@ -347,6 +366,26 @@ class WinRSTransport(Session[Protocol, _Shell]):
     input_item_bytes = 96 * 1024
     input_run_bytes = 1024 * 1024
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The prelude is staged on the host (under %ProgramData%\wuremote, kept across shells and
+        # restarts) once a step that carried it finished; until then every step carries it.
+        self._staged = False
+
+    def run_step(self, script: StepScript, params: dict[str, Any], *, timeout: float,
+                 on_stream: StreamCallback | None = None, input: Iterable[str] | None = None) -> StepResult:
+        """A step; sent again with the prelude, once, when the host's staged copy failed its check
+        (nothing of the step ran: the bootstrap stops before it)."""
+        staged = self._staged
+        items = list(input) if input is not None else None  # kept for a second sending
+        result = super().run_step(script, params, timeout=timeout, on_stream=on_stream, input=items)
+        if staged and result.exit_code == PRELUDE_NOT_STAGED_EXIT and result.result is None:
+            self._staged = False
+            result = super().run_step(script, params, timeout=timeout, on_stream=on_stream, input=items)
+        if result.result is not None:
+            self._staged = True  # the step ran, so the bootstrap had the prelude; a stage left a copy
+        return result
+
     # --- a step or a command ----------------------------------------------------------------
     def _step(self, shell: _Shell, script: StepScript, params: dict[str, Any], collector: Collector,
               input: Iterable[str] | None) -> _Command:
@@ -354,7 +393,7 @@ class WinRSTransport(Session[Protocol, _Shell]):
         bound = {**params, "ResultMarker": marker}
         if input is not None:  # a cmd shell has no pipeline: the items are bound by name, as -InputObject @(...)
             bound["InputObject"] = list(input)
-        stdin = stdin_for(script.payload(), bound)
+        stdin = stdin_for(script.session_payload(), bound, staged=self._staged)
         return _Command(shell, self.settings, collector, "powershell.exe", bootstrap_arguments(), stdin, marker)
 
     def _command(self, shell: _Shell, command: str, collector: Collector) -> _Command:
@@ -386,6 +425,17 @@ class WinRSTransport(Session[Protocol, _Shell]):
             raise TransportError("config", f"{self.host}: the WinRS client refused the settings: {one_line(exc)}") from None
         # pywinrm hands this straight to requests, which takes (connect, read): a dead address fails fast.
         protocol.transport.read_timeout_sec = (settings.connect_timeout, settings.read_timeout)  # type: ignore[assignment]
+        transport = protocol.transport
+        build = transport.build_session
+
+        def built() -> Any:  # pywinrm calls it before every request: the session is tuned when it is new
+            fresh = transport.session is None
+            session = build()
+            if fresh:
+                tune_session(session, host)  # no environment lookups, one TLS context per CA file
+            return session
+
+        transport.build_session = built  # type: ignore[method-assign]
         return protocol
 
     def _release(self, client: Protocol) -> None:

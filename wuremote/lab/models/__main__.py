@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import sys
 
-from ...contract.scripts import load_scripts, prelude_text, scripts_dir, sha256_text
-from .registry import BOOTSTRAP_SHA256, MODELS, PRELUDE_SHA256
+from ...contract.scripts import load_scripts, prelude_text, psrp_chain_text, psrp_prelude_text, scripts_dir, sha256_text
+from .registry import BOOTSTRAP_SHA256, MODELS, PRELUDE_SHA256, PSRP_CHAIN_SHA256, PSRP_PRELUDE_SHA256
 
 
 def main() -> int:
     rows = [
         ("_prelude.ps1", sha256_text(prelude_text()), PRELUDE_SHA256),
         ("_winrs_bootstrap.ps1", sha256_text(scripts_dir().joinpath("_winrs_bootstrap.ps1").read_text(encoding="utf-8")), BOOTSTRAP_SHA256),
+        ("_psrp_prelude.ps1", sha256_text(psrp_prelude_text()), PSRP_PRELUDE_SHA256),
+        ("_psrp_chain.ps1", sha256_text(psrp_chain_text()), PSRP_CHAIN_SHA256),
     ]
     for name, script in load_scripts().items():
         modelled = MODELS.get(name)

@@ -14,17 +14,31 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
-from ...contract.scripts import HEADER_START, ScriptHeaderError, ScriptMeta, parse_header, sha256_text, split_payload
+from ...contract.scripts import (
+    HEADER_START,
+    PRELUDE_NOT_STAGED_EXIT,
+    ScriptHeaderError,
+    ScriptMeta,
+    parse_header,
+    sha256_text,
+    split_payload,
+    split_reference,
+)
 from ..engine import ErrorInfo, Run, Stop
 from ..host import Host
 
 # Recorded hashes of the shipped texts the lab knows.  Update them together with the model.
-PRELUDE_SHA256 = "184421b9865735afbadbaefb89594853865aa3ce54523e05f8cd2e105774d349"
+PRELUDE_SHA256 = "95a4cca8724e72d199d95518a54818b62259138573cb4327ac942f7a461fb1e0"
 # Windows PowerShell 5.1's ConvertFrom-Json (which the WinRS bootstrap runs on the parameter line) uses
 # JavaScriptSerializer with its default MaxJsonLength of 2,097,152 characters and refuses longer text
 # (microsoft/azure-pipelines-tasks#952; microsoft/sql-server-samples#348 shows the error record).
 MAX_JSON_LENGTH = 2_097_152
-BOOTSTRAP_SHA256 = "30986d8c9cc67f85955aea604108f2680b2d413cb99f627972247e7f5a7b1645"
+BOOTSTRAP_SHA256 = "f564751b387fe29ec8b4dc2c41824ec4c73a671fe10f5f4805e3d119888d5e97"
+PSRP_CHAIN_SHA256 = "b30f974d70a5fa70e26cbf61c9b38415b14308e2e14095ac6adc059a5154254b"
+PSRP_PRELUDE_SHA256 = "f44678a58528008d069ed5caca5b77f8c7a176050091945f7bd73aba5dd234a9"
+# Where the WinRS bootstrap stages the prelude (%ProgramData%\wuremote\prelude\<sha256>.ps1), lower-cased
+# as the lab's file table keys paths.
+STAGED_PRELUDE = "c:\\programdata\\wuremote\\prelude\\{0}.ps1"
 
 
 class InputSource(Protocol):
@@ -101,7 +115,10 @@ class StepContext:
         }
         marker = str(self.params.get("ResultMarker") or "")
         if marker:
-            self.run.emit("stdout", f"{marker} {json.dumps(result, separators=(',', ':'))}\r\n")
+            # ConvertTo-Json writes non-ASCII characters as they are (Windows PowerShell 5.1's
+            # JavaScriptSerializer escapes only control characters, quotes and <>&'), so a result with
+            # an accent reaches stdout as that character, in the console's output encoding.
+            self.run.emit("stdout", f"{marker} {json.dumps(result, separators=(',', ':'), ensure_ascii=False)}\r\n")
         else:
             self.run.emit("output", result)
         raise Stop(exit_code)
@@ -132,10 +149,16 @@ def model(name: str, sha256: str) -> Callable[[ModelFn], ModelFn]:
 
 @dataclass
 class Known:
-    """A recognised payload, ready to run with its bound parameters."""
+    """A recognised payload, ready to run with its bound parameters.
+
+    ``available`` holds the sha256 of each prelude whose script block the session defined
+    ($global:WuremotePrelude_<sha256>): what a step's reference to its prelude can load.
+    ``stop`` ends the run before the step starts (what the WinRS bootstrap does on its own)."""
 
     text: str
     params: dict[str, Any]
+    available: frozenset[str] = frozenset()
+    stop: Stop | None = None
     refused: ErrorInfo | None = None  # the bootstrap failed before the script ran
 
     async def run(self, host: Host, user: str, run: Run, source: InputSource | None = None) -> int:
@@ -151,16 +174,25 @@ class Known:
         assert run.exit_code is not None
         return run.exit_code
 
-
     async def _run(self, host: Host, user: str, run: Run, source: InputSource | None) -> None:
-        script, prelude = split_payload(self.text)
+        if self.stop is not None:
+            raise self.stop
+        reference = split_reference(self.text)
+        prelude_sha: str | None
+        if reference is not None:
+            script, prelude_sha = reference
+            if prelude_sha not in self.available:
+                raise Stop(1, _not_a_command())  # `. $global:WuremotePrelude_<sha>` of a variable never set
+        else:
+            script, prelude = split_payload(self.text)
+            prelude_sha = sha256_text(prelude) if prelude is not None else None
         try:
             meta = parse_header(script)
         except ScriptHeaderError as exc:
             raise Stop(1, _lab_error(f"lab: the script's wuremote header does not parse: {exc}")) from None
         entry = MODELS.get(meta.name)
         digest = sha256_text(script)
-        if prelude is None or sha256_text(prelude) != PRELUDE_SHA256:
+        if prelude_sha != PRELUDE_SHA256:
             raise Stop(1, _lab_error("lab: this payload's prelude is not the one the lab models "
                                      "(update PRELUDE_SHA256 and the models together)"))
         if entry is None or entry.sha256 != digest:
@@ -181,21 +213,101 @@ def _lab_error(message: str) -> ErrorInfo:
                      exception_type="System.NotSupportedException", command="wuremote-lab")
 
 
-def recognize_psrp(script: str, params: dict[str, Any]) -> Known | None:
-    """A wuremote step payload added with add_script, or None for any other text."""
+def _not_a_command() -> ErrorInfo:
+    """What PowerShell says when `.` is given $null (a variable never set), as a terminating error."""
+    return ErrorInfo("The expression after '.' in a pipeline element produced an object that was not valid. It must "
+                     "result in a command name, a script block, or a CommandInfo object.", category="InvalidOperation",
+                     fqid="BadExpression", exception_type="System.Management.Automation.RuntimeException", command="")
+
+
+@dataclass
+class PreludeDefinition:
+    """_psrp_prelude.ps1 on a pool: keeps the prelude's script block in the runspace once its sha256 checks."""
+
+    params: dict[str, Any]
+    preludes: set[str]
+
+    async def run(self, host: Host, user: str, run: Run, source: InputSource | None = None) -> int:
+        text, claimed = str(self.params.get("Text", "")), str(self.params.get("Sha256", ""))
+        actual = sha256_text(text)
+        if actual != claimed:
+            failure = ErrorInfo(f"wuremote: the prelude arrived with sha256 {actual}, not {claimed}",
+                                category="OperationStopped", fqid=f"wuremote: the prelude arrived with sha256 {actual}, "
+                                f"not {claimed}", exception_type="System.Management.Automation.RuntimeException", command="")
+            run.finish(1, failure)
+            return 1
+        self.preludes.add(actual)
+        run.finish(0)
+        return 0
+
+
+class _Chained(Run):
+    """A chained step's run: its records reach the chain's run at once; its result is kept aside."""
+
+    def __init__(self, parent: Run) -> None:
+        super().__init__()
+        self.parent = parent
+        self.result: dict[str, Any] | None = None
+
+    def emit(self, kind: str, value: Any) -> None:
+        if kind == "output" and isinstance(value, dict) and "wuremote_result" in value:
+            self.result = value
+        self.parent.emit(kind, value)
+
+
+@dataclass
+class Chain:
+    """_psrp_chain.ps1: each step in turn, in one pipeline; the next only after exit code 0 and no restart
+    asked (Complete-WuStep, chained, ends the step by leaving the chain's loop instead of `exit`)."""
+
+    params: dict[str, Any]
+    preludes: set[str]
+
+    async def run(self, host: Host, user: str, run: Run, source: InputSource | None = None) -> int:  # a chain takes no input
+        steps = list(self.params.get("Steps") or [])
+        bound = list(self.params.get("Parameters") or [])
+        for text, params in zip(steps, bound):
+            child = _Chained(run)
+            await Known(str(text), {str(k): v for k, v in dict(params).items()}, frozenset(self.preludes)).run(host, user, child)
+            if child.failure is not None:  # a terminating error ends the whole pipeline, as it would the chain
+                run.finish(1, child.failure)
+                return 1
+            last = child.result
+            if last is None or last.get("exit_code") != 0 or last.get("reboot_required"):
+                break
+        run.finish(0)
+        return 0
+
+
+def recognize_psrp(script: str, params: dict[str, Any], preludes: set[str]) -> Known | PreludeDefinition | Chain | None:
+    """A wuremote step payload, the prelude's definition or a chain of steps added with add_script, or None
+    for any other text.  ``preludes`` is the pool's runspace: the prelude hashes defined in it so far."""
+    digest = sha256_text(script)
+    if digest == PSRP_PRELUDE_SHA256:
+        return PreludeDefinition(params, preludes)
+    if digest == PSRP_CHAIN_SHA256:
+        return Chain(params, preludes)
     if not script.startswith(HEADER_START):
         return None
-    return Known(script, params)
+    return Known(script, params, frozenset(preludes))
 
 
 def is_bootstrap(text: str) -> bool:
     return sha256_text(text) == BOOTSTRAP_SHA256
 
 
-def recognize_winrs(stdin: bytes) -> Known | None:
-    """The payload and parameters the wuremote bootstrap reads from stdin, or None."""
+def recognize_winrs(stdin: bytes, host: Host) -> Known | None:
+    """The payload, parameters and prelude the wuremote bootstrap reads from stdin, or None.
+
+    The bootstrap reads stdin as UTF-8 whatever the console's code page.  Its prelude line is
+    ``stage <sha256> <base64>`` (checked, then staged under %ProgramData%\\wuremote\\prelude) or
+    ``staged <sha256>`` (the staged copy, used only when its sha256 matches; otherwise exit 22357
+    before the step runs)."""
     raw = stdin.decode("utf-8", errors="replace")
-    head, _, script = raw.partition("\n")
+    parts = raw.split("\n", 2)
+    if len(parts) < 3:
+        return None
+    head, directive, script = parts
     try:
         text = base64.b64decode(head.strip(), validate=True).decode("utf-8")
         params = json.loads(text)
@@ -209,5 +321,22 @@ def recognize_winrs(stdin: bytes) -> Known | None:
             "string exceeds the value set on the maxJsonLength property.\r\nParameter name: input",
             fqid="System.ArgumentException,Microsoft.PowerShell.Commands.ConvertFromJsonCommand",
             exception_type="System.ArgumentException", command="ConvertFrom-Json"))
-    return Known(script, params)
+    words = directive.strip().split(" ")
+    expected = words[1] if len(words) >= 2 else ""
+    path = STAGED_PRELUDE.format(expected)
+    prelude: str | None = None
+    if words[0] == "stage" and len(words) >= 3:
+        try:
+            prelude = base64.b64decode(words[2], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return Known(script, params, stop=Stop(1, _lab_error("lab: the prelude line is not base64 of UTF-8")))
+    elif path in host.state.files:
+        prelude = host.state.files[path].decode("utf-8", errors="replace")
+    if prelude is None or sha256_text(prelude) != expected:
+        if words[0] == "stage":
+            return Known(script, params, stop=Stop(1, _lab_error("wuremote bootstrap: the prelude does not match its sha256")))
+        return Known(script, params, stop=Stop(PRELUDE_NOT_STAGED_EXIT))
+    if words[0] == "stage":
+        host.state.files[path] = prelude.encode("utf-8")
+    return Known(script, params, frozenset({expected}))
 

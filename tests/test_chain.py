@@ -1,0 +1,106 @@
+"""A rung and the diagnose after it travel in one PSRP pipeline (issue 17 item 3): _psrp_chain.ps1 runs
+them one after another, Complete-WuStep ends each without ending the pipeline, and each keeps its own
+result, transcript and events.  Counted on the lab's listener, not timed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import fast_settings
+
+from wuremote import events as ev
+from wuremote.contract.scripts import get_script
+from wuremote.demo import demo_hosts, demo_options
+from wuremote.engine.runner import Runner
+from wuremote.inventory import HostConfig
+from wuremote.lab.lab import Endpoint, Lab
+from wuremote.secret import Secret
+from wuremote.transport import open_transport
+
+RUNG_TARGET = 5  # Command, Receive(s), Signal for the rung and its diagnose together
+
+
+class Requests:
+    """The lab's request count for each host as each step starts and finishes."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.events: list[tuple[Any, int]] = []
+
+    def __call__(self, event: Any) -> None:
+        if isinstance(event, (ev.StepStarted, ev.StepFinished)):
+            self.events.append((event, self.lab.requests_served(event.host)))
+
+
+@pytest.mark.parametrize("scenario", ["corrupt-download-cache", "av-interference"])
+def test_a_rung_and_the_diagnose_after_it_cost_one_request_sequence(tmp_path: Path, scenario: str) -> None:
+    with Lab(scenario=scenario, hosts=1, time_scale=0.002) as lab:
+        seen = Requests(lab)
+        summary = Runner(demo_hosts(lab), demo_options(tmp_path), subscribers=[seen]).run()
+    host = next(iter(summary.outcomes))
+    assert summary.outcomes[host] == "repaired", summary.causes
+    started = {}
+    rungs = []
+    for index, (event, served) in enumerate(seen.events):
+        if isinstance(event, ev.StepStarted):
+            started[event.step] = served
+            continue
+        script = get_script(event.step.partition(":")[0])
+        if script.meta.detached or event.step in ("lock", "diagnose", "verify", "av-resume", "clean-boot-restore"):
+            continue  # a detached rung is polled on its own; the others here are not rungs
+        after = seen.events[index + 1:index + 3]
+        # The diagnose still has its own StepStarted and StepFinished, with its facts and transcript.
+        assert [(type(e).__name__, e.step) for e, _ in after] == [("StepStarted", "diagnose"), ("StepFinished", "diagnose")]
+        finished = after[1][0]
+        assert finished.status == "ok" and finished.facts and finished.transcript
+        rungs.append((event.step, after[1][1] - started[event.step]))
+    assert rungs and all(cost <= RUNG_TARGET for _, cost in rungs), repr(rungs)
+
+
+@pytest.fixture(scope="module")
+def chlab() -> Iterator[Lab]:
+    with Lab(hosts=1, scenario="healthy", time_scale=0.001) as running:
+        yield running
+
+
+def psrp(endpoint: Endpoint) -> Any:
+    return open_transport(HostConfig(name=endpoint.name, address=endpoint.address, port=endpoint.port,
+                                     scheme=endpoint.scheme, transport="psrp", auth="basic",
+                                     username=endpoint.username, password=Secret(endpoint.password),
+                                     ca_file=endpoint.ca_file), fast_settings())
+
+
+def test_a_chain_keeps_each_steps_result_and_stops_after_a_step_that_did_not_succeed(chlab: Lab) -> None:
+    endpoint = chlab.endpoints[0]
+    client = psrp(endpoint)
+    take = (get_script("lock"), {"RunId": "chain-a", "Action": "take"})
+    boot = (get_script("boot-info"), {"RunId": "chain-a"})
+    try:
+        both = client.run_chain([take, boot], timeout=30)
+        held = client.run_chain([(get_script("lock"), {"RunId": "chain-b", "Action": "take"}), boot], timeout=30)
+        client.run_step(get_script("lock"), {"RunId": "chain-a", "Action": "release"}, timeout=30)
+    finally:
+        client.close()
+    assert [(r.step, r.exit_code) for r in both] == [("lock", 0), ("boot-info", 0)]
+    assert both[1].facts["last_boot_utc"] and both[0].result is not both[1].result
+    # Another run holds the lock: lock exits 4 (refused) and boot-info after it never runs.
+    assert [(r.step, r.exit_code) for r in held] == [("lock", 4)]
+    assert held[0].facts.get("holder")
+
+
+def test_the_lock_the_boot_time_and_the_baseline_diagnose_travel_in_one_pipeline(tmp_path: Path) -> None:
+    with Lab(scenario="healthy", hosts=1, time_scale=0.002) as lab:
+        seen = Requests(lab)
+        summary = Runner(demo_hosts(lab), demo_options(tmp_path), subscribers=[seen]).run()
+    assert list(summary.outcomes.values()) == ["healthy"], summary.causes
+    steps = [(type(event).__name__, event.step, served) for event, served in seen.events]
+    assert [(kind, step) for kind, step, _ in steps[:4]] == [
+        ("StepStarted", "lock"), ("StepFinished", "lock"), ("StepStarted", "diagnose"), ("StepFinished", "diagnose")]
+    # Opening the pool (Create and its Receives), then one Command, its Receives and one Signal for all
+    # three; one by one it was 13 requests (6 + 3 + 4).
+    assert steps[3][2] - steps[0][2] <= 8, steps[:4]
+    baseline = seen.events[3][0]
+    assert baseline.status == "ok" and baseline.facts and baseline.transcript
