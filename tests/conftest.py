@@ -8,6 +8,7 @@ are short so a lab bug fails a test instead of hanging the suite.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import time
@@ -19,10 +20,12 @@ import pytest
 import winrm
 from hypothesis import HealthCheck, settings
 from pypsrp.client import Client
-from pypsrp.powershell import RunspacePool
+from pypsrp.host import PSHost
+from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
-from wuremote.lab.host import Host
+from wuremote.contract.scripts import get_script, sha256_text
+from wuremote.lab.host import Host, HostState
 from wuremote.lab.lab import Endpoint, Lab
 
 # --- hypothesis ---------------------------------------------------------------------------
@@ -334,3 +337,73 @@ def _no_report_broke_its_schema(request: pytest.FixtureRequest) -> Iterator[None
                 if problem is not None:
                     problems.append(problem)
     assert not problems, problems
+
+
+def _plain(value: Any) -> Any:
+    """A deserialized PSCustomObject tree as dicts and lists."""
+    props = getattr(value, "extended_properties", None)
+    if props is not None:
+        return {key: _plain(item) for key, item in props.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+class Steps:
+    """wuremote's step scripts sent to one lab host as add_script + parameters."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.host = PSHost(None, None, False, "wuremote-tests", None, None, "1.0")
+        self.pool = psrp_pool(endpoint, host=self.host)
+        self.pool.open()
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def call(self, step: str, **params: Any) -> tuple[int, dict[str, Any]]:
+        self.host.rc = None  # exit 0 makes no SetShouldExit call
+        ps = PowerShell(self.pool)
+        ps.add_script(get_script(step).payload())
+        for name, value in params.items():
+            ps.add_parameter(name, value)
+        output = ps.invoke()
+        assert not ps.had_errors, [str(e) for e in ps.streams.error]
+        return self.host.rc or 0, _plain(output[-1])
+
+    def start(self, step: str, run_id: str, *, payload: str | None = None, restart: bool = False,
+              **params: Any) -> tuple[int, dict[str, Any]]:
+        body = payload or get_script(step).payload()
+        switches = {"Restart": True} if restart else {}
+        return self.call("detached-start", RunId=run_id, Step=step, Payload=body, PayloadSha256=sha256_text(body),
+                         ParametersJson=json.dumps(params), **switches)
+
+    def poll(self, step: str, run_id: str, **params: Any) -> dict[str, Any]:
+        code, result = self.call("detached-poll", RunId=run_id, Step=step, **params)
+        assert code == 0, result["messages"]
+        return result["facts"]
+
+    def wait_done(self, step: str, run_id: str) -> dict[str, Any]:
+        last: dict[str, Any] = {}
+
+        def done() -> bool:
+            last.clear()
+            last.update(self.poll(step, run_id))
+            return last["state"] in ("finished", "interrupted")
+
+        wait_for(done, interval=0.02, what=f"{step} of {run_id} finished or interrupted")
+        return last
+
+
+@pytest.fixture
+def on(lab: Lab) -> Iterator[Callable[[int], tuple[Steps, HostState]]]:
+    """on(i): a client for lab host i and that host's state (each test takes hosts of its own)."""
+    opened: list[Steps] = []
+
+    def connect(index: int) -> tuple[Steps, HostState]:
+        endpoint = lab.endpoints[index]
+        opened.append(Steps(endpoint))
+        return opened[-1], lab.host(endpoint.name).state
+
+    yield connect
+    for steps in opened:
+        steps.close()

@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 from conftest import edit_one_byte, held_clock, in_reboot, psrp_client, psrp_pool, wait_for
-from pypsrp.host import PSHost
 from pypsrp.powershell import PowerShell, RunspacePool
 
 from wuremote.contract.scripts import get_script, sha256_text
 from wuremote.lab.agent import AgentOutcome, agent_outcome
 from wuremote.lab.host import HostState, Service, default_services
-from wuremote.lab.lab import Endpoint, Lab
+from wuremote.lab.lab import Lab
 
 TIME_SCALE = 0.0005  # DISM's 20 modelled minutes take 0.6 s
 
@@ -28,61 +27,6 @@ TIME_SCALE = 0.0005  # DISM's 20 modelled minutes take 0.6 s
 def lab() -> Iterator[Lab]:
     with Lab(hosts=15, scenario="healthy", time_scale=TIME_SCALE) as running:
         yield running
-
-
-def _plain(value: Any) -> Any:
-    """A deserialized PSCustomObject tree as dicts and lists."""
-    props = getattr(value, "extended_properties", None)
-    if props is not None:
-        return {key: _plain(item) for key, item in props.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
-class Steps:
-    """wuremote's step scripts sent to one lab host as add_script + parameters."""
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.host = PSHost(None, None, False, "wuremote-tests", None, None, "1.0")
-        self.pool = psrp_pool(endpoint, host=self.host)
-        self.pool.open()
-
-    def close(self) -> None:
-        self.pool.close()
-
-    def call(self, step: str, **params: Any) -> tuple[int, dict[str, Any]]:
-        self.host.rc = None  # exit 0 makes no SetShouldExit call
-        ps = PowerShell(self.pool)
-        ps.add_script(get_script(step).payload())
-        for name, value in params.items():
-            ps.add_parameter(name, value)
-        output = ps.invoke()
-        assert not ps.had_errors, [str(e) for e in ps.streams.error]
-        return self.host.rc or 0, _plain(output[-1])
-
-    def start(self, step: str, run_id: str, *, payload: str | None = None, restart: bool = False,
-              **params: Any) -> tuple[int, dict[str, Any]]:
-        body = payload or get_script(step).payload()
-        switches = {"Restart": True} if restart else {}
-        return self.call("detached-start", RunId=run_id, Step=step, Payload=body, PayloadSha256=sha256_text(body),
-                         ParametersJson=json.dumps(params), **switches)
-
-    def poll(self, step: str, run_id: str, **params: Any) -> dict[str, Any]:
-        code, result = self.call("detached-poll", RunId=run_id, Step=step, **params)
-        assert code == 0, result["messages"]
-        return result["facts"]
-
-    def wait_done(self, step: str, run_id: str) -> dict[str, Any]:
-        last: dict[str, Any] = {}
-
-        def done() -> bool:
-            last.clear()
-            last.update(self.poll(step, run_id))
-            return last["state"] in ("finished", "interrupted")
-
-        wait_for(done, interval=0.02, what=f"{step} of {run_id} finished or interrupted")
-        return last
 
 
 def step_status(state: HostState, run_id: str, step: str) -> dict[str, Any]:
@@ -99,19 +43,6 @@ def body_running(state: HostState, run_id: str, step: str, *, past: int = -1) ->
     return now
 
 
-@pytest.fixture
-def on(lab: Lab) -> Iterator[Callable[[int], tuple[Steps, HostState]]]:
-    """on(i): a client for lab host i and that host's state (each test takes hosts of its own)."""
-    opened: list[Steps] = []
-
-    def connect(index: int) -> tuple[Steps, HostState]:
-        endpoint = lab.endpoints[index]
-        opened.append(Steps(endpoint))
-        return opened[-1], lab.host(endpoint.name).state
-
-    yield connect
-    for steps in opened:
-        steps.close()
 
 
 # --- the detached protocol --------------------------------------------------------------------

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_lab_detached import Steps
+from conftest import Steps
 
 from wuremote.lab.host import HostState, Service, windows_utc
 from wuremote.lab.lab import Lab
@@ -21,20 +21,6 @@ TIME_SCALE = 0.0005
 def lab() -> Iterator[Lab]:
     with Lab(hosts=10, scenario="healthy", time_scale=TIME_SCALE) as running:
         yield running
-
-
-@pytest.fixture
-def on(lab: Lab) -> Iterator[Any]:
-    opened: list[Steps] = []
-
-    def connect(index: int) -> tuple[Steps, HostState]:
-        endpoint = lab.endpoints[index]
-        opened.append(Steps(endpoint))
-        return opened[-1], lab.host(endpoint.name).state
-
-    yield connect
-    for steps in opened:
-        steps.close()
 
 
 def run(steps: Steps, run_id: str, **params: Any) -> tuple[int, dict[str, Any]]:
