@@ -40,6 +40,9 @@ RUNGS = frozenset(LADDER) | frozenset(GATES)  # what "repaired by" can name
 # margin, so a live controller never loses it; it is renewed as each rung begins besides.
 LEASE_MARGIN_MINUTES = 30
 LEASE_MAX_MINUTES = 10080  # lock.ps1's ExpiresMinutes range
+# Restores left owed between the repair and the install (see HostWalk._repair): the antivirus
+# that blocked downloads until paused stays paused while the updates download.
+KEPT_FOR_INSTALL = frozenset({RESTORES["av-pause"]})
 ROLE_FACTS = {"domain_controller": "domain-controller", "cluster_node": "cluster-node", "hyperv_host": "hyperv-host"}
 
 
@@ -198,7 +201,18 @@ class HostWalk:
 
     def _repair(self, started: dict[str, StepResult]) -> tuple[Outcome, str]:
         """The repair, then the install when asked; ``started`` holds what ran in the lock's pipeline
-        (boot-info, the baseline diagnose)."""
+        (boot-info, the baseline diagnose).
+
+        When installing, a paused antivirus stays paused until the install is over (KEPT_FOR_INSTALL):
+        the product that blocked the update agent's downloads until av-pause blocks the updates'
+        downloads too (0x80070005) as soon as it is resumed, so resuming it between the repair and
+        the install would turn the operator's opt-in into a certain failure.  The window stays
+        bounded: the on-host fail-safe is armed (its deadline is extended before each install round),
+        av-resume runs right after the last round, and on every other path out (a failure, a refusal,
+        Ctrl-C, a lost host) the owed restore is paid as always (``_pay_owed``), or by the fail-safe.
+        clean-boot is not kept: a third-party service it stopped is what makes installs fail
+        (0x80070020) only while it runs, and the install climbs to clean-boot itself when that happens.
+        """
         outcome, cause = self._repair_ladder(started)
         if outcome in (Outcome.HEALTHY, Outcome.REPAIRED) and self.policy.install:
             return self._install(cause)
@@ -241,7 +255,7 @@ class HostWalk:
             if verify.exit_code == ExitCode.UNREACHABLE_UPDATE_SERVER:
                 return Outcome.NEEDS_OPERATOR, network_cause(verify, plan)
             verify_ok = verify.exit_code == ExitCode.OK
-        self._pay_owed_now()
+        self._pay_owed_now(keep=KEPT_FOR_INSTALL if self.policy.install else frozenset())
         pending = self.steps.read_boot()[1]
         if pending:
             self.reboot_host(f"pending reboot after repairs ({', '.join(pending)})")
@@ -271,6 +285,7 @@ class HostWalk:
         rounds = 0
         while True:
             rounds += 1
+            self._extend_kept_pause()
             result = self.steps.step("install-updates", params, reason=f"install updates (round {rounds})")
             facts = result.facts
             results = [r for r in facts.get("results") or [] if isinstance(r, dict)]
@@ -312,6 +327,15 @@ class HostWalk:
         if self.ran_order:
             repaired = self._repaired_by()
         return Outcome.PATCHED, f"{_installed_text(installed)}; {repaired}"
+
+    def _extend_kept_pause(self) -> None:
+        """A pause kept for the install (KEPT_FOR_INSTALL) gets a fresh fail-safe deadline before each
+        round: av-pause again, which on a host it already paused only moves the deadline on."""
+        for restore in KEPT_FOR_INSTALL:
+            pause = next(step for step, undo in RESTORES.items() if undo == restore)
+            if restore in self.ledger.owed:
+                self.steps.step(pause, rung_params(pause, self.policy),
+                                reason="keep the antivirus paused while installing: fail-safe deadline extended")
 
     def _repaired_by(self) -> str:
         """"repaired by LAST (after THE OTHERS)", each rung named once (an install may climb one again)."""
@@ -441,9 +465,10 @@ class HostWalk:
             self.emit(ev.RebootFinished(self.ctx.run_id, self.name, ok=True, duration=round(outcome.duration, 3),
                                         boot_after=outcome.boot_after, message=f"back after {outcome.back_after:.1f} s"))
 
-    def _pay_owed_now(self) -> None:
-        while self.ledger.owed:
-            restore = self.ledger.owed[0]
+    def _pay_owed_now(self, *, keep: frozenset[str] = frozenset()) -> None:
+        """Run the owed restores now, except those in ``keep`` (left owed: paid later or on the way out)."""
+        while any(restore not in keep for restore in self.ledger.owed):
+            restore = next(restore for restore in self.ledger.owed if restore not in keep)
             result = self.steps.step(restore, {}, reason="owed restore")
             if restore in self.ledger.owed:  # not settled: the restore failed
                 raise HostFailed(Outcome.FAILED, f"{restore} failed (exit {result.exit_code}): "

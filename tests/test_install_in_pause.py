@@ -1,0 +1,70 @@
+"""Installing with --install on a host whose antivirus blocks the update agent (issue 16): the
+pause av-pause made for the repair is kept until the install is over, so the updates download;
+the antivirus is on again at the end, and on a path out that ends the host early as well."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wuremote import events as ev
+from wuremote.contract.updates import DEFAULT_CATEGORIES
+from wuremote.demo import demo_hosts, demo_options
+from wuremote.engine.runner import Runner
+from wuremote.lab.lab import Lab
+
+LAB_SCALE = 0.002
+FLEET = """
+[[hosts]]
+scenario = "av-interference"
+name = "PAUSED"
+
+[[hosts]]
+scenario = "av-interference"
+name = "BYHAND"          # the .NET update installs only by hand: the install ends needs-operator
+[hosts.state]
+manual_kb = "KB5068794"
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):  # type: ignore[no-untyped-def]
+    folder = tmp_path_factory.mktemp("pause")
+    (folder / "fleet.toml").write_text(FLEET, encoding="utf-8")
+    with Lab(scenario=folder / "fleet.toml", time_scale=LAB_SCALE) as lab:
+        seen: list[ev.Event] = []
+        summary = Runner(demo_hosts(lab, "psrp", DEFAULT_CATEGORIES), demo_options(folder / "state"),
+                         subscribers=[seen.append]).run()
+        antivirus = {e.name: lab.call(lambda n=e.name: (lab.host(n).state.antivirus.realtime_enabled,
+                                                        sorted(lab.host(n).state.scheduled_tasks)))
+                     for e in lab.endpoints}
+        installed = {e.name: lab.call(lambda n=e.name: dict(lab.host(n).state.install_counts)) for e in lab.endpoints}
+        yield summary, seen, antivirus, installed
+
+
+def _steps(seen: list[ev.Event], host: str) -> list[str]:
+    return [e.step for e in seen if isinstance(e, ev.StepStarted) and e.host == host]
+
+
+def test_the_updates_install_inside_the_pause_and_the_antivirus_is_resumed_after(run) -> None:  # type: ignore[no-untyped-def]
+    summary, seen, antivirus, installed = run
+    assert summary.outcomes["PAUSED01"] == "patched", summary.causes["PAUSED01"]
+    assert installed["PAUSED01"] == {"KB5068787": 1, "KB5068862": 1, "KB5068794": 1}  # the .NET update too
+    steps = _steps(seen, "PAUSED01")
+    last_install = max(i for i, step in enumerate(steps) if step == "install-updates")
+    assert steps.index("av-pause") < steps.index("install-updates")
+    assert steps.count("av-resume") == 1 and steps.index("av-resume") > last_install
+    realtime, tasks = antivirus["PAUSED01"]
+    assert realtime and not any("failsafe-av" in task for task in tasks)  # resumed, fail-safe removed
+
+
+def test_an_install_that_ends_the_host_early_still_resumes_the_antivirus(run) -> None:  # type: ignore[no-untyped-def]
+    summary, seen, antivirus, _ = run
+    assert summary.outcomes["BYHAND01"] == "needs-operator"
+    assert "KB5068794 failed to install with 0x8024200B" in summary.causes["BYHAND01"]
+    assert "owed" not in summary.causes["BYHAND01"]
+    realtime, tasks = antivirus["BYHAND01"]
+    assert realtime and not any("failsafe-av" in task for task in tasks)
+    steps = _steps(seen, "BYHAND01")
+    assert steps.index("av-resume") > steps.index("install-updates")
