@@ -4,7 +4,8 @@ the antivirus is on again at the end, and on a path out that ends the host early
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
+import re
 
 import pytest
 
@@ -13,6 +14,7 @@ from wuremote.contract.updates import DEFAULT_CATEGORIES
 from wuremote.demo import demo_hosts, demo_options
 from wuremote.engine.runner import Runner
 from wuremote.lab.lab import Lab
+from wuremote.output.live import PlainView
 
 LAB_SCALE = 0.002
 FLEET = """
@@ -34,13 +36,14 @@ def run(tmp_path_factory):  # type: ignore[no-untyped-def]
     (folder / "fleet.toml").write_text(FLEET, encoding="utf-8")
     with Lab(scenario=folder / "fleet.toml", time_scale=LAB_SCALE) as lab:
         seen: list[ev.Event] = []
+        plain = io.StringIO()
         summary = Runner(demo_hosts(lab, "psrp", DEFAULT_CATEGORIES), demo_options(folder / "state"),
-                         subscribers=[seen.append]).run()
+                         subscribers=[seen.append, PlainView(plain)]).run()
         antivirus = {e.name: lab.call(lambda n=e.name: (lab.host(n).state.antivirus.realtime_enabled,
                                                         sorted(lab.host(n).state.scheduled_tasks)))
                      for e in lab.endpoints}
         installed = {e.name: lab.call(lambda n=e.name: dict(lab.host(n).state.install_counts)) for e in lab.endpoints}
-        yield summary, seen, antivirus, installed
+        yield summary, seen, antivirus, installed, plain.getvalue()
 
 
 def _steps(seen: list[ev.Event], host: str) -> list[str]:
@@ -48,7 +51,7 @@ def _steps(seen: list[ev.Event], host: str) -> list[str]:
 
 
 def test_the_updates_install_inside_the_pause_and_the_antivirus_is_resumed_after(run) -> None:  # type: ignore[no-untyped-def]
-    summary, seen, antivirus, installed = run
+    summary, seen, antivirus, installed, _ = run
     assert summary.outcomes["PAUSED01"] == "patched", summary.causes["PAUSED01"]
     assert installed["PAUSED01"] == {"KB5068787": 1, "KB5068862": 1, "KB5068794": 1}  # the .NET update too
     steps = _steps(seen, "PAUSED01")
@@ -60,7 +63,7 @@ def test_the_updates_install_inside_the_pause_and_the_antivirus_is_resumed_after
 
 
 def test_an_install_that_ends_the_host_early_still_resumes_the_antivirus(run) -> None:  # type: ignore[no-untyped-def]
-    summary, seen, antivirus, _ = run
+    summary, seen, antivirus, _, _ = run
     assert summary.outcomes["BYHAND01"] == "needs-operator"
     assert "KB5068794 failed to install with 0x8024200B" in summary.causes["BYHAND01"]
     assert "owed" not in summary.causes["BYHAND01"]
@@ -68,3 +71,12 @@ def test_an_install_that_ends_the_host_early_still_resumes_the_antivirus(run) ->
     assert realtime and not any("failsafe-av" in task for task in tasks)
     steps = _steps(seen, "BYHAND01")
     assert steps.index("av-resume") > steps.index("install-updates")
+
+
+def test_the_pause_line_names_its_deadline_once_in_utc(run) -> None:  # type: ignore[no-untyped-def]
+    """The line the operator reads: "paused until 2026-11-29 15:43:21 UTC", not "15:43:21Z UTC"."""
+    *_, plain = run
+    lines = [line for line in plain.splitlines() if "PAUSED01" in line and "antivirus paused until" in line]
+    assert lines
+    for line in lines:
+        assert re.search(r"antivirus paused until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC at the latest", line), line
