@@ -47,6 +47,9 @@ class HostPlan:
     operator_issue: str | None = None  # what only the operator can fix; the ladder stops after required rungs
     notes: list[str] = field(default_factory=list)
     install: tuple[str, ...] = ()  # categories install-updates installs once verify passes (--install)
+    # install-kb's package: the controller's file pushed to the host (name, size), or why none fits.
+    # Set by the walk, which reads the controller's files; the plan itself stays a pure function.
+    package: str | None = None
 
     @property
     def steps(self) -> list[PlannedStep]:
@@ -72,6 +75,8 @@ class HostPlan:
             text += f" (if verify confirms: {self.blocker})"
         if self.operator_issue:
             text += f" (operator: {self.operator_issue})"
+        if self.package:
+            text += f" (install-kb: {self.package})"
         return text + then
 
     def as_dict(self) -> dict[str, Any]:
@@ -82,6 +87,7 @@ class HostPlan:
             "operator_issue": self.operator_issue,
             "notes": list(self.notes),
             "install": list(self.install),
+            "package": self.package,
         }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from pathlib import Path
 from typing import Any
 
 from .. import events as ev
@@ -184,6 +185,7 @@ class HostWalk:
 
     def _plan_only(self) -> tuple[Outcome, str]:
         plan = plan_host(self.name, self.policy, self.diagnose("what the plan is based on").facts)
+        self._note_package(plan)
         self._planned(plan)
         return Outcome.PLANNED, plan.text
 
@@ -225,6 +227,7 @@ class HostWalk:
         facts = self.diagnose("baseline", chained=started.get("diagnose")).facts
         self.roles = {role for key, role in ROLE_FACTS.items() if (facts.get("roles") or {}).get(key)}
         plan = plan_host(self.name, self.policy, facts)
+        self._note_package(plan)
         self._planned(plan)
         for gate in plan.gates:
             if not self._done_before(gate, verify_ok=False):
@@ -402,17 +405,38 @@ class HostWalk:
             self.reboot_host(f"{planned.rung} asked for a restart")
         return result
 
-    def _pushed_package(self) -> dict[str, str]:
-        """install-kb from a file on this machine (kb_file, else --kb-dir): the one that fits this host's
-        build and architecture, pushed into the step's staging folder; its SHA-256 goes to install-kb.
-
-        Nothing is pushed when the host reads the package itself (kb_url, msu_path)."""
+    def _package_path(self) -> Path | None:
+        """The file on this machine install-kb gets pushed (kb_file, else --kb-dir): the one that fits
+        this host's build and architecture (diagnose's facts); None when the host reads its package
+        itself (kb_url, msu_path) or none is given; ValueError naming the host when none fits."""
         policy = self.policy
-        kb_dir = self.options.kb_dir
-        if not policy.kb or policy.kb_url or policy.msu_path or not (policy.kb_file or kb_dir):
-            return {}
+        if not policy.kb or policy.kb_url or policy.msu_path or not (policy.kb_file or self.options.kb_dir):
+            return None
+        return packages.pick(self.name, policy.kb, self.facts, kb_file=policy.kb_file, kb_dir=self.options.kb_dir)
+
+    def _note_package(self, plan: HostPlan) -> None:
+        """The plan line says which file install-kb's push will send and its size, or why none fits,
+        so `wuremote plan` shows a missing or wrong package before any repair is begun."""
+        if not any(step.script == "install-kb" for step in plan.ladder):
+            return
         try:
-            path = packages.pick(self.name, policy.kb, self.facts, kb_file=policy.kb_file, kb_dir=kb_dir)
+            path = self._package_path()
+            if path is not None:
+                plan.package = (f"pushes {path.name} ({packages.size_text(path.stat().st_size)}) "
+                                "from the controller")
+        except ValueError as exc:
+            plan.package = str(exc).removeprefix(f"{self.name}: ")
+        except OSError as exc:
+            plan.package = f"cannot read the package to push: {exc.strerror or exc}"
+
+    def _pushed_package(self) -> dict[str, str]:
+        """install-kb from a file on this machine (``_package_path``), pushed into the step's staging
+        folder; its SHA-256 goes to install-kb.  Nothing is pushed when the host reads the package itself."""
+        policy = self.policy
+        try:
+            path = self._package_path()
+            if path is None:
+                return {}
             pkg = packages.package(path)
         except (ValueError, OSError) as exc:
             raise HostFailed(Outcome.NEEDS_OPERATOR, str(exc)) from None
