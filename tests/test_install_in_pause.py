@@ -5,16 +5,24 @@ the antivirus is on again at the end, and on a path out that ends the host early
 from __future__ import annotations
 
 import io
+import json
 import re
+import signal
+from contextlib import ExitStack
 
 import pytest
+from conftest import held_clock, wait_for
+from test_interrupt_resume import av_lab, paused, realtime_on, run_id_of, start, wait_until  # noqa: F401 - av_lab: the fixture, used by name
 
 from wuremote import events as ev
 from wuremote.contract.updates import DEFAULT_CATEGORIES
 from wuremote.demo import demo_hosts, demo_options
+from wuremote.engine.progress import progress_of
 from wuremote.engine.runner import Runner
+from wuremote.lab.host import HostState
 from wuremote.lab.lab import Lab
 from wuremote.output.live import PlainView
+from wuremote.store.journal import Journal
 
 LAB_SCALE = 0.002
 FLEET = """
@@ -44,6 +52,12 @@ def run(tmp_path_factory):  # type: ignore[no-untyped-def]
                      for e in lab.endpoints}
         installed = {e.name: lab.call(lambda n=e.name: dict(lab.host(n).state.install_counts)) for e in lab.endpoints}
         yield summary, seen, antivirus, installed, plain.getvalue()
+
+
+def _installing(state: HostState) -> bool:
+    """install-updates' body runs on the host (its status file says so); read on the lab's loop."""
+    return any(key.endswith("\\install-updates\\status.json")
+               and json.loads(data.decode("utf-8-sig")).get("state") == "running" for key, data in list(state.files.items()))
 
 
 def _steps(seen: list[ev.Event], host: str) -> list[str]:
@@ -80,3 +94,29 @@ def test_the_pause_line_names_its_deadline_once_in_utc(run) -> None:  # type: ig
     assert lines
     for line in lines:
         assert re.search(r"antivirus paused until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC at the latest", line), line
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ctrl_c_while_installing_inside_the_pause_resumes_the_antivirus(av_lab, tmp_path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """The pause kept for the install is owed like any other: Ctrl-C mid-install pays it before exit."""
+    lab, inventory, env = av_lab
+    state = tmp_path / "state"
+    with ExitStack() as held:
+        # Each host's install, once its body runs, waits for the test: the Ctrl-C lands mid-install.
+        for endpoint in lab.endpoints:
+            host = lab.host(endpoint.name)
+            held.enter_context(held_clock(lab, host, lambda s=host.state: _installing(s)))
+        process = start(["repair", "-i", str(inventory), "--install", "--plain", "--state-dir", str(state)], env)
+        wait_until(state, lambda rows: paused(rows) and any(
+            kind == "step-started" and step == "install-updates" for kind, _, step, _ in rows))
+        wait_for(lambda: any(lab.call(lambda n=e.name: _installing(lab.host(n).state)) for e in lab.endpoints),
+                 what="an install running")
+        assert realtime_on(lab) != [True, True]  # the install runs with the antivirus paused
+        process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, out
+    assert realtime_on(lab) == [True, True]
+    with Journal(state) as journal:
+        progress = progress_of(journal.events(run_id_of(state)))
+    assert all(not p.owed for p in progress.values())
