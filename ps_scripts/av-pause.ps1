@@ -1,6 +1,6 @@
 # wuremote-script
 # name: av-pause
-# version: 1
+# version: 2
 # reboot: never
 # timeout: 300
 # idempotent: yes
@@ -153,5 +153,5 @@ if (-not $state.defender_paused -and -not $VendorPauseCommand) {
         -Messages @('nothing to pause: Defender real-time protection is off or absent and no vendor command was given')
 }
 $facts['state'] = $state
-$messages.Add(('antivirus paused until {0} UTC at the latest; av-resume turns it back on' -f $deadline.ToString('u')))
+$messages.Add(('antivirus paused until {0} UTC at the latest; av-resume turns it back on' -f $deadline.ToString('yyyy-MM-dd HH:mm:ss', [Globalization.CultureInfo]::InvariantCulture)))
 Complete-WuStep -Step 'av-pause' -Status 'ok' -ExitCode 0 -Facts $facts -Changes $changes.ToArray() -Messages $messages.ToArray() -ResultMarker $ResultMarker

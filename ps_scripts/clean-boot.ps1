@@ -1,6 +1,6 @@
 # wuremote-script
 # name: clean-boot
-# version: 2
+# version: 3
 # reboot: always
 # timeout: 600
 # idempotent: yes
@@ -281,5 +281,5 @@ catch {
         -Messages @(('clean boot failed and was undone: {0}' -f $failure))
 }
 Complete-WuStep -Step 'clean-boot' -Status 'reboot-required' -ExitCode 3010 -Facts $facts -Changes $changes.ToArray() -RebootRequired $true `
-    -Messages @(('{0} service(s) disabled until clean-boot-restore or {1} UTC; reboot to take effect' -f $changes.Count, $deadline.ToString('u'))) `
+    -Messages @(('{0} service(s) disabled until clean-boot-restore or {1} UTC; reboot to take effect' -f $changes.Count, $deadline.ToString('yyyy-MM-dd HH:mm:ss', [Globalization.CultureInfo]::InvariantCulture))) `
     -ResultMarker $ResultMarker

@@ -1,6 +1,6 @@
 # wuremote-script
 # name: install-kb
-# version: 2
+# version: 3
 # reboot: usually
 # timeout: 5400
 # idempotent: yes
@@ -19,11 +19,23 @@
       default   the folder the controller pushes to: %ProgramData%\wuremote\runs\<RunId>\install-kb\packages
     A package must name the KB in its file name and either match -Sha256 or carry a valid
     Authenticode signature. A KB already installed is success with nothing changed.
+    Never beside another install: an install-kb or install-updates task of another run, a Windows
+    Installer installation (the _MSIExecute mutex, learn.microsoft.com/windows/win32/msi/
+    -msiexecute-mutex: held while an installation runs; other installs get 1618) or a servicing
+    session holding Component Based Servicing's exclusive flag (HKLM\SOFTWARE\Microsoft\Windows\
+    CurrentVersion\Component Based Servicing\SessionsPending, Exclusive = 1 while TrustedInstaller
+    applies an update, cleared after; Microsoft Japan Windows support blog, jpwinsup.github.io/blog/
+    2024/07/23/WindowsUpdate/QU/Exclusiveflag) is waited for, bounded by -WaitSeconds, and never
+    stopped. Servicing pending a reboot (WinSxS\pending.xml) is refused at once: only a restart clears it.
 .PARAMETER KbId
     KB followed by 6 to 8 digits, e.g. KB5034441.
+.PARAMETER WaitSeconds
+    How long another install or servicing operation on this host is waited for before this one
+    is refused (exit 4).
 .NOTES
     Exit codes: 0 installed or already installed, 3010 installed and a reboot is needed,
-    1 failed, 2 not applicable to this host (0x800F081E), 4 refused: servicing in progress,
+    1 failed, 2 not applicable to this host (0x800F081E), 4 refused: another install or servicing
+    still running after -WaitSeconds, or servicing pending a reboot,
     5 not elevated, 6 something must come first: the component store needs repair
     (0x80073712: run dism) or a newer servicing stack (0x800F0823: install the SSU).
     Before Server 2019 (build 17763) a single .msu is expanded first and its .cab given to
@@ -37,7 +49,8 @@ param(
     [Parameter(Mandatory = $true)][ValidatePattern('^KB\d{6,8}$')][string]$KbId,
     [string]$MsuPath = '',
     [ValidatePattern('^$|^https?://[^\s"]+$')][string]$Url = '',
-    [ValidatePattern('^$|^[0-9a-fA-F]{64}$')][string]$Sha256 = ''
+    [ValidatePattern('^$|^[0-9a-fA-F]{64}$')][string]$Sha256 = '',
+    [ValidateRange(0, 7200)][int]$WaitSeconds = 1800
 )
 # wuremote-prelude
 $null = Start-WuTranscript -Step 'install-kb' -RunId $RunId
@@ -63,6 +76,52 @@ if ($null -ne $hotfix) {
     Complete-WuStep -Step 'install-kb' -Status 'ok' -ExitCode 0 -Facts $facts -Messages @(('{0} is already installed' -f $KbId)) -ResultMarker $ResultMarker
 }
 $facts['already_installed'] = $false
+
+function Get-BusyServicing {
+    <# What installs on this host now, besides this step: other runs' install tasks, Windows Installer, CBS. #>
+    [CmdletBinding()]
+    param()
+    $runs = Join-Path -Path (Get-WuStateRoot) -ChildPath 'runs'
+    if (Test-Path -LiteralPath $runs) {
+        foreach ($folder in Get-ChildItem -LiteralPath $runs -Directory) {
+            if ($folder.Name -eq $RunId) {
+                continue
+            }
+            foreach ($step in @('install-kb', 'install-updates')) {
+                $current = Get-WuDetachedState -RunId $folder.Name -Step $step
+                if ($null -ne $current -and ($current.state -eq 'running' -or $current.state -eq 'queued')) {
+                    '{0} of run {1}' -f $step, $folder.Name
+                }
+            }
+        }
+    }
+    $mutex = $null
+    if ([System.Threading.Mutex]::TryOpenExisting('Global\_MSIExecute', [ref]$mutex)) {
+        $mutex.Dispose()
+        'a Windows Installer installation (_MSIExecute)'
+    }
+    $cbsKey = 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\SessionsPending'
+    # No SessionsPending key or no Exclusive value: no servicing session holds the flag.
+    $sessions = Get-ItemProperty -LiteralPath $cbsKey -Name 'Exclusive' -ErrorAction SilentlyContinue
+    if ($null -ne $sessions -and [int]$sessions.Exclusive -ne 0) {
+        'a servicing operation (TrustedInstaller: SessionsPending\Exclusive)'
+    }
+}
+
+# --- never beside another install; never on top of servicing that waits for a restart ---
+$waited = 0
+$busy = @(Get-BusyServicing)
+while ($busy.Count -gt 0 -and $waited -lt $WaitSeconds) {
+    Write-Verbose ('waiting for {0} to finish ({1} s of {2} s)' -f ($busy -join ', '), $waited, $WaitSeconds)
+    Start-Sleep -Seconds 15
+    $waited += 15
+    $busy = @(Get-BusyServicing)
+}
+$facts['waited_seconds'] = $waited
+if ($busy.Count -gt 0) {
+    $facts['busy'] = $busy
+    Complete-Failed -Code 4 -Message ('{0} still running after {1} s: left alone (never stopped); install {2} again when it ends' -f ($busy -join ', '), $WaitSeconds, $KbId)
+}
 if (Test-Path -LiteralPath (Join-Path -Path $env:SystemRoot -ChildPath 'WinSxS\pending.xml')) {
     Complete-Failed -Code 4 -Message 'servicing is pending a reboot (pending.xml): reboot, then install'
 }

@@ -110,6 +110,13 @@ def pick(host: str, kb: str, facts: dict[str, Any], *, kb_file: str | None, kb_d
     return fitting[0]
 
 
+def size_text(size: int) -> str:
+    """A file size as people read it: 48.2 MB, 310 KB, 12 bytes."""
+    if size >= 2**20:
+        return f"{size / 2**20:.1f} MB"
+    return f"{size / 2**10:.0f} KB" if size >= 2**10 else f"{size} bytes"
+
+
 @lru_cache(maxsize=64)
 def _hashed(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()

@@ -47,6 +47,12 @@ class HostPlan:
     operator_issue: str | None = None  # what only the operator can fix; the ladder stops after required rungs
     notes: list[str] = field(default_factory=list)
     install: tuple[str, ...] = ()  # categories install-updates installs once verify passes (--install)
+    # install-kb's package: the controller's file pushed to the host (name, size), or why none fits.
+    # Set by the walk, which reads the controller's files; the plan itself stays a pure function.
+    package: str | None = None
+    # What the update history says when no failure demands a rung: "no failure recorded", or the
+    # newest failure and, when a later verify settled it, that verify (failure_history).
+    history: str = "no failure recorded"
 
     @property
     def steps(self) -> list[PlannedStep]:
@@ -60,7 +66,7 @@ class HostPlan:
         verify fails (the ladder is then in the report's plan, not on this line)."""
         then = f"; then install-updates ({', '.join(self.install)})" if self.install else ""
         if not any(s.required for s in self.steps) and not self.blocker and not self.operator_issue:
-            return "plan: verify only (no failure recorded; the ladder is climbed only if verify fails)" + then
+            return f"plan: verify only ({self.history}; the ladder is climbed only if verify fails)" + then
         steps = [s.rung + ("*" if s.required else "") for s in self.steps]
         text = "plan: " + (" -> ".join(steps) if steps else "verify only")
         if any(s.required for s in self.steps) and any(not s.required for s in self.steps):
@@ -72,6 +78,8 @@ class HostPlan:
             text += f" (if verify confirms: {self.blocker})"
         if self.operator_issue:
             text += f" (operator: {self.operator_issue})"
+        if self.package:
+            text += f" (install-kb: {self.package})"
         return text + then
 
     def as_dict(self) -> dict[str, Any]:
@@ -82,6 +90,8 @@ class HostPlan:
             "operator_issue": self.operator_issue,
             "notes": list(self.notes),
             "install": list(self.install),
+            "package": self.package,
+            "history": self.history,
         }
 
 
@@ -126,6 +136,30 @@ def _settled(failure: dict[str, Any], facts: dict[str, Any]) -> bool:
         return False
 
 
+def _utc_text(value: str) -> str:
+    """An ISO 8601 UTC time as the plan line prints it (2026-11-29 14:20 UTC); as given if unreadable."""
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return value
+
+
+def failure_history(facts: dict[str, Any]) -> str:
+    """The newest recorded update failure as the plan line tells it.  A failure a later passing verify
+    settled (``_settled``) demands nothing, but it is still in the host's history (diagnose shows it):
+    the line says so, and when it was settled, rather than "no failure recorded"."""
+    for failure in facts.get("update_failures") or []:
+        if not isinstance(failure, dict) or not failure.get("hresult"):
+            continue
+        when = failure.get("time_utc")
+        text = f"last failure {failure['hresult']}" + (f" on {_utc_text(when)}" if isinstance(when, str) else "")
+        verified = facts.get("last_verify_ok_utc")
+        if _settled(failure, facts) and isinstance(verified, str):
+            return f"{text}, settled by verify on {_utc_text(verified)}"
+        return text
+    return "no failure recorded"
+
+
 def current_failure(facts: dict[str, Any]) -> hresult.HResult | None:
     """The newest recorded update failure with a known HRESULT that no passing verify has settled."""
     for failure in facts.get("update_failures") or []:
@@ -150,7 +184,7 @@ def network_blocker(facts: dict[str, Any]) -> str | None:
 
 def plan_host(name: str, policy: RepairPolicy, facts: dict[str, Any]) -> HostPlan:
     """The plan for one host from its first diagnose: gates, then the ladder, with reasons."""
-    plan = HostPlan(name, blocker=network_blocker(facts), install=policy.install)
+    plan = HostPlan(name, blocker=network_blocker(facts), install=policy.install, history=failure_history(facts))
     services = facts.get("services") or {}
     by_policy = sorted(name for name, svc in services.items()
                        if isinstance(svc, dict) and svc.get("policy_start_type") == "Disabled")

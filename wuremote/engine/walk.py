@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from pathlib import Path
 from typing import Any
 
 from .. import events as ev
@@ -40,6 +41,9 @@ RUNGS = frozenset(LADDER) | frozenset(GATES)  # what "repaired by" can name
 # margin, so a live controller never loses it; it is renewed as each rung begins besides.
 LEASE_MARGIN_MINUTES = 30
 LEASE_MAX_MINUTES = 10080  # lock.ps1's ExpiresMinutes range
+# Restores left owed between the repair and the install (see HostWalk._repair): the antivirus
+# that blocked downloads until paused stays paused while the updates download.
+KEPT_FOR_INSTALL = frozenset({RESTORES["av-pause"]})
 ROLE_FACTS = {"domain_controller": "domain-controller", "cluster_node": "cluster-node", "hyperv_host": "hyperv-host"}
 
 
@@ -181,6 +185,7 @@ class HostWalk:
 
     def _plan_only(self) -> tuple[Outcome, str]:
         plan = plan_host(self.name, self.policy, self.diagnose("what the plan is based on").facts)
+        self._note_package(plan)
         self._planned(plan)
         return Outcome.PLANNED, plan.text
 
@@ -198,7 +203,18 @@ class HostWalk:
 
     def _repair(self, started: dict[str, StepResult]) -> tuple[Outcome, str]:
         """The repair, then the install when asked; ``started`` holds what ran in the lock's pipeline
-        (boot-info, the baseline diagnose)."""
+        (boot-info, the baseline diagnose).
+
+        When installing, a paused antivirus stays paused until the install is over (KEPT_FOR_INSTALL):
+        the product that blocked the update agent's downloads until av-pause blocks the updates'
+        downloads too (0x80070005) as soon as it is resumed, so resuming it between the repair and
+        the install would turn the operator's opt-in into a certain failure.  The window stays
+        bounded: the on-host fail-safe is armed (its deadline is extended before each install round),
+        av-resume runs right after the last round, and on every other path out (a failure, a refusal,
+        Ctrl-C, a lost host) the owed restore is paid as always (``_pay_owed``), or by the fail-safe.
+        clean-boot is not kept: a third-party service it stopped is what makes installs fail
+        (0x80070020) only while it runs, and the install climbs to clean-boot itself when that happens.
+        """
         outcome, cause = self._repair_ladder(started)
         if outcome in (Outcome.HEALTHY, Outcome.REPAIRED) and self.policy.install:
             return self._install(cause)
@@ -211,6 +227,7 @@ class HostWalk:
         facts = self.diagnose("baseline", chained=started.get("diagnose")).facts
         self.roles = {role for key, role in ROLE_FACTS.items() if (facts.get("roles") or {}).get(key)}
         plan = plan_host(self.name, self.policy, facts)
+        self._note_package(plan)
         self._planned(plan)
         for gate in plan.gates:
             if not self._done_before(gate, verify_ok=False):
@@ -241,7 +258,7 @@ class HostWalk:
             if verify.exit_code == ExitCode.UNREACHABLE_UPDATE_SERVER:
                 return Outcome.NEEDS_OPERATOR, network_cause(verify, plan)
             verify_ok = verify.exit_code == ExitCode.OK
-        self._pay_owed_now()
+        self._pay_owed_now(keep=KEPT_FOR_INSTALL if self.policy.install else frozenset())
         pending = self.steps.read_boot()[1]
         if pending:
             self.reboot_host(f"pending reboot after repairs ({', '.join(pending)})")
@@ -271,6 +288,7 @@ class HostWalk:
         rounds = 0
         while True:
             rounds += 1
+            self._extend_kept_pause()
             result = self.steps.step("install-updates", params, reason=f"install updates (round {rounds})")
             facts = result.facts
             results = [r for r in facts.get("results") or [] if isinstance(r, dict)]
@@ -312,6 +330,15 @@ class HostWalk:
         if self.ran_order:
             repaired = self._repaired_by()
         return Outcome.PATCHED, f"{_installed_text(installed)}; {repaired}"
+
+    def _extend_kept_pause(self) -> None:
+        """A pause kept for the install (KEPT_FOR_INSTALL) gets a fresh fail-safe deadline before each
+        round: av-pause again, which on a host it already paused only moves the deadline on."""
+        for restore in KEPT_FOR_INSTALL:
+            pause = next(step for step, undo in RESTORES.items() if undo == restore)
+            if restore in self.ledger.owed:
+                self.steps.step(pause, rung_params(pause, self.policy),
+                                reason="keep the antivirus paused while installing: fail-safe deadline extended")
 
     def _repaired_by(self) -> str:
         """"repaired by LAST (after THE OTHERS)", each rung named once (an install may climb one again)."""
@@ -378,17 +405,38 @@ class HostWalk:
             self.reboot_host(f"{planned.rung} asked for a restart")
         return result
 
-    def _pushed_package(self) -> dict[str, str]:
-        """install-kb from a file on this machine (kb_file, else --kb-dir): the one that fits this host's
-        build and architecture, pushed into the step's staging folder; its SHA-256 goes to install-kb.
-
-        Nothing is pushed when the host reads the package itself (kb_url, msu_path)."""
+    def _package_path(self) -> Path | None:
+        """The file on this machine install-kb gets pushed (kb_file, else --kb-dir): the one that fits
+        this host's build and architecture (diagnose's facts); None when the host reads its package
+        itself (kb_url, msu_path) or none is given; ValueError naming the host when none fits."""
         policy = self.policy
-        kb_dir = self.options.kb_dir
-        if not policy.kb or policy.kb_url or policy.msu_path or not (policy.kb_file or kb_dir):
-            return {}
+        if not policy.kb or policy.kb_url or policy.msu_path or not (policy.kb_file or self.options.kb_dir):
+            return None
+        return packages.pick(self.name, policy.kb, self.facts, kb_file=policy.kb_file, kb_dir=self.options.kb_dir)
+
+    def _note_package(self, plan: HostPlan) -> None:
+        """The plan line says which file install-kb's push will send and its size, or why none fits,
+        so `wuremote plan` shows a missing or wrong package before any repair is begun."""
+        if not any(step.script == "install-kb" for step in plan.ladder):
+            return
         try:
-            path = packages.pick(self.name, policy.kb, self.facts, kb_file=policy.kb_file, kb_dir=kb_dir)
+            path = self._package_path()
+            if path is not None:
+                plan.package = (f"pushes {path.name} ({packages.size_text(path.stat().st_size)}) "
+                                "from the controller")
+        except ValueError as exc:
+            plan.package = str(exc).removeprefix(f"{self.name}: ")
+        except OSError as exc:
+            plan.package = f"cannot read the package to push: {exc.strerror or exc}"
+
+    def _pushed_package(self) -> dict[str, str]:
+        """install-kb from a file on this machine (``_package_path``), pushed into the step's staging
+        folder; its SHA-256 goes to install-kb.  Nothing is pushed when the host reads the package itself."""
+        policy = self.policy
+        try:
+            path = self._package_path()
+            if path is None:
+                return {}
             pkg = packages.package(path)
         except (ValueError, OSError) as exc:
             raise HostFailed(Outcome.NEEDS_OPERATOR, str(exc)) from None
@@ -441,9 +489,10 @@ class HostWalk:
             self.emit(ev.RebootFinished(self.ctx.run_id, self.name, ok=True, duration=round(outcome.duration, 3),
                                         boot_after=outcome.boot_after, message=f"back after {outcome.back_after:.1f} s"))
 
-    def _pay_owed_now(self) -> None:
-        while self.ledger.owed:
-            restore = self.ledger.owed[0]
+    def _pay_owed_now(self, *, keep: frozenset[str] = frozenset()) -> None:
+        """Run the owed restores now, except those in ``keep`` (left owed: paid later or on the way out)."""
+        while any(restore not in keep for restore in self.ledger.owed):
+            restore = next(restore for restore in self.ledger.owed if restore not in keep)
             result = self.steps.step(restore, {}, reason="owed restore")
             if restore in self.ledger.owed:  # not settled: the restore failed
                 raise HostFailed(Outcome.FAILED, f"{restore} failed (exit {result.exit_code}): "

@@ -219,6 +219,13 @@ class HostState:
     catroot_corrupt: bool = False
     servicing_in_progress: bool = False  # TiWorker running with WinSxS\pending.xml
     dism_running: bool = False  # a DISM at work (DismHost.exe)
+    # A servicing session holding CBS's exclusive flag (Component Based Servicing\SessionsPending,
+    # Exclusive = 1 while TrustedInstaller applies an update, cleared after: Microsoft Japan Windows
+    # support blog, jpwinsup.github.io/blog/2024/07/23/WindowsUpdate/QU/Exclusiveflag).
+    cbs_exclusive: bool = False
+    # A Windows Installer installation at work: it holds the Global\_MSIExecute mutex
+    # (learn.microsoft.com/windows/win32/msi/-msiexecute-mutex); a restart ends it.
+    msi_installing: bool = False
     # TiWorker (the Windows Modules Installer's worker) running with no operation pending: started
     # on demand for any servicing query and left to idle out.  With `tiworker_lingers_after_scan`
     # every update search (verify) leaves it running, as issue 13 reports of real hosts.
@@ -472,6 +479,7 @@ class Host:
         if state.agent_rewrites_file_renames:
             state.pending_reboot.add("pending-file-rename")
         state.servicing_in_progress = state.dism_running = state.tiworker_running = False
+        state.cbs_exclusive = state.msi_installing = False
         for service in state.services.values():
             effective = service.effective_start_type
             service.status = "Running" if effective == "Automatic" or (

@@ -139,7 +139,7 @@ def _deadline(ctx: StepContext, default_minutes: int) -> dt.datetime:
     return ctx.host.state.clock + dt.timedelta(minutes=int(param(ctx, "FailSafeMinutes", default_minutes)))
 
 
-@model("av-pause", sha256="de10bac52f4e0aadf85af6d36ee6d454a79228958591bdc5566ed24a2f22f245")
+@model("av-pause", sha256="b938e967f1f97e1308ca014a83c9f8b751dd728af2cf872683b4d5401c52e9af")
 async def av_pause(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
@@ -213,7 +213,7 @@ async def av_pause(ctx: StepContext) -> None:
             "nothing to pause: Defender real-time protection is off or absent and no vendor command was given"])
     facts["state"] = dict(record)
     ctx.finish("ok", 0, facts=facts, changes=changes, messages=[
-        f"antivirus paused until {deadline:%Y-%m-%d %H:%M:%S}Z UTC at the latest; av-resume turns it back on"])
+        f"antivirus paused until {deadline:%Y-%m-%d %H:%M:%S} UTC at the latest; av-resume turns it back on"])
 
 
 @model("av-resume", sha256="ce11527ddfb24b7e219bda6aa6c383cd0c3271631378974419bf5412d6b3f440")
@@ -243,7 +243,7 @@ def _protected_reason(name: str, company: str, role: str, excluded: set[str]) ->
     return f"protected vendor ({vendor})" if vendor else None
 
 
-@model("clean-boot", sha256="e0005bfccf258873a449ec2088930f6a5eedc14ece9338757146e625a52364cc")
+@model("clean-boot", sha256="86c9fe64ca868f99c47bf4cb8eeb2a48ec109ec84b8c332d2cd451d2ee6776d5")
 async def clean_boot(ctx: StepContext) -> None:
     require_elevated(ctx)
     state = ctx.host.state
@@ -308,7 +308,7 @@ async def clean_boot(ctx: StepContext) -> None:
         state.services[entry["name"]].set_start_mode("Disabled")  # takes effect at the next boot
         changes.append({"kind": "service-start-type", "name": entry["name"], "from": entry["original_start_type"], "to": "Disabled"})
     ctx.finish("reboot-required", 3010, facts=facts, changes=changes, reboot_required=True, messages=[
-        f"{len(candidates)} service(s) disabled until clean-boot-restore or {deadline:%Y-%m-%d %H:%M:%S}Z UTC; reboot to take effect"])
+        f"{len(candidates)} service(s) disabled until clean-boot-restore or {deadline:%Y-%m-%d %H:%M:%S} UTC; reboot to take effect"])
 
 
 @model("clean-boot-restore", sha256="099a5a8f084bd2f0ceee98f1b119e3edf2e948a054db10de03f808287f42ffa2")

@@ -8,38 +8,21 @@ the catalog's rules (wuremote/lab/catalog.py: supersedence and the second wave).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ..agent import download_hresult, install_hresult, offered, search_hresult
 from ..host import windows_utc
-from .detached import detached_state
 from .helpers import param, require_elevated, strings, switch
-from .long_steps import NETWORK_HRESULTS, SYSTEM_USER, hex_hresult, int_param
+from .long_steps import NETWORK_HRESULTS, SYSTEM_USER, WAIT_STEP_SECONDS, hex_hresult, int_param, other_installs
 from .registry import StepContext, model
 
 SEARCH_SECONDS = 2 * 60
-WAIT_STEP_SECONDS = 15  # the script's Start-Sleep between two looks at another install
 SUCCEEDED, FAILED = 2, 4  # OperationResultCode (learn.microsoft.com/windows/win32/api/wuapi/ne-wuapi-operationresultcode)
-_STATUS = re.compile(r"^c:\\programdata\\wuremote\\runs\\([^\\]+)\\(install-kb|install-updates)\\status\.json$")
 
 
 def _install_seconds(size_mb: int) -> float:
     """Download and installation together: a minute, plus time by size (a 600 MB cumulative: about 5 minutes)."""
     return 60 + size_mb * 0.4
-
-
-def _other_installs(ctx: StepContext, run_id: str) -> list[str]:
-    """install-kb or install-updates tasks of other runs still queued or running (Get-OtherInstall)."""
-    found = []
-    for key in list(ctx.host.state.files):
-        match = _STATUS.match(key)
-        if match is None or match.group(1) == run_id.lower():
-            continue
-        current = detached_state(ctx.host, match.group(1), match.group(2))
-        if current is not None and current.state in ("running", "queued"):
-            found.append(f"{match.group(2)} of run {match.group(1)}")
-    return found
 
 
 @model("install-updates", sha256="f52af69611cf5ca64ac36f42eb9d9c8378d9f4d990638883b5d8bd94f3cfd87f")
@@ -63,12 +46,12 @@ async def install_updates(ctx: StepContext) -> None:
         ctx.finish(status, code, facts=facts, changes=changes, messages=messages, reboot_required=code == 3010)
 
     if not search_only:
-        waited, others = 0, _other_installs(ctx, run_id)
+        waited, others = 0, other_installs(ctx, run_id)
         while others and waited < wait_seconds:
             ctx.verbose(f"waiting for {', '.join(others)} to finish ({waited} s of {wait_seconds} s)")
             await ctx.host.sleep(WAIT_STEP_SECONDS)
             waited += WAIT_STEP_SECONDS
-            others = _other_installs(ctx, run_id)
+            others = other_installs(ctx, run_id)
         if others:
             facts["busy"] = others
             finish("failed", 4, [f"{', '.join(others)} still running after {wait_seconds} s: left alone (never "

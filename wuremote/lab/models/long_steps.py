@@ -229,6 +229,27 @@ async def sfc(ctx: StepContext) -> None:
     ctx.finish("ok", 0, facts=facts, messages=["no integrity violations"])
 
 
+# --- never two installs at once ----------------------------------------------------------------
+WAIT_STEP_SECONDS = 15  # install-kb's and install-updates' Start-Sleep between two looks at another install
+_STATUS = re.compile(r"^c:\\programdata\\wuremote\\runs\\([^\\]+)\\(install-kb|install-updates)\\status\.json$")
+
+
+def other_installs(ctx: StepContext, run_id: str) -> list[str]:
+    """install-kb or install-updates tasks of other runs still queued or running (the scripts read
+    each run's status file the same way)."""
+    from .detached import detached_state  # detached.py imports this module: read at call time
+
+    found = []
+    for key in list(ctx.host.state.files):
+        match = _STATUS.match(key)
+        if match is None or match.group(1) == run_id.lower():
+            continue
+        current = detached_state(ctx.host, match.group(1), match.group(2))
+        if current is not None and current.state in ("running", "queued"):
+            found.append(f"{match.group(2)} of run {match.group(1)}")
+    return found
+
+
 # --- install-kb ------------------------------------------------------------------------------
 INSTALL_SECONDS = 8 * 60
 # Below this build (2012 R2 9600, 2016 14393) install-kb expands a single .msu and gives DISM its
@@ -260,7 +281,18 @@ def _package_identity(state: HostState, key: str) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest(), data[:8]
 
 
-@model("install-kb", sha256="c6490de431715fddd19c42c1978331f27cd84d047964ab18c2858b0198a59040")
+def _busy_servicing(ctx: StepContext, run_id: str) -> list[str]:
+    """What installs on the host besides this step: another run's install task (its status file),
+    a Windows Installer installation (the _MSIExecute mutex) or a CBS session holding the exclusive flag."""
+    busy = other_installs(ctx, run_id)
+    if ctx.host.state.msi_installing:
+        busy.append("a Windows Installer installation (_MSIExecute)")
+    if ctx.host.state.cbs_exclusive:
+        busy.append("a servicing operation (TrustedInstaller: SessionsPending\\Exclusive)")
+    return busy
+
+
+@model("install-kb", sha256="1ab0268858a650123a48441a158937295408a3d105640c08fec49860d5cd3426")
 async def install_kb(ctx: StepContext) -> None:
     kb_id = text_param(ctx, "KbId", r"^KB\d{6,8}$", mandatory=True)
     msu_path = text_param(ctx, "MsuPath")
@@ -279,6 +311,18 @@ async def install_kb(ctx: StepContext) -> None:
         facts["already_installed"] = True
         ctx.finish("ok", 0, facts=facts, messages=[f"{kb_id} is already installed"])
     facts["already_installed"] = False
+    wait_seconds = int_param(ctx, "WaitSeconds", 1800, 0, 7200)
+    waited, busy = 0, _busy_servicing(ctx, run_id)
+    while busy and waited < wait_seconds:
+        ctx.verbose(f"waiting for {', '.join(busy)} to finish ({waited} s of {wait_seconds} s)")
+        await ctx.host.sleep(WAIT_STEP_SECONDS)
+        waited += WAIT_STEP_SECONDS
+        busy = _busy_servicing(ctx, run_id)
+    facts["waited_seconds"] = waited
+    if busy:
+        facts["busy"] = busy
+        failed(f"{', '.join(busy)} still running after {wait_seconds} s: left alone (never stopped); install "
+               f"{kb_id} again when it ends", 4)
     if state.servicing_in_progress:
         failed("servicing is pending a reboot (pending.xml): reboot, then install", 4)
 
@@ -326,11 +370,11 @@ async def install_kb(ctx: StepContext) -> None:
     lines = DISM_BANNER + [f"Image Version: 10.0.{state.build}.{state.ubr}", "", "Processing 1 of 1 - Adding package "
                            f"Package_for_RollupFix~31bf3856ad364e35~amd64~~{state.build}.4405.1.13"]
     damaged = state.component_store != "healthy"
-    state.servicing_in_progress = True
+    state.servicing_in_progress = state.cbs_exclusive = True  # TrustedInstaller's session holds the exclusive flag
     try:
         await _native_progress(ctx, "install-kb", lines, INSTALL_SECONDS, until=40.0 if damaged else 100.0)
     finally:
-        state.servicing_in_progress = False
+        state.servicing_in_progress = state.cbs_exclusive = False
     if damaged:
         code = 0x80073712
         tail = ["", "Error: 0x80073712", "", "The component store has been corrupted.", "",
