@@ -73,6 +73,7 @@ class StepRunner:
         self.boot_seen: str | None = None  # the host's boot time as last read: a change means it restarted
         self.deadline = time.monotonic() + self.options.host_timeout
         self._session: str | None = None
+        self._announced: str | None = None  # a pool id journalled before its Create was answered
         self._orphans_closed = False
         self.followed: dict[str, StepResult] = {}  # the FollowUps' results, by step, that the last step's chain ran
 
@@ -80,6 +81,8 @@ class StepRunner:
     def open(self) -> Transport:
         self.transport = open_transport(self.host, self.options.transport)
         self.transport.on_opened = self._opened
+        self.transport.on_opening = self._opening
+        self.transport.on_not_opened = self._not_opened
         return self.transport
 
     def close(self) -> None:
@@ -278,10 +281,25 @@ class StepRunner:
             raise Cancelled()
 
     # --- sessions: journalled so a resumed run can delete what a dead one left ----------
-    def _opened(self, session: str) -> None:
-        """The transport's callback: the host has just answered the pool's/shell's Create."""
-        self._session = session
+    def _opening(self, session: str) -> None:
+        """The transport's callback: a pool's id, before its Create goes out (PSRP: the client chooses it).
+        Journalled at once: a controller killed while the host creates the pool leaves resume its id
+        (resume deletes it; "not found" if the Create never arrived)."""
+        self._announced = session
         self.emit(ev.SessionOpened(self.ctx.run_id, self.name, session=session))
+
+    def _not_opened(self, session: str) -> None:
+        """The Create never reached the host (refused, rejected): nothing for resume to delete."""
+        self._announced = None
+        self.emit(ev.SessionClosed(self.ctx.run_id, self.name, session=session))
+
+    def _opened(self, session: str) -> None:
+        """The transport's callback: the host has just answered the pool's/shell's Create (WinRS: the host
+        chose the id, journalled now)."""
+        self._session = session
+        if session != self._announced:
+            self.emit(ev.SessionOpened(self.ctx.run_id, self.name, session=session))
+        self._announced = None
 
     def _note_session(self) -> None:
         """After a script run on a fresh session: delete what a stopped controller left (each once)."""
