@@ -104,3 +104,69 @@ def test_the_lock_the_boot_time_and_the_baseline_diagnose_travel_in_one_pipeline
     assert steps[3][2] - steps[0][2] <= 8, steps[:4]
     baseline = seen.events[3][0]
     assert baseline.status == "ok" and baseline.facts and baseline.transcript
+
+
+class Everything(Requests):
+    """Every event, with the lab's request count for its host when it came."""
+
+    def __call__(self, event: Any) -> None:
+        if isinstance(event, (ev.StepStarted, ev.StepFinished, ev.RebootStarted, ev.RebootFinished, ev.HostFinished)):
+            self.events.append((event, self.lab.requests_served(event.host)))
+
+
+def _end_of_host(seen: Everything) -> tuple[list[tuple[str, str]], int]:
+    """The events after the last step before the host's end (its logs, the lock's release), and the requests
+    from that step's end to the release's."""
+    kinds = [(type(event).__name__, getattr(event, "step", None) or "") for event, _ in seen.events]
+    release = max(i for i, kind in enumerate(kinds) if kind == ("StepFinished", "lock"))
+    last = max(i for i, (kind, step) in enumerate(kinds[:release])
+               if kind in ("StepFinished", "RebootFinished") and step not in ("collect-logs", "lock"))
+    return kinds[last + 1:], seen.events[release][1] - seen.events[last][1]
+
+
+@pytest.mark.parametrize(("scenario", "outcome", "logged"), [
+    ("healthy", "healthy", False), ("component-store-needs-source", "needs-operator", True)])
+def test_the_last_pending_check_the_logs_and_the_lock_release_travel_in_one_pipeline(
+        tmp_path: Path, scenario: str, outcome: str, logged: bool) -> None:
+    with Lab(scenario=scenario, hosts=1, time_scale=0.002) as lab:
+        seen = Everything(lab)
+        summary = Runner(demo_hosts(lab), demo_options(tmp_path), subscribers=[seen]).run()
+        host = next(iter(lab.hosts))
+        held = lab.call(lambda: lab.host(host).state.lock)
+    assert list(summary.outcomes.values()) == [outcome], summary.causes
+    after, requests = _end_of_host(seen)
+    steps = [step for kind, step in after if kind == "StepStarted"]
+    # Logs are collected while the lock is held, then the lock is released: one Command, its Receive(s)
+    # and one Signal for boot-info, collect-logs and the release (RUNG_TARGET, as a rung and its diagnose);
+    # one by one it was 6-8 requests (9-12 with the logs).
+    assert steps == (["collect-logs", "lock"] if logged else ["lock"]), after
+    assert requests <= RUNG_TARGET, (requests, after)
+    assert held is None
+    if logged:
+        kept = [event for event, _ in seen.events if isinstance(event, ev.StepFinished) and event.step == "collect-logs"]
+        assert kept[0].status == "ok" and kept[0].transcript
+
+
+class PendingAfterVerify(Everything):
+    """Sets a pending restart on the host as its (only) verify ends: the last pending check finds it."""
+
+    def __call__(self, event: Any) -> None:
+        super().__call__(event)
+        if isinstance(event, ev.StepFinished) and event.step == "verify":
+            self.lab.call(lambda: self.lab.host(event.host).state.pending_reboot.add("wu-reboot-required"))
+
+
+def test_a_restart_pending_at_the_end_is_made_before_the_lock_is_released(tmp_path: Path) -> None:
+    with Lab(scenario="healthy", hosts=1, time_scale=0.002) as lab:
+        seen = PendingAfterVerify(lab)
+        summary = Runner(demo_hosts(lab), demo_options(tmp_path), subscribers=[seen]).run()
+        host = next(iter(lab.hosts))
+        held = lab.call(lambda: lab.host(host).state.lock)
+    assert list(summary.outcomes.values()) == ["healthy"], summary.causes
+    kinds = [(type(event).__name__, getattr(event, "step", None) or "") for event, _ in seen.events]
+    verify = kinds.index(("StepFinished", "verify"))
+    # boot-info found the restart pending and stopped its pipeline: the host restarts holding the lock,
+    # then the lock is released.
+    assert kinds[verify + 1:verify + 5] == [("RebootStarted", ""), ("RebootFinished", ""),
+                                            ("StepStarted", "lock"), ("StepFinished", "lock")], kinds
+    assert held is None

@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import held_clock, wait_for
@@ -25,6 +26,7 @@ from wuremote.engine.runner import Runner
 from wuremote.lab.faults import FaultPlan
 from wuremote.lab.host import HostState
 from wuremote.lab.lab import Lab
+from wuremote.lab.psrp import PSRPService
 from wuremote.store.journal import Journal
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -237,6 +239,39 @@ def test_a_pool_is_journalled_before_anything_runs_in_it(tmp_path: Path) -> None
         out, _ = resumed.communicate(timeout=120)
         assert resumed.returncode == 0, out
         assert left <= 1 and lab.call(lambda: lab.open_sessions(lab.endpoints[0].name)) == 0
+
+
+def test_a_kill_while_the_host_creates_the_pool_leaves_resume_its_id(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last window of issue 14's orphan pools: killed after the host made the pool and before the
+    controller had its answer.  The client chooses the pool's id, journalled before the Create goes out,
+    so resume deletes it."""
+    with Lab(scenario="healthy", hosts=1, time_scale=LAB_SCALE) as lab:
+        name = lab.endpoints[0].name
+        inventory = tmp_path / "inventory.toml"
+        inventory.write_text(lab.inventory_toml(), encoding="utf-8")
+        env = {**os.environ, "WUREMOTE_PASSWORD": lab.endpoints[0].password}
+        state = tmp_path / "state"
+        controller: list[int] = []
+        create = PSRPService.create
+
+        def create_then_kill(service: PSRPService, request: Any, user: str) -> bytes:
+            answer = create(service, request, user)  # the host has the pool now
+            wait_for(lambda: bool(controller), what="the controller's pid")
+            os.kill(controller[0], signal.SIGKILL)  # before its answer leaves the host
+            return answer
+
+        monkeypatch.setattr(PSRPService, "create", create_then_kill)
+        process = start(["repair", "-i", str(inventory), "--plain", "--state-dir", str(state)], env)
+        controller.append(process.pid)
+        process.communicate(timeout=120)
+        monkeypatch.undo()
+        assert process.returncode == -signal.SIGKILL
+        assert lab.call(lambda: lab.open_sessions(name)) == 1  # the pool the killed controller never heard of
+        resumed = start(["resume", run_id_of(state), "--plain", "--state-dir", str(state)], env)
+        out, _ = resumed.communicate(timeout=120)
+        assert resumed.returncode == 0, out
+        assert lab.call(lambda: lab.open_sessions(name)) == 0, out
 
 
 # --- signals ----------------------------------------------------------------------------------

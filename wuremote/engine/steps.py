@@ -44,8 +44,9 @@ Body = Callable[[StepScript, dict[str, Any], str], StepResult]
 
 @dataclass(frozen=True)
 class FollowUp:
-    """A read-only step sent in the same pipeline as the one before it (PSRP's chain), run only when that
-    one exits 0 and asks for no restart: a rung and the diagnose after it cost one request sequence.
+    """An idempotent step sent in the same pipeline as the one before it (PSRP's chain), run only when that
+    one exits 0 and asks for no restart: a rung and the diagnose after it cost one request sequence, the
+    last pending-reboot check and the lock's release another.
     Its events, transcript and journal records are those of a step of its own, written once it ran."""
 
     name: str
@@ -72,6 +73,7 @@ class StepRunner:
         self.boot_seen: str | None = None  # the host's boot time as last read: a change means it restarted
         self.deadline = time.monotonic() + self.options.host_timeout
         self._session: str | None = None
+        self._announced: str | None = None  # a pool id journalled before its Create was answered
         self._orphans_closed = False
         self.followed: dict[str, StepResult] = {}  # the FollowUps' results, by step, that the last step's chain ran
 
@@ -79,6 +81,8 @@ class StepRunner:
     def open(self) -> Transport:
         self.transport = open_transport(self.host, self.options.transport)
         self.transport.on_opened = self._opened
+        self.transport.on_opening = self._opening
+        self.transport.on_not_opened = self._not_opened
         return self.transport
 
     def close(self) -> None:
@@ -176,12 +180,16 @@ class StepRunner:
                            error_kind="internal")
             raise
         self._finished(label, attempt, result)
+        self._followed(then, followed)
+        return result
+
+    def _followed(self, then: tuple[FollowUp, ...], followed: list[StepResult]) -> None:
+        """Each follow-up that ran: its events, transcript and journal records, then ``followed``."""
         for follow, done in zip(then, followed):
             if not follow.quiet:
                 follow_attempt = self._start(follow.name, get_script(follow.name), follow.reason)
                 self._finished(follow.name, follow_attempt, done)
             self.followed[follow.name] = done
-        return result
 
     def _run_chain(self, script: StepScript, params: dict[str, Any], label: str,
                    then: tuple[FollowUp, ...]) -> tuple[StepResult, list[StepResult]]:
@@ -273,10 +281,25 @@ class StepRunner:
             raise Cancelled()
 
     # --- sessions: journalled so a resumed run can delete what a dead one left ----------
-    def _opened(self, session: str) -> None:
-        """The transport's callback: the host has just answered the pool's/shell's Create."""
-        self._session = session
+    def _opening(self, session: str) -> None:
+        """The transport's callback: a pool's id, before its Create goes out (PSRP: the client chooses it).
+        Journalled at once: a controller killed while the host creates the pool leaves resume its id
+        (resume deletes it; "not found" if the Create never arrived)."""
+        self._announced = session
         self.emit(ev.SessionOpened(self.ctx.run_id, self.name, session=session))
+
+    def _not_opened(self, session: str) -> None:
+        """The Create never reached the host (refused, rejected): nothing for resume to delete."""
+        self._announced = None
+        self.emit(ev.SessionClosed(self.ctx.run_id, self.name, session=session))
+
+    def _opened(self, session: str) -> None:
+        """The transport's callback: the host has just answered the pool's/shell's Create (WinRS: the host
+        chose the id, journalled now)."""
+        self._session = session
+        if session != self._announced:
+            self.emit(ev.SessionOpened(self.ctx.run_id, self.name, session=session))
+        self._announced = None
 
     def _note_session(self) -> None:
         """After a script run on a fresh session: delete what a stopped controller left (each once)."""
@@ -307,6 +330,41 @@ class StepRunner:
             with tries:
                 return read_boot(transport, self.ctx.run_id, self.options.reboot.probe_timeout)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def read_boot_then(self, then: tuple[FollowUp, ...]) -> tuple[str, list[str]]:
+        """read_boot, with ``then`` in boot-info's pipeline where the transport can chain (PSRP): boot-info
+        asks for a restart when one is pending (RebootRequiredIfPending), which stops the chain there, so
+        the follow-ups run only on a host with no restart pending.  Their results are left in ``followed``
+        as a step's are (one that did not run is missing: the caller runs it on its own).
+
+        Every follow-up is idempotent: on a lost connection the whole chain is sent again."""
+        self.followed = {}
+        transport = self.connected
+        if not then or not hasattr(transport, "run_chain"):
+            return self.read_boot()
+        calls = [(get_script("boot-info"), {"RunId": self.ctx.run_id, "RebootRequiredIfPending": True})]
+        calls += [(get_script(follow.name), {**follow.params, "RunId": self.ctx.run_id}) for follow in then]
+        budget = self.options.reboot.probe_timeout + sum(script.meta.timeout * self.options.time_scale
+                                                         for script, _ in calls[1:])
+        timeout = max(5.0, min(budget, self.time_left))
+
+        def reset_if_lost(error: BaseException) -> None:
+            if isinstance(error, TransportError) and error.kind in ("lost", "unreachable"):
+                transport.reset()
+
+        for tries in retrying(tries=STEP_RETRIES + 1, when=lambda e: isinstance(e, TransportError) and e.transient,
+                              between=reset_if_lost):
+            with tries:
+                try:
+                    results = transport.run_chain(calls, timeout=timeout)
+                finally:
+                    self._note_session()
+        boot = results[0].facts.get("last_boot_utc")
+        if results[0].exit_code != 0 or not isinstance(boot, str):
+            raise TransportError("protocol", f"{self.name}: boot-info gave no boot time (exit {results[0].exit_code})")
+        pending = results[0].facts.get("pending_reboot") or []
+        self._followed(then, results[1:])
+        return boot, [str(p) for p in pending] if isinstance(pending, list) else []
 
     def _recover(self, label: str, lost: TransportError) -> bool:
         """After a lost connection: a fresh one, once the host answers again; True if it restarted meanwhile."""

@@ -70,6 +70,8 @@ class HostWalk:
         self.roles: set[str] = set()
         self.facts: dict[str, Any] = {}  # the last diagnose's
         self.rungs_begun = 0  # rungs started in this walk: each after the first renews the host lock first
+        self.locked = False  # this run holds the host lock: released on the way out
+        self.logs_kept = False  # collect-logs already ran (in the last pending check's pipeline)
 
     def emit(self, event: ev.Event) -> None:
         self.ctx.emit(event)
@@ -79,7 +81,6 @@ class HostWalk:
         self.emit(ev.HostStarted(self.ctx.run_id, self.name, address=self.host.address, transport=self.host.transport,
                                  groups=list(self.host.groups), resumed=self.progress is not None))
         outcome, cause = Outcome.FAILED, "unknown"
-        locked = False
         try:
             self.steps.open()
             if self.options.command == "plan":
@@ -92,7 +93,7 @@ class HostWalk:
                 # chain, unless restores are owed (on resume they run first).
                 start = () if self.ledger.owed else (FollowUp("boot-info", {}, "boot time", quiet=True),
                                                      FollowUp("diagnose", {"ControllerUtc": iso_now()}, "baseline"))
-                locked = self._lock("take", then=start)
+                self.locked = self._lock("take", then=start)
                 started = dict(self.steps.followed)
                 self._pay_owed_now()  # on resume: restores owed by the stopped controller run first
                 outcome, cause = self._repair(started)
@@ -111,9 +112,9 @@ class HostWalk:
             answering = outcome is not Outcome.UNREACHABLE  # a silent host is not waited for again
             outcome, cause = self._pay_owed(outcome, cause) if answering else (outcome, self._owed_left(cause))
             repairing = self.options.command == "repair"
-            if outcome in (Outcome.FAILED, Outcome.NEEDS_OPERATOR) and self.steps.transport is not None and repairing:
+            if outcome in _LOGGED and self.steps.transport is not None and repairing and not self.logs_kept:
                 self._collect_logs()
-            if locked and answering:
+            if self.locked and answering:
                 try:
                     self._lock("release")
                 except (TransportError, HostFailed, Cancelled):
@@ -126,9 +127,13 @@ class HostWalk:
     def _collect_logs(self) -> None:
         """Bounded tails of CBS.log, dism.log and the update client's log, kept for a host that did not end well."""
         try:
-            result = self.steps.step("collect-logs", {}, reason="keep the host's logs for the report")
+            result = self.steps.step("collect-logs", {}, reason=_LOGS_REASON)
         except (TransportError, HostFailed, Cancelled):
             return  # the host is gone or the run is stopping: the report already says why
+        self._keep_logs(result)
+
+    def _keep_logs(self, result: StepResult) -> None:
+        self.logs_kept = True
         logs = result.facts.get("logs")
         if not isinstance(logs, dict):
             return
@@ -165,10 +170,12 @@ class HostWalk:
         self.emit(ev.RebootFinished(self.ctx.run_id, self.name, ok=True, boot_after=boot,
                                     message="back (restart begun before resume)"))
 
+    def _lock_params(self, action: str) -> dict[str, Any]:
+        return {"Action": action, "Controller": self.ctx.controller, "ExpiresMinutes": lease_minutes(self.options)}
+
     def _lock(self, action: str, *, then: tuple[FollowUp, ...] = ()) -> bool:
         """Take, renew or release the host lock, which names this run and this controller instance."""
-        params = {"Action": action, "Controller": self.ctx.controller, "ExpiresMinutes": lease_minutes(self.options)}
-        result = self.steps.step("lock", params, reason=f"{action} the per-host lock", then=then)
+        result = self.steps.step("lock", self._lock_params(action), reason=f"{action} the per-host lock", then=then)
         if action == "take" and result.exit_code == ExitCode.REFUSED:
             # Not a failure of this host: it was never worked on (so no logs are collected either).
             raise HostFailed(Outcome.SKIPPED, _held_lock(result.facts.get("holder"), self.name))
@@ -259,9 +266,16 @@ class HostWalk:
                 return Outcome.NEEDS_OPERATOR, network_cause(verify, plan)
             verify_ok = verify.exit_code == ExitCode.OK
         self._pay_owed_now(keep=KEPT_FOR_INSTALL if self.policy.install else frozenset())
-        pending = self.steps.read_boot()[1]
+        ending = self._ladder_outcome(plan, verify, verify_ok=verify_ok, stop_reason=stop_reason)
+        installs = ending[0] in (Outcome.HEALTHY, Outcome.REPAIRED) and self.policy.install
+        pending = self.steps.read_boot()[1] if installs else self._last_pending(ending[0])
         if pending:
             self.reboot_host(f"pending reboot after repairs ({', '.join(pending)})")
+        return ending
+
+    def _ladder_outcome(self, plan: HostPlan, verify: StepResult, *, verify_ok: bool,
+                        stop_reason: str) -> tuple[Outcome, str]:
+        """The ladder's outcome, unless the pending restart after it fails the host."""
         if stop_reason:
             return Outcome.NEEDS_OPERATOR, stop_reason
         if plan.operator_issue:
@@ -274,6 +288,25 @@ class HostWalk:
         if self.ran_order:
             return Outcome.REPAIRED, self._repaired_by()
         return Outcome.HEALTHY, "verify passed; nothing to repair"
+
+    def _last_pending(self, ending: Outcome) -> list[str]:
+        """The host's last pending-reboot check.  Over PSRP the host's logs (when it ends failed or
+        needs-operator) and the lock's release travel in its pipeline; boot-info stops that pipeline when a
+        restart is pending, so they run after the restart, as before, and the lock is held through both.
+        Whatever did not run here runs on the way out (run's finally)."""
+        then: tuple[FollowUp, ...] = ()
+        if self.locked and not self.ctx.cancelled and self.steps.time_left > 0:
+            logs = (FollowUp("collect-logs", {}, _LOGS_REASON),) if ending in _LOGGED else ()
+            then = (*logs, FollowUp("lock", self._lock_params("release"), "release the per-host lock"))
+        pending = self.steps.read_boot_then(then)[1]
+        followed = self.steps.followed
+        if "collect-logs" in followed:
+            self._keep_logs(followed["collect-logs"])
+        if "lock" in followed:
+            self.locked = False
+            if followed["lock"].exit_code != ExitCode.OK:
+                self.steps.message("warning", "could not release the host lock; it expires on its own")
+        return pending
 
     # --- installing -----------------------------------------------------------------------
     def _install(self, repaired: str) -> tuple[Outcome, str]:
@@ -324,7 +357,7 @@ class HostWalk:
                     f"{repaired}; {_installed_text(installed)}; more may be pending after {rounds} rounds "
                     f"(MAX_INSTALL_ROUNDS): run again")
         self._pay_owed_now()
-        pending = self.steps.read_boot()[1]
+        pending = self._last_pending(Outcome.PATCHED)
         if pending:
             self.reboot_host(f"pending reboot after installing ({', '.join(pending)})")
         if self.ran_order:
@@ -520,6 +553,8 @@ class HostWalk:
 
 
 _INSTALLED = (int(OperationResultCode.SUCCEEDED), int(OperationResultCode.SUCCEEDED_WITH_ERRORS))
+_LOGGED = (Outcome.FAILED, Outcome.NEEDS_OPERATOR)  # outcomes whose host's logs are kept (collect-logs)
+_LOGS_REASON = "keep the host's logs for the report"
 
 
 def _installed_text(installed: list[str]) -> str:

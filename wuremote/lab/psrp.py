@@ -139,6 +139,8 @@ class PSRPService:
         creation = shell.find("pwsh:creationXml", NS) if shell is not None else None
         if shell is None or creation is None or not (creation.text or "").strip():
             raise wsman.invalid_message("The WS-Management service cannot process the request. The shell has no creationXml. ")
+        # The shell takes the client's RunspacePool id when the Create names one, as Windows answers
+        # (tests/recordings/pypsrp/test_psrp_open_runspace.yml; MS-PSRP 3.1.5.3.1).
         shell_id = (shell.attrib.get("ShellId") or wsman.new_id()).upper()
         core = _ServerRunspacePool()
         pool = Pool(shell_id, user, core)

@@ -76,6 +76,10 @@ class Transport(Protocol):
 
     host: str
     on_opened: SessionCallback | None
+    # The id of a pool about to be created, told before its Create goes out (where the client chooses
+    # it: PSRP), and told again through on_not_opened when the Create failed before the host had it.
+    on_opening: SessionCallback | None
+    on_not_opened: SessionCallback | None
     # Input for a script that takes it ($InputObject, ValueFromPipeline): the most one run_step
     # carries, which is what the transport can take in one operation.
     input_run_bytes: int

@@ -495,7 +495,14 @@ class PSRPTransport(Session[WSMan, RunspacePool]):
         client.close()
 
     def _open_on(self, client: WSMan) -> RunspacePool:
+        # The client chooses the pool's id: "before sending [wxf:Create], the client creates a
+        # RunspacePool instance, assigns it a GUID" (MS-PSRP 3.1.5.3.1); pypsrp sends it as the ShellId
+        # attribute of the Create's rsp:Shell (MS-WSMV 3.1.4.5.2), and Windows names the shell by it (the
+        # ShellId selector of its ResourceCreated answer: tests/recordings/pypsrp/test_psrp_open_runspace.yml).
+        # So it is told, and journalled, before the Create goes out; a Delete of it answers "not found"
+        # if the Create never arrived (close_orphan).
         pool = RunspacePool(client, host=self._pshost)
+        self._opening(str(pool.id))
         pool.open()
         return pool
 

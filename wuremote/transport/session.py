@@ -56,6 +56,7 @@ MAX_ABANDONED = 25  # the PowerShell endpoint's MaxShellsPerUser: more could not
 
 # Errors after which the pool/shell is dropped without another request: it is gone or not trusted.
 FORGET_KINDS = ("lost", "unreachable", "protocol")
+NOT_CREATED_KINDS = ("unreachable", "auth", "tls", "config")  # a Create failing so never made a pool/shell
 
 
 def _transient(exc: BaseException) -> bool:
@@ -294,6 +295,9 @@ class Session(Generic[C, H]):
         # deleted as soon as the host answers again, so they do not hold its per-user quota for hours.
         self._abandoned: list[str] = []
         self.on_opened: SessionCallback | None = None
+        self.on_opening: SessionCallback | None = None
+        self.on_not_opened: SessionCallback | None = None
+        self._opening_id: str | None = None  # told to on_opening; its Create has not been answered yet
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(host={self.host!r}, address={self.connection.address!r}, "
@@ -416,13 +420,27 @@ class Session(Generic[C, H]):
             except Exception:  # noqa: BLE001, S110 - "not found" (a reboot took it) or a failure: nothing more to do
                 pass
 
+    def _opening(self, session_id: str) -> None:
+        """Called by _open_on with the id the client chose, before the Create goes out: a controller
+        killed while the host creates the pool has already journalled what resume must delete."""
+        self._opening_id = session_id
+        if self.on_opening is not None:
+            self.on_opening(session_id)
+
     def _open(self) -> H:
         client = self._client()
+        self._opening_id = None
         try:
             return self._open_on(client)
         except Exception as exc:  # noqa: BLE001 - every failure is translated (or re-raised by _translate)
             self._release(client)
-            raise self._translate(exc, f"opening a {self.noun}") from None
+            error = self._translate(exc, f"opening a {self.noun}")
+            announced, self._opening_id = self._opening_id, None
+            # Refused, unknown name, rejected credentials or certificate: no pool was made.  A Create
+            # that timed out or lost its answer may have made one: it stays journalled for resume.
+            if announced is not None and error.kind in NOT_CREATED_KINDS and self.on_not_opened is not None:
+                self.on_not_opened(announced)
+            raise error from None
 
     def _forget(self) -> None:
         """Drop the pool/shell without talking to the host (it is gone or unreachable)."""
