@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import fast_settings
+
 from wuremote.demo import demo_hosts
 from wuremote.engine.reboot import RebootSettings, _probe
 from wuremote.lab.lab import Lab
