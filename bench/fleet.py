@@ -25,11 +25,12 @@ import multiprocessing
 import os
 import resource
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,33 @@ def _spin() -> None:
         pass
 
 
+class BusiestSnapshot:
+    """tracemalloc snapshots taken every few seconds while the fleet runs; the one holding the most is kept
+    (what holds memory at the peak, not what is left once the hosts are done)."""
+
+    EVERY = 5.0
+
+    def __init__(self) -> None:
+        self.snapshot: tracemalloc.Snapshot | None = None
+        self.size = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> BusiestSnapshot:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.EVERY):
+            current, _ = tracemalloc.get_traced_memory()
+            if current > self.size:
+                self.size, self.snapshot = current, tracemalloc.take_snapshot()
+
+
 @contextmanager
 def cpu_hog(processes: int) -> Iterator[None]:
     """``processes`` busy loops beside the fleet: a machine with other work on it."""
@@ -122,7 +150,8 @@ def run_fleet(hosts: int, scenario: str, forks: int, time_scale: float, poll_int
         clock = HostClock()
         runner = Runner(configs, options(Path(folder), forks, time_scale, poll_interval, max_requests),
                         subscribers=[clock])
-        with cpu_hog(hog):
+        watch = BusiestSnapshot() if tracemalloc.is_tracing() else None
+        with cpu_hog(hog), watch or nullcontext():
             before, lab_cpu_before = resource.getrusage(resource.RUSAGE_SELF), cpu_seconds(lab.pid) or 0.0
             load_before = os.getloadavg()[0]
             start, started_at = time.perf_counter(), time.time()
@@ -134,7 +163,8 @@ def run_fleet(hosts: int, scenario: str, forks: int, time_scale: float, poll_int
                 "load": (load_before, load_after[0]), "last_start": clock.last_start - started_at,
                 "took": clock.took, "scenarios": scenarios,
                 "outcomes": Counter(summary.outcomes.values()), "wrong": check_expected(summary, scenarios),
-                "lab_rss": peak_rss_mb(lab.pid), "lab_cpu": (cpu_seconds(lab.pid) or 0.0) - lab_cpu_before}
+                "lab_rss": peak_rss_mb(lab.pid), "lab_cpu": (cpu_seconds(lab.pid) or 0.0) - lab_cpu_before,
+                "busiest": watch.snapshot if watch else None}
 
 
 def ideal(time_scale: float, poll_interval: float, scenarios: list[str]) -> tuple[float, str, dict[str, float]]:
@@ -190,9 +220,14 @@ def main() -> None:
         print("  alone: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(alone.items(), key=lambda kv: -kv[1])))
     if args.tracemalloc:
         current, peak = tracemalloc.get_traced_memory()
-        print(f"  tracemalloc: Python objects now {current / 1e6:.1f} MB, peak {peak / 1e6:.1f} MB; largest by line:")
-        for stat in tracemalloc.take_snapshot().statistics("lineno")[:15]:
+        busiest = fleet["busiest"] or tracemalloc.take_snapshot()
+        print(f"  tracemalloc: Python objects peak {peak / 1e6:.1f} MB, now {current / 1e6:.1f} MB; at the busiest "
+              "sample, the largest holders by line (the RSS above includes tracemalloc's own bookkeeping):")
+        for stat in busiest.statistics("lineno")[:15]:
             print(f"    {stat.size / 1e6:7.2f} MB  {stat.count:7d}  {stat.traceback[0]}")
+        print("  ... by file:")
+        for stat in busiest.statistics("filename")[:12]:
+            print(f"    {stat.size / 1e6:7.2f} MB  {stat.count:7d}  {stat.traceback[0].filename}")
     print("  outcomes: " + ", ".join(f"{k} {v}" for k, v in fleet["outcomes"].most_common()))
     for line in fleet["wrong"][:10]:
         print("  wrong: " + line)
