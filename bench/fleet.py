@@ -1,6 +1,7 @@
 """A whole fleet repaired at once: wall time against the ideal, controller memory and CPU.
 
-    python bench/fleet.py [--hosts 1000] [--forks 1000] [--time-scale 0.01] [--json FILE]
+    python bench/fleet.py [--hosts 1000] [--forks 1000] [--max-requests N] [--time-scale 0.01]
+                          [--cpu-hog N] [--tracemalloc] [--json FILE]
 
 The lab (a mixed fleet: every built-in scenario but the never-returning reboot, cycled) runs
 in its own process; this process is the controller and runs the real Runner with the full
@@ -8,13 +9,28 @@ ladder, detached steps and reboots, every host at once when --forks allows.
 The ideal is the longest single host's own critical path at the same scale: each scenario's
 host is first run alone (one lab host, one fork), and the slowest of those is the floor no
 fleet can beat.  ratio = fleet wall time / ideal.
+
+Controller CPU per host is not a constant: it grows with the load on the machine and the
+number of threads contending for it.  It is reported with its kernel share (system time:
+context switches, TLS and socket calls) and the machine's load average over the run, and
+--cpu-hog N runs N busy processes beside the fleet to show the outcomes do not depend on it.
+--tracemalloc records the controller's Python allocations and prints the largest holders at
+the end of the run (Python objects only: sockets' buffers, OpenSSL and the allocator's own
+overhead are the rest of the RSS).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import resource
 import tempfile
+import threading
 import time
+import tracemalloc
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +41,6 @@ from benchlib import (
     info,
     lab_hosts,
     lab_process,
-    own_cpu_seconds,
     own_peak_rss_mb,
     parser,
     peak_rss_mb,
@@ -46,47 +61,110 @@ SCENARIOS = ("healthy", "clock-skew", "corrupt-download-cache", "disabled-servic
              "low-disk", "wsus-unreachable", "servicing-in-progress", "stopped-services")
 
 
-def options(state_dir: Path, forks: int, time_scale: float, poll_interval: float) -> RunOptions:
+# The runner's time scale: ten times the lab's, so step timeouts are ten times what the lab's
+# hosts need (an overloaded lab answers late, it does not fail) while detached-poll's waits
+# still span the lab's progress marks.
+RUNNER_SLACK = 10.0
+
+
+def options(state_dir: Path, forks: int, time_scale: float, poll_interval: float,
+            max_requests: int | None = None) -> RunOptions:
     """The same settings for the fleet and for the hosts run alone: only the host count differs.
-    Timeouts are generous upper bounds (an overloaded lab answers late, it does not fail);
-    the reboot's waits scale with the lab's clock like its hosts' boots do."""
+    Timeouts are generous upper bounds; the reboot's waits scale with the lab's clock like its hosts' boots do."""
     return RunOptions(
-        command="repair", forks=forks, state_dir=state_dir, poll_interval=poll_interval, time_scale=1.0,
-        host_timeout=3600.0,
-        transport=TransportSettings(connect_timeout=30.0, operation_timeout=5, read_timeout=90, open_retries=3,
-                                    backoff=0.2),
+        command="repair", forks=forks, state_dir=state_dir, poll_interval=poll_interval,
+        time_scale=min(1.0, RUNNER_SLACK * time_scale), host_timeout=3600.0,
+        transport=TransportSettings(connect_timeout=30.0, operation_timeout=20, read_timeout=90, open_retries=3,
+                                    backoff=0.2, max_requests=max_requests),
         reboot=RebootSettings(poll_interval=max(0.1, 5.0 * time_scale), shutdown_timeout=300, boot_timeout=300,
                               readiness_timeout=300, stability_window=10.0 * time_scale, probe_timeout=90))
 
 
 class HostClock:
-    """Each host's own wall time, from its host-started to its host-finished event."""
+    """Each host's own wall time, from its host-started to its host-finished event, and when the last one started."""
 
     def __init__(self) -> None:
         self.started: dict[str, float] = {}
         self.took: dict[str, float] = {}
+        self.last_start = 0.0
 
     def __call__(self, event: Any) -> None:
         if event.kind == "host-started":
             self.started[event.host] = event.time
+            self.last_start = max(self.last_start, event.time)
         elif event.kind == "host-finished" and event.host in self.started:
             self.took[event.host] = event.time - self.started[event.host]
 
 
-def run_fleet(hosts: int, scenario: str, forks: int, time_scale: float, poll_interval: float) -> dict[str, Any]:
+def _spin() -> None:
+    while True:
+        pass
+
+
+class BusiestSnapshot:
+    """tracemalloc snapshots taken every few seconds while the fleet runs; the one holding the most is kept
+    (what holds memory at the peak, not what is left once the hosts are done)."""
+
+    EVERY = 5.0
+
+    def __init__(self) -> None:
+        self.snapshot: tracemalloc.Snapshot | None = None
+        self.size = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> BusiestSnapshot:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.EVERY):
+            current, _ = tracemalloc.get_traced_memory()
+            if current > self.size:
+                self.size, self.snapshot = current, tracemalloc.take_snapshot()
+
+
+@contextmanager
+def cpu_hog(processes: int) -> Iterator[None]:
+    """``processes`` busy loops beside the fleet: a machine with other work on it."""
+    hogs = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(processes)]
+    for hog in hogs:
+        hog.start()
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.terminate()
+            hog.join()
+
+
+def run_fleet(hosts: int, scenario: str, forks: int, time_scale: float, poll_interval: float,
+              max_requests: int | None = None, hog: int = 0) -> dict[str, Any]:
     """One run against a fresh lab process; wall time, CPU and outcomes of the controller."""
     with lab_process(hosts, scenario, time_scale) as lab, tempfile.TemporaryDirectory(prefix="wuremote-bench-") as folder:
         configs = lab_hosts(lab.state)
         clock = HostClock()
-        runner = Runner(configs, options(Path(folder), forks, time_scale, poll_interval), subscribers=[clock])
-        cpu_before, lab_cpu_before = own_cpu_seconds(), cpu_seconds(lab.pid) or 0.0
-        start = time.perf_counter()
-        summary = runner.run()
-        wall = time.perf_counter() - start
+        runner = Runner(configs, options(Path(folder), forks, time_scale, poll_interval, max_requests),
+                        subscribers=[clock])
+        watch = BusiestSnapshot() if tracemalloc.is_tracing() else None
+        with cpu_hog(hog), watch or nullcontext():
+            before, lab_cpu_before = resource.getrusage(resource.RUSAGE_SELF), cpu_seconds(lab.pid) or 0.0
+            load_before = os.getloadavg()[0]
+            start, started_at = time.perf_counter(), time.time()
+            summary = runner.run()
+            wall = time.perf_counter() - start
+            after, load_after = resource.getrusage(resource.RUSAGE_SELF), os.getloadavg()
         scenarios = {h["name"]: h["scenario"] for h in lab.state["hosts"]}
-        return {"wall": wall, "cpu": own_cpu_seconds() - cpu_before, "took": clock.took, "scenarios": scenarios,
+        return {"wall": wall, "user": after.ru_utime - before.ru_utime, "system": after.ru_stime - before.ru_stime,
+                "load": (load_before, load_after[0]), "last_start": clock.last_start - started_at,
+                "took": clock.took, "scenarios": scenarios,
                 "outcomes": Counter(summary.outcomes.values()), "wrong": check_expected(summary, scenarios),
-                "lab_rss": peak_rss_mb(lab.pid), "lab_cpu": (cpu_seconds(lab.pid) or 0.0) - lab_cpu_before}
+                "lab_rss": peak_rss_mb(lab.pid), "lab_cpu": (cpu_seconds(lab.pid) or 0.0) - lab_cpu_before,
+                "busiest": watch.snapshot if watch else None}
 
 
 def ideal(time_scale: float, poll_interval: float, scenarios: list[str]) -> tuple[float, str, dict[str, float]]:
@@ -104,35 +182,58 @@ def main() -> None:
     cli.add_argument("--hosts", type=int, default=100, help="lab hosts (the issue's figure: 1000)")
     cli.add_argument("--forks", type=int, default=None, help="hosts worked on at once (default: all of them)")
     cli.add_argument("--time-scale", type=float, default=0.01, help="lab seconds per modelled second (0.01: DISM 20 min = 12 s)")
-    cli.add_argument("--poll-interval", type=float, default=0.5, help="longest wait between detached-poll calls")
+    cli.add_argument("--poll-interval", type=float, default=0.05,
+                     help="shortest time between two polls of a detached step (each waits on the host for a change)")
+    cli.add_argument("--max-requests", type=int, default=None, help="requests in flight at once (default: wuremote's)")
+    cli.add_argument("--cpu-hog", type=int, default=0, metavar="N", help="N busy processes beside the fleet")
+    cli.add_argument("--tracemalloc", action="store_true", help="print the largest Python allocations at the end")
+    cli.add_argument("--no-ideal", action="store_true", help="skip the hosts run alone (no ratio)")
     cli.add_argument("--ideal-scenarios", default="av-interference,component-store-corrupt",
                      help="scenarios run alone for the ideal (the slowest ones; 'all' for every one)")
     args = cli.parse_args()
     forks = args.forks or args.hosts
     raise_open_files(args.hosts * 4 + 200)
     chosen = list(SCENARIOS) if args.ideal_scenarios == "all" else args.ideal_scenarios.split(",")
-    floor, slowest, alone = ideal(args.time_scale, args.poll_interval, chosen)
-    fleet = run_fleet(args.hosts, "mixed", forks, args.time_scale, args.poll_interval)
-    ratio = fleet["wall"] / floor
+    floor, slowest, alone = (0.0, "", {}) if args.no_ideal else ideal(args.time_scale, args.poll_interval, chosen)
+    if args.tracemalloc:
+        tracemalloc.start(1)  # one frame: line statistics need no more, and deeper traces slow the run tenfold
+    fleet = run_fleet(args.hosts, "mixed", forks, args.time_scale, args.poll_interval, args.max_requests, args.cpu_hog)
     slowest_in_fleet = max(fleet["took"], key=fleet["took"].__getitem__)
-    figures: list[Figure] = [
-        info("fleet wall time", fleet["wall"], "s"),
-        info(f"ideal (slowest host alone: {slowest})", floor, "s"),
-        at_most("wall / ideal", ratio, "x", RATIO_TARGET),
+    cpu = fleet["user"] + fleet["system"]
+    figures: list[Figure] = [info("fleet wall time", fleet["wall"], "s")]
+    if floor:
+        figures += [info(f"ideal (slowest host alone: {slowest})", floor, "s"),
+                    at_most("wall / ideal", fleet["wall"] / floor, "x", RATIO_TARGET)]
+    figures += [
         info(f"slowest host in the fleet ({fleet['scenarios'][slowest_in_fleet]})", fleet["took"][slowest_in_fleet], "s"),
+        info("last host started, after the run began", fleet["last_start"], "s"),
         at_most("controller peak RSS", own_peak_rss_mb(), "MB", RSS_TARGET_MB),
-        info("controller CPU per host", fleet["cpu"] / args.hosts, "s"),
-        info("controller CPU, whole run", fleet["cpu"], "s"),
+        info("controller CPU per host", cpu / args.hosts, "s",
+             f"kernel {100 * fleet['system'] / max(cpu, 1e-9):.0f} %, load {fleet['load'][0]:.1f} -> {fleet['load'][1]:.1f}"
+             f" on {os.cpu_count()} cores"),
+        info("controller CPU, whole run (user + system)", cpu, "s", f"{fleet['user']:.1f} + {fleet['system']:.1f}"),
         info("lab CPU, whole run", fleet["lab_cpu"], "s"),
         info("lab peak RSS", fleet["lab_rss"], "MB"),
         info("hosts not ending as their scenario should", len(fleet["wrong"]), "hosts"),
     ]
-    print("  alone: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(alone.items(), key=lambda kv: -kv[1])))
+    if alone:
+        print("  alone: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(alone.items(), key=lambda kv: -kv[1])))
+    if args.tracemalloc:
+        current, peak = tracemalloc.get_traced_memory()
+        busiest = fleet["busiest"] or tracemalloc.take_snapshot()
+        print(f"  tracemalloc: Python objects peak {peak / 1e6:.1f} MB, now {current / 1e6:.1f} MB; at the busiest "
+              "sample, the largest holders by line (the RSS above includes tracemalloc's own bookkeeping):")
+        for stat in busiest.statistics("lineno")[:15]:
+            print(f"    {stat.size / 1e6:7.2f} MB  {stat.count:7d}  {stat.traceback[0]}")
+        print("  ... by file:")
+        for stat in busiest.statistics("filename")[:12]:
+            print(f"    {stat.size / 1e6:7.2f} MB  {stat.count:7d}  {stat.traceback[0].filename}")
     print("  outcomes: " + ", ".join(f"{k} {v}" for k, v in fleet["outcomes"].most_common()))
     for line in fleet["wrong"][:10]:
         print("  wrong: " + line)
-    report("fleet", {"hosts": args.hosts, "forks": forks, "scenario": "mixed", "lab_time_scale": args.time_scale,
-                     "poll_interval_s": args.poll_interval, "runner_time_scale": 1.0,
+    report("fleet", {"hosts": args.hosts, "forks": forks, "max_requests": args.max_requests or "default",
+                     "cpu_hog": args.cpu_hog, "scenario": "mixed", "lab_time_scale": args.time_scale,
+                     "poll_interval_s": args.poll_interval, "runner_time_scale": min(1.0, RUNNER_SLACK * args.time_scale),
                      "reboot_poll_s": max(0.1, 5.0 * args.time_scale), "stability_window_s": 10.0 * args.time_scale,
                      "transport": "psrp, basic over https"}, figures, args.json)
 

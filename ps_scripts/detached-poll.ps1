@@ -1,6 +1,6 @@
 # wuremote-script
 # name: detached-poll
-# version: 1
+# version: 2
 # reboot: never
 # timeout: 60
 # idempotent: yes
@@ -19,6 +19,15 @@
     Byte offset into the step's transcript to read from; -1 (default) reads none.
 .PARAMETER MaxTranscriptBytes
     Largest slice returned per call.
+.PARAMETER WaitSeconds
+    Wait on the host, up to this long, for the state or the percent to differ from SeenState and
+    SeenPercent before answering (0, the default: answer at once). The controller keeps it a
+    little under the WS-Management OperationTimeout of its Receive, so one Receive carries the
+    whole wait: a step that runs for 40 minutes costs a request per change, not one per interval.
+.PARAMETER SeenState
+    The state the controller last read ('' when it has read none).
+.PARAMETER SeenPercent
+    The percent the controller last read, as text ('' when none).
 .NOTES
     Exit codes: 0 state read (facts.state; the step's own exit code is facts.exit_code),
     2 no such detached step (never started, or removed), 1 failed.
@@ -29,7 +38,10 @@ param(
     [string]$ResultMarker = '',
     [Parameter(Mandatory = $true)][ValidatePattern('^[a-z][a-z0-9-]{0,40}$')][string]$Step,
     [ValidateRange(-1, [long]::MaxValue)][long]$TranscriptOffset = -1,
-    [ValidateRange(1024, 4194304)][int]$MaxTranscriptBytes = 262144
+    [ValidateRange(1024, 4194304)][int]$MaxTranscriptBytes = 262144,
+    [ValidateRange(0, 3600)][int]$WaitSeconds = 0,
+    [ValidateSet('', 'queued', 'running', 'finished', 'interrupted')][string]$SeenState = '',
+    [ValidatePattern('^(|\d{1,3})$')][string]$SeenPercent = ''
 )
 # wuremote-prelude
 if (-not (Test-WuName -Value $RunId)) {
@@ -39,6 +51,14 @@ if (-not (Test-WuName -Value $RunId)) {
 $folder = Get-WuRunFolder -RunId $RunId -Step $Step
 $facts = @{ run_id = $RunId; step = $Step }
 $current = Get-WuDetachedState -RunId $RunId -Step $Step
+# The wait: re-read the state each second until it or the percent moves, or the time is up.
+# Measured on a Stopwatch, not the clock: a clock step (sync-time, w32time) cannot stretch or cut the wait.
+$waited = [System.Diagnostics.Stopwatch]::StartNew()
+while ($null -ne $current -and [string]$current.state -eq $SeenState -and [string]$current.status.percent -eq $SeenPercent -and
+    $waited.Elapsed.TotalSeconds -lt $WaitSeconds) {
+    Start-Sleep -Seconds 1
+    $current = Get-WuDetachedState -RunId $RunId -Step $Step
+}
 if ($null -eq $current) {
     Complete-WuStep -Step 'detached-poll' -Status 'not-applicable' -ExitCode 2 -Facts $facts -ResultMarker $ResultMarker `
         -Messages @(('no detached step {0} for run {1} on this host' -f $Step, $RunId))

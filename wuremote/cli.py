@@ -61,6 +61,8 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list-hosts", action="store_true",
                         help="print the hosts this would take and how each is reached; connect to none")
     parser.add_argument("--forks", type=_positive_int, help="hosts worked on at once (default 20)")
+    parser.add_argument("--max-requests", type=_positive_int,
+                        help="requests in flight at once from this controller (default: 4 per core, at least 4)")
     parser.add_argument("--max-fail-percent", type=_percent,
                         help="stop starting new hosts once this share has failed (default 100: never)")
     parser.add_argument("--state-dir", type=Path, help="journal and runs/<run-id>/ artifacts (default ./.wuremote)")
@@ -358,6 +360,7 @@ def _views(args: argparse.Namespace, hosts: list[str]) -> tuple[list[Any], Any]:
 
 def _run(args: argparse.Namespace) -> int:
     from .engine.runner import Runner, RunOptions
+    from .transport import TransportSettings
 
     hosts = _hosts(args)
     kb_dir = getattr(args, "kb_dir", None)
@@ -373,7 +376,8 @@ def _run(args: argparse.Namespace) -> int:
                          state_dir=args.state_dir, host_timeout=args.host_timeout, executor=args.executor,
                          scheduler=args.scheduler, stop_timeout=args.stop_timeout,
                          no_answer_timeout=args.no_answer_timeout,
-                         kb_dir=str(Path(kb_dir).resolve()) if kb_dir is not None else None)
+                         kb_dir=str(Path(kb_dir).resolve()) if kb_dir is not None else None,
+                         transport=TransportSettings(max_requests=args.max_requests))
     subscribers, live = _views(args, [h.name for h in hosts])
     runner = Runner(hosts, options, subscribers=subscribers)
     if args.verbose < 2:

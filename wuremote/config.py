@@ -89,6 +89,7 @@ class Setting:
 SETTINGS: dict[str, Setting] = {
     "inventory": Setting(_path, None),
     "forks": Setting(_whole(1), 20),
+    "max_requests": Setting(_whole(1), None),
     "max_fail_percent": Setting(_number(0, 100), 100.0),
     "host_timeout": Setting(_number(1, 30 * 24 * 3600), 6 * 3600.0),
     "state_dir": Setting(_path, Path(".wuremote")),

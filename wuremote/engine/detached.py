@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from .steps import StepRunner
 
 FINISHED, INTERRUPTED, MISSING = "finished", "interrupted", "missing"  # the task states the poll reports
-_FIRST_POLL = 0.25  # seconds: short steps end quickly; long ones are polled less, up to RunOptions.poll_interval
 # Polls in a row that may find status.json missing or unreadable before the step is given up on.
 # After detached-start succeeded the file exists, but Windows can leave a gap: ReplaceFile
 # without a backup file that fails with ERROR_UNABLE_TO_MOVE_REPLACEMENT (1176) leaves "the
@@ -32,6 +31,23 @@ _FIRST_POLL = 0.25  # seconds: short steps end quickly; long ones are polled les
 # learn.microsoft.com/windows/win32/api/winbase/nf-winbase-replacefilew), and a scanner holding the
 # file without sharing makes the poll's read fail.  DISM runs on meanwhile: read again, bounded.
 STATUS_UNREADABLE_POLLS = 12
+# A host-side wait stays this share of the WS-Man OperationTimeout the Receive carries, so the host
+# answers the Receive itself (a busy Windows host answers up to 5 s late: NetworkDelayms = 5000;
+# pypsrp's WSMan operation_timeout defaults to 20 s, MS-WSMV 2.2.4.22 OperationTimeout).
+WAIT_SHARE_OF_OPERATION_TIMEOUT = 0.75
+MAX_WAIT_SECONDS = 3600  # detached-poll's [ValidateRange(0, 3600)] WaitSeconds
+
+
+def host_wait_seconds(operation_timeout: int, time_scale: float) -> int:
+    """How long one detached-poll waits on the host for a change, in the host's seconds: a little
+    under the Receive's OperationTimeout, which a time-scaled host (the lab) runs in its scaled time."""
+    real = WAIT_SHARE_OF_OPERATION_TIMEOUT * operation_timeout
+    return max(1, min(MAX_WAIT_SECONDS, int(real / max(time_scale, 1e-9))))
+
+
+def _percent_text(percent: Any) -> str:
+    """The percent as detached-poll's SeenPercent takes it ('' for none)."""
+    return str(percent) if isinstance(percent, int) and not isinstance(percent, bool) and 0 <= percent <= 999 else ""
 
 
 class _RestartedUnder(Exception):
@@ -46,6 +62,7 @@ class DetachedStep:
         self.run_id = str(params["RunId"])
         self.body_params = {k: v for k, v in params.items() if k != "RunId"}
         self.streams: list[StreamRecord] = []
+        self._started_state, self._started_percent = "", ""  # what detached-start saw: the first wait's baseline
 
     def run(self, *, reattach: bool) -> StepResult:
         """Start (or re-attach to) the task, poll it until it ends, then remove it from the host."""
@@ -87,31 +104,41 @@ class DetachedStep:
                   "Restart": restart}
         start = self.runner.run_script(get_script("detached-start"), params, self.label)
         self.streams.extend(start.streams)
+        status = start.facts.get("status")
+        self._started_state = str(start.facts.get("state") or "")
+        self._started_percent = _percent_text(status.get("percent") if isinstance(status, dict) else None)
         return start
 
     def _poll_until_done(self) -> tuple[str, StepResult | None]:
+        """Poll until the task ends: each poll waits on the host for the state or percent to move
+        (detached-poll's WaitSeconds), so requests follow what happens on the host, not the clock.
+
+        The step's timeout (and --host-timeout) is judged on an answer asked for after it passed: a
+        controller that fell behind asks once more (with one more wait) before calling a step late.
+        """
         options = self.runner.options
         step_deadline = time.monotonic() + max(30.0, self.script.meta.timeout * options.time_scale)
         deadline = min(step_deadline, self.runner.deadline)  # --host-timeout holds while the step runs
+        wait = host_wait_seconds(options.transport.operation_timeout, options.time_scale)
         offset = self.runner.transcript_read.get(self.script.meta.name, 0)  # not what an earlier attempt showed
         last: StepResult | None = None
+        seen_state, seen_percent = self._started_state, self._started_percent
         last_percent: tuple[int, str] = (-1, "")
-        interval = min(_FIRST_POLL, options.poll_interval)
         silence = Silence(self.runner, self.script.meta.name)
         unreadable = 0
+        sent: float | None = None  # when the last poll went out
         while True:
             if self.runner.ctx.cancelled:
                 raise Cancelled()
-            if time.monotonic() > deadline:
-                what = (f"{self.script.meta.name} still running after its timeout" if deadline == step_deadline
-                        else self.runner.host_timeout_cause(self.script.meta.name))
-                raise HostFailed(Outcome.FAILED, f"{what}; left running on the host "
-                                 f"(task wuremote-{self.run_id}-{self.script.meta.name}); nothing was stopped")
-            time.sleep(interval)
-            interval = min(interval * 1.5, options.poll_interval)
+            if sent is not None:  # changes closer together than poll_interval are read together
+                time.sleep(max(0.0, options.poll_interval - (time.monotonic() - sent)))
+            sent = time.monotonic()
+            late = sent > deadline  # this answer decides the timeout
             try:
-                poll = self.runner.run_script(get_script("detached-poll"), {
-                    "RunId": self.run_id, "Step": self.script.meta.name, "TranscriptOffset": offset}, None)
+                with self.runner.connected.waiting():
+                    poll = self.runner.run_script(get_script("detached-poll"), {
+                        "RunId": self.run_id, "Step": self.script.meta.name, "TranscriptOffset": offset,
+                        "WaitSeconds": wait, "SeenState": seen_state, "SeenPercent": seen_percent}, None)
             except TransportError as exc:
                 if exc.kind in ("auth", "tls"):
                     raise
@@ -143,8 +170,15 @@ class DetachedStep:
                 last_percent = (percent, said)
                 self.runner.emit(ev.StepProgress(self.runner.ctx.run_id, self.runner.name, self.script.meta.name,
                                                  percent=percent, message=said))
+            seen_state = state if state in ("queued", "running", FINISHED, INTERRUPTED) else ""
+            seen_percent = _percent_text(percent)
             if state in (FINISHED, INTERRUPTED):
                 return state, last
+            if late:  # asked after the deadline (and given one more wait): still running
+                what = (f"{self.script.meta.name} still running after its timeout" if deadline == step_deadline
+                        else self.runner.host_timeout_cause(self.script.meta.name))
+                raise HostFailed(Outcome.FAILED, f"{what}; left running on the host "
+                                 f"(task wuremote-{self.run_id}-{self.script.meta.name}); nothing was stopped")
 
     def _status_unreadable(self, poll: StepResult, polls_before: int) -> int:
         """A poll that found no status.json or could not read it: "try again", up to STATUS_UNREADABLE_POLLS.
@@ -194,6 +228,10 @@ class Silence:
     def no_answer(self, error: TransportError, *, task: str) -> None:
         now = time.monotonic()
         self.attempts += 1
+        if self.attempts == 1:
+            # Silence counts from the first request that went unanswered, not from the last answer:
+            # a controller that was busy elsewhere in between has not heard the host's silence.
+            self._last = now
         stamp = time.strftime("%H:%M:%S", time.localtime(self._last_wall))
         if self.attempts == 1 or now - self._said >= self.SAY_EVERY:
             self._said = now

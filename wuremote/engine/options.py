@@ -24,7 +24,10 @@ class RunOptions:
     max_fail_percent: float = 100.0
     state_dir: Path = Path(".wuremote")
     host_timeout: float = 6 * 3600.0
-    poll_interval: float = 5.0  # longest wait between detached-poll calls (they start at 0.25 s and back off)
+    # Shortest time between two polls of a detached step (real seconds).  Each poll waits on the
+    # host until the step's state or percent moves (at most 3/4 of the transport's OperationTimeout),
+    # so DISM and sfc cost a request per change; changes closer together than this are read together.
+    poll_interval: float = 2.0
     time_scale: float = 1.0  # multiplies script timeouts (the lab's scaled hosts finish sooner)
     reboot: RebootSettings = field(default_factory=RebootSettings)
     transport: TransportSettings = field(default_factory=TransportSettings)

@@ -63,6 +63,22 @@ class Credentials:
 
 
 @dataclass
+class InFlight:
+    """Requests being answered at once across the lab's hosts (read from its loop), and the most seen:
+    what one controller had in flight at its busiest (bench/ and the request-slot tests read it)."""
+
+    now: int = 0
+    peak: int = 0
+
+    def enter(self) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+
+    def leave(self) -> None:
+        self.now -= 1
+
+
+@dataclass
 class _Connection:
     """One client connection's logon: NTLM logs the connection on, not each request."""
 
@@ -97,6 +113,7 @@ class Listener:
         max_envelope_bytes: int = 500 * 1024,
         idle_connection_seconds: float = 120.0,
         clock: Callable[[], dt.datetime] | None = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -111,6 +128,7 @@ class Listener:
         # The host's own clock: every answer carries it in Date (as HTTP.sys writes one), and
         # Kerberos refuses a logon when it is more than MAX_KERBEROS_SKEW off the client's.
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self.in_flight = in_flight or InFlight()
         self.skew_refusals = 0  # Kerberos logons refused for clock skew (KRB_AP_ERR_SKEW)
         self.requests_served = 0
         self.bytes_received = 0  # request bodies as they came on the wire (sealed or not): what a client sends
@@ -182,9 +200,13 @@ class Listener:
                     self._idle.discard(writer)
                 if request is None:
                     break
-                response = await self._answer(request, connection)
-                writer.write(_render(response, self.clock()))
-                await writer.drain()
+                self.in_flight.enter()  # from the whole request read to its answer written
+                try:
+                    response = await self._answer(request, connection)
+                    writer.write(_render(response, self.clock()))
+                    await writer.drain()
+                finally:
+                    self.in_flight.leave()
                 if request.headers.get("connection", "").lower() == "close":
                     break
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, _BadRequest, _Drop):

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from .faults import Faults
 from .host import Host
-from .http import Credentials, Listener
+from .http import Credentials, InFlight, Listener
 from .ntlm import write_store
 from .scenarios import HostSpec, _fixture_text, resolve
 from .service import WSManService
@@ -86,6 +86,7 @@ class LabHost:
             max_envelope_bytes=spec.faults.max_envelope_kb * 1024,
             idle_connection_seconds=spec.faults.idle_connection_seconds,
             clock=lambda: self.model.state.clock,
+            in_flight=lab.in_flight,
         )
         self.model.on_down(self.listener.stop)
         self.model.on_up(self.listener.start)
@@ -141,6 +142,7 @@ class Lab:
         self.ntlm_store = write_store(self.workdir / "lab-ntlm-users.txt", self.credentials.username,
                                       self.credentials.password)
         self.hosts: dict[str, LabHost] = {}
+        self.in_flight = InFlight()  # requests being answered at once across the hosts, and the peak
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="wuremote-lab", daemon=True)
 

@@ -110,6 +110,12 @@ class Transport(Protocol):
         a host that is back is seen at its next try, not after the transport's retry sleeps."""
         ...
 
+    def waiting(self) -> AbstractContextManager[None]:
+        """Within this block a step's long polls are a wait on the host (detached-poll's wait) and hold
+        no request slot while the host waits: a thousand hosts in DISM hold sockets, not the slots
+        the hosts with work to send need (TransportSettings.max_requests)."""
+        ...
+
     @property
     def session_id(self) -> str | None:
         """The open pool's/shell's id on the host (recorded so a resumed run can delete it), or None."""

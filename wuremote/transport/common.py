@@ -6,15 +6,17 @@ the run options, the inventory) without loading pypsrp or pywinrm; what talks to
 is shared by both transports lives in session.py.
 
 Deadline budget (why no step outlives its timeout by more than one read timeout):
-- a step's deadline is fixed when it starts (``Deadline(timeout)``);
+- a step's deadline counts from when the host took it (its Command answered, ``Deadline.start``):
+  time the controller spent before (a request slot, opening the pool) is not the step's;
 - every long poll (Receive) asks the host to answer within
   ``min(operation_timeout, time left)`` seconds, so the host ends the poll itself before
   the deadline (with output, or with the OperationTimeout fault, which is polled again quietly);
 - every HTTP read is bounded by ``read_timeout`` (> operation_timeout), every connect by
   ``connect_timeout``; the clients' own retries of a Receive are switched off;
-- when the deadline has passed the step is stopped (best effort, bounded by the same
-  timeouts) and TransportError(kind="timeout") is raised.
-So the worst case is the step's timeout plus one read timeout plus one stop request (plus,
+- when the deadline has passed, one more poll (of 1 s) asks the host; if the step still runs,
+  it is stopped (best effort, bounded by the same timeouts) and TransportError(kind="timeout")
+  is raised.  A controller starved between two polls thus never fails a step the host finished.
+So the worst case is the step's timeout plus one read timeout plus one 1 s poll and one stop request (plus,
 when the pool/shell must be opened first, ``open_retries`` bounded attempts with backoff).
 """
 
@@ -22,7 +24,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,24 +56,89 @@ class TransportSettings:
     output_cap: int = OUTPUT_CAP_BYTES
     commands_per_session: int | None = None  # recycle the pool/shell after this many operations (None: the transport's own)
     send_busy_wait: float = 5.0  # between tries of a WinRS Send the host answered ERROR_BUSY (170), as Ansible waits
+    max_requests: int | None = None  # requests in flight at once from this controller (None: sized from its cores)
 
     def __post_init__(self) -> None:
         if self.operation_timeout < 1:
             raise ValueError("TransportSettings.operation_timeout must be at least 1 second")
         if self.read_timeout <= self.operation_timeout:
             raise ValueError("TransportSettings.read_timeout must exceed operation_timeout (a read waits for the long poll)")
+        if self.max_requests is not None and self.max_requests < 1:
+            raise ValueError("TransportSettings.max_requests must be at least 1")
         if self.commands_per_session is not None and self.commands_per_session < 1:
             raise ValueError("TransportSettings.commands_per_session must be at least 1")
         if self.connect_timeout <= 0 or self.send_busy_wait < 0 or self.open_retries < 0 or self.backoff < 0 or self.output_cap < 0:
             raise ValueError("TransportSettings: connect_timeout must be > 0; open_retries, backoff and output_cap >= 0")
 
 
+REQUESTS_PER_CORE = 4  # requests in flight per controller core when --max-requests is not given
+MIN_REQUESTS = 4
+
+
+def default_max_requests() -> int:
+    """Sized from the controller's cores: pypsrp's serialisation and TLS are CPU work under one GIL, and
+    more requests at once than the cores can serve only add context switches (issue 17's profile:
+    12.5 ms of CPU per call with 1 or 10 threads, 28.7 ms with 300)."""
+    return max(MIN_REQUESTS, REQUESTS_PER_CORE * (os.cpu_count() or 1))
+
+
+class RequestSlots:
+    """At most ``limit`` requests in flight at once from this controller, whatever the number of hosts.
+
+    A host's thread holds a slot from building a request until its answer is read; a host
+    waiting for a slot is parked on the semaphore (no CPU, no socket).  One instance per limit
+    and process (``request_slots``), shared by every transport the process opens.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._slots:
+            yield
+
+
+_SLOTS: dict[int, RequestSlots] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
+def request_slots(limit: int | None) -> RequestSlots:
+    """The process's shared slots for this limit (None: sized from the cores)."""
+    size = limit or default_max_requests()
+    with _SLOTS_LOCK:
+        return _SLOTS.setdefault(size, RequestSlots(size))
+
+
 class Deadline:
-    """The step's time budget, fixed when the step starts."""
+    """The step's time budget, counted from when the host took the step (its Command was answered).
+
+    Time the controller spends before that (waiting for a request slot, opening the pool,
+    a starved thread) is not the host's: it does not count.  And a deadline found passed is
+    acted on only after one more poll sent after it passed still finds the step running
+    (``confirmed``), so a controller that was blocked between two polls asks the host
+    before calling a finished step late.
+    """
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._end = time.monotonic() + timeout
+        self._asked_after = False  # a poll was sent after the deadline passed
+
+    def start(self) -> None:
+        """The host has the step: its time starts now."""
+        self._end = time.monotonic() + self.timeout
+
+    def polling(self) -> None:
+        """A poll is about to be sent: if the deadline has passed, its answer is the one that decides."""
+        if self.passed:
+            self._asked_after = True
+
+    @property
+    def confirmed(self) -> bool:
+        """Passed, and a poll sent after it passed found the step still running."""
+        return self.passed and self._asked_after
 
     @property
     def remaining(self) -> float:

@@ -46,7 +46,7 @@ from .base import (
     StreamCallback,
     TransportError,
 )
-from .common import Collector, Deadline, TransportSettings, one_line
+from .common import Collector, Deadline, TransportSettings, one_line, request_slots
 from .connection import Connection
 
 C = TypeVar("C")  # a client of the WinRM service: pypsrp's WSMan, pywinrm's Protocol
@@ -290,6 +290,8 @@ class Session(Generic[C, H]):
         self.settings = settings or TransportSettings()
         self._handle: H | None = None
         self._probing = False
+        self._waiting = False  # within waiting(): the next step's long polls are a host-side wait
+        self.slots = request_slots(self.settings.max_requests)  # shared by every transport of this controller
         self._used = 0  # operations begun on the open pool/shell
         # Pools/shells dropped without a Delete (the connection was lost, an answer came too late):
         # deleted as soon as the host answers again, so they do not hold its per-user quota for hours.
@@ -365,6 +367,19 @@ class Session(Generic[C, H]):
         finally:
             self._probing = outer
 
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        outer, self._waiting = self._waiting, True
+        try:
+            yield
+        finally:
+            self._waiting = outer
+
+    def _request(self, call: Callable[[], Any]) -> Any:
+        """One request (or a few in a row) to the host, holding one of the controller's request slots."""
+        with self.slots.held():
+            return call()
+
     @property
     def session_id(self) -> str | None:
         return self._id_of(self._handle) if self._handle is not None else None
@@ -372,7 +387,7 @@ class Session(Generic[C, H]):
     def close_orphan(self, session_id: str) -> bool:
         client = self._client()
         try:
-            self._delete_by_id(client, session_id)
+            self._request(lambda: self._delete_by_id(client, session_id))
         except Exception as exc:  # noqa: BLE001 - the host answers "not found" for one already gone
             error = self._translate(exc, f"deleting a {self.noun} left by a stopped run")
             if error.code is not None:
@@ -387,7 +402,7 @@ class Session(Generic[C, H]):
         if handle is None:
             return
         try:
-            self._delete(handle)  # bounded by connect/read timeouts; refused at once if the host is down
+            self._request(lambda: self._delete(handle))  # bounded by connect/read timeouts; refused at once if down
         except Exception:  # noqa: BLE001, S110 - deleting is a courtesy to the host's quota; a dead one is forgotten
             pass
         finally:
@@ -416,7 +431,7 @@ class Session(Generic[C, H]):
         while self._abandoned:
             session_id = self._abandoned.pop()
             try:
-                self._delete_by_id(client, session_id)
+                self._request(lambda: self._delete_by_id(client, session_id))  # noqa: B023 - called at once
             except Exception:  # noqa: BLE001, S110 - "not found" (a reboot took it) or a failure: nothing more to do
                 pass
 
@@ -431,7 +446,8 @@ class Session(Generic[C, H]):
         client = self._client()
         self._opening_id = None
         try:
-            return self._open_on(client)
+            with self.slots.held():
+                return self._open_on(client)
         except Exception as exc:  # noqa: BLE001 - every failure is translated (or re-raised by _translate)
             self._release(client)
             error = self._translate(exc, f"opening a {self.noun}")
@@ -473,15 +489,20 @@ class Session(Generic[C, H]):
                     handle = self._ensure()
                     operation = start(handle)
                     self._used += 1
-                    operation.begin()
+                    self._request(operation.begin)
             assert operation is not None  # the loop ran at least once, or raised
+            deadline.start()  # the host has the step now: its time starts here
+            begun = operation
+            # A host-side wait (waiting()) holds no slot while the host waits: it only holds a socket.
+            poll = begun.poll if self._waiting else lambda seconds: self._request(lambda: begun.poll(seconds))
             while not operation.done:
-                if deadline.passed:
-                    self._quietly(operation.stop)
+                if deadline.confirmed:
+                    self._quietly(lambda: self._request(begun.stop))
                     raise TransportError("timeout", f"{self.host}: {what} did not finish within "
                                                     f"{deadline.timeout:g} s; it was stopped")
-                operation.poll(deadline.poll_seconds(self.settings.operation_timeout))
-            return operation.finish(), operation
+                deadline.polling()
+                poll(deadline.poll_seconds(self.settings.operation_timeout))
+            return self._request(operation.finish), operation
         except TransportError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is translated (or re-raised by _translate)
@@ -491,7 +512,8 @@ class Session(Generic[C, H]):
             raise error from None
         finally:
             if operation is not None and handle is not None and self._handle is handle:
-                self._quietly(operation.close)
+                closing = operation
+                self._quietly(lambda: self._request(closing.close))
 
     def _is_quota(self, exc: BaseException) -> bool:
         return isinstance(exc, self.faults.fault) and self.faults.code(exc) in QUOTA_FAULTS

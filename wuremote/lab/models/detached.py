@@ -61,6 +61,51 @@ def _read_json(state: HostState, path: str) -> dict[str, Any] | None:
 
 def _write_json(state: HostState, path: str, value: dict[str, Any]) -> None:
     state.files[path.lower()] = json.dumps(value, indent=4).encode("utf-8")
+    if path.lower().endswith("\\status.json"):
+        written = _STATUS_WRITTEN.pop(id(state), None)
+        if written is not None:
+            written.set()  # detached-poll's waits re-read the state now
+
+
+# --- detached-poll's wait: woken by every status.json write ---------------------------------
+# The script re-reads the state each second (Start-Sleep -Seconds 1); the model re-reads it when
+# status.json is written (the only way state or percent moves while the host is up) and at least
+# every WAIT_RECHECK_SECONDS for what no write announces (a queued task timing out), so a
+# thousand waiting hosts do not wake the lab's loop a thousand times a modelled second.
+WAIT_RECHECK_SECONDS = 30.0
+_STATUS_WRITTEN: dict[int, asyncio.Event] = {}  # id(HostState) -> set at its next status.json write
+
+
+async def _status_written(state: HostState, seconds: float) -> None:
+    """Until the host's next status.json write, or ``seconds`` of real time."""
+    written = _STATUS_WRITTEN.get(id(state))
+    if written is None:
+        written = _STATUS_WRITTEN[id(state)] = asyncio.Event()
+        weakref.finalize(state, _STATUS_WRITTEN.pop, id(state), None)
+    try:
+        await asyncio.wait_for(written.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
+
+
+def _percent_text(status: dict[str, Any]) -> str:
+    """[string]$status.percent: '' for null."""
+    percent = status.get("percent")
+    return "" if percent is None else str(percent)
+
+
+async def _wait_for_change(host: Host, run_id: str, step: str, seen_state: str, seen_percent: str,
+                           seconds: int) -> DetachedState | None:
+    """detached-poll's wait: the state once it or its percent differs from what the controller saw,
+    or once ``seconds`` (modelled) have passed."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds * host.time_scale
+    current = detached_state(host, run_id, step)
+    while (current is not None and current.state == seen_state and _percent_text(current.status) == seen_percent
+           and loop.time() < end):
+        await _status_written(host.state, min(end - loop.time(), WAIT_RECHECK_SECONDS * host.time_scale))
+        current = detached_state(host, run_id, step)
+    return current
 
 
 # --- the bodies that run now (processes: they do not survive the host going down) ------------
@@ -313,18 +358,21 @@ async def detached_start(ctx: StepContext) -> None:
 
 
 # --- detached-poll ---------------------------------------------------------------------------
-@model("detached-poll", sha256="60989d04da3db32e1b354eb6817b7f5f4f27be33d87359ccaaa87d41cb62d326")
+@model("detached-poll", sha256="6c8229de108f2d5d436cad5dac71e35283d37df2850724bf4ecfd036eb3a623e")
 async def detached_poll(ctx: StepContext) -> None:
     step = text_param(ctx, "Step", STEP_PATTERN, mandatory=True)
     offset = int_param(ctx, "TranscriptOffset", -1, -1, (1 << 63) - 1)
     max_bytes = int_param(ctx, "MaxTranscriptBytes", 262144, 1024, 4194304)
+    wait = int_param(ctx, "WaitSeconds", 0, 0, 3600)
+    seen_state = text_param(ctx, "SeenState", r"^(|queued|running|finished|interrupted)$")
+    seen_percent = text_param(ctx, "SeenPercent", r"^(|\d{1,3})$")
     run_id = text_param(ctx, "RunId")
     if not NAME_PATTERN.match(run_id):
         ctx.finish("failed", 1, messages=[RUN_ID_MESSAGE])
     state = ctx.host.state
     folder = run_folder(run_id, step)
     facts: dict[str, Any] = {"run_id": run_id, "step": step}
-    current = detached_state(ctx.host, run_id, step)
+    current = await _wait_for_change(ctx.host, run_id, step, seen_state, seen_percent, wait)
     if current is not None and state.status_json_gaps > 0:  # ReplaceFile left a gap (HostState.status_json_gaps)
         state.status_json_gaps -= 1
         current = None
