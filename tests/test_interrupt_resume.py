@@ -144,7 +144,10 @@ def test_resume_deletes_the_pools_the_killed_controller_left(av_lab, tmp_path) -
     lab, inventory, env = av_lab
     state = tmp_path / "state"
     process = start(["repair", "-i", str(inventory), "--plain", "--state-dir", str(state)], env)
-    wait_until(state, lambda rows: sum(1 for r in rows if r[0] == "session-opened") >= 2)
+    # A pool's id is journalled before its Create goes out (so a kill while the host makes it leaves
+    # resume the id): wait for both pools to exist on the hosts, with their ids journalled.
+    wait_for(lambda: open_pools(lab) == 2 and sum(1 for r in events_recorded(state) if r[0] == "session-opened") >= 2,
+             timeout=60.0, interval=0.02, what="both hosts holding a pool the journal names")
     process.kill()
     process.communicate(timeout=10)
     assert open_pools(lab) == 2
