@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from .steps import StepRunner
 
 FINISHED, INTERRUPTED, MISSING = "finished", "interrupted", "missing"  # the task states the poll reports
+# The shortest gap between two polls starts here and grows to RunOptions.poll_interval: a short
+# step (a verify that finds nothing) is read as soon as it moves, while the changes of a long one
+# (DISM's percent) are read together at most every poll_interval.  Each poll waits on the host
+# for a change either way, so the gap never adds requests.
+_FIRST_GAP = 0.25
 # Polls in a row that may find status.json missing or unreadable before the step is given up on.
 # After detached-start succeeded the file exists, but Windows can leave a gap: ReplaceFile
 # without a backup file that fails with ERROR_UNABLE_TO_MOVE_REPLACEMENT (1176) leaves "the
@@ -127,11 +132,13 @@ class DetachedStep:
         silence = Silence(self.runner, self.script.meta.name)
         unreadable = 0
         sent: float | None = None  # when the last poll went out
+        gap = min(_FIRST_GAP, options.poll_interval)
         while True:
             if self.runner.ctx.cancelled:
                 raise Cancelled()
-            if sent is not None:  # changes closer together than poll_interval are read together
-                time.sleep(max(0.0, options.poll_interval - (time.monotonic() - sent)))
+            if sent is not None:  # changes closer together than the gap are read together
+                time.sleep(max(0.0, gap - (time.monotonic() - sent)))
+                gap = min(gap * 1.5, options.poll_interval)
             sent = time.monotonic()
             late = sent > deadline  # this answer decides the timeout
             try:
