@@ -797,6 +797,41 @@ function Get-WuDetachedState {
     }
 }
 
+function Get-WuOtherInstall {
+    <#
+    Another run's install-kb or install-updates task, queued or running ("STEP of run RUN"): the two
+    never run at once on a host, and neither is ever stopped for the other (both wait, bounded).
+    #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][AllowEmptyString()][string]$RunId)
+    $runs = Join-Path -Path (Get-WuStateRoot) -ChildPath 'runs'
+    if (-not (Test-Path -LiteralPath $runs)) {
+        return
+    }
+    foreach ($folder in Get-ChildItem -LiteralPath $runs -Directory) {
+        if ($folder.Name -eq $RunId) {
+            continue
+        }
+        foreach ($step in @('install-kb', 'install-updates')) {
+            $current = Get-WuDetachedState -RunId $folder.Name -Step $step
+            if ($null -ne $current -and ($current.state -eq 'running' -or $current.state -eq 'queued')) {
+                '{0} of run {1}' -f $step, $folder.Name
+            }
+        }
+    }
+}
+
+function Get-WuComHResult {
+    <# The HRESULT behind a COM call's exception (the innermost one that carries it): the update agent's errors. #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory = $true)][System.Exception]$Exception)
+    $current = $Exception
+    while ($null -ne $current.InnerException -and $current -isnot [System.Runtime.InteropServices.COMException]) {
+        $current = $current.InnerException
+    }
+    [long]$current.HResult
+}
+
 function Get-WuDetachedRunnerText {
     <#
     The constant runner a detached task executes (written as runner.ps1 beside the staged

@@ -81,20 +81,7 @@ function Get-BusyServicing {
     <# What installs on this host now, besides this step: other runs' install tasks, Windows Installer, CBS. #>
     [CmdletBinding()]
     param()
-    $runs = Join-Path -Path (Get-WuStateRoot) -ChildPath 'runs'
-    if (Test-Path -LiteralPath $runs) {
-        foreach ($folder in Get-ChildItem -LiteralPath $runs -Directory) {
-            if ($folder.Name -eq $RunId) {
-                continue
-            }
-            foreach ($step in @('install-kb', 'install-updates')) {
-                $current = Get-WuDetachedState -RunId $folder.Name -Step $step
-                if ($null -ne $current -and ($current.state -eq 'running' -or $current.state -eq 'queued')) {
-                    '{0} of run {1}' -f $step, $folder.Name
-                }
-            }
-        }
-    }
+    Get-WuOtherInstall -RunId $RunId
     $mutex = $null
     if ([System.Threading.Mutex]::TryOpenExisting('Global\_MSIExecute', [ref]$mutex)) {
         $mutex.Dispose()

@@ -83,16 +83,6 @@ $facts = @{
     last_success_utc = $null
 }
 
-function Get-ComHResult {
-    <# The HRESULT behind a COM call's exception (the innermost one that carries it). #>
-    [CmdletBinding()]
-    param([Parameter(Mandatory = $true)][System.Exception]$Exception)
-    $current = $Exception
-    while ($null -ne $current.InnerException -and $current -isnot [System.Runtime.InteropServices.COMException]) {
-        $current = $current.InnerException
-    }
-    [long]$current.HResult
-}
 
 function Get-UpdateKb {
     <# The update's first KB id (IUpdate.KBArticleIDs holds the digits only), or '' when it names none. #>
@@ -104,26 +94,6 @@ function Get-UpdateKb {
     ''
 }
 
-function Get-OtherInstall {
-    <# A running install-kb or install-updates task of another run: the names of their status files. #>
-    [CmdletBinding()]
-    param()
-    $runs = Join-Path -Path (Get-WuStateRoot) -ChildPath 'runs'
-    if (-not (Test-Path -LiteralPath $runs)) {
-        return @()
-    }
-    @(foreach ($folder in Get-ChildItem -LiteralPath $runs -Directory) {
-            if ($folder.Name -eq $RunId) {
-                continue
-            }
-            foreach ($step in @('install-kb', 'install-updates')) {
-                $current = Get-WuDetachedState -RunId $folder.Name -Step $step
-                if ($null -ne $current -and ($current.state -eq 'running' -or $current.state -eq 'queued')) {
-                    '{0} of run {1}' -f $step, $folder.Name
-                }
-            }
-        })
-}
 
 function Complete-Install {
     [CmdletBinding()]
@@ -141,12 +111,12 @@ function Complete-Install {
 # --- never two installs at once; never an install on top of servicing that waits for a restart ---
 if (-not $SearchOnly) {
     $waited = 0
-    $others = @(Get-OtherInstall)
+    $others = @(Get-WuOtherInstall -RunId $RunId)
     while ($others.Count -gt 0 -and $waited -lt $WaitSeconds) {
         Write-Verbose ('waiting for {0} to finish ({1} s of {2} s)' -f ($others -join ', '), $waited, $WaitSeconds)
         Start-Sleep -Seconds 15
         $waited += 15
-        $others = @(Get-OtherInstall)
+        $others = @(Get-WuOtherInstall -RunId $RunId)
     }
     if ($others.Count -gt 0) {
         $facts['busy'] = $others
@@ -178,7 +148,7 @@ try {
         }
     }
     catch {
-        $facts['history_error'] = ConvertTo-WuHexHResult -Code (Get-ComHResult -Exception $_.Exception)
+        $facts['history_error'] = ConvertTo-WuHexHResult -Code (Get-WuComHResult -Exception $_.Exception)
     }
 
     # --- search and select ---
@@ -186,7 +156,7 @@ try {
         $search = $searcher.Search('IsInstalled=0 and IsHidden=0')
     }
     catch {
-        $hex = ConvertTo-WuHexHResult -Code (Get-ComHResult -Exception $_.Exception)
+        $hex = ConvertTo-WuHexHResult -Code (Get-WuComHResult -Exception $_.Exception)
         $facts['search_hresult'] = $hex
         if ($NetworkHResults -contains $hex) {
             Complete-Install -Status 'failed' -Code 7 -Messages @(('cannot reach the update server ({0}): network, proxy or WSUS' -f $hex))
@@ -272,7 +242,7 @@ try {
         }
         catch {
             $entry['result_code'] = 4
-            $entry['hresult'] = ConvertTo-WuHexHResult -Code (Get-ComHResult -Exception $_.Exception)
+            $entry['hresult'] = ConvertTo-WuHexHResult -Code (Get-WuComHResult -Exception $_.Exception)
         }
         if ($entry['reboot_required']) {
             $facts['reboot_required'] = $true
@@ -283,7 +253,7 @@ try {
     $facts['results'] = $results.ToArray()
 }
 catch {
-    $facts['agent_hresult'] = ConvertTo-WuHexHResult -Code (Get-ComHResult -Exception $_.Exception)
+    $facts['agent_hresult'] = ConvertTo-WuHexHResult -Code (Get-WuComHResult -Exception $_.Exception)
     Complete-Install -Status 'failed' -Code 1 -Messages @(('the update agent failed: {0}' -f $facts['agent_hresult']))
 }
 finally {

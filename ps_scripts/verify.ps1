@@ -82,16 +82,6 @@ function Add-Failure {
     $failures.Add(@{ phase = $Phase; hresult = $hex; kind = $kind; title = $Title })
 }
 
-function Get-ComHResult {
-    <# The HRESULT behind a COM call's exception (the innermost one that carries it). #>
-    [CmdletBinding()]
-    param([Parameter(Mandatory = $true)][System.Exception]$Exception)
-    $current = $Exception
-    while ($null -ne $current.InnerException -and $current -isnot [System.Runtime.InteropServices.COMException]) {
-        $current = $current.InnerException
-    }
-    [long]$current.HResult
-}
 
 if (-not $facts['as_system']) {
     $facts['warning'] = 'not running as SYSTEM: the agent refuses download to a remote logon token (0x80070005); run verify through detached-start'
@@ -108,7 +98,7 @@ try {
         Set-WuStepProgress -RunId $RunId -Step 'verify' -Percent 30
     }
     catch {
-        Add-Failure -Phase 'search' -HResult (Get-ComHResult -Exception $_.Exception)
+        Add-Failure -Phase 'search' -HResult (Get-WuComHResult -Exception $_.Exception)
     }
     if ($null -ne $search) {
         # OperationResultCode: 2 succeeded, 3 succeeded with errors, 4 failed, 5 aborted
@@ -171,7 +161,7 @@ try {
                 }
             }
             catch {
-                Add-Failure -Phase 'download' -HResult (Get-ComHResult -Exception $_.Exception)
+                Add-Failure -Phase 'download' -HResult (Get-WuComHResult -Exception $_.Exception)
             }
             Set-WuStepProgress -RunId $RunId -Step 'verify' -Percent 70
         }
@@ -192,13 +182,13 @@ try {
                 }
             }
             catch {
-                Add-Failure -Phase 'install' -HResult (Get-ComHResult -Exception $_.Exception)
+                Add-Failure -Phase 'install' -HResult (Get-WuComHResult -Exception $_.Exception)
             }
         }
     }
 }
 catch {
-    Add-Failure -Phase 'agent' -HResult (Get-ComHResult -Exception $_.Exception)
+    Add-Failure -Phase 'agent' -HResult (Get-WuComHResult -Exception $_.Exception)
 }
 finally {
     if ($null -ne $session -and [System.Runtime.InteropServices.Marshal]::IsComObject($session)) {

@@ -6,11 +6,10 @@ All against the lab (real HTTPS and PSRP); no figure here depends on how fast th
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from typing import Any
 
-from conftest import wait_for
+from conftest import MovableClock, wait_for
 
 from wuremote import events as ev
 from wuremote.demo import demo_hosts, demo_options
@@ -63,20 +62,6 @@ def test_requests_in_flight_never_exceed_the_controllers_limit(tmp_path) -> None
     assert 1 <= peak <= 2
 
 
-class ControllerClock:
-    """The time module as the controller's step deadlines read it, whose monotonic clock can be moved
-    on: the controller was blocked (starved of CPU, a slow journal or view) while the host was not."""
-
-    def __init__(self) -> None:
-        self.skipped = 0.0
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(time, name)
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.skipped
-
-
 def test_a_controller_that_falls_behind_still_ends_each_host_as_it_should(tmp_path, monkeypatch) -> None:
     """The controller falls behind twice by more than a step's timeout: right after the pool opens
     (before lock, a 5 s step here, is sent), and while DISM runs (the host finishes it meanwhile).
@@ -85,7 +70,7 @@ def test_a_controller_that_falls_behind_still_ends_each_host_as_it_should(tmp_pa
     from wuremote.engine import detached, steps
     from wuremote.transport import common
 
-    clock = ControllerClock()
+    clock = MovableClock()
     for module in (common, detached, steps):
         monkeypatch.setattr(module, "time", clock)
     behind: list[str] = []

@@ -8,13 +8,13 @@ always run; reboot policy and caps hold; artifacts parse.
 from __future__ import annotations
 
 import json
-import time
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
 
 import pytest
+from conftest import MovableClock
 
 from wuremote import events as ev
 from wuremote.demo import demo_hosts, demo_options
@@ -195,25 +195,12 @@ def test_max_fail_percent_stops_starting_new_hosts(tmp_path) -> None:
     assert summary.exit_code == 1
 
 
-class HostClock:
-    """The time module as the host's step runner sees it, whose monotonic clock can be moved on."""
-
-    def __init__(self) -> None:
-        self.skipped = 0.0
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(time, name)
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.skipped
-
-
 def test_host_timeout_fails_the_slow_host_and_keeps_what_it_collected(tmp_path, monkeypatch) -> None:
     from wuremote.engine import steps as host_steps
 
     # The host's clock passes its timeout the moment diagnose has finished, however fast or slow
     # the machine: lock and diagnose always finish first, and the repair never does.
-    clock = HostClock()
+    clock = MovableClock()
     monkeypatch.setattr(host_steps, "time", clock)
 
     def past_the_timeout_after_diagnose(event: Event) -> None:

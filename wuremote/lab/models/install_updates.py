@@ -25,7 +25,7 @@ def _install_seconds(size_mb: int) -> float:
     return 60 + size_mb * 0.4
 
 
-@model("install-updates", sha256="f52af69611cf5ca64ac36f42eb9d9c8378d9f4d990638883b5d8bd94f3cfd87f")
+@model("install-updates", sha256="69f25e38873a3374145c40a5fb9a9f264b7463d78c4fbe164fe7574eae1a14c8")
 async def install_updates(ctx: StepContext) -> None:
     categories = strings(ctx, "CategoryNames") if param(ctx, "CategoryNames") is not None else [
         "Security Updates", "Critical Updates"]

@@ -292,7 +292,7 @@ def _busy_servicing(ctx: StepContext, run_id: str) -> list[str]:
     return busy
 
 
-@model("install-kb", sha256="1ab0268858a650123a48441a158937295408a3d105640c08fec49860d5cd3426")
+@model("install-kb", sha256="c2b7ae73f89b840ef53d6021de5d456a496654e08d81549ccdc7a52d2258e68e")
 async def install_kb(ctx: StepContext) -> None:
     kb_id = text_param(ctx, "KbId", r"^KB\d{6,8}$", mandatory=True)
     msu_path = text_param(ctx, "MsuPath")
@@ -427,7 +427,7 @@ def _history_message(phase: str, code: str, title: str) -> str:
     return f"Installation Failure: Windows failed to install the following update with error {code}: {title}."
 
 
-@model("verify", sha256="96d4999f1014417caaaf44312dd2512b275a2df82a2eb7642ca6b732d1316edd")
+@model("verify", sha256="3a5bceec8b7aa404d2708875008d6de8696a5ec94c0f2a04f221be967d86a320")
 async def verify(ctx: StepContext) -> None:
     install = switch(ctx, "Install")
     require_elevated(ctx)

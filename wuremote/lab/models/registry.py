@@ -28,7 +28,7 @@ from ..engine import ErrorInfo, Run, Stop
 from ..host import Host
 
 # Recorded hashes of the shipped texts the lab knows.  Update them together with the model.
-PRELUDE_SHA256 = "95a4cca8724e72d199d95518a54818b62259138573cb4327ac942f7a461fb1e0"
+PRELUDE_SHA256 = "36149115c8b40f0bfd853f54f5acd1633a52c5d8f7feb9dc4a09f8b947f1a5aa"
 # Windows PowerShell 5.1's ConvertFrom-Json (which the WinRS bootstrap runs on the parameter line) uses
 # JavaScriptSerializer with its default MaxJsonLength of 2,097,152 characters and refuses longer text
 # (microsoft/azure-pipelines-tasks#952; microsoft/sql-server-samples#348 shows the error record).
