@@ -92,3 +92,24 @@ def test_a_controller_that_falls_behind_still_ends_each_host_as_it_should(tmp_pa
     host = lab.endpoints[0].name
     assert behind == ["session", "dism"]
     assert summary.outcomes[host] == "repaired", summary.causes[host]
+
+
+def test_a_call_that_waited_before_the_host_ran_it_is_no_clock_skew(tmp_path, monkeypatch) -> None:
+    """Diagnose's ControllerUtc is stamped when the call is made, not when the host runs it: a call
+    queued for a request slot on a busy controller, or chained behind a rung, made a host in sync
+    look minutes ahead, and sync-time ran on a healthy host (1 of 1,000 with a CPU hog beside the
+    fleet). Here every stamp is ten minutes old, as if each call had waited that long."""
+    import datetime as dt
+
+    from wuremote.engine import walk
+
+    def stale() -> str:
+        return (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    monkeypatch.setattr(walk, "iso_now", stale)
+    seen: list[Event] = []
+    with Lab(scenario="healthy", hosts=1, time_scale=LAB_SCALE) as lab:
+        summary = Runner(demo_hosts(lab), demo_options(tmp_path), subscribers=[seen.append]).run()
+    host = lab.endpoints[0].name
+    assert summary.outcomes[host] == "healthy", summary.causes[host]
+    assert not [e for e in seen if isinstance(e, ev.StepStarted) and e.step == "sync-time"]

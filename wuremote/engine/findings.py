@@ -14,6 +14,7 @@ from ..contract import StepResult
 from .plan import HostPlan, PlannedStep
 
 _HEX = re.compile(r"0x[0-9A-Fa-f]{8}")
+_ROUND_TRIP_UTC = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z?$")
 
 
 WSUS_SOURCE = "updates from WSUS"  # information about the host, not a problem on it
@@ -117,3 +118,33 @@ def needs_source_cause(rung: PlannedStep, result: StepResult) -> str:
     if rung.script == "dism":
         return "DISM needs a repair source (0x800F081F): set dism_source to install media of the same build"
     return f"{rung.rung}: {'; '.join(result.messages)[:200] or 'run dism first'}"
+
+
+def bound_skew(result: StepResult) -> None:
+    """Diagnose's clock skew as far as the controller can know it, set in place.
+
+    The host measures its clock against ``ControllerUtc``, the controller's time when the call was
+    made; but the call may wait before the host runs it (a queue for a request slot on a busy
+    controller, a rung ahead of it in the same pipeline), and every second of that wait reads as
+    skew: a host in sync looked minutes ahead, and sync-time ran on it (1 of 1,000 hosts with a CPU
+    hog beside the fleet).  The host read its clock (``local_utc``) somewhere between that stamp and
+    the controller getting the answer (``started + duration``), so the true skew lies between
+    ``local_utc - answered`` and the host's figure; only what lies outside that whole interval is
+    skew, and the figure kept is the one nearest zero.
+    """
+    clock = result.facts.get("clock")
+    if not isinstance(clock, dict):
+        return
+    upper, local = clock.get("skew_seconds"), clock.get("local_utc")
+    if not isinstance(upper, (int, float)) or not isinstance(local, str) or not result.started:
+        return
+    match = _ROUND_TRIP_UTC.match(local.strip())  # [DateTime]::UtcNow.ToString('o'): 7 fraction digits, Z
+    if match is None:
+        return
+    fraction = (match.group(2) + "000000")[:7] if match.group(2) else ""  # what fromisoformat reads on 3.10
+    host_read = dt.datetime.fromisoformat(match.group(1) + fraction).replace(tzinfo=dt.timezone.utc)
+    answered = dt.datetime.fromtimestamp(result.started + result.duration, dt.timezone.utc)
+    lower = (host_read - answered).total_seconds()
+    if lower > upper:  # the host's clock moved between the two readings: keep its own figure
+        return
+    clock["skew_seconds"] = round(lower if lower > 0 else upper if upper < 0 else 0.0, 1)

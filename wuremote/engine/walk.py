@@ -22,6 +22,7 @@ from ..transport.base import TransportError
 from . import packages
 from .context import Cancelled, HostContext, HostFailed
 from .findings import (
+    bound_skew,
     needs_source_cause,
     network_cause,
     pending_findings,
@@ -487,6 +488,7 @@ class HostWalk:
         if result.exit_code != ExitCode.OK or not result.facts:
             raise HostFailed(Outcome.FAILED, f"diagnose failed (exit {result.exit_code}): "
                              + "; ".join(result.messages or result.errors)[:300])
+        bound_skew(result)  # no wait before the host ran it (a request slot, a rung ahead) reads as skew
         self.facts = result.facts
         return result
 
