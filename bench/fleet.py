@@ -8,7 +8,10 @@ in its own process; this process is the controller and runs the real Runner with
 ladder, detached steps and reboots, every host at once when --forks allows.
 The ideal is the longest single host's own critical path at the same scale: each scenario's
 host is first run alone (one lab host, one fork), and the slowest of those is the floor no
-fleet can beat.  ratio = fleet wall time / ideal.
+fleet can beat.  ratio = fleet wall time / ideal.  The CPU floor is what this machine needs for
+the controller's and the lab's CPU (spread over its cores, but never below the controller's
+user time: its Python runs under one GIL; nor below the lab's: one asyncio loop); the issue's
+target is wall <= 1.2x the larger of the two.
 
 Controller CPU per host is not a constant: it grows with the load on the machine and the
 number of threads contending for it.  It is reported with its kernel share (system time:
@@ -128,6 +131,70 @@ class BusiestSnapshot:
                 self.size, self.snapshot = current, tracemalloc.take_snapshot()
 
 
+def rss_by_kind() -> dict[str, float]:
+    """This process's resident memory by the kind of mapping holding it, in MB (Linux /proc/self/smaps):
+    thread stacks (the 8 MiB anonymous mappings glibc gives each thread), malloc's main heap and its
+    per-thread arenas (heaps aligned to 64 MiB: objects over 512 bytes, OpenSSL, expat), other
+    anonymous memory (pymalloc's 1 MiB arenas of small Python objects, which the kernel merges into
+    one mapping when they lie side by side, and blocks malloc maps on their own) and mapped files."""
+    kinds: Counter[str] = Counter()
+    path, size, start = "", 0, 0
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        parts = line.split()
+        if parts and not parts[0].endswith(":"):
+            path = parts[5] if len(parts) > 5 else ""
+            start = int(parts[0].split("-")[0], 16)
+        elif parts[0] == "Size:":
+            size = int(parts[1])
+        elif parts[0] == "Rss:":
+            kind = ("malloc heaps" if path == "[heap]" or (not path and start % (64 << 20) == 0)
+                    else "other" if path.startswith("[") else "files" if path
+                    else "thread stacks" if size == 8192 else "other anonymous")
+            kinds[kind] += int(parts[1]) / 1024
+    return dict(kinds)
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class RssWatch:
+    """The controller's RSS sampled twice a second, and by kind (smaps, costly at 1,000 threads: at
+    most every 5 s) whenever it reached a new peak; with the number of threads then and when it was."""
+
+    EVERY, BY_KIND_EVERY = 0.5, 5.0
+
+    def __init__(self) -> None:
+        self.peak: dict[str, float] = {}
+        self.peak_mb = 0.0
+        self.peak_at = 0.0
+        self.threads = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> RssWatch:
+        self._began = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        by_kind_at = 0.0
+        while not self._stop.wait(self.EVERY):
+            rss, now = _rss_mb(), time.perf_counter()
+            if rss <= self.peak_mb:
+                continue
+            self.peak_mb, self.peak_at, self.threads = rss, now - self._began, threading.active_count()
+            if now - by_kind_at >= self.BY_KIND_EVERY:
+                self.peak, by_kind_at = rss_by_kind(), now
+
+
 @contextmanager
 def cpu_hog(processes: int) -> Iterator[None]:
     """``processes`` busy loops beside the fleet: a machine with other work on it."""
@@ -151,7 +218,7 @@ def run_fleet(hosts: int, scenario: str, forks: int, time_scale: float, poll_int
         runner = Runner(configs, options(Path(folder), forks, time_scale, poll_interval, max_requests),
                         subscribers=[clock])
         watch = BusiestSnapshot() if tracemalloc.is_tracing() else None
-        with cpu_hog(hog), watch or nullcontext():
+        with cpu_hog(hog), watch or nullcontext(), RssWatch() as rss:
             before, lab_cpu_before = resource.getrusage(resource.RUSAGE_SELF), cpu_seconds(lab.pid) or 0.0
             load_before = os.getloadavg()[0]
             start, started_at = time.perf_counter(), time.time()
@@ -164,7 +231,9 @@ def run_fleet(hosts: int, scenario: str, forks: int, time_scale: float, poll_int
                 "took": clock.took, "scenarios": scenarios,
                 "outcomes": Counter(summary.outcomes.values()), "wrong": check_expected(summary, scenarios),
                 "lab_rss": peak_rss_mb(lab.pid), "lab_cpu": (cpu_seconds(lab.pid) or 0.0) - lab_cpu_before,
-                "busiest": watch.snapshot if watch else None}
+                "busiest": watch.snapshot if watch else None, "rss_by_kind": rss.peak, "rss_peak_mb": rss.peak_mb, "threads": rss.threads,
+                "rss_peak_at": rss.peak_at, "last_end": max((clock.started[h] + t for h, t in clock.took.items()),
+                                                            default=started_at) - started_at}
 
 
 def ideal(time_scale: float, poll_interval: float, scenarios: list[str]) -> tuple[float, str, dict[str, float]]:
@@ -204,10 +273,23 @@ def main() -> None:
     if floor:
         figures += [info(f"ideal (slowest host alone: {slowest})", floor, "s"),
                     at_most("wall / ideal", fleet["wall"] / floor, "x", RATIO_TARGET)]
+    # The CPU floor on this machine: both processes' CPU spread over its cores, but no less than either
+    # process alone can go: the lab is one asyncio loop, and the controller's Python runs under one GIL
+    # (its user time; its kernel time, socket and TLS calls, can overlap).
+    cpu_floor = max((fleet["user"] + fleet["system"] + fleet["lab_cpu"]) / (os.cpu_count() or 1), fleet["user"],
+                    fleet["lab_cpu"])
+    figures += [info("CPU floor", cpu_floor, "s", "controller + lab CPU over the cores, at least the controller's "
+                     "user time and the lab's CPU"),
+                at_most("wall / max(ideal, CPU floor)", fleet["wall"] / max(floor, cpu_floor), "x",
+                        RATIO_TARGET)]
     figures += [
         info(f"slowest host in the fleet ({fleet['scenarios'][slowest_in_fleet]})", fleet["took"][slowest_in_fleet], "s"),
         info("last host started, after the run began", fleet["last_start"], "s"),
         at_most("controller peak RSS", own_peak_rss_mb(), "MB", RSS_TARGET_MB),
+        info("controller RSS by kind, at the last new peak sampled by kind", sum(fleet["rss_by_kind"].values()), "MB",
+             ", ".join(f"{k} {v:.0f}" for k, v in sorted(fleet["rss_by_kind"].items(), key=lambda kv: -kv[1]))),
+        info("controller RSS peak during the run", fleet["rss_peak_mb"], "MB",
+             f"at {fleet['rss_peak_at']:.0f} s, {fleet['threads']} threads; the last host ended at {fleet['last_end']:.0f} s"),
         info("controller CPU per host", cpu / args.hosts, "s",
              f"kernel {100 * fleet['system'] / max(cpu, 1e-9):.0f} %, load {fleet['load'][0]:.1f} -> {fleet['load'][1]:.1f}"
              f" on {os.cpu_count()} cores"),

@@ -22,3 +22,6 @@ if ([string]$ExecutionContext.SessionState.LanguageMode -eq 'FullLanguage') {
     }
 }
 Set-Variable -Name ('WuremotePrelude_' + $Sha256) -Scope Global -Value ([System.Management.Automation.ScriptBlock]::Create($Text))
+# Its text too: detached-start composes a scheduled task's payload from it and the step's body, so a
+# long step's start does not carry the prelude again (checked there against the payload's sha256).
+Set-Variable -Name ('WuremotePreludeText_' + $Sha256) -Scope Global -Value $Text

@@ -26,6 +26,14 @@
     The detached step's name; must match the payload's header.
 .PARAMETER Payload
     The step's full payload text as the controller sends it (StepScript.payload()).
+.PARAMETER Body
+    Instead of -Payload, where the session already holds the prelude (a PSRP pool defines it once:
+    _psrp_prelude.ps1 keeps its text as $global:WuremotePreludeText_<sha256>): the step's script as
+    shipped, whose '# wuremote-prelude' line is replaced here by the prelude between its begin and
+    end markers, as the controller inlines it. The result is checked against -PayloadSha256 like a
+    -Payload, so a prelude that differs from the controller's is never staged.
+.PARAMETER PreludeSha256
+    With -Body: the SHA-256 naming the session's prelude.
 .PARAMETER PayloadSha256
     SHA-256 (hex) of -Payload encoded as UTF-8.
 .PARAMETER ParametersJson
@@ -38,7 +46,9 @@ param(
     [string]$RunId = '',
     [string]$ResultMarker = '',
     [Parameter(Mandatory = $true)][ValidatePattern('^[a-z][a-z0-9-]{0,40}$')][string]$Step,
-    [Parameter(Mandatory = $true)][string]$Payload,
+    [string]$Payload = '',
+    [string]$Body = '',
+    [ValidatePattern('^([0-9a-f]{64})?$')][string]$PreludeSha256 = '',
     [Parameter(Mandatory = $true)][ValidatePattern('^[0-9a-fA-F]{64}$')][string]$PayloadSha256,
     [string]$ParametersJson = '{}',
     [switch]$Restart
@@ -79,6 +89,44 @@ if ($null -ne $current) {
     if (-not $Restart) {
         Complete-WithState -Current $current -Attached $true -Messages @(('already {0}; pass -Restart to run it again' -f $current.state))
     }
+}
+
+# --- the payload: sent whole, or composed from the body and the prelude this session holds ---
+if ($Payload -eq '') {
+    $prelude = $null
+    if ($PreludeSha256 -ne '') {
+        # absent in a session that never defined this prelude (WinRS, or another version): refused below
+        $prelude = Get-Variable -Name ('WuremotePreludeText_' + $PreludeSha256) -Scope Global -ValueOnly -ErrorAction SilentlyContinue
+    }
+    if ($Body -eq '' -or $prelude -isnot [string]) {
+        Complete-WuStep -Step 'detached-start' -Status 'failed' -ExitCode 1 -Facts $facts -ResultMarker $ResultMarker `
+            -Messages @('no payload: give -Payload, or -Body with -PreludeSha256 naming a prelude this session holds')
+    }
+    $lines = $Body -split "`n"
+    $at = -1
+    for ($i = 0; $i -lt $lines.Count; $i++) {
+        if ($lines[$i].Trim() -eq '# wuremote-prelude') {
+            $at = $i
+            break
+        }
+    }
+    if ($at -lt 0) {
+        Complete-WuStep -Step 'detached-start' -Status 'failed' -ExitCode 1 -Facts $facts -ResultMarker $ResultMarker `
+            -Messages @("the body has no '# wuremote-prelude' line after its param() block")
+    }
+    # Each line as it is, the placeholder replaced by the block (a loop, not $lines[0..($at - 1)]:
+    # that range counts down to -1 when the placeholder is the first line).
+    $composed = for ($i = 0; $i -lt $lines.Count; $i++) {
+        if ($i -eq $at) {
+            '# >>> wuremote-prelude'
+            $prelude
+            '# <<< wuremote-prelude'
+        }
+        else {
+            $lines[$i]
+        }
+    }
+    $Payload = $composed -join "`n"
 }
 
 # --- check what is being staged ---

@@ -60,6 +60,33 @@ def test_a_rung_and_the_diagnose_after_it_cost_one_request_sequence(tmp_path: Pa
     assert rungs and all(cost <= RUNG_TARGET for _, cost in rungs), repr(rungs)
 
 
+def test_a_later_rungs_lease_renewal_travels_in_its_pipeline(tmp_path: Path) -> None:
+    """Each rung after the first renews the host lock first: in the rung's own pipeline over PSRP, so a
+    rung with its renewal and its diagnose still costs one request sequence, counted from the end of the
+    step before it; the renewal keeps its own events (the lease's facts)."""
+    with Lab(scenario="corrupt-download-cache", hosts=1, time_scale=0.002) as lab:
+        seen = Requests(lab)
+        summary = Runner(demo_hosts(lab), demo_options(tmp_path), subscribers=[seen]).run()
+    host = next(iter(summary.outcomes))
+    assert summary.outcomes[host] == "repaired", summary.causes
+    renewals = [e for e, _ in seen.events if isinstance(e, ev.StepFinished) and e.step == "lock"
+                and e.facts.get("action") == "renew"]
+    assert renewals and all(e.status == "ok" for e in renewals)
+    last_end, rungs, rung, begun, costs = 0, 0, "", None, []
+    for event, served in seen.events:
+        if isinstance(event, ev.StepFinished) and not any(event is renewal for renewal in renewals):
+            if event.step == "diagnose" and begun is not None:
+                costs.append((rung, served - begun))
+                begun = None
+            last_end = served
+        elif isinstance(event, ev.StepStarted) and event.step not in ("lock", "diagnose", "verify") \
+                and not get_script(event.step.partition(":")[0]).meta.detached:
+            rungs += 1
+            rung = event.step
+            begun = last_end if rungs > 1 else None  # the first rung's lease came with the take
+    assert costs and all(cost <= RUNG_TARGET for _, cost in costs), repr(costs)
+
+
 @pytest.fixture(scope="module")
 def chlab() -> Iterator[Lab]:
     with Lab(hosts=1, scenario="healthy", time_scale=0.001) as running:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from wuremote.cli import main
-from wuremote.contract.scripts import load_scripts
+from wuremote.contract.scripts import load_scripts, sha256_text
 from wuremote.engine.reboot import RebootSettings
 from wuremote.engine.runner import Runner, RunOptions
 from wuremote.inventory import HostConfig
@@ -95,8 +95,13 @@ def assert_only_shipped_payloads(received: list[models.Known]) -> None:
     assert received
     for known in received:
         assert known.text == payloads[step_of(known)], step_of(known)
-        if step_of(known) == "detached-start":
-            assert known.params["Payload"] == detached_bodies()[known.params["Step"]]
+        if step_of(known) == "detached-start":  # the whole payload, or the shipped body the host completes
+            step = known.params["Step"]
+            if "Payload" in known.params:
+                assert known.params["Payload"] == detached_bodies()[step]
+            else:
+                assert known.params["Body"] == load_scripts()[step].text
+            assert known.params["PayloadSha256"] == sha256_text(detached_bodies()[step])
             assert isinstance(json.loads(known.params["ParametersJson"]), dict)
 
 

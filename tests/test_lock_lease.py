@@ -150,3 +150,31 @@ def test_a_controller_keeps_one_identity_per_state_dir_and_another_dir_is_anothe
     assert controller_identity(tmp_path / "b") != first  # another state dir is another controller
     assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}", first), first  # what lock.ps1's -Controller accepts
     assert first.endswith("@ops-laptop--rm")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_renewal_refused_between_rungs_stops_the_host_before_the_next_rung_runs(tmp_path, transport) -> None:
+    """Another controller took the host between two rungs: the next rung's renewal is refused (in the
+    rung's own pipeline over PSRP, on its own over WinRS), and that rung never runs."""
+    with Lab(scenario="corrupt-download-cache", hosts=1, time_scale=LAB_SCALE) as lab:
+        host = host_of(lab)
+        seen: list[Event] = []
+        ran_before: list[str] = []
+
+        def steal(event: Event) -> None:
+            seen.append(event)
+            if (isinstance(event, ev.StepFinished) and event.step.startswith("troubleshooter") and not ran_before):
+                ran_before.extend(lab.call(lambda: list(host.state.scripts_run)))
+                lab.call(lambda: setattr(host.state, "lock", None))  # its lease ended, say, and another took it
+                take(lab, transport, "20261129-100000-dddd", OTHER)
+
+        summary = Runner(demo_hosts(lab, transport), demo_options(tmp_path / "s"), subscribers=[steal]).run()
+        ran = lab.call(lambda: list(host.state.scripts_run))
+    cause = summary.causes[host.name]
+    assert ran_before, [e.step for e in seen if isinstance(e, ev.StepFinished)]
+    assert summary.outcomes[host.name] == "failed", cause
+    assert "the host lock was taken by another controller while this run worked the host" in cause
+    after = ran[len(ran_before):]
+    assert "reset-components" not in after, after  # the rung the renewal led never ran
+    refused = [e for e in seen if isinstance(e, ev.StepFinished) and e.step == "lock" and e.exit_code == 4]
+    assert refused  # the refused renewal is in the journal with its own result

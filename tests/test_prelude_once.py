@@ -7,12 +7,15 @@ of each step's requests, and the copy staged on the host.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import fast_settings
 
 from wuremote.contract.scripts import PRELUDE_BEGIN, get_script, prelude_sha256, prelude_text
+from wuremote.demo import demo_hosts, demo_options
+from wuremote.engine.runner import Runner
 from wuremote.inventory import HostConfig
 from wuremote.lab import models
 from wuremote.lab.lab import Endpoint, Lab
@@ -145,3 +148,25 @@ def test_winrs_a_changed_staged_prelude_is_not_run_and_the_step_is_sent_with_it(
     assert spent > PRELUDE_BYTES  # the second send carried the prelude
     assert staged_copy(plab, endpoint) == prelude_text().encode("utf-8")  # and staged it afresh
     assert later < PRELUDE_BYTES // 2
+
+
+# --- a detached step's start: the body alone where the session holds the prelude ----------------
+@pytest.mark.parametrize("kind", ["psrp", "winrm"])
+def test_a_detached_start_sends_the_prelude_only_where_the_session_does_not_hold_it(
+        tmp_path: Path, kind: str, received: list[Any]) -> None:
+    """Over PSRP the pool's runspace keeps the prelude's text, so detached-start gets the step's body and
+    composes the payload on the host (checked against the payload's SHA-256); a WinRS step's
+    powershell.exe keeps nothing, so the payload goes whole there.  verify passing shows the composed
+    payload was the controller's to the byte: a mismatch is refused before anything is staged."""
+    with Lab(scenario="healthy", hosts=1, time_scale=0.002) as lab:
+        summary = Runner(demo_hosts(lab, transport=kind), demo_options(tmp_path)).run()
+    assert list(summary.outcomes.values()) == ["healthy"], summary.causes
+    starts = [known for known in received if "# name: detached-start\n" in known.text[:200]]
+    assert starts  # verify runs detached
+    for known in starts:
+        if kind == "psrp":
+            assert "Payload" not in known.params and PRELUDE_BEGIN not in known.params["Body"]
+            assert known.params["PreludeSha256"] == prelude_sha256()
+            assert len(known.params["Body"].encode("utf-8")) < PRELUDE_BYTES // 2
+        else:
+            assert PRELUDE_BEGIN in known.params["Payload"] and "Body" not in known.params

@@ -71,4 +71,32 @@ Describe 'detached-start' {
         $run.Result.facts.attached | Should -BeTrue
         Should -Invoke Register-ScheduledTask -Times 0 -Exactly
     }
+
+    It 'composes the payload from -Body and the prelude text the session holds, then checks it against -PayloadSha256' {
+        $prelude = "function Get-WuPesterPrelude {`n    'from the session'`n}"
+        $hash = [System.Security.Cryptography.SHA256]::Create()
+        $preludeSha = -join ($hash.ComputeHash([System.Text.Encoding]::UTF8.GetBytes($prelude)) | ForEach-Object -Process { $_.ToString('x2') })
+        $nl = "`n"
+        $block = $nl + '# >>> wuremote-prelude' + $nl + $prelude + $nl + '# <<< wuremote-prelude' + $nl
+        $composed = $script:Body.Replace($nl + '# wuremote-prelude' + $nl, $block)
+        $composedSha = -join ($hash.ComputeHash([System.Text.Encoding]::UTF8.GetBytes($composed)) | ForEach-Object -Process { $_.ToString('x2') })
+        Set-Variable -Name ('WuremotePreludeText_' + $preludeSha) -Scope Global -Value $prelude
+        try {
+            $run = Invoke-WuTestStep -Path $script:Payload -Parameters @{ Step = 'dism'; Body = $script:Body; PreludeSha256 = $preludeSha; PayloadSha256 = $composedSha; ParametersJson = '{}' }
+        }
+        finally {
+            Remove-Variable -Name ('WuremotePreludeText_' + $preludeSha) -Scope Global
+        }
+        $run.ExitCode | Should -Be 0
+        $staged = [System.IO.File]::ReadAllText((Join-Path -Path $env:ProgramData -ChildPath 'wuremote\runs\pester\dism\step.ps1'), [System.Text.Encoding]::UTF8)
+        $staged.TrimStart([char]0xFEFF) | Should -BeExactly $composed
+        Should -Invoke Register-ScheduledTask -Times 1 -Exactly
+    }
+
+    It 'refuses -Body when the session holds no prelude of that hash, staging nothing' {
+        $run = Invoke-WuTestStep -Path $script:Payload -Parameters @{ Step = 'dism'; Body = $script:Body; PreludeSha256 = ('0' * 64); PayloadSha256 = $script:BodySha }
+        $run.ExitCode | Should -Be 1
+        $run.Result.messages[0] | Should -BeLike 'no payload:*'
+        Should -Invoke Register-ScheduledTask -Times 0 -Exactly
+    }
 }

@@ -91,6 +91,10 @@ class StepScript:
         were the largest Python holder at 150 hosts)."""
         return _payload(self.text)
 
+    def payload_sha256(self) -> str:
+        """SHA-256 of payload(), once per script for the process (detached-start checks it per start)."""
+        return _payload_sha256(self.text)
+
     def session_payload(self) -> str:
         """The text a transport sends once the prelude is defined in its session: the script with
         a reference to the prelude (by sha256) after its param() block."""
@@ -100,6 +104,11 @@ class StepScript:
 @lru_cache(maxsize=64)
 def _payload(text: str) -> str:
     return inline_prelude(text, prelude_text())
+
+
+@lru_cache(maxsize=64)
+def _payload_sha256(text: str) -> str:
+    return sha256_text(_payload(text))
 
 
 def sha256_text(text: str) -> str:

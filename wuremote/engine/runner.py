@@ -28,6 +28,7 @@ from ..output.report import write_report
 from ..store.journal import Journal, JournalError
 from ..store.lock import ControllerLock, controller_identity
 from ..store.rundir import RunDir
+from .memory import limit_malloc_arenas
 from .options import RunOptions
 from .progress import HostProgress, progress_of
 from .walk import HostWalk
@@ -262,6 +263,7 @@ class Runner:
             from .dask import DaskExecutor
 
             return DaskExecutor(self)
+        limit_malloc_arenas()  # before the host threads exist: each would take an arena of its own
         return ThreadPoolExecutor(max_workers=max(1, self.options.forks), thread_name_prefix="wuremote-host")
 
     def _host(self, host: HostConfig) -> tuple[Outcome, str]:

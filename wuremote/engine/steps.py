@@ -14,7 +14,7 @@ import datetime as dt
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import events as ev
@@ -53,6 +53,9 @@ class FollowUp:
     params: dict[str, Any]
     reason: str
     quiet: bool = False  # no events, transcript or journal records (boot-info, which has none on its own)
+    # What its result must be, raising HostFailed when it is not (a lead step's: the step after it
+    # did not run); None: any result is the caller's to read from ``followed``.
+    check: Callable[[StepResult], object] | None = field(default=None, compare=False)
 
 
 class StepRunner:
@@ -112,18 +115,28 @@ class StepRunner:
 
     # --- one step -----------------------------------------------------------------------
     def step(self, name: str, params: dict[str, Any], *, reason: str, label: str | None = None,
-             body: Body | None = None, then: tuple[FollowUp, ...] = ()) -> StepResult:
+             body: Body | None = None, then: tuple[FollowUp, ...] = (), lead: tuple[FollowUp, ...] = ()) -> StepResult:
         """Run one script (detached when its header says so), with its events and transcript.
 
         ``body`` replaces the one script run for a step made of several (a push: runs of chunks);
         it is run again, whole, on a fresh connection after a lost one.
         ``then``: read-only steps to send in the same pipeline where the transport can chain (PSRP);
         their results are left in ``followed`` (by step; one that did not run is missing: the caller
-        runs it on its own)."""
+        runs it on its own).
+        ``lead``: idempotent steps that must succeed first (the lease's renewal before a rung), each
+        checked by its ``check``: in the same pipeline where the step is chained, else each on its own
+        before it."""
         self.check_time(name)
+        script = get_script(name)
+        chained = bool(then or lead) and body is None and not script.meta.detached and hasattr(self.connected, "run_chain")
+        if lead and not chained:
+            for first in lead:
+                done = self.step(first.name, first.params, reason=first.reason)
+                if first.check is not None:
+                    first.check(done)
+            lead = ()
         self.followed = {}
         followed: list[StepResult] = []
-        script = get_script(name)
         label = label or name
         params = {**params, "RunId": self.ctx.run_id}  # the run id is wuremote's, never an option's
         attempt = self._start(label, script, reason)
@@ -160,8 +173,8 @@ class StepRunner:
                         again = label in self.reattach or tries.retry_state.attempt_number > 1
                         result = DetachedStep(self, script, params, label).run(reattach=again)
                         self.reattach.discard(label)
-                    elif then and hasattr(self.connected, "run_chain"):
-                        result, followed = self._run_chain(script, params, label, then)
+                    elif chained:
+                        result, followed = self._run_chain(script, params, label, lead, then)
                     else:
                         result = self.run_script(script, params, label)
         except TransportError as exc:
@@ -191,20 +204,33 @@ class StepRunner:
                 self._finished(follow.name, follow_attempt, done)
             self.followed[follow.name] = done
 
-    def _run_chain(self, script: StepScript, params: dict[str, Any], label: str,
+    def _run_chain(self, script: StepScript, params: dict[str, Any], label: str, lead: tuple[FollowUp, ...],
                    then: tuple[FollowUp, ...]) -> tuple[StepResult, list[StepResult]]:
-        """The step and its follow-ups in one pipeline; the follow-ups' results as far as the chain reached."""
-        follows = [get_script(follow.name) for follow in then]
+        """The lead steps, the step and its follow-ups in one pipeline; the follow-ups' results as far as
+        the chain reached.  Each lead step's events are written once the chain is back, and its check
+        raises HostFailed when it did not succeed (the chain stopped before the step)."""
+        around = lead + then
+        follows = [get_script(follow.name) for follow in around]
         budget = script.meta.timeout + sum(follow.meta.timeout for follow in follows)
         timeout = max(5.0, min(budget * self.options.time_scale, self.time_left))
-        calls = [(script, params)] + [(follow_script, {**follow.params, "RunId": self.ctx.run_id})
-                                      for follow_script, follow in zip(follows, then)]
+        calls = [(follow_script, {**follow.params, "RunId": self.ctx.run_id})
+                 for follow_script, follow in zip(follows, around)]
+        calls.insert(len(lead), (script, params))
         try:
             results = self.connected.run_chain(calls, timeout=timeout,  # type: ignore[attr-defined]
                                                on_stream=self._on_stream(label))
         finally:
             self._note_session()
-        return results[0], results[1:]
+        for first, done in zip(lead, results):
+            if not first.quiet:
+                attempt = self._start(first.name, get_script(first.name), first.reason)
+                self._finished(first.name, attempt, done)
+            if first.check is not None:
+                first.check(done)
+        rest = results[len(lead):]
+        if not rest:
+            raise HostFailed(Outcome.FAILED, f"{label} did not run: {lead[-1].name} before it did not succeed")
+        return rest[0], rest[1:]
 
     @property
     def time_left(self) -> float:

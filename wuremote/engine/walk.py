@@ -8,6 +8,7 @@ start/poll/cleanup is detached.py; a restart is reboot.py; owed restores are led
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,10 @@ class HostWalk:
     def _lock(self, action: str, *, then: tuple[FollowUp, ...] = ()) -> bool:
         """Take, renew or release the host lock, which names this run and this controller instance."""
         result = self.steps.step("lock", self._lock_params(action), reason=f"{action} the per-host lock", then=then)
+        return self._locked(action, result)
+
+    def _locked(self, action: str, result: StepResult) -> bool:
+        """What a lock step's result means for the walk: taken, renewed or released, else HostFailed."""
         if action == "take" and result.exit_code == ExitCode.REFUSED:
             # Not a failure of this host: it was never worked on (so no logs are collected either).
             raise HostFailed(Outcome.SKIPPED, _held_lock(result.facts.get("holder"), self.name))
@@ -420,11 +425,14 @@ class HostWalk:
     def rung(self, planned: PlannedStep, *, diagnose_after: bool = False) -> StepResult:
         """One rung; with ``diagnose_after``, the diagnose that follows it travels in the same pipeline
         where the transport can chain (left in ``steps.followed``; it runs only after exit 0 and no restart)."""
-        if self.rungs_begun:  # the lease runs on while the host is worked on; the take renewed it for the first
-            self._lock("renew")
+        # The lease runs on while the host is worked on: renewed as each rung after the first begins (the
+        # take renewed it for the first), in the rung's own pipeline where the transport chains.
+        renew = self.rungs_begun > 0
         self.rungs_begun += 1
         self.steps.followed = {}
         if planned.rung == "restart":
+            if renew:
+                self._lock("renew")
             self.reboot_host(planned.reason, rung=planned.rung)
             self._ran("restart")
             return StepResult(self.name, "restart", ExitCode.OK, {"status": "ok", "facts": {}, "messages": []})
@@ -432,7 +440,10 @@ class HostWalk:
         if planned.script == "install-kb":
             params.update(self._pushed_package())
         then = (FollowUp("diagnose", {"ControllerUtc": iso_now()}, f"after {planned.rung}"),) if diagnose_after else ()
-        result = self.steps.step(planned.script, params, reason=planned.reason, label=planned.rung, then=then)
+        lead = (FollowUp("lock", self._lock_params("renew"), "renew the per-host lock",
+                         check=functools.partial(self._locked, "renew")),) if renew else ()
+        result = self.steps.step(planned.script, params, reason=planned.reason, label=planned.rung, then=then,
+                                 lead=lead)
         if result.ok:
             self._ran(planned.rung)
         if result.reboot_required:

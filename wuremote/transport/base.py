@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from ..contract.result import StepResult, StreamRecord
 from ..contract.scripts import StepScript
@@ -83,6 +83,9 @@ class Transport(Protocol):
     # Input for a script that takes it ($InputObject, ValueFromPipeline): the most one run_step
     # carries, which is what the transport can take in one operation.
     input_run_bytes: int
+    # The session keeps the prelude's text once a step has run (PSRP: the pool's runspace), so
+    # detached-start can compose a scheduled task's payload from a step's body alone.
+    prelude_in_session: ClassVar[bool]
 
     @property
     def input_item_bytes(self) -> int:

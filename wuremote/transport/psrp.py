@@ -381,6 +381,9 @@ class PSRPTransport(Session[WSMan, RunspacePool]):
     # A run of input carries 8 MB, so the host's count of what it holds is read back, and journalled,
     # every 8 MB; an item fills one fragment (input_item_bytes).
     input_run_bytes = 8 * 1024 * 1024
+    # Every step pipeline on a pool without the prelude defines it first (_step, _chain), and the
+    # definition keeps its text as a global of the pool's runspace (_psrp_prelude.ps1).
+    prelude_in_session = True
 
     def __init__(self, connection: Connection, settings: TransportSettings | None = None) -> None:
         super().__init__(connection, settings)

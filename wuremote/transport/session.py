@@ -280,6 +280,7 @@ class Session(Generic[C, H]):
     # Operations run on one pool/shell before it is replaced by a fresh one, below the host's
     # per-shell limit (each transport says which limit and why); settings.commands_per_session overrides.
     commands_per_session: ClassVar[int]
+    prelude_in_session: ClassVar[bool] = False  # see base.Transport
 
     def __init__(self, connection: Connection, settings: TransportSettings | None = None) -> None:
         problem = connection.problem()

@@ -22,7 +22,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from ...contract.scripts import ScriptHeaderError, parse_header, prelude_text, sha256_text, split_payload
+from ...contract.scripts import ScriptHeaderError, inline_prelude, parse_header, prelude_text, sha256_text, split_payload
 from ..engine import ErrorInfo, Run, Stop
 from ..host import Host, HostState, parse_windows_utc, windows_utc
 from .helpers import NAME_PATTERN, StateRootUnsafe, param, protect_state_root, require_elevated, switch, thrown
@@ -277,10 +277,30 @@ def _payload_header(payload: str) -> dict[str, str]:
     return header
 
 
-@model("detached-start", sha256="a0950a3719cd70a6fa94d7353750463e868979b8e89a6049fdb2ff13f6b3c665")
+def _composed(ctx: StepContext, body: str, prelude_sha: str, failed: Any) -> str:
+    """detached-start's -Body: the payload composed from the step's body and the prelude text the
+    session holds.  A PSRP pool holds it once _psrp_prelude.ps1 ran there (the source's preludes,
+    by sha256: the lab keeps the hashes, and the text of the one prelude it models); a WinRS step's
+    powershell.exe holds no globals from one step to the next."""
+    held: set[str] = getattr(ctx.source, "preludes", set())
+    if not body or not prelude_sha or prelude_sha not in held:
+        failed("no payload: give -Payload, or -Body with -PreludeSha256 naming a prelude this session holds")
+    if prelude_sha != PRELUDE_SHA256:
+        raise Stop(1, _lab_error("lab: the session's prelude is not the one the lab models (update PRELUDE_SHA256 "
+                                 "and the models together)"))
+    try:
+        return inline_prelude(body, prelude_text())  # the script's loop: the first line that is the placeholder
+    except ScriptHeaderError:
+        failed("the body has no '# wuremote-prelude' line after its param() block")
+        raise  # pragma: no cover - failed() ends the step
+
+
+@model("detached-start", sha256="5ef380a0e25c1311d7fc728ebbf7cf0dbf561c3eb031e8e5198997ded163edc4")
 async def detached_start(ctx: StepContext) -> None:
     step = text_param(ctx, "Step", STEP_PATTERN, mandatory=True)
-    payload = text_param(ctx, "Payload", mandatory=True)
+    payload = text_param(ctx, "Payload")
+    body = text_param(ctx, "Body")
+    prelude_sha = text_param(ctx, "PreludeSha256", r"^([0-9a-f]{64})?$")
     payload_sha = text_param(ctx, "PayloadSha256", r"^[0-9a-fA-F]{64}$", mandatory=True)
     parameters_json = str(param(ctx, "ParametersJson", "{}"))
     restart = switch(ctx, "Restart")
@@ -307,6 +327,8 @@ async def detached_start(ctx: StepContext) -> None:
         ctx.finish("ok", 0, facts=facts, messages=[
             "already running: re-attached" if live else f"already {current.state}; pass -Restart to run it again"])
 
+    if not payload:
+        payload = _composed(ctx, body, prelude_sha, failed)
     if hashlib.sha256(payload.encode("utf-8")).hexdigest() != payload_sha.lower():
         failed("payload does not match its SHA-256: not staged")
     header = _payload_header(payload)

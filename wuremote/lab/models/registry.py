@@ -35,7 +35,7 @@ PRELUDE_SHA256 = "36149115c8b40f0bfd853f54f5acd1633a52c5d8f7feb9dc4a09f8b947f1a5
 MAX_JSON_LENGTH = 2_097_152
 BOOTSTRAP_SHA256 = "f564751b387fe29ec8b4dc2c41824ec4c73a671fe10f5f4805e3d119888d5e97"
 PSRP_CHAIN_SHA256 = "b30f974d70a5fa70e26cbf61c9b38415b14308e2e14095ac6adc059a5154254b"
-PSRP_PRELUDE_SHA256 = "f44678a58528008d069ed5caca5b77f8c7a176050091945f7bd73aba5dd234a9"
+PSRP_PRELUDE_SHA256 = "e0f0361de3c59728e04cf95c92099bad0bf32ea6856950bcb493e3a936a505eb"
 # Where the WinRS bootstrap stages the prelude (%ProgramData%\wuremote\prelude\<sha256>.ps1), lower-cased
 # as the lab's file table keys paths.
 STAGED_PRELUDE = "c:\\programdata\\wuremote\\prelude\\{0}.ps1"
