@@ -148,14 +148,16 @@ class LabProcess:
 
 
 @contextmanager
-def lab_process(hosts: int, scenario: str, time_scale: float, seed: int = 0) -> Iterator[LabProcess]:
-    """Run a lab in its own process, so its memory and CPU are measured apart from the controller's."""
+def lab_process(hosts: int, scenario: str, time_scale: float, seed: int = 0, http: bool = False) -> Iterator[LabProcess]:
+    """Run a lab in its own process, so its memory and CPU are measured apart from the controller's
+    (``http``: plain HTTP with Basic allowed, the lab's --http)."""
     with tempfile.TemporaryDirectory(prefix="wuremote-bench-") as folder:
         state_file = Path(folder) / "lab-state.json"
         log = open(Path(folder) / "lab.log", "wb")
         process = subprocess.Popen(
             [sys.executable, "-m", "wuremote.lab", "--hosts", str(hosts), "--scenario", scenario,
-             "--time-scale", str(time_scale), "--seed", str(seed), "--state-file", str(state_file)],
+             "--time-scale", str(time_scale), "--seed", str(seed), "--state-file", str(state_file)]
+            + (["--http"] if http else []),
             stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + LAB_START_TIMEOUT

@@ -232,7 +232,10 @@ def run_fleet(hosts: int, scenario: str, forks: int, time_scale: float, poll_int
                 "outcomes": Counter(summary.outcomes.values()), "wrong": check_expected(summary, scenarios),
                 "lab_rss": peak_rss_mb(lab.pid), "lab_cpu": (cpu_seconds(lab.pid) or 0.0) - lab_cpu_before,
                 "busiest": watch.snapshot if watch else None, "rss_by_kind": rss.peak, "rss_peak_mb": rss.peak_mb, "threads": rss.threads,
-                "rss_peak_at": rss.peak_at, "last_end": max((clock.started[h] + t for h, t in clock.took.items()),
+                "rss_peak_at": rss.peak_at,
+                "ends": sorted(clock.started[h] + t - started_at for h, t in clock.took.items()) or [0.0],
+                "last_hosts": sorted(clock.took, key=lambda h: clock.started[h] + clock.took[h])
+                [-max(1, hosts // 20):], "last_end": max((clock.started[h] + t for h, t in clock.took.items()),
                                                             default=started_at) - started_at}
 
 
@@ -285,6 +288,10 @@ def main() -> None:
     figures += [
         info(f"slowest host in the fleet ({fleet['scenarios'][slowest_in_fleet]})", fleet["took"][slowest_in_fleet], "s"),
         info("last host started, after the run began", fleet["last_start"], "s"),
+        info("hosts ended, after the run began: half / 90 % / 99 % / all", fleet["ends"][len(fleet["ends"]) // 2], "s",
+             " / ".join(f"{fleet['ends'][min(len(fleet['ends']) - 1, int(len(fleet['ends']) * q))]:.0f}"
+                        for q in (0.9, 0.99)) + f" / {fleet['ends'][-1]:.0f} s; the last 5 %: "
+             + ", ".join(f"{k} {v}" for k, v in Counter(fleet["scenarios"][h] for h in fleet["last_hosts"]).most_common())),
         at_most("controller peak RSS", own_peak_rss_mb(), "MB", RSS_TARGET_MB),
         info("controller RSS by kind, at the last new peak sampled by kind", sum(fleet["rss_by_kind"].values()), "MB",
              ", ".join(f"{k} {v:.0f}" for k, v in sorted(fleet["rss_by_kind"].items(), key=lambda kv: -kv[1]))),
