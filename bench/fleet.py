@@ -104,19 +104,18 @@ def _spin() -> None:
         pass
 
 
-class BusiestSnapshot:
-    """tracemalloc snapshots taken every few seconds while the fleet runs; the one holding the most is kept
-    (what holds memory at the peak, not what is left once the hosts are done)."""
+class Sampler:
+    """A daemon thread calling ``sample`` every EVERY seconds while the fleet runs."""
 
     EVERY = 5.0
 
     def __init__(self) -> None:
-        self.snapshot: tracemalloc.Snapshot | None = None
-        self.size = 0
+        self.began = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
-    def __enter__(self) -> BusiestSnapshot:
+    def __enter__(self) -> Sampler:
+        self.began = time.perf_counter()
         self._thread.start()
         return self
 
@@ -126,9 +125,25 @@ class BusiestSnapshot:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.EVERY):
-            current, _ = tracemalloc.get_traced_memory()
-            if current > self.size:
-                self.size, self.snapshot = current, tracemalloc.take_snapshot()
+            self.sample()
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+
+class BusiestSnapshot(Sampler):
+    """tracemalloc snapshots taken every few seconds while the fleet runs; the one holding the most is kept
+    (what holds memory at the peak, not what is left once the hosts are done)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.snapshot: tracemalloc.Snapshot | None = None
+        self.size = 0
+
+    def sample(self) -> None:
+        current, _ = tracemalloc.get_traced_memory()
+        if current > self.size:
+            self.size, self.snapshot = current, tracemalloc.take_snapshot()
 
 
 def rss_by_kind() -> dict[str, float]:
@@ -161,38 +176,27 @@ def _rss_mb() -> float:
     return 0.0
 
 
-class RssWatch:
+class RssWatch(Sampler):
     """The controller's RSS sampled twice a second, and by kind (smaps, costly at 1,000 threads: at
     most every 5 s) whenever it reached a new peak; with the number of threads then and when it was."""
 
     EVERY, BY_KIND_EVERY = 0.5, 5.0
 
     def __init__(self) -> None:
+        super().__init__()
         self.peak: dict[str, float] = {}
         self.peak_mb = 0.0
         self.peak_at = 0.0
         self.threads = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._by_kind_at = 0.0
 
-    def __enter__(self) -> RssWatch:
-        self._began = time.perf_counter()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _watch(self) -> None:
-        by_kind_at = 0.0
-        while not self._stop.wait(self.EVERY):
-            rss, now = _rss_mb(), time.perf_counter()
-            if rss <= self.peak_mb:
-                continue
-            self.peak_mb, self.peak_at, self.threads = rss, now - self._began, threading.active_count()
-            if now - by_kind_at >= self.BY_KIND_EVERY:
-                self.peak, by_kind_at = rss_by_kind(), now
+    def sample(self) -> None:
+        rss, now = _rss_mb(), time.perf_counter()
+        if rss <= self.peak_mb:
+            return
+        self.peak_mb, self.peak_at, self.threads = rss, now - self.began, threading.active_count()
+        if now - self._by_kind_at >= self.BY_KIND_EVERY:
+            self.peak, self._by_kind_at = rss_by_kind(), now
 
 
 @contextmanager

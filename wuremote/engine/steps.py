@@ -137,6 +137,7 @@ class StepRunner:
             lead = ()
         self.followed = {}
         followed: list[StepResult] = []
+        led: list[StepResult] = []
         label = label or name
         params = {**params, "RunId": self.ctx.run_id}  # the run id is wuremote's, never an option's
         attempt = self._start(label, script, reason)
@@ -174,7 +175,7 @@ class StepRunner:
                         result = DetachedStep(self, script, params, label).run(reattach=again)
                         self.reattach.discard(label)
                     elif chained:
-                        result, followed = self._run_chain(script, params, label, lead, then)
+                        result, followed, led = self._run_chain(script, params, label, lead, then)
                     else:
                         result = self.run_script(script, params, label)
         except TransportError as exc:
@@ -193,6 +194,7 @@ class StepRunner:
                            error_kind="internal")
             raise
         self._finished(label, attempt, result)
+        self._followed(lead, led)  # written after the step's end, like its follow-ups: one step open at a time
         self._followed(then, followed)
         return result
 
@@ -205,10 +207,10 @@ class StepRunner:
             self.followed[follow.name] = done
 
     def _run_chain(self, script: StepScript, params: dict[str, Any], label: str, lead: tuple[FollowUp, ...],
-                   then: tuple[FollowUp, ...]) -> tuple[StepResult, list[StepResult]]:
-        """The lead steps, the step and its follow-ups in one pipeline; the follow-ups' results as far as
-        the chain reached.  Each lead step's events are written once the chain is back, and its check
-        raises HostFailed when it did not succeed (the chain stopped before the step)."""
+                   then: tuple[FollowUp, ...]) -> tuple[StepResult, list[StepResult], list[StepResult]]:
+        """The lead steps, the step and its follow-ups in one pipeline: the step's result, the follow-ups'
+        as far as the chain reached, and the lead steps'.  A chain that stopped in a lead step never ran
+        the step: that lead step's events are written and its check raises HostFailed."""
         around = lead + then
         follows = [get_script(follow.name) for follow in around]
         budget = script.meta.timeout + sum(follow.meta.timeout for follow in follows)
@@ -221,16 +223,14 @@ class StepRunner:
                                                on_stream=self._on_stream(label))
         finally:
             self._note_session()
-        for first, done in zip(lead, results):
-            if not first.quiet:
-                attempt = self._start(first.name, get_script(first.name), first.reason)
-                self._finished(first.name, attempt, done)
-            if first.check is not None:
-                first.check(done)
-        rest = results[len(lead):]
+        led, rest = results[:len(lead)], results[len(lead):]
         if not rest:
+            self._followed(lead, led)
+            for first, done in zip(lead, led):
+                if first.check is not None:
+                    first.check(done)
             raise HostFailed(Outcome.FAILED, f"{label} did not run: {lead[-1].name} before it did not succeed")
-        return rest[0], rest[1:]
+        return rest[0], rest[1:], led
 
     @property
     def time_left(self) -> float:
