@@ -14,7 +14,7 @@ import datetime as dt
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import events as ev
@@ -194,7 +194,9 @@ class StepRunner:
                            error_kind="internal")
             raise
         self._finished(label, attempt, result)
-        self._followed(lead, led)  # written after the step's end, like its follow-ups: one step open at a time
+        # Written after the step's end, like its follow-ups (one step open at a time), saying where it ran.
+        self._followed(tuple(replace(first, reason=f"{first.reason} (sent first in {label}'s pipeline)")
+                             for first in lead), led)
         self._followed(then, followed)
         return result
 
