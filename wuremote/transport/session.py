@@ -130,7 +130,8 @@ class Operation(Protocol):
         ...
 
     def finish(self) -> int:
-        """After the last poll: what is left goes to the collector; the exit code."""
+        """After the last poll: what is left goes to the collector; the exit code.  Sends nothing (so it
+        holds no request slot)."""
         ...
 
     def stop(self) -> None:
@@ -503,7 +504,7 @@ class Session(Generic[C, H]):
                                                     f"{deadline.timeout:g} s; it was stopped")
                 deadline.polling()
                 poll(deadline.poll_seconds(self.settings.operation_timeout))
-            return self._request(operation.finish), operation
+            return operation.finish(), operation  # local: drains what the polls brought, sends nothing
         except TransportError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is translated (or re-raised by _translate)
