@@ -166,14 +166,18 @@ def parse_header(text: str, source: str = "<script>") -> ScriptMeta:
     )
 
 
-def inline_prelude(script: str, prelude: str) -> str:
+def _in_place_of_placeholder(script: str, block: list[str]) -> str:
+    """The script with its first placeholder line (after the param() block) replaced by ``block``'s lines."""
     lines = script.split("\n")
     try:
         index = [line.strip() for line in lines].index(PRELUDE_PLACEHOLDER)
     except ValueError:
         raise ScriptHeaderError(f"step script has no '{PRELUDE_PLACEHOLDER}' line after its param() block") from None
-    block = [PRELUDE_BEGIN, prelude, PRELUDE_END]  # verbatim, so the lab can hash it back
     return "\n".join(lines[:index] + block + lines[index + 1 :])
+
+
+def inline_prelude(script: str, prelude: str) -> str:
+    return _in_place_of_placeholder(script, [PRELUDE_BEGIN, prelude, PRELUDE_END])  # verbatim: the lab hashes it back
 
 
 def prelude_loader(sha256: str) -> str:
@@ -183,12 +187,7 @@ def prelude_loader(sha256: str) -> str:
 
 def reference_prelude(script: str, sha256: str) -> str:
     """The script with its placeholder replaced by the reference marker and the loader line."""
-    lines = script.split("\n")
-    try:
-        index = [line.strip() for line in lines].index(PRELUDE_PLACEHOLDER)
-    except ValueError:
-        raise ScriptHeaderError(f"step script has no '{PRELUDE_PLACEHOLDER}' line after its param() block") from None
-    return "\n".join(lines[:index] + [f"{PRELUDE_REF} {sha256}", prelude_loader(sha256)] + lines[index + 1 :])
+    return _in_place_of_placeholder(script, [f"{PRELUDE_REF} {sha256}", prelude_loader(sha256)])
 
 
 def split_reference(payload: str) -> tuple[str, str] | None:

@@ -194,9 +194,7 @@ class StepRunner:
                            error_kind="internal")
             raise
         self._finished(label, attempt, result)
-        # Written after the step's end, like its follow-ups (one step open at a time), saying where it ran.
-        self._followed(tuple(replace(first, reason=f"{first.reason} (sent first in {label}'s pipeline)")
-                             for first in lead), led)
+        self._led(lead, led, label)
         self._followed(then, followed)
         return result
 
@@ -207,6 +205,15 @@ class StepRunner:
                 follow_attempt = self._start(follow.name, get_script(follow.name), follow.reason)
                 self._finished(follow.name, follow_attempt, done)
             self.followed[follow.name] = done
+
+    def _led(self, lead: tuple[FollowUp, ...], led: list[StepResult], label: str) -> None:
+        """Lead steps that ran in a step's pipeline: their events after the step's own, like its follow-ups'
+        (the journal has one step open at a time), saying where they ran; then their checks."""
+        self._followed(tuple(replace(first, reason=f"{first.reason} (sent first in {label}'s pipeline)")
+                             for first in lead), led)
+        for first, done in zip(lead, led):
+            if first.check is not None:
+                first.check(done)
 
     def _run_chain(self, script: StepScript, params: dict[str, Any], label: str, lead: tuple[FollowUp, ...],
                    then: tuple[FollowUp, ...]) -> tuple[StepResult, list[StepResult], list[StepResult]]:
@@ -227,10 +234,7 @@ class StepRunner:
             self._note_session()
         led, rest = results[:len(lead)], results[len(lead):]
         if not rest:
-            self._followed(lead, led)
-            for first, done in zip(lead, led):
-                if first.check is not None:
-                    first.check(done)
+            self._led(lead, led, label)  # the one that did not succeed raises here
             raise HostFailed(Outcome.FAILED, f"{label} did not run: {lead[-1].name} before it did not succeed")
         return rest[0], rest[1:], led
 

@@ -13,7 +13,7 @@ from typing import Any
 from ..agent import download_hresult, install_hresult, offered, search_hresult
 from ..host import windows_utc
 from .helpers import param, require_elevated, strings, switch
-from .long_steps import NETWORK_HRESULTS, SYSTEM_USER, WAIT_STEP_SECONDS, hex_hresult, int_param, other_installs
+from .long_steps import NETWORK_HRESULTS, SYSTEM_USER, hex_hresult, int_param, other_installs, wait_while_busy
 from .registry import StepContext, model
 
 SEARCH_SECONDS = 2 * 60
@@ -46,12 +46,7 @@ async def install_updates(ctx: StepContext) -> None:
         ctx.finish(status, code, facts=facts, changes=changes, messages=messages, reboot_required=code == 3010)
 
     if not search_only:
-        waited, others = 0, other_installs(ctx, run_id)
-        while others and waited < wait_seconds:
-            ctx.verbose(f"waiting for {', '.join(others)} to finish ({waited} s of {wait_seconds} s)")
-            await ctx.host.sleep(WAIT_STEP_SECONDS)
-            waited += WAIT_STEP_SECONDS
-            others = other_installs(ctx, run_id)
+        _, others = await wait_while_busy(ctx, lambda: other_installs(ctx, run_id), wait_seconds)
         if others:
             facts["busy"] = others
             finish("failed", 4, [f"{', '.join(others)} still running after {wait_seconds} s: left alone (never "

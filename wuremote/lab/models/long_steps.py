@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -234,6 +235,18 @@ WAIT_STEP_SECONDS = 15  # install-kb's and install-updates' Start-Sleep between 
 _STATUS = re.compile(r"^c:\\programdata\\wuremote\\runs\\([^\\]+)\\(install-kb|install-updates)\\status\.json$")
 
 
+async def wait_while_busy(ctx: StepContext, busy: Callable[[], list[str]], wait_seconds: int) -> tuple[int, list[str]]:
+    """install-kb's and install-updates' bounded wait for what else installs on the host, looking again
+    every WAIT_STEP_SECONDS and never stopping it: the seconds waited, and what is still busy."""
+    waited, found = 0, busy()
+    while found and waited < wait_seconds:
+        ctx.verbose(f"waiting for {', '.join(found)} to finish ({waited} s of {wait_seconds} s)")
+        await ctx.host.sleep(WAIT_STEP_SECONDS)
+        waited += WAIT_STEP_SECONDS
+        found = busy()
+    return waited, found
+
+
 def other_installs(ctx: StepContext, run_id: str) -> list[str]:
     """install-kb or install-updates tasks of other runs still queued or running (the scripts read
     each run's status file the same way)."""
@@ -312,12 +325,7 @@ async def install_kb(ctx: StepContext) -> None:
         ctx.finish("ok", 0, facts=facts, messages=[f"{kb_id} is already installed"])
     facts["already_installed"] = False
     wait_seconds = int_param(ctx, "WaitSeconds", 1800, 0, 7200)
-    waited, busy = 0, _busy_servicing(ctx, run_id)
-    while busy and waited < wait_seconds:
-        ctx.verbose(f"waiting for {', '.join(busy)} to finish ({waited} s of {wait_seconds} s)")
-        await ctx.host.sleep(WAIT_STEP_SECONDS)
-        waited += WAIT_STEP_SECONDS
-        busy = _busy_servicing(ctx, run_id)
+    waited, busy = await wait_while_busy(ctx, lambda: _busy_servicing(ctx, run_id), wait_seconds)
     facts["waited_seconds"] = waited
     if busy:
         facts["busy"] = busy
